@@ -1,0 +1,1 @@
+"""Static assets of surgview (ontologies, prompt templates, styles): data files only."""
