@@ -1,0 +1,147 @@
+"""``surgview-engine``: the engine without a window.
+
+    surgview-engine parse [FILE] [--json]     read a model's output (file or stdin), print its chain
+    surgview-engine ontology [VOCAB] [--resolve NAME]
+    surgview-engine probe VIDEO               frame count, rate, keyframes (read, not from headers)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from engine.chain import LEVEL_NAMES, Chain
+from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
+from engine.clitools import ArgumentParser, CliError, run
+from engine.ontology import Ontology, UnknownLabelError, load_ontology
+from engine.timecode import format_timecode
+from engine.video_probe import VideoError, probe_video
+
+PROG = "surgview-engine"
+
+
+def _read_text(source: str) -> str:
+    if source == "-":
+        return sys.stdin.read()
+    try:
+        return Path(source).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise CliError(f"cannot read {source}: {exc.strerror or exc}") from exc
+
+
+def _print_chain(chain: Chain) -> None:
+    print(f"status: {chain.status.value}" + (f" (task stops at Level {chain.task_level})" if chain.task_level else ""))
+    for problem in chain.problems:
+        print(f"  problem: {problem}")
+    p, r, c = chain.perception, chain.relations, chain.context
+    if p is not None:
+        tools = [f"{s.name.label or s.name.text + ' (unknown)'}" + (f" {list(s.box)}" if s.box else "")
+                 for s in p.instruments]
+        anatomy = [m.label or m.text + " (unknown)" for m in p.anatomy]
+        print(f"Level 1 ({LEVEL_NAMES[1]}): instruments: {', '.join(tools) or 'none'}; "
+              f"anatomy: {', '.join(anatomy) or 'none'}")
+    if r is not None:
+        trips = [f"<{t.instrument.label or t.instrument.text}, {t.verb.label or t.verb.text}, "
+                 f"{t.target.label or t.target.text}>" + ("" if t.known else " (not a CholecT50 triplet)")
+                 for t in r.triplets]
+        print(f"Level 2 ({LEVEL_NAMES[2]}): {', '.join(trips) or 'no triplets'}")
+    if c is not None:
+        phase = (c.phase.label or f"{c.phase.text} (unknown)") if c.phase else "not stated"
+        cvs = ", ".join(f"C{i + 1} {s.value}" for i, s in enumerate(c.cvs) if s is not None) or "not stated"
+        print(f"Level 3 ({LEVEL_NAMES[3]}): phase: {phase}; CVS: {cvs}")
+    if chain.answer is not None:
+        print(f"Answer: {chain.answer.text!r}")
+
+
+def cmd_parse(args) -> int:
+    text = _read_text(args.file)
+    parser = ChainParser()
+    # Feed in small pieces, as a stream would arrive, and report levels as they close.
+    for start in range(0, len(text), 16):
+        for event in parser.feed(text[start:start + 16]):
+            if isinstance(event, LevelClosed) and args.events:
+                print(f"[level {event.level} closed]", file=sys.stderr)
+            elif isinstance(event, ProblemFound) and args.events:
+                print(f"[problem: {event.message}]", file=sys.stderr)
+    chain = parser.close()
+    if args.json:
+        print(json.dumps(chain.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        _print_chain(chain)
+    return 0 if chain.status.value != "malformed" or not args.strict else 1
+
+
+def _vocab(onto: Ontology, name: str):
+    try:
+        return onto.vocabulary(name)
+    except KeyError:
+        raise CliError(f"no vocabulary {name!r}; choose from {', '.join(Ontology.vocabulary_names())}") from None
+
+
+def cmd_ontology(args) -> int:
+    onto = load_ontology()
+    if args.resolve is not None:
+        names = [args.vocabulary] if args.vocabulary else Ontology.vocabulary_names()
+        hits = [(n, _vocab(onto, n).resolve(args.resolve)) for n in names]
+        hits = [(n, label) for n, label in hits if label is not None]
+        if not hits:
+            try:
+                _vocab(onto, names[0] if args.vocabulary else "phase").require(args.resolve)
+            except UnknownLabelError as exc:
+                raise CliError(str(exc)) from None
+            raise CliError(f"{args.resolve!r} names no label")
+        for n, label in hits:
+            print(f"{n}: {label.name} (id {label.id}, {label.display})")
+        return 0
+    names = [args.vocabulary] if args.vocabulary else Ontology.vocabulary_names()
+    print(f"ontology version {onto.version}")
+    for n in names:
+        vocab = _vocab(onto, n)
+        print(f"{n} ({len(vocab)}): " + ", ".join(f"{lb.id}={lb.name}" for lb in vocab))
+    if not args.vocabulary:
+        print(f"triplets ({len(onto.triplets)}): e.g. " + "; ".join(onto.triplet_name(t.id) for t in onto.triplets[:3]))
+    return 0
+
+
+def cmd_probe(args) -> int:
+    try:
+        facts = probe_video(Path(args.video))
+    except VideoError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{facts.path.name}: {facts.codec} {facts.width}x{facts.height}, {float(facts.fps):.3f} fps, "
+          f"{facts.frames} frames ({format_timecode(facts.frames, facts.fps)}), {facts.keyframes} keyframes")
+    return 0
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description="surgview engine, headless.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    p = sub.add_parser("parse", help="parse a model's reasoning chain (file or - for stdin)")
+    p.add_argument("file", nargs="?", default="-")
+    p.add_argument("--json", action="store_true", help="print the chain as JSON")
+    p.add_argument("--events", action="store_true", help="report levels as they close (stderr)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the chain is malformed")
+    p.set_defaults(func=cmd_parse)
+    o = sub.add_parser("ontology", help="list the label vocabularies or resolve a name")
+    o.add_argument("vocabulary", nargs="?", help=", ".join(Ontology.vocabulary_names()))
+    o.add_argument("--resolve", metavar="NAME", help="the canonical label a spelling resolves to")
+    o.set_defaults(func=cmd_ontology)
+    v = sub.add_parser("probe", help="frames, rate and keyframes of a video, counted by demuxing")
+    v.add_argument("video")
+    v.set_defaults(func=cmd_probe)
+    return parser
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""Write synthetic cases to disk: H.264 videos plus Cholec80, CholecT50 and Endoscapes labels.
+
+Layout of the output folder (the real datasets' own layouts, so the same adapters read both)::
+
+    cholec80/videos/video01.mp4
+    cholec80/phase_annotations/video01-phase.txt
+    cholec80/tool_annotations/video01-tool.txt
+    CholecT50/labels/VID01.json
+    endoscapes/all_metadata.csv
+    synth/video01-truth.jsonl      (anatomy in view, pixel boxes: synthetic only)
+    synth.json                     (generator settings and per-case summary)
+
+Every file is written to a temporary name and renamed when complete, so an interrupted run
+never leaves a truncated file under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import av
+import cv2
+
+from train.synth.labels import (
+    TruthLog,
+    cholec80_phase_txt,
+    cholec80_tool_txt,
+    cholect50_json,
+    endoscapes_csv,
+    endoscapes_rows,
+    truth_jsonl,
+)
+from train.synth.render import CaseRenderer
+from train.synth.script import MIN_PHASE_SECONDS, PHASES, build_script
+
+GENERATOR_VERSION = 1
+MIN_MINUTES = round(len(PHASES) * MIN_PHASE_SECONDS / 60 + 0.05, 1)
+
+
+class SynthError(Exception):
+    """A synthetic case could not be written (bad settings or an unwritable destination)."""
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    cases: int = 2
+    minutes: float = 3.0
+    seed: int = 0
+    width: int = 640
+    height: int = 360
+    fps: int = 25
+    gop: int = 50  # keyframe interval in frames
+    crf: int = 23
+    preset: str = "veryfast"
+    first_id: int = 1
+
+    def validate(self) -> None:
+        if self.cases < 1:
+            raise SynthError("--cases must be at least 1")
+        if not (MIN_MINUTES <= self.minutes <= 240):
+            raise SynthError(f"--minutes must be between {MIN_MINUTES} and 240 (seven phases need time)")
+        if self.width < 160 or self.height < 90 or self.width % 2 or self.height % 2:
+            raise SynthError("--width/--height must be even and at least 160x90")
+        if not (5 <= self.fps <= 60):
+            raise SynthError("--fps must be between 5 and 60")
+        if self.gop < 1:
+            raise SynthError("--gop must be at least 1")
+        if not (0 < self.first_id and self.first_id + self.cases - 1 <= 99):
+            raise SynthError("video ids must lie between 1 and 99 (Cholec80 naming: video01..video99)")
+
+    @property
+    def frames_per_case(self) -> int:
+        return int(round(self.minutes * 60 * self.fps))
+
+
+Progress = Callable[[int], None]
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def encode_case(path: Path, renderer: CaseRenderer, n_frames: int, config: SynthConfig, log: TruthLog,
+                progress: Progress | None = None) -> None:
+    """Render and encode every frame of one case (libx264, yuv420p, fixed GOP)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".part")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("libx264", rate=config.fps)
+            stream.width, stream.height = config.width, config.height
+            stream.pix_fmt = "yuv420p"
+            stream.options = {"crf": str(config.crf), "preset": config.preset, "g": str(config.gop),
+                              "keyint_min": str(config.gop), "sc_threshold": "0"}
+            for index in range(n_frames):
+                rgb, truth = renderer.render(index)
+                log.add(truth)
+                yuv = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+                frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                frame.pts = index
+                container.mux(stream.encode(frame))
+                if progress is not None:
+                    progress(1)
+            container.mux(stream.encode(None))
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def generate(out: Path, config: SynthConfig, progress: Progress | None = None) -> dict:
+    """Write ``config.cases`` cases under ``out``; return the summary also saved as synth.json."""
+    config.validate()
+    out = Path(out)
+    summary = {"generator": "surgview synth", "version": GENERATOR_VERSION, "config": asdict(config), "cases": []}
+    endoscapes: list[dict] = []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for k in range(config.cases):
+            vid = config.first_id + k
+            name = f"video{vid:02d}"
+            n = config.frames_per_case
+            script = build_script(vid, n, config.fps, config.seed)
+            renderer = CaseRenderer(script, config.width, config.height)
+            log = TruthLog(vid, config.fps, config.width, config.height)
+            encode_case(out / "cholec80" / "videos" / f"{name}.mp4", renderer, n, config, log, progress)
+            _atomic_text(out / "cholec80" / "phase_annotations" / f"{name}-phase.txt", cholec80_phase_txt(log.phases))
+            _atomic_text(out / "cholec80" / "tool_annotations" / f"{name}-tool.txt", cholec80_tool_txt(log))
+            _atomic_text(out / "CholecT50" / "labels" / f"VID{vid:02d}.json", json.dumps(cholect50_json(log)))
+            _atomic_text(out / "synth" / f"{name}-truth.jsonl", truth_jsonl(log))
+            endoscapes += endoscapes_rows(log)
+            summary["cases"].append({
+                "video": name, "id": vid, "frames": n, "fps": config.fps,
+                "width": config.width, "height": config.height,
+                "phases": [[p, s, e] for p, s, e in script.phase_bounds],
+                "cvs_first_met": _first_all_met(log), "c3_missed_before_clipping": script.c3_missed,
+            })
+        _atomic_text(out / "endoscapes" / "all_metadata.csv", endoscapes_csv(endoscapes))
+        _atomic_text(out / "synth.json", json.dumps(summary, indent=2))
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SynthError(f"cannot write to {exc.filename or out}: {reason}") from exc
+    except av.error.FFmpegError as exc:
+        raise SynthError(f"video encoder failed: {exc}") from exc
+    return summary
+
+
+def _first_all_met(log: TruthLog) -> int | None:
+    for t in log.sampled:
+        if all(v >= 0.5 for v in t.cvs):
+            return t.index
+    return None
