@@ -63,6 +63,11 @@ case "$cmd" in
     run)
         install_system_packages
         install_python_packages
+        demo="$("$VENV/bin/python" -c 'from engine.userdata import demo_dir; print(demo_dir())')"
+        if [ ! -f "$demo/synth.json" ]; then
+            log "building the demo case in $demo"
+            "$VENV/bin/surgview-train" synth --out "$demo" --cases 1 --minutes 2 --seed 7 --force
+        fi
         exec "$VENV/bin/surgview" --demo "$@"
         ;;
     test)

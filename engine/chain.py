@@ -18,7 +18,7 @@ form, so text → Chain → text is stable.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 __all__ = [
@@ -48,19 +48,19 @@ Box = tuple[float, float, float, float]
 """``(x1, y1, x2, y2)`` in pixels of the original frame."""
 
 
-class ChainStatus(str, Enum):
+class ChainStatus(StrEnum):
     COMPLETE = "complete"  # every expected level and the answer, closed, nothing after
     PARTIAL = "partial"  # a clean prefix of a chain (still streaming, or cut off)
     MALFORMED = "malformed"  # not a prefix of any valid chain; fields are best effort
 
 
-class LevelState(str, Enum):
+class LevelState(StrEnum):
     STREAMING = "streaming"
     DONE = "done"
     MALFORMED = "malformed"
 
 
-class CvsState(str, Enum):
+class CvsState(StrEnum):
     MET = "met"
     NOT_MET = "not met"
     NOT_ASSESSABLE = "not assessable"
@@ -138,7 +138,7 @@ class Answer:
 class Level:
     number: int
     text: str
-    header: str = ""  # as written by the model, e.g. "L1:" or "Level 1 (Perception):"
+    header: str = field(default="", compare=False)  # as written: "L1:", "Level 1 (Perception):"
     state: LevelState = LevelState.DONE
 
 
@@ -221,8 +221,7 @@ def render_perception(perception: Perception, display: dict[str, str] | None = N
             item += f" ({s.confidence:.2f})"
         items.append(item)
     anatomy = [display.get(m.label or "", m.text) for m in perception.anatomy]
-    return (f"Instruments: {', '.join(items) or 'none'}. "
-            f"Anatomy: {', '.join(anatomy) or 'none'}.")
+    return f"Instruments: {', '.join(items) or 'none'}. Anatomy: {', '.join(anatomy) or 'none'}."
 
 
 def render_relations(relations: Relations, display: dict[str, str] | None = None) -> str:

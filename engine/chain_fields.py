@@ -28,11 +28,12 @@ __all__ = ["parse_answer", "parse_context", "parse_perception", "parse_relations
 
 _NUM = r"-?\d+(?:\.\d+)?"
 _BOX_BRACKET = re.compile(rf"\[\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*\]")
-_BOX_POINTS = re.compile(
-    rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*(?:,|to|-)?\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*\)"
+_BOX_POINTS = re.compile(rf"\(\s*({_NUM})\s*,\s*({_NUM})\s*\)\s*(?:,|to|-)?\s*\(\s*({_NUM})\s*,\s*({_NUM})\s*\)")
+_CONFIDENCE = re.compile(
+    r"\(\s*(?:conf(?:idence)?\s*[:=]?\s*)?(0(?:\.\d+)?|1(?:\.0+)?)\s*\)|"
+    r"conf(?:idence)?\s*[:=]?\s*(0(?:\.\d+)?|1(?:\.0+)?)",
+    re.IGNORECASE,
 )
-_CONFIDENCE = re.compile(r"\(\s*(?:conf(?:idence)?\s*[:=]?\s*)?(0(?:\.\d+)?|1(?:\.0+)?)\s*\)|"
-                         r"conf(?:idence)?\s*[:=]?\s*(0(?:\.\d+)?|1(?:\.0+)?)", re.IGNORECASE)
 _LIST_END = re.compile(r"\.(?=\s|$)|\n")
 _NONE_ITEM = re.compile(r"^(?:none|no\b.*|nothing.*|n/?a|-)$", re.IGNORECASE)
 _ARTICLE = re.compile(r"^(?:(?:a|an|the|one|two|some)\s+)+", re.IGNORECASE)
@@ -45,10 +46,18 @@ _CVS = re.compile(
     re.IGNORECASE,
 )
 _CVS_WORDS = {
-    "met": CvsState.MET, "achieved": CvsState.MET, "satisfied": CvsState.MET, "yes": CvsState.MET,
-    "true": CvsState.MET, "1": CvsState.MET,
-    "notmet": CvsState.NOT_MET, "unmet": CvsState.NOT_MET, "notachieved": CvsState.NOT_MET,
-    "notsatisfied": CvsState.NOT_MET, "no": CvsState.NOT_MET, "false": CvsState.NOT_MET,
+    "met": CvsState.MET,
+    "achieved": CvsState.MET,
+    "satisfied": CvsState.MET,
+    "yes": CvsState.MET,
+    "true": CvsState.MET,
+    "1": CvsState.MET,
+    "notmet": CvsState.NOT_MET,
+    "unmet": CvsState.NOT_MET,
+    "notachieved": CvsState.NOT_MET,
+    "notsatisfied": CvsState.NOT_MET,
+    "no": CvsState.NOT_MET,
+    "false": CvsState.NOT_MET,
     "0": CvsState.NOT_MET,
 }
 _MCQ = re.compile(r"^\s*\(?([A-H])[.):]\s+(.+?)\s*$", re.DOTALL)
@@ -129,7 +138,7 @@ def _mention(vocab: Vocabulary, text: str, offset: int) -> Mention:
     article = _ARTICLE.match(body)
     if article:
         lead += article.end()
-        body = body[article.end():]
+        body = body[article.end() :]
     name = _clean(body)
     label = vocab.resolve(name)
     return Mention(vocab.name, name, label.name if label else None, (offset + lead, offset + lead + len(body)))
@@ -172,8 +181,8 @@ def parse_perception(text: str, ontology: Ontology) -> Perception:
     else:
         for label, s, e in ontology.tool.find(text):
             box = None
-            near = _box_at(text[e: e + 48])
-            if near and _BOX_LEAD.match(text[e: e + near[1]]):
+            near = _box_at(text[e : e + 48])
+            if near and _BOX_LEAD.match(text[e : e + near[1]]):
                 box = near[0]
             instruments.append(InstrumentSighting(Mention("tool", text[s:e], label.name, (s, e)), box))
     anatomy: list[Mention] = []
@@ -286,10 +295,11 @@ def _unknown_triplet(piece: str, base: int, ontology: Ontology) -> TripletMentio
         return None
     vocabs = (ontology.instrument, ontology.verb, ontology.target)
     mentions = []
-    for (word, start), vocab in zip(words, vocabs):
+    for (word, start), vocab in zip(words, vocabs, strict=False):
         label = vocab.resolve(word)
-        mentions.append(Mention(vocab.name, word, label.name if label else None,
-                                (base + start, base + start + len(word))))
+        mentions.append(
+            Mention(vocab.name, word, label.name if label else None, (base + start, base + start + len(word)))
+        )
     return TripletMention(*mentions, triplet_id=None)
 
 
@@ -318,13 +328,13 @@ def parse_context(text: str, ontology: Ontology) -> Context:
     label = _PHASE_LABEL.search(text)
     mentions = ontology.phase.find(text)
     if label is not None:
-        after = [m for m in mentions if m[1] >= label.end() and not text[label.end(): m[1]].strip(" *\"'")]
+        after = [m for m in mentions if m[1] >= label.end() and not text[label.end() : m[1]].strip(" *\"'")]
         if after:
             lab, s, e = after[0]
             phase = Mention("phase", text[s:e], lab.name, (s, e))
         else:
             end = _LIST_END.search(text, label.end())
-            written = text[label.end(): end.start() if end else len(text)]
+            written = text[label.end() : end.start() if end else len(text)]
             if _clean(written):
                 phase = _mention(ontology.phase, written, label.end())
     if phase is None and mentions:
@@ -333,7 +343,7 @@ def parse_context(text: str, ontology: Ontology) -> Context:
     safety = None
     m = _SAFETY_LABEL.search(text)
     if m is not None:
-        safety = text[m.end():].strip() or None
+        safety = text[m.end() :].strip() or None
     return Context(phase, parse_cvs(text), safety)
 
 

@@ -40,13 +40,14 @@ __all__ = [
 DEFAULT_MAX_CHARS = 200_000
 
 _TAG = r"<\s*(?P<close>/?)\s*(?P<tag>think|answer)\s*>"
-_HEADER = (r"(?<![0-9A-Za-z])(?:Level\s*(?P<level>[123])(?:\s*\([^()\n]{0,40}\))?|L(?P<short>[123]))"
-           r"\s*:")
+_HEADER = (
+    r"(?<![0-9A-Za-z])(?:Level\s*(?P<level>[123])(?:\s*\([^()\n]{0,40}\))?|L(?P<short>[123]))"
+    r"\s*:"
+)
 _TAGS_ONLY = re.compile(_TAG, re.IGNORECASE)
 _TAGS_AND_HEADERS = re.compile(f"{_TAG}|{_HEADER}", re.IGNORECASE)
 # Tails that could still grow into a tag or a header: held back until the next piece decides.
-_TAG_PREFIX = re.compile(r"<\s*/?\s*(?:t(?:h(?:i(?:nk?)?)?)?|a(?:n(?:s(?:w(?:er?)?)?)?)?)?\s*\Z",
-                         re.IGNORECASE)
+_TAG_PREFIX = re.compile(r"<\s*/?\s*(?:t(?:h(?:i(?:nk?)?)?)?|a(?:n(?:s(?:w(?:er?)?)?)?)?)?\s*\Z", re.IGNORECASE)
 _HEADER_PREFIX = re.compile(
     r"(?<![0-9A-Za-z])L(?:e(?:v(?:el?)?)?)?\s*(?:[123]\s*(?:\([^()\n]{0,40}\)?)?\s*)?\Z", re.IGNORECASE
 )
@@ -125,6 +126,7 @@ class ChainParser:
         self._problems: list[str] = []
         self._events: list[ChainEvent] = []
         self._closed = False
+        self._saw_marker = False
         self._final: Chain | None = None
 
     # ----------------------------------------------------------------- streaming
@@ -181,7 +183,7 @@ class ChainParser:
             m = pattern.search(text, pos, end)
             if m is None:
                 break
-            self._text(text[pos:m.start()])
+            self._text(text[pos : m.start()])
             self._marker(m)
             pos = m.end()
         self._text(text[pos:end])
@@ -207,8 +209,13 @@ class ChainParser:
             self._levels[-1].parts.append(text)
             self._events.append(TextAdded(f"level{self._levels[-1].number}", text))
             return
-        target = {OUTSIDE: self._outside, PRE: self._preamble, AFTER_THINK: self._between,
-                  ANSWER: self._answer, TRAILING: self._trailing}[section]
+        target = {
+            OUTSIDE: self._outside,
+            PRE: self._preamble,
+            AFTER_THINK: self._between,
+            ANSWER: self._answer,
+            TRAILING: self._trailing,
+        }[section]
         target.append(text)
         if section == TRAILING and text.strip() and not any(p.strip() for p in target[:-1]):
             self._problem("text after </answer>")
@@ -216,6 +223,7 @@ class ChainParser:
         self._events.append(TextAdded(name, text))
 
     def _marker(self, m: re.Match[str]) -> None:
+        self._saw_marker = True
         if m.group("tag"):
             tag, closing = m.group("tag").lower(), bool(m.group("close"))
             getattr(self, f"_{'close' if closing else 'open'}_{tag}")()
@@ -313,7 +321,7 @@ class ChainParser:
     def _build(self, final: bool) -> Chain:
         problems = list(self._problems)
         raw = "".join(self._pieces)
-        structured = self._think_opened or self._answer_opened or bool(self._levels)
+        structured = self._saw_marker
         answer = self._answer_value
         if final and not structured and raw.strip():
             problems.append("no <think>/<answer> structure")

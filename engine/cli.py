@@ -1,8 +1,8 @@
 """``surgview-engine``: the engine without a window.
 
-    surgview-engine parse [FILE] [--json]     read a model's output (file or stdin), print its chain
-    surgview-engine ontology [VOCAB] [--resolve NAME]
-    surgview-engine probe VIDEO               frame count, rate, keyframes (read, not from headers)
+surgview-engine parse [FILE] [--json]     read a model's output (file or stdin), print its chain
+surgview-engine ontology [VOCAB] [--resolve NAME]
+surgview-engine probe VIDEO               frame count, rate, keyframes (read, not from headers)
 """
 
 from __future__ import annotations
@@ -37,15 +37,21 @@ def _print_chain(chain: Chain) -> None:
         print(f"  problem: {problem}")
     p, r, c = chain.perception, chain.relations, chain.context
     if p is not None:
-        tools = [f"{s.name.label or s.name.text + ' (unknown)'}" + (f" {list(s.box)}" if s.box else "")
-                 for s in p.instruments]
+        tools = [
+            f"{s.name.label or s.name.text + ' (unknown)'}" + (f" {list(s.box)}" if s.box else "")
+            for s in p.instruments
+        ]
         anatomy = [m.label or m.text + " (unknown)" for m in p.anatomy]
-        print(f"Level 1 ({LEVEL_NAMES[1]}): instruments: {', '.join(tools) or 'none'}; "
-              f"anatomy: {', '.join(anatomy) or 'none'}")
+        print(
+            f"Level 1 ({LEVEL_NAMES[1]}): instruments: {', '.join(tools) or 'none'}; "
+            f"anatomy: {', '.join(anatomy) or 'none'}"
+        )
     if r is not None:
-        trips = [f"<{t.instrument.label or t.instrument.text}, {t.verb.label or t.verb.text}, "
-                 f"{t.target.label or t.target.text}>" + ("" if t.known else " (not a CholecT50 triplet)")
-                 for t in r.triplets]
+        trips = [
+            f"<{t.instrument.label or t.instrument.text}, {t.verb.label or t.verb.text}, "
+            f"{t.target.label or t.target.text}>" + ("" if t.known else " (not a CholecT50 triplet)")
+            for t in r.triplets
+        ]
         print(f"Level 2 ({LEVEL_NAMES[2]}): {', '.join(trips) or 'no triplets'}")
     if c is not None:
         phase = (c.phase.label or f"{c.phase.text} (unknown)") if c.phase else "not stated"
@@ -60,7 +66,7 @@ def cmd_parse(args) -> int:
     parser = ChainParser()
     # Feed in small pieces, as a stream would arrive, and report levels as they close.
     for start in range(0, len(text), 16):
-        for event in parser.feed(text[start:start + 16]):
+        for event in parser.feed(text[start : start + 16]):
             if isinstance(event, LevelClosed) and args.events:
                 print(f"[level {event.level} closed]", file=sys.stderr)
             elif isinstance(event, ProblemFound) and args.events:
@@ -110,8 +116,10 @@ def cmd_probe(args) -> int:
         facts = probe_video(Path(args.video))
     except VideoError as exc:
         raise CliError(str(exc)) from None
-    print(f"{facts.path.name}: {facts.codec} {facts.width}x{facts.height}, {float(facts.fps):.3f} fps, "
-          f"{facts.frames} frames ({format_timecode(facts.frames, facts.fps)}), {facts.keyframes} keyframes")
+    print(
+        f"{facts.path.name}: {facts.codec} {facts.width}x{facts.height}, {float(facts.fps):.3f} fps, "
+        f"{facts.frames} frames ({format_timecode(facts.frames, facts.fps)}), {facts.keyframes} keyframes"
+    )
     return 0
 
 

@@ -28,11 +28,12 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[s
     except CliError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: never show a traceback
+    except Exception as exc:
         if os.environ.get("SURGVIEW_DEBUG"):
             raise
-        print(f"{prog}: internal error: {type(exc).__name__}: {exc} (set SURGVIEW_DEBUG=1 for details)",
-              file=sys.stderr)
+        print(
+            f"{prog}: internal error: {type(exc).__name__}: {exc} (set SURGVIEW_DEBUG=1 for details)", file=sys.stderr
+        )
         return EXIT_ERROR
 
 

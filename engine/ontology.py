@@ -95,9 +95,7 @@ class Vocabulary:
                     continue
                 other = self._by_key.get(key)
                 if other is not None and other != label:
-                    raise OntologyError(
-                        f"{name}: spelling {spelling!r} names both {other.name} and {label.name}"
-                    )
+                    raise OntologyError(f"{name}: spelling {spelling!r} names both {other.name} and {label.name}")
                 self._by_key[key] = label
         self._pattern: re.Pattern[str] | None = None
 
@@ -139,9 +137,7 @@ class Vocabulary:
     def pattern(self) -> re.Pattern[str]:
         """A regex finding any spelling of any label in free text (longest spelling first)."""
         if self._pattern is None:
-            self._pattern = re.compile(
-                r"(?<![0-9A-Za-z])(?:" + self.alternation() + r")(?![0-9A-Za-z])", re.IGNORECASE
-            )
+            self._pattern = re.compile(r"(?<![0-9A-Za-z])(?:" + self.alternation() + r")(?![0-9A-Za-z])", re.IGNORECASE)
         return self._pattern
 
     def alternation(self) -> str:
@@ -194,8 +190,7 @@ class Ontology:
 
     @staticmethod
     def vocabulary_names() -> list[str]:
-        return ["phase", "tool", "instrument", "verb", "target", "anatomy", "cvs_criterion",
-                "endoscapes_class"]
+        return ["phase", "tool", "instrument", "verb", "target", "anatomy", "cvs_criterion", "endoscapes_class"]
 
     def triplet_id(self, instrument: str, verb: str, target: str) -> int | None:
         """The CholecT50 triplet id of ⟨instrument, verb, target⟩, or None if not in the map."""
@@ -207,8 +202,11 @@ class Ontology:
     def triplet(self, triplet_id: int) -> tuple[Label, Label, Label]:
         for trip in self.triplets:
             if trip.id == triplet_id:
-                return (self.instrument.by_id(trip.instrument), self.verb.by_id(trip.verb),
-                        self.target.by_id(trip.target))
+                return (
+                    self.instrument.by_id(trip.instrument),
+                    self.verb.by_id(trip.verb),
+                    self.target.by_id(trip.target),
+                )
         raise UnknownLabelError("triplet", str(triplet_id), [])
 
     def triplet_name(self, triplet_id: int) -> str:
@@ -241,8 +239,16 @@ def _vocabulary(name: str, spec: dict[str, Any]) -> Vocabulary:
     labels = []
     for row in spec.get("labels", []):
         extra = {k: v for k, v in row.items() if k not in {"id", "name", "display", "aliases"}}
-        labels.append(Label(name, int(row["id"]), str(row["name"]), str(row.get("display", row["name"])),
-                            tuple(str(a) for a in row.get("aliases", []) or []), extra))
+        labels.append(
+            Label(
+                name,
+                int(row["id"]),
+                str(row["name"]),
+                str(row.get("display", row["name"])),
+                tuple(str(a) for a in row.get("aliases", []) or []),
+                extra,
+            )
+        )
     return Vocabulary(name, labels, spec.get("description", ""))
 
 
@@ -255,8 +261,11 @@ def load_ontology(directory: Path | None = None) -> Ontology:
     try:
         vocabs = {name: _vocabulary(name, spec) for name, spec in main["vocabularies"].items()}
         triplets = tuple(Triplet(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in trip["triplets"])
-        ontology = Ontology(version=str(main["version"]), triplets=triplets,
-                            **{name: vocabs[name] for name in Ontology.vocabulary_names()})
+        ontology = Ontology(
+            version=str(main["version"]),
+            triplets=triplets,
+            **{name: vocabs[name] for name in Ontology.vocabulary_names()},
+        )
     except (KeyError, TypeError, ValueError, IndexError) as exc:
         raise OntologyError(f"ontology files in {directory} are incomplete: {exc!r}") from exc
     for t in ontology.triplets:

@@ -15,7 +15,7 @@ def format_timecode(frame: int, fps: float | Fraction) -> str:
         return "--:--:--.--"
     per_second = max(1, math.ceil(fps - 1e-9))
     seconds = int(frame // fps)
-    ff = int(round(frame - seconds * fps))
+    ff = round(frame - seconds * fps)
     if ff >= per_second:
         seconds, ff = seconds + 1, 0
     h, rem = divmod(seconds, 3600)
@@ -35,4 +35,4 @@ def parse_position(text: str, fps: float | Fraction) -> int:
     h, mnt, s, ff = (int(g) if g else 0 for g in m.groups())
     if mnt >= 60 or s >= 60 or ff >= max(1, math.ceil(float(fps))):
         raise ValueError(f"timecode out of range: {text!r}")
-    return int(round((h * 3600 + mnt * 60 + s) * float(fps))) + ff
+    return round((h * 3600 + mnt * 60 + s) * float(fps)) + ff

@@ -1,6 +1,6 @@
 """``surgview-train``: data, training and export commands.
 
-    surgview-train synth --out DIR --cases N --minutes M --seed S   synthetic cases with ground truth
+surgview-train synth --out DIR --cases N --minutes M --seed S   synthetic cases with ground truth
 """
 
 from __future__ import annotations
@@ -22,10 +22,20 @@ def cmd_synth(args) -> int:
     if out.exists() and not out.is_dir():
         raise CliError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not (out / "synth.json").exists() and not args.force:
-        raise CliError(f"{out} is not empty and holds no earlier synthetic cases; "
-                       "choose an empty folder (or pass --force to write into it)")
-    config = SynthConfig(cases=args.cases, minutes=args.minutes, seed=args.seed, width=args.width,
-                         height=args.height, fps=args.fps, gop=args.gop, first_id=args.first_id)
+        raise CliError(
+            f"{out} is not empty and holds no earlier synthetic cases; "
+            "choose an empty folder (or pass --force to write into it)"
+        )
+    config = SynthConfig(
+        cases=args.cases,
+        minutes=args.minutes,
+        seed=args.seed,
+        width=args.width,
+        height=args.height,
+        fps=args.fps,
+        gop=args.gop,
+        first_id=args.first_id,
+    )
     try:
         config.validate()
         total = config.cases * config.frames_per_case

@@ -35,10 +35,10 @@ from train.synth.labels import (
     truth_jsonl,
 )
 from train.synth.render import CaseRenderer
-from train.synth.script import MIN_PHASE_SECONDS, PHASES, build_script
+from train.synth.script import MIN_PHASE_SECONDS, build_script
 
 GENERATOR_VERSION = 1
-MIN_MINUTES = round(len(PHASES) * MIN_PHASE_SECONDS / 60 + 0.05, 1)
+MIN_MINUTES = round(sum(MIN_PHASE_SECONDS) * 1.2 / 60, 1)
 
 
 class SynthError(Exception):
@@ -69,12 +69,12 @@ class SynthConfig:
             raise SynthError("--fps must be between 5 and 60")
         if self.gop < 1:
             raise SynthError("--gop must be at least 1")
-        if not (0 < self.first_id and self.first_id + self.cases - 1 <= 99):
+        if not (self.first_id > 0 and self.first_id + self.cases - 1 <= 99):
             raise SynthError("video ids must lie between 1 and 99 (Cholec80 naming: video01..video99)")
 
     @property
     def frames_per_case(self) -> int:
-        return int(round(self.minutes * 60 * self.fps))
+        return round(self.minutes * 60 * self.fps)
 
 
 Progress = Callable[[int], None]
@@ -87,8 +87,14 @@ def _atomic_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def encode_case(path: Path, renderer: CaseRenderer, n_frames: int, config: SynthConfig, log: TruthLog,
-                progress: Progress | None = None) -> None:
+def encode_case(
+    path: Path,
+    renderer: CaseRenderer,
+    n_frames: int,
+    config: SynthConfig,
+    log: TruthLog,
+    progress: Progress | None = None,
+) -> None:
     """Render and encode every frame of one case (libx264, yuv420p, fixed GOP)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -97,8 +103,13 @@ def encode_case(path: Path, renderer: CaseRenderer, n_frames: int, config: Synth
             stream = container.add_stream("libx264", rate=config.fps)
             stream.width, stream.height = config.width, config.height
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(config.crf), "preset": config.preset, "g": str(config.gop),
-                              "keyint_min": str(config.gop), "sc_threshold": "0"}
+            stream.options = {
+                "crf": str(config.crf),
+                "preset": config.preset,
+                "g": str(config.gop),
+                "keyint_min": str(config.gop),
+                "sc_threshold": "0",
+            }
             for index in range(n_frames):
                 rgb, truth = renderer.render(index)
                 log.add(truth)
@@ -136,12 +147,19 @@ def generate(out: Path, config: SynthConfig, progress: Progress | None = None) -
             _atomic_text(out / "CholecT50" / "labels" / f"VID{vid:02d}.json", json.dumps(cholect50_json(log)))
             _atomic_text(out / "synth" / f"{name}-truth.jsonl", truth_jsonl(log))
             endoscapes += endoscapes_rows(log)
-            summary["cases"].append({
-                "video": name, "id": vid, "frames": n, "fps": config.fps,
-                "width": config.width, "height": config.height,
-                "phases": [[p, s, e] for p, s, e in script.phase_bounds],
-                "cvs_first_met": _first_all_met(log), "c3_missed_before_clipping": script.c3_missed,
-            })
+            summary["cases"].append(
+                {
+                    "video": name,
+                    "id": vid,
+                    "frames": n,
+                    "fps": config.fps,
+                    "width": config.width,
+                    "height": config.height,
+                    "phases": [[p, s, e] for p, s, e in script.phase_bounds],
+                    "cvs_first_met": _first_all_met(log),
+                    "c3_missed_before_clipping": script.c3_missed,
+                }
+            )
         _atomic_text(out / "endoscapes" / "all_metadata.csv", endoscapes_csv(endoscapes))
         _atomic_text(out / "synth.json", json.dumps(summary, indent=2))
     except OSError as exc:

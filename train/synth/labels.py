@@ -80,8 +80,19 @@ def cholect50_json(log: TruthLog) -> dict:
                 raise ValueError(f"synthetic triplet {inst.instrument},{inst.verb},{inst.target} is not in CholecT50")
             i, v, t = (label.id for label in onto.triplet(tid))
             target_box = inst.target_box if inst.target != "null_target" else None
-            rows.append([tid, i, 1.0, *_norm_box(inst.box, log.width, log.height), v, t,
-                         1.0 if target_box else -1.0, *_norm_box(target_box, log.width, log.height), phase_id])
+            rows.append(
+                [
+                    tid,
+                    i,
+                    1.0,
+                    *_norm_box(inst.box, log.width, log.height),
+                    v,
+                    t,
+                    1.0 if target_box else -1.0,
+                    *_norm_box(target_box, log.width, log.height),
+                    phase_id,
+                ]
+            )
         if not rows:
             rows.append([-1, -1, -1.0, -1.0, -1.0, -1.0, -1.0, -1, -1, -1.0, -1.0, -1.0, -1.0, -1.0, phase_id])
         annotations[str(second)] = rows
@@ -91,8 +102,11 @@ def cholect50_json(log: TruthLog) -> dict:
         "num_frames": len(log.sampled),
         "categories": categories,
         "annotations": annotations,
-        "info": {"description": "surgview synthetic case (CholecT50 label format)",
-                 "source_fps": log.fps, "bbox_format": "x, y, w, h normalised to the frame size"},
+        "info": {
+            "description": "surgview synthetic case (CholecT50 label format)",
+            "source_fps": log.fps,
+            "bbox_format": "x, y, w, h normalised to the frame size",
+        },
         "licenses": [],
     }
 
@@ -101,8 +115,17 @@ def endoscapes_rows(log: TruthLog) -> list[dict]:
     rows = []
     for truth in log.sampled:
         c1, c2, c3 = truth.cvs
-        rows.append({"vid": log.video_id, "frame": truth.index, "avg_cvs": round((c1 + c2 + c3) / 3, 3),
-                     "C1": c1, "C2": c2, "C3": c3, "is_ds_keyframe": int(truth.index % (5 * log.fps) == 0)})
+        rows.append(
+            {
+                "vid": log.video_id,
+                "frame": truth.index,
+                "avg_cvs": round((c1 + c2 + c3) / 3, 3),
+                "C1": c1,
+                "C2": c2,
+                "C3": c3,
+                "is_ds_keyframe": int(truth.index % (5 * log.fps) == 0),
+            }
+        )
     return rows
 
 
@@ -118,11 +141,26 @@ def truth_jsonl(log: TruthLog) -> str:
     """surgview's own per-second record (anatomy in view, boxes in pixels): synthetic cases only."""
     lines = []
     for t in log.sampled:
-        lines.append(json.dumps({
-            "frame": t.index, "phase": t.phase, "tools": list(t.tools), "anatomy": list(t.anatomy),
-            "cvs": list(t.cvs),
-            "instances": [{"tool": i.tool, "instrument": i.instrument, "verb": i.verb, "target": i.target,
-                           "box": list(i.box), "target_box": list(i.target_box) if i.target_box else None}
-                          for i in t.instances],
-        }))
+        lines.append(
+            json.dumps(
+                {
+                    "frame": t.index,
+                    "phase": t.phase,
+                    "tools": list(t.tools),
+                    "anatomy": list(t.anatomy),
+                    "cvs": list(t.cvs),
+                    "instances": [
+                        {
+                            "tool": i.tool,
+                            "instrument": i.instrument,
+                            "verb": i.verb,
+                            "target": i.target,
+                            "box": list(i.box),
+                            "target_box": list(i.target_box) if i.target_box else None,
+                        }
+                        for i in t.instances
+                    ],
+                }
+            )
+        )
     return "\n".join(lines) + "\n"

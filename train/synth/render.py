@@ -22,8 +22,14 @@ from train.synth.script import ANCHORS, PHASES, PORTS, CaseScript, ToolPose
 Box = tuple[float, float, float, float]
 
 # CholecT50 instrument for each Cholec80 tool (the specimen bag is not a triplet instrument).
-TOOL_TO_INSTRUMENT = {"Grasper": "grasper", "Bipolar": "bipolar", "Hook": "hook", "Scissors": "scissors",
-                      "Clipper": "clipper", "Irrigator": "irrigator"}
+TOOL_TO_INSTRUMENT = {
+    "Grasper": "grasper",
+    "Bipolar": "bipolar",
+    "Hook": "hook",
+    "Scissors": "scissors",
+    "Clipper": "clipper",
+    "Irrigator": "irrigator",
+}
 
 # Camera focus (normalised world x, y) and zoom per phase.
 FOCUS = {
@@ -72,8 +78,9 @@ class FrameTruth:
 
 
 # ---------------------------------------------------------------------------- textures
-def fractal_noise(rng: np.random.Generator, h: int, w: int, octaves: int = 5, base: int = 3,
-                  persistence: float = 0.55) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator, h: int, w: int, octaves: int = 5, base: int = 3, persistence: float = 0.55
+) -> np.ndarray:
     total = np.zeros((h, w), np.float32)
     amp = 1.0
     for octave in range(octaves):
@@ -91,8 +98,15 @@ def _tint(noise: np.ndarray, color: tuple[int, int, int], spread: float = 0.45) 
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _draw_vessels(img: np.ndarray, rng: np.random.Generator, count: int, color, width: int,
-                  region: tuple[int, int, int, int], mask: np.ndarray | None = None) -> None:
+def _draw_vessels(
+    img: np.ndarray,
+    rng: np.random.Generator,
+    count: int,
+    color,
+    width: int,
+    region: tuple[int, int, int, int],
+    mask: np.ndarray | None = None,
+) -> None:
     x0, y0, x1, y1 = region
     layer = img.copy()
     for _ in range(count):
@@ -130,8 +144,8 @@ def _blend(canvas: np.ndarray, rgb: np.ndarray, alpha: np.ndarray, x: int, y: in
     if cx0 >= cx1 or cy0 >= cy1:
         return
     sx0, sy0 = cx0 - x, cy0 - y
-    a = alpha[sy0: sy0 + cy1 - cy0, sx0: sx0 + cx1 - cx0, None]
-    src = rgb[sy0: sy0 + cy1 - cy0, sx0: sx0 + cx1 - cx0].astype(np.float32)
+    a = alpha[sy0 : sy0 + cy1 - cy0, sx0 : sx0 + cx1 - cx0, None]
+    src = rgb[sy0 : sy0 + cy1 - cy0, sx0 : sx0 + cx1 - cx0].astype(np.float32)
     dst = canvas[cy0:cy1, cx0:cx1].astype(np.float32)
     canvas[cy0:cy1, cx0:cx1] = (dst + (src - dst) * a).astype(np.uint8)
 
@@ -151,8 +165,9 @@ def _border_fade(alpha: np.ndarray, width: int = 12) -> np.ndarray:
     return (alpha * ramp_y[:, None] * ramp_x[None, :]).astype(np.float32)
 
 
-def _texture(rng: np.random.Generator, h: int, w: int, color: tuple[int, int, int], spread: float = 0.45,
-             grain: float = 0.18) -> np.ndarray:
+def _texture(
+    rng: np.random.Generator, h: int, w: int, color: tuple[int, int, int], spread: float = 0.45, grain: float = 0.18
+) -> np.ndarray:
     """Tissue colour with coarse mottling and fine grain (laparoscopic images are never flat)."""
     coarse = fractal_noise(rng, h, w, octaves=4, base=3)
     fine = fractal_noise(rng, h, w, octaves=3, base=24)
@@ -166,7 +181,7 @@ class CaseRenderer:
     def __init__(self, script: CaseScript, width: int = 640, height: int = 360):
         self.script = script
         self.w, self.h = width, height
-        self.W, self.H = int(round(width * 1.5)), int(round(height * 1.5))
+        self.W, self.H = round(width * 1.5), round(height * 1.5)
         self.rng = np.random.default_rng([script.seed, script.case_id, 7])
         self._build_world()
         self._build_overlays()
@@ -178,7 +193,7 @@ class CaseRenderer:
 
     # ------------------------------------------------------------------ world
     def px(self, u: float, v: float) -> tuple[int, int]:
-        return int(round(u * self.W)), int(round(v * self.H))
+        return round(u * self.W), round(v * self.H)
 
     def _build_world(self) -> None:
         rng, W, H = self.rng, self.W, self.H
@@ -190,10 +205,20 @@ class CaseRenderer:
         for _ in range(7):
             cx, cy = rng.uniform(0.05, 0.95) * W, rng.uniform(0.80, 1.0) * H
             ax, ay = rng.uniform(70, 130) * s, rng.uniform(35, 60) * s
-            cv2.ellipse(base, (int(cx), int(cy)), (int(ax), int(ay)), rng.uniform(-20, 20), 0, 360,
-                        (205, 125, 115), -1, cv2.LINE_AA)
-            cv2.ellipse(base, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, (150, 70, 70),
-                        max(1, int(3 * s)), cv2.LINE_AA)
+            cv2.ellipse(
+                base,
+                (int(cx), int(cy)),
+                (int(ax), int(ay)),
+                rng.uniform(-20, 20),
+                0,
+                360,
+                (205, 125, 115),
+                -1,
+                cv2.LINE_AA,
+            )
+            cv2.ellipse(
+                base, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, (150, 70, 70), max(1, int(3 * s)), cv2.LINE_AA
+            )
         # Omentum: lobulated yellow fat, lower right.
         omentum = np.zeros((H, W), np.uint8)
         for _ in range(26):
@@ -205,7 +230,7 @@ class CaseRenderer:
         # Liver: dark red-brown lobe across the top, with a wavy lower edge.
         xs = np.arange(W)
         edge = (0.40 + 0.035 * np.sin(xs / W * 7.0 + rng.uniform(0, 6)) + 0.02 * np.sin(xs / W * 17.0)) * H
-        liver_mask = (np.arange(H)[:, None] < edge[None, :])
+        liver_mask = np.arange(H)[:, None] < edge[None, :]
         liver = _texture(rng, H, W, (104, 34, 30), 0.55, grain=0.3)
         # Glossy band along the liver's free edge, where the scope light reflects.
         shine = np.zeros((H, W), np.uint8)
@@ -217,8 +242,9 @@ class CaseRenderer:
         # Gallbladder bed (cystic plate): raw, pale red, exactly under the gallbladder's footprint.
         bed = np.zeros((H, W), np.float32)
         g = self.gb
-        bed[g.y: g.y + g.alpha.shape[0], g.x: g.x + g.alpha.shape[1]] = cv2.erode(
-            (g.alpha > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(np.float32)
+        bed[g.y : g.y + g.alpha.shape[0], g.x : g.x + g.alpha.shape[1]] = cv2.erode(
+            (g.alpha > 0.5).astype(np.uint8), np.ones((9, 9), np.uint8)
+        ).astype(np.float32)
         m = _smooth_mask(bed, 3)
         raw = _texture(rng, H, W, (176, 96, 84), 0.35, grain=0.4)
         self.base = (base * (1 - m[..., None]) + raw * m[..., None]).astype(np.uint8)
@@ -245,8 +271,16 @@ class CaseRenderer:
         angle = math.degrees(math.atan2(fy - ny, fx - nx))
         cx, cy = (fx + 2 * nx) / 3 + (fx - nx) * 0.15, (fy + 2 * ny) / 3 + (fy - ny) * 0.15
         cv2.ellipse(mask, (int(cx), int(cy)), (int(length * 0.62), int(length * 0.27)), angle, 0, 360, 255, -1)
-        cv2.ellipse(mask, (int(nx + (fx - nx) * 0.1), int(ny + (fy - ny) * 0.1)),
-                    (int(length * 0.2), int(length * 0.11)), angle, 0, 360, 255, -1)
+        cv2.ellipse(
+            mask,
+            (int(nx + (fx - nx) * 0.1), int(ny + (fy - ny) * 0.1)),
+            (int(length * 0.2), int(length * 0.11)),
+            angle,
+            0,
+            360,
+            255,
+            -1,
+        )
         rgb = _texture(self.rng, h, w, (112, 136, 108), 0.45, grain=0.25)
         # Bluish-white serosa sheen and small wall vessels.
         shade = _smooth_mask(mask > 0, 12)
@@ -271,20 +305,28 @@ class CaseRenderer:
         rgb = np.zeros((h, w, 3), np.uint8)
         mask = np.zeros((h, w), np.uint8)
         s = self.W / 960.0
-        for path, width, color, edge in ((self.duct_path(), 15, (228, 214, 176), (170, 150, 110)),
-                                         (self.artery_path(), 8, (196, 86, 84), (140, 50, 52))):
+        for path, width, color, edge in (
+            (self.duct_path(), 15, (228, 214, 176), (170, 150, 110)),
+            (self.artery_path(), 8, (196, 86, 84), (140, 50, 52)),
+        ):
             pts = self._tube_points(path, x, y)
             if cut:
                 gap = slice(int(len(pts) * 0.52), int(len(pts) * 0.60))
-                segments = [pts[: gap.start], pts[gap.stop:]]
+                segments = [pts[: gap.start], pts[gap.stop :]]
             else:
                 segments = [pts]
             for seg in segments:
                 seg_i = seg.astype(np.int32)
                 cv2.polylines(rgb, [seg_i], False, edge, int((width + 3) * s), cv2.LINE_AA)
                 cv2.polylines(rgb, [seg_i], False, color, int(width * s), cv2.LINE_AA)
-                cv2.polylines(rgb, [seg_i - (0, int(width * s * 0.25))], False,
-                              tuple(min(255, c + 30) for c in color), max(1, int(width * s * 0.2)), cv2.LINE_AA)
+                cv2.polylines(
+                    rgb,
+                    [seg_i - (0, int(width * s * 0.25))],
+                    False,
+                    tuple(min(255, c + 30) for c in color),
+                    max(1, int(width * s * 0.2)),
+                    cv2.LINE_AA,
+                )
                 cv2.polylines(mask, [seg_i], False, 255, int((width + 3) * s), cv2.LINE_AA)
         return Sprite(rgb, _smooth_mask(mask > 0, 1), x, y)
 
@@ -315,8 +357,14 @@ class CaseRenderer:
         for _ in range(9):
             a = np.array(self.px(self.rng.uniform(0.54, 0.66), self.rng.uniform(0.34, 0.44))) - (x, y)
             b = np.array(self.px(self.rng.uniform(0.64, 0.78), self.rng.uniform(0.52, 0.62))) - (x, y)
-            cv2.line(mask, tuple(int(v) for v in a), tuple(int(v) for v in b), 255,
-                     int(self.rng.uniform(6, 14) * s), cv2.LINE_AA)
+            cv2.line(
+                mask,
+                tuple(int(v) for v in a),
+                tuple(int(v) for v in b),
+                255,
+                int(self.rng.uniform(6, 14) * s),
+                cv2.LINE_AA,
+            )
         rgb = _tint(fractal_noise(self.rng, h, w, base=6), (236, 214, 150), 0.3)
         order = fractal_noise(self.rng, h, w, base=3)
         return Sprite(rgb, _border_fade(_smooth_mask(mask > 0, 1.5) * 0.9), x, y, order)
@@ -336,8 +384,17 @@ class CaseRenderer:
         for _ in range(40):
             u, v = self.rng.normal(0.56, 0.035), self.rng.normal(0.34, 0.05)
             px, py = self.px(u, v)
-            cv2.ellipse(mask, (px - x, py - y), (int(self.rng.uniform(3, 9) * s), int(self.rng.uniform(2, 5) * s)),
-                        self.rng.uniform(0, 180), 0, 360, 255, -1, cv2.LINE_AA)
+            cv2.ellipse(
+                mask,
+                (px - x, py - y),
+                (int(self.rng.uniform(3, 9) * s), int(self.rng.uniform(2, 5) * s)),
+                self.rng.uniform(0, 180),
+                0,
+                360,
+                255,
+                -1,
+                cv2.LINE_AA,
+            )
         rgb = _tint(fractal_noise(self.rng, h, w, base=8), (70, 42, 30), 0.5)
         return Sprite(rgb, _border_fade(_smooth_mask(mask > 0, 1) * 0.85), x, y, fractal_noise(self.rng, h, w, base=3))
 
@@ -347,8 +404,17 @@ class CaseRenderer:
         cx, cy = self.px(*ANCHORS["fluid"])
         cv2.ellipse(mask, (cx - x, cy - y), (int(0.08 * self.W), int(0.06 * self.H)), 8, 0, 360, 255, -1)
         rgb = _tint(fractal_noise(self.rng, h, w, base=5), (118, 18, 22), 0.35)
-        cv2.ellipse(rgb, (cx - x - int(0.02 * self.W), cy - y - int(0.02 * self.H)),
-                    (int(0.02 * self.W), int(0.006 * self.H)), 8, 0, 360, (200, 120, 120), -1, cv2.LINE_AA)
+        cv2.ellipse(
+            rgb,
+            (cx - x - int(0.02 * self.W), cy - y - int(0.02 * self.H)),
+            (int(0.02 * self.W), int(0.006 * self.H)),
+            8,
+            0,
+            360,
+            (200, 120, 120),
+            -1,
+            cv2.LINE_AA,
+        )
         return Sprite(rgb, _smooth_mask(mask > 0, 4), x, y)
 
     # ------------------------------------------------------------------ world state
@@ -379,10 +445,17 @@ class CaseRenderer:
         q = 40.0  # quantisation: recompose the world at most 40 times per unit of progress
         clips = sc.clips(frame)
         gb = sc.gb_in_bag(frame)
-        return (round(sc.adhesions_cleared(frame) * q), round(sc.fat_cleared(frame) * q),
-                round(sc.plate_exposed(frame) * q), tuple(sorted(clips.items())),
-                tuple(sorted(sc.cut(frame).items())), round(sc.gb_detached(frame) * q), round(gb * q),
-                round(sc.fluid(frame) * q), sc.phase_at(frame) in PHASES[5:])
+        return (
+            round(sc.adhesions_cleared(frame) * q),
+            round(sc.fat_cleared(frame) * q),
+            round(sc.plate_exposed(frame) * q),
+            tuple(sorted(clips.items())),
+            tuple(sorted(sc.cut(frame).items())),
+            round(sc.gb_detached(frame) * q),
+            round(gb * q),
+            round(sc.fluid(frame) * q),
+            sc.phase_at(frame) in PHASES[5:],
+        )
 
     def world(self, frame: int) -> np.ndarray:
         key = self._world_state(frame)
@@ -509,8 +582,9 @@ class CaseRenderer:
         """The RGB frame and its ground truth."""
         sc = self.script
         M = self.view_matrix(frame)
-        img = cv2.warpAffine(self.world(frame), M, (self.w, self.h), flags=cv2.INTER_LINEAR,
-                             borderMode=cv2.BORDER_REFLECT)
+        img = cv2.warpAffine(
+            self.world(frame), M, (self.w, self.h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+        )
         self._draw_glints(img, M, frame)
         instances, tools = [], set()
         bag_visible = self._draw_bag(img, M, frame)
@@ -523,16 +597,30 @@ class CaseRenderer:
             if box is None:
                 continue
             tools.add(pose.tool)
-            instances.append(Instance(pose.tool, TOOL_TO_INSTRUMENT.get(pose.tool), pose.verb, pose.target,
-                                      box, self._target_box(M, pose.target)))
+            instances.append(
+                Instance(
+                    pose.tool,
+                    TOOL_TO_INSTRUMENT.get(pose.tool),
+                    pose.verb,
+                    pose.target,
+                    box,
+                    self._target_box(M, pose.target),
+                )
+            )
         smoke = sc.smoke(frame)
         if smoke > 0:
             off = int(frame * 2) % self.w
-            haze = self.smoke[:, off: off + self.w]
+            haze = self.smoke[:, off : off + self.w]
             img = cv2.addWeighted(img, 1 - smoke, haze, smoke, 0)
         img = cv2.multiply(img, self.mask3, scale=1 / 255)
-        truth = FrameTruth(frame, sc.phase_at(frame), tuple(t for t in TOOL_ORDER if t in tools),
-                           tuple(instances), sc.cvs_raters(frame), self._anatomy(M, frame))
+        truth = FrameTruth(
+            frame,
+            sc.phase_at(frame),
+            tuple(t for t in TOOL_ORDER if t in tools),
+            tuple(instances),
+            sc.cvs_raters(frame),
+            self._anatomy(M, frame),
+        )
         return img, truth
 
     def _draw_glints(self, img: np.ndarray, M: np.ndarray, frame: int) -> None:
@@ -542,9 +630,9 @@ class CaseRenderer:
             x, y = int(p[0]) - 16, int(p[1]) - 16
             if 0 <= x < self.w - 33 and 0 <= y < self.h - 33:
                 flicker = 0.65 + 0.35 * math.sin(frame * 0.21 + i)
-                roi = img[y: y + 33, x: x + 33]
+                roi = img[y : y + 33, x : x + 33]
                 add = (g.astype(np.float32) * flicker).astype(np.uint8)
-                img[y: y + 33, x: x + 33] = cv2.add(roi, cv2.merge([add] * 3))
+                img[y : y + 33, x : x + 33] = cv2.add(roi, cv2.merge([add] * 3))
 
     def _target_box(self, M: np.ndarray, target: str) -> Box | None:
         ext = TARGET_EXTENT.get(target)
@@ -557,8 +645,10 @@ class CaseRenderer:
     def _anatomy(self, M: np.ndarray, frame: int) -> tuple[str, ...]:
         sc = self.script
         seen = []
+
         def shows(anchor: str) -> bool:
             return self.visible(self._to_frame(M, *ANCHORS[anchor]))
+
         if sc.gb_in_bag(frame) < 0.9 and shows("gb_body"):
             seen.append("gallbladder")
         if shows("liver"):
@@ -594,20 +684,46 @@ class CaseRenderer:
         overlay = img.copy()
         cv2.ellipse(overlay, center, body, 25, 0, 360, (214, 216, 210), -1, cv2.LINE_AA)
         if full > 0.5:
-            cv2.ellipse(overlay, center, (int(body[0] * 0.6), int(body[1] * 0.55)), 25, 0, 360,
-                        (150, 170, 130), -1, cv2.LINE_AA)
+            cv2.ellipse(
+                overlay, center, (int(body[0] * 0.6), int(body[1] * 0.55)), 25, 0, 360, (150, 170, 130), -1, cv2.LINE_AA
+            )
         for k2 in range(3):
-            cv2.ellipse(overlay, center, (int(body[0] * (0.5 + 0.15 * k2)), int(body[1] * 0.9)), 25 + 10 * k2,
-                        200, 320, (170, 172, 168), 2, cv2.LINE_AA)
+            cv2.ellipse(
+                overlay,
+                center,
+                (int(body[0] * (0.5 + 0.15 * k2)), int(body[1] * 0.9)),
+                25 + 10 * k2,
+                200,
+                320,
+                (170, 172, 168),
+                2,
+                cv2.LINE_AA,
+            )
         mouth = (int(c[0] - 30 * s), int(c[1] - 34 * s))
         if openness > 0.05:
-            cv2.ellipse(overlay, mouth, (int(34 * s), int(14 * s * openness) + 1), 25, 0, 360, (70, 40, 40), -1,
-                        cv2.LINE_AA)
-            cv2.ellipse(overlay, mouth, (int(34 * s), int(14 * s * openness) + 1), 25, 0, 360, (235, 235, 232),
-                        max(1, int(4 * s)), cv2.LINE_AA)
+            cv2.ellipse(
+                overlay, mouth, (int(34 * s), int(14 * s * openness) + 1), 25, 0, 360, (70, 40, 40), -1, cv2.LINE_AA
+            )
+            cv2.ellipse(
+                overlay,
+                mouth,
+                (int(34 * s), int(14 * s * openness) + 1),
+                25,
+                0,
+                360,
+                (235, 235, 232),
+                max(1, int(4 * s)),
+                cv2.LINE_AA,
+            )
         else:
-            cv2.line(overlay, mouth, (int(mouth[0] - 40 * s), int(mouth[1] - 30 * s)), (230, 230, 225),
-                     max(1, int(3 * s)), cv2.LINE_AA)
+            cv2.line(
+                overlay,
+                mouth,
+                (int(mouth[0] - 40 * s), int(mouth[1] - 30 * s)),
+                (230, 230, 225),
+                max(1, int(3 * s)),
+                cv2.LINE_AA,
+            )
         img[:] = cv2.addWeighted(img, 0.18, overlay, 0.82, 0)
         return True
 
@@ -630,11 +746,18 @@ class CaseRenderer:
         shaft = np.array([P + n * w_port * thick, E + n * w_tip * thick, E - n * w_tip * thick, P - n * w_port * thick])
         cv2.fillConvexPoly(img, shaft.astype(np.int32), (34, 35, 40), cv2.LINE_AA)
         hi = np.array([P + n * w_port * 0.45, E + n * w_tip * 0.45])
-        cv2.line(img, tuple(hi[0].astype(int)), tuple(hi[1].astype(int)), (128, 130, 140), max(1, int(3 * s)),
-                 cv2.LINE_AA)
+        cv2.line(
+            img, tuple(hi[0].astype(int)), tuple(hi[1].astype(int)), (128, 130, 140), max(1, int(3 * s)), cv2.LINE_AA
+        )
         collar_a, collar_b = E + n * w_tip * thick, E - n * w_tip * thick
-        cv2.line(img, tuple(collar_a.astype(int)), tuple(collar_b.astype(int)), (150, 150, 158), max(1, int(3 * s)),
-                 cv2.LINE_AA)
+        cv2.line(
+            img,
+            tuple(collar_a.astype(int)),
+            tuple(collar_b.astype(int)),
+            (150, 150, 158),
+            max(1, int(3 * s)),
+            cv2.LINE_AA,
+        )
         pts = [E - d * tip_len * 1.2, E + n * w_tip * thick, E - n * w_tip * thick, T]
         metal, lw = (188, 188, 196), max(1, int(3.5 * s))
         if pose.tool in ("Grasper", "Bipolar", "Clipper"):
@@ -653,8 +776,14 @@ class CaseRenderer:
         elif pose.tool == "Hook":
             cv2.line(img, tuple(E.astype(int)), tuple(T.astype(int)), (25, 25, 28), max(1, int(4 * s)), cv2.LINE_AA)
             bend = T + n * tip_len * 0.38
-            cv2.line(img, tuple((E + d * tip_len * 0.55).astype(int)), tuple(T.astype(int)), metal, max(1, int(2.5 * s)),
-                     cv2.LINE_AA)
+            cv2.line(
+                img,
+                tuple((E + d * tip_len * 0.55).astype(int)),
+                tuple(T.astype(int)),
+                metal,
+                max(1, int(2.5 * s)),
+                cv2.LINE_AA,
+            )
             cv2.line(img, tuple(T.astype(int)), tuple(bend.astype(int)), metal, max(1, int(2.5 * s)), cv2.LINE_AA)
             pts.append(bend)
         elif pose.tool == "Scissors":
@@ -668,17 +797,30 @@ class CaseRenderer:
         elif pose.tool == "Irrigator":
             tube = np.array([E + n * w_tip * 1.1, T + n * w_tip * 0.9, T - n * w_tip * 0.9, E - n * w_tip * 1.1])
             cv2.fillConvexPoly(img, tube.astype(np.int32), (160, 162, 170), cv2.LINE_AA)
-            cv2.line(img, tuple((T + n * w_tip * 0.9).astype(int)), tuple((T - n * w_tip * 0.9).astype(int)),
-                     (60, 60, 66), max(1, int(3 * s)), cv2.LINE_AA)
+            cv2.line(
+                img,
+                tuple((T + n * w_tip * 0.9).astype(int)),
+                tuple((T - n * w_tip * 0.9).astype(int)),
+                (60, 60, 66),
+                max(1, int(3 * s)),
+                cv2.LINE_AA,
+            )
             for k in (0.3, 0.6):
                 hole = E + d * tip_len * k
                 cv2.circle(img, tuple(hole.astype(int)), max(1, int(2 * s)), (50, 50, 55), -1, cv2.LINE_AA)
             pts += [T + n * w_tip, T - n * w_tip]
         pts_arr = np.array(pts)
         box = _clip_box(pts_arr.min(0) - 3 * s, pts_arr.max(0) + 3 * s, self.w, self.h)
-        return box or _clip_box(T - 6 * s, T + 6 * s, self.w, self.h) or (
-            float(np.clip(T[0], 0, self.w - 2)), float(np.clip(T[1], 0, self.h - 2)),
-            float(np.clip(T[0], 0, self.w - 2)) + 2.0, float(np.clip(T[1], 0, self.h - 2)) + 2.0)
+        return (
+            box
+            or _clip_box(T - 6 * s, T + 6 * s, self.w, self.h)
+            or (
+                float(np.clip(T[0], 0, self.w - 2)),
+                float(np.clip(T[1], 0, self.h - 2)),
+                float(np.clip(T[0], 0, self.w - 2)) + 2.0,
+                float(np.clip(T[1], 0, self.h - 2)) + 2.0,
+            )
+        )
 
 
 TOOL_ORDER = ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag")

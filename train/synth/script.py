@@ -26,7 +26,8 @@ PHASES = (
 )
 # Mean share of the case per phase (from Cholec80's mean phase durations, rounded).
 PHASE_SHARE = (0.06, 0.33, 0.08, 0.30, 0.06, 0.10, 0.07)
-MIN_PHASE_SECONDS = 4.0
+# Shortest phase (seconds); clipping needs time for five clips and two cuts to be seen.
+MIN_PHASE_SECONDS = (4.0, 6.0, 14.0, 6.0, 4.0, 9.0, 4.0)
 
 TOOLS = ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag")
 
@@ -186,7 +187,11 @@ class CaseScript:
     def smoke(self, frame: int) -> float:
         level = 0.0
         for act in self.activities:
-            if act.tool in ("Hook", "Bipolar") and act.verb in ("dissect", "coagulate") and act.start <= frame < act.end:
+            if (
+                act.tool in ("Hook", "Bipolar")
+                and act.verb in ("dissect", "coagulate")
+                and act.start <= frame < act.end
+            ):
                 t = (frame - act.start) / self.fps
                 level = max(level, 0.35 * (0.6 + 0.4 * math.sin(t * 1.7 + act.seed)) * min(1.0, t / 2.0))
         return level
@@ -239,13 +244,18 @@ def _pose(act: Activity, frame: int, fps: int) -> ToolPose:
 
 def _phase_bounds(n_frames: int, fps: int, rng: np.random.Generator) -> list[tuple[str, int, int]]:
     shares = np.array(PHASE_SHARE) * rng.uniform(0.75, 1.3, len(PHASE_SHARE))
-    min_share = MIN_PHASE_SECONDS * fps / n_frames
-    shares = np.maximum(shares / shares.sum(), min_share)
+    minimum = np.array(MIN_PHASE_SECONDS) * fps / n_frames
     shares = shares / shares.sum()
+    # Lift short phases to their minimum and take the time from the others, keeping the total.
+    for _ in range(8):
+        short = shares < minimum
+        shares = np.where(short, minimum, shares)
+        spare = 1.0 - shares[short].sum()
+        shares[~short] *= spare / shares[~short].sum()
     ends = np.round(np.cumsum(shares) * n_frames).astype(int)
     ends[-1] = n_frames
     bounds, start = [], 0
-    for name, end in zip(PHASES, ends):
+    for name, end in zip(PHASES, ends, strict=False):
         bounds.append((name, start, int(end)))
         start = int(end)
     return bounds
@@ -262,17 +272,26 @@ class _Planner:
     def sec(self, s: float) -> int:
         return max(1, round(s * self.fps))
 
-    def add(self, tool: str, port: str, start: int, end: int, verb: str, target: str, anchor: str,
-            motion: str = "hold") -> None:
+    def add(
+        self, tool: str, port: str, start: int, end: int, verb: str, target: str, anchor: str, motion: str = "hold"
+    ) -> None:
         if end - start >= self.sec(1.6):
-            self.activities.append(Activity(tool, port, start, end, verb, target, anchor, motion,
-                                            int(self.rng.integers(0, 2**31))))
+            self.activities.append(
+                Activity(tool, port, start, end, verb, target, anchor, motion, int(self.rng.integers(0, 2**31)))
+            )
 
-    def sequence(self, port: str, start: int, end: int, options: list[tuple[str, str, str, str, str]],
-                 mean_s: float = 6.0, gap_s: tuple[float, float] = (0.4, 1.6)) -> None:
+    def sequence(
+        self,
+        port: str,
+        start: int,
+        end: int,
+        options: list[tuple[str, str, str, str, str]],
+        mean_s: float = 6.0,
+        gap_s: tuple[float, float] = (0.4, 1.6),
+    ) -> None:
         """Alternate tasks of one hand; short gaps while the instrument is withdrawn or swapped."""
-        t = start + self.sec(float(self.rng.uniform(0.2, 1.5)))
-        while t < end - self.sec(2.0):
+        t = start + self.sec(float(self.rng.uniform(0.1, 0.6)))
+        while t < end - self.sec(1.6):
             tool, verb, target, anchor, motion = options[int(self.rng.integers(len(options)))]
             length = self.sec(float(self.rng.uniform(0.6, 1.4) * mean_s))
             stop = min(end, t + length)
@@ -297,23 +316,34 @@ def build_script(case_id: int, n_frames: int, fps: int, seed: int) -> CaseScript
     s, e = span["CalotTriangleDissection"]
     plan.add("Grasper", "assistant", s, e + sec(0.5), "retract", "gallbladder", "fundus")
     plan.add("Grasper", "left", s + sec(0.5), e - sec(0.5), "retract", "gallbladder", "gb_neck")
-    plan.sequence("right", s + sec(0.5), e, [
-        ("Hook", "dissect", "cystic_duct", "cystic_duct", "stroke"),
-        ("Hook", "dissect", "cystic_artery", "cystic_artery", "stroke"),
-        ("Hook", "dissect", "peritoneum", "peritoneum", "stroke"),
-    ], mean_s=7)
+    plan.sequence(
+        "right",
+        s + sec(0.5),
+        e,
+        [
+            ("Hook", "dissect", "cystic_duct", "cystic_duct", "stroke"),
+            ("Hook", "dissect", "cystic_artery", "cystic_artery", "stroke"),
+            ("Hook", "dissect", "peritoneum", "peritoneum", "stroke"),
+        ],
+        mean_s=7,
+    )
 
     s, e = span["ClippingCutting"]
     plan.add("Grasper", "assistant", s, e + sec(0.5), "retract", "gallbladder", "fundus")
     enter = sec(ENTER_SECONDS)
     clip_times: dict[str, list[int]] = {}
     cut_times: dict[str, int] = {}
-    steps = [("Clipper", "clip", "cystic_duct", 0.03, 0.36, 3), ("Clipper", "clip", "cystic_artery", 0.38, 0.64, 2),
-             ("Scissors", "cut", "cystic_artery", 0.68, 0.82, 0), ("Scissors", "cut", "cystic_duct", 0.84, 0.98, 0)]
+    steps = [
+        ("Clipper", "clip", "cystic_duct", 0.02, 0.31, 3),
+        ("Clipper", "clip", "cystic_artery", 0.33, 0.56, 2),
+        ("Scissors", "cut", "cystic_artery", 0.58, 0.78, 0),
+        ("Scissors", "cut", "cystic_duct", 0.79, 0.99, 0),
+    ]
     for tool, verb, target, a, b, n_clips in steps:
         start, end = s + int((e - s) * a), s + int((e - s) * b)
-        plan.activities.append(Activity(tool, "right", start, end, verb, target, target, verb,
-                                        int(rng.integers(0, 2**31))))
+        plan.activities.append(
+            Activity(tool, "right", start, end, verb, target, target, verb, int(rng.integers(0, 2**31)))
+        )
         if n_clips:
             first, last = start + enter + sec(0.3), max(start + enter + sec(0.3), end - sec(0.7))
             clip_times[target] = np.linspace(first, last, n_clips).astype(int).tolist()
@@ -323,11 +353,17 @@ def build_script(case_id: int, n_frames: int, fps: int, seed: int) -> CaseScript
     s, e = span["GallbladderDissection"]
     plan.add("Grasper", "assistant", s, e + sec(0.5), "retract", "gallbladder", "fundus")
     plan.add("Grasper", "left", s + sec(1), e - sec(0.5), "retract", "gallbladder", "gb_neck", "pull")
-    plan.sequence("right", s + sec(0.5), e, [
-        ("Hook", "dissect", "gallbladder", "gb_body", "stroke"),
-        ("Hook", "dissect", "cystic_plate", "cystic_plate", "stroke"),
-        ("Hook", "coagulate", "liver", "liver_bed", "hold"),
-    ], mean_s=7)
+    plan.sequence(
+        "right",
+        s + sec(0.5),
+        e,
+        [
+            ("Hook", "dissect", "gallbladder", "gb_body", "stroke"),
+            ("Hook", "dissect", "cystic_plate", "cystic_plate", "stroke"),
+            ("Hook", "coagulate", "liver", "liver_bed", "hold"),
+        ],
+        mean_s=7,
+    )
 
     s, e = span["GallbladderPackaging"]
     plan.add("SpecimenBag", "top", s, e, "null_verb", "null_target", "bag")
@@ -336,14 +372,27 @@ def build_script(case_id: int, n_frames: int, fps: int, seed: int) -> CaseScript
 
     s, e = span["CleaningCoagulation"]
     half = s + (e - s) // 2
-    plan.sequence("right", s + sec(0.3), half, [
-        ("Irrigator", "aspirate", "fluid", "fluid", "sweep"),
-        ("Irrigator", "irrigate", "liver", "liver_bed", "sweep"),
-    ], mean_s=6, gap_s=(0.1, 0.4))
-    plan.sequence("right", half + sec(0.5), e, [
-        ("Bipolar", "coagulate", "liver", "liver_bed", "hold"),
-        ("Bipolar", "coagulate", "blood_vessel", "blood_vessel", "hold"),
-    ], mean_s=5)
+    plan.sequence(
+        "right",
+        s + sec(0.3),
+        half,
+        [
+            ("Irrigator", "aspirate", "fluid", "fluid", "sweep"),
+            ("Irrigator", "irrigate", "liver", "liver_bed", "sweep"),
+        ],
+        mean_s=6,
+        gap_s=(0.1, 0.4),
+    )
+    plan.sequence(
+        "right",
+        half + sec(0.5),
+        e,
+        [
+            ("Bipolar", "coagulate", "liver", "liver_bed", "hold"),
+            ("Bipolar", "coagulate", "blood_vessel", "blood_vessel", "hold"),
+        ],
+        mean_s=5,
+    )
     plan.add("Grasper", "left", s + sec(1), e - sec(1), "retract", "liver", "liver", "hold")
 
     s, e = span["GallbladderRetraction"]
@@ -351,5 +400,6 @@ def build_script(case_id: int, n_frames: int, fps: int, seed: int) -> CaseScript
     plan.add("Grasper", "top", s + sec(0.2), e, "grasp", "specimen_bag", "bag", "pull")
 
     activities = sorted(plan.activities, key=lambda a: (a.start, a.tool))
-    return CaseScript(case_id, seed, fps, n_frames, bounds, activities, bool(rng.random() < 0.25),
-                      clip_times, cut_times)
+    return CaseScript(
+        case_id, seed, fps, n_frames, bounds, activities, bool(rng.random() < 0.25), clip_times, cut_times
+    )

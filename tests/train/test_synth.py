@@ -1,0 +1,263 @@
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from engine.ontology import load_ontology
+from engine.phase_labels import read_cholec80_phases, segments
+from train.synth.generate import SynthConfig, SynthError, generate
+from train.synth.render import CaseRenderer
+from train.synth.script import PHASES, build_script
+
+
+def decoded_frames(path: Path) -> int:
+    with av.open(str(path)) as container:
+        return sum(1 for _ in container.decode(video=0))
+
+
+def test_video_decodes_to_the_frame_count_the_labels_claim(synth_case):
+    out, summary = synth_case
+    case = summary["cases"][0]
+    video = out / "cholec80" / "videos" / "video01.mp4"
+    phases = read_cholec80_phases(out / "cholec80" / "phase_annotations" / "video01-phase.txt")
+    assert decoded_frames(video) == len(phases) == case["frames"] == 1500
+    with av.open(str(video)) as container:
+        stream = container.streams.video[0]
+        assert (stream.codec_context.name, stream.width, stream.height) == ("h264", 320, 180)
+        assert stream.average_rate == 25
+
+
+@pytest.mark.skipif(shutil.which("ffprobe") is None, reason="ffmpeg is installed by ./dev.sh")
+def test_ffmpeg_agrees_on_the_frame_count(synth_case):
+    out, summary = synth_case
+    result = subprocess.run(
+        [
+            "ffprobe",
+            "-v",
+            "error",
+            "-count_frames",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=nb_read_frames",
+            "-of",
+            "csv=p=0",
+            str(out / "cholec80" / "videos" / "video01.mp4"),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert int(result.stdout.strip()) == summary["cases"][0]["frames"]
+
+
+def test_phases_run_in_clinical_order(synth_case):
+    out, _ = synth_case
+    phases = read_cholec80_phases(out / "cholec80" / "phase_annotations" / "video01-phase.txt")
+    assert [s.label for s in segments(phases)] == list(PHASES)
+
+
+def test_calot_dissection_is_the_longest_early_phase():
+    script = build_script(1, 25 * 600, 25, seed=5)
+    lengths = {name: end - start for name, start, end in script.phase_bounds}
+    assert lengths["CalotTriangleDissection"] > 3 * lengths["Preparation"]
+    assert lengths["GallbladderDissection"] > 2 * lengths["GallbladderPackaging"]
+
+
+def test_tool_file_has_cholec80_columns_every_25th_frame(synth_case):
+    out, _ = synth_case
+    lines = (out / "cholec80" / "tool_annotations" / "video01-tool.txt").read_text().splitlines()
+    assert lines[0].split("\t") == [
+        "Frame",
+        "Grasper",
+        "Bipolar",
+        "Hook",
+        "Scissors",
+        "Clipper",
+        "Irrigator",
+        "SpecimenBag",
+    ]
+    frames = [int(line.split("\t")[0]) for line in lines[1:]]
+    assert frames == list(range(0, 1500, 25))
+    assert all(set(line.split("\t")[1:]) <= {"0", "1"} for line in lines[1:])
+
+
+def tools_by_phase(out: Path) -> dict[str, set[str]]:
+    phases = read_cholec80_phases(out / "cholec80" / "phase_annotations" / "video01-phase.txt")
+    lines = (out / "cholec80" / "tool_annotations" / "video01-tool.txt").read_text().splitlines()
+    header = lines[0].split("\t")[1:]
+    seen: dict[str, set[str]] = {}
+    for line in lines[1:]:
+        frame, *flags = line.split("\t")
+        seen.setdefault(phases[int(frame)], set()).update(t for t, f in zip(header, flags, strict=False) if f == "1")
+    return seen
+
+
+def test_instruments_follow_the_phase(synth_case):
+    seen = tools_by_phase(synth_case[0])
+    assert "Clipper" in seen["ClippingCutting"] and "Scissors" in seen["ClippingCutting"]
+    assert "Hook" in seen["CalotTriangleDissection"]
+    assert "SpecimenBag" in seen["GallbladderPackaging"]
+    assert "Irrigator" in seen["CleaningCoagulation"] or "Bipolar" in seen["CleaningCoagulation"]
+    for phase in ("Preparation", "CalotTriangleDissection", "GallbladderDissection"):
+        assert "Clipper" not in seen[phase] and "SpecimenBag" not in seen[phase]
+
+
+def test_cholect50_labels_are_valid_triplets_with_normalised_boxes(synth_case, ontology):
+    out, _ = synth_case
+    data = json.loads((out / "CholecT50" / "labels" / "VID01.json").read_text())
+    assert data["fps"] == 1 and data["num_frames"] == len(data["annotations"]) == 60
+    assert data["categories"]["phase"]["1"] == "carlot-triangle-dissection"
+    assert len(data["categories"]["triplet"]) == 100
+    triplets_seen = set()
+    for _frame_id, rows in data["annotations"].items():
+        for row in rows:
+            assert len(row) == 15
+            if row[0] == -1:
+                continue
+            i, v, t = (label.id for label in ontology.triplet(row[0]))
+            assert (row[1], row[7], row[8]) == (i, v, t)
+            x, y, w, h = row[3:7]
+            assert 0 <= x <= 1 and 0 <= y <= 1 and 0 < w <= 1 and 0 < h <= 1 and x + w <= 1.0001
+            triplets_seen.add(ontology.triplet_name(row[0]))
+    assert {"clipper,clip,cystic_duct", "scissors,cut,cystic_artery", "grasper,retract,gallbladder"} <= triplets_seen
+
+
+def test_cvs_is_achieved_during_calot_dissection_before_clipping():
+    for seed in range(6):
+        script = build_script(1, 25 * 300, 25, seed=seed)
+        calot0, calot1 = script.phase_span("CalotTriangleDissection")
+        first_clip = min(min(times) for times in script.clip_times.values())
+        history = np.array([script.cvs(f) for f in range(0, script.n_frames, 25)])
+        assert not history[: calot0 // 25].any(), "no criterion is met before Calot dissection"
+        assert (np.diff(history.astype(int), axis=0) >= 0).all(), "criteria never regress"
+        at_clip = script.cvs(first_clip)
+        assert at_clip[0] and at_clip[1]
+        assert at_clip[2] == (not script.c3_missed)
+        met = [f for f in range(script.n_frames) if all(script.cvs(f))]
+        if met:
+            assert calot0 <= met[0] < calot1
+
+
+def test_endoscapes_metadata_has_rater_means(synth_case):
+    out, _ = synth_case
+    with (out / "endoscapes" / "all_metadata.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0]) == ["vid", "frame", "avg_cvs", "C1", "C2", "C3", "is_ds_keyframe"]
+    values = {float(r[c]) for r in rows for c in ("C1", "C2", "C3")}
+    assert values <= {0.0, 0.33, 0.67, 1.0} and 1.0 in values
+
+
+def test_same_seed_same_case_other_seed_other_case(tmp_path):
+    config = SynthConfig(cases=1, minutes=0.9, seed=11, width=160, height=90)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    generate(a, config)
+    generate(b, config)
+    generate(c, SynthConfig(cases=1, minutes=0.9, seed=12, width=160, height=90))
+    for rel in (
+        "cholec80/phase_annotations/video01-phase.txt",
+        "CholecT50/labels/VID01.json",
+        "endoscapes/all_metadata.csv",
+    ):
+        assert (a / rel).read_bytes() == (b / rel).read_bytes()
+    assert (a / "CholecT50/labels/VID01.json").read_bytes() != (c / "CholecT50/labels/VID01.json").read_bytes()
+    renderer_a = CaseRenderer(build_script(1, 1350, 25, 11), 160, 90)
+    renderer_b = CaseRenderer(build_script(1, 1350, 25, 11), 160, 90)
+    assert np.array_equal(renderer_a.render(400)[0], renderer_b.render(400)[0])
+
+
+def test_frames_have_a_circular_endoscope_field(synth_case):
+    out, _ = synth_case
+    with av.open(str(out / "cholec80" / "videos" / "video01.mp4")) as container:
+        img = next(container.decode(video=0)).to_ndarray(format="rgb24").astype(int)
+    h, w, _ = img.shape
+    assert img[:4, :4].mean() < 20 and img[-4:, -4:].mean() < 20  # dark corners outside the scope field
+    assert img[h // 2 - 10 : h // 2 + 10, w // 2 - 10 : w // 2 + 10].mean() > 60  # lit tissue in the middle
+
+
+def test_boxes_cover_the_instruments_drawn():
+    """Pixels inside an instrument's box change when the instrument is drawn; outside they do not."""
+    script = build_script(2, 25 * 60, 25, seed=4)
+    renderer = CaseRenderer(script, 320, 180)
+    frame = next(
+        f for f in range(0, script.n_frames, 10) if any(i.tool == "Hook" for i in renderer.render(f)[1].instances)
+    )
+    img, truth = renderer.render(frame)
+    hook = next(i for i in truth.instances if i.tool == "Hook")
+    x1, y1, x2, y2 = (int(v) for v in hook.box)
+    crop = img[y1:y2, x1:x2].reshape(-1, 3).astype(int)
+    # Instruments are grey metal and black shafts: low saturation, unlike the red-yellow-green tissue.
+    saturation = crop.max(1) - crop.min(1)
+    assert (saturation < 40).mean() > 0.2
+
+
+def test_bad_settings_are_refused_clearly(tmp_path):
+    with pytest.raises(SynthError, match="--minutes"):
+        generate(tmp_path, SynthConfig(minutes=0.1))
+    with pytest.raises(SynthError, match="--cases"):
+        generate(tmp_path, SynthConfig(cases=0))
+    with pytest.raises(SynthError, match="even"):
+        generate(tmp_path, SynthConfig(width=321))
+
+
+def test_unwritable_destination_is_a_clear_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SynthError, match="cannot write"):
+        generate(blocker / "out", SynthConfig(cases=1, minutes=0.9, width=160, height=90))
+
+
+def test_the_labels_can_be_learned_from_the_pixels(tmp_path):
+    """A tiny CNN trained on one case recognises the phases of another case from single frames."""
+    torch = pytest.importorskip("torch")
+    import cv2
+
+    generate(tmp_path, SynthConfig(cases=2, minutes=1.0, seed=21, width=192, height=108, gop=25))
+    names = load_ontology().phase.names
+
+    def data(vid: str):
+        xs = []
+        with av.open(str(tmp_path / "cholec80" / "videos" / f"{vid}.mp4")) as container:
+            for i, frame in enumerate(container.decode(video=0)):
+                if i % 3 == 0:
+                    xs.append(cv2.resize(frame.to_ndarray(format="rgb24"), (64, 36), interpolation=cv2.INTER_AREA))
+        phases = read_cholec80_phases(tmp_path / "cholec80" / "phase_annotations" / f"{vid}-phase.txt")[::3]
+        x = torch.tensor(np.array(xs)).permute(0, 3, 1, 2).float() / 255
+        return x, torch.tensor([names.index(p) for p in phases])
+
+    (xa, ya), (xb, yb) = data("video01"), data("video02")
+    torch.manual_seed(0)
+    nn = torch.nn
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, 7),
+    )
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    for _ in range(40):
+        perm = torch.randperm(len(xa))
+        for i in range(0, len(xa), 64):
+            idx = perm[i : i + 64]
+            loss = nn.functional.cross_entropy(net(xa[idx]), ya[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    with torch.no_grad():
+        accuracy = (net(xb).argmax(1) == yb).float().mean().item()
+    majority = max((yb == k).float().mean().item() for k in range(7))
+    assert accuracy > max(0.6, majority + 0.25), (accuracy, majority)
