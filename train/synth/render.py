@@ -126,6 +126,49 @@ def _draw_vessels(
         img[mask] = blended[mask]
 
 
+def _tube(img: np.ndarray, pts: np.ndarray, width: int, color: tuple[int, int, int]) -> None:
+    """A shaded cylinder along a polyline: dark rim, bright crest (ducts, vessels, bowel)."""
+    pts_i = pts.astype(np.int32)
+    steps = 6
+    for k in range(steps):
+        w = max(1, int(width * (1 - k / (steps + 1))))
+        shade = 0.62 + 0.55 * k / steps
+        c = tuple(int(min(255, ch * shade)) for ch in color)
+        offset = np.array([0, -int(width * 0.06 * k)])
+        cv2.polylines(img, [pts_i + offset], False, c, w, cv2.LINE_AA)
+
+
+def _organic_mask(rng: np.random.Generator, h: int, w: int, center: tuple[float, float],
+                  radii: tuple[float, float], roughness: float = 0.8) -> np.ndarray:
+    """A lobulated blob (fat, omentum): an ellipse whose edge is broken up by noise."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    d = np.sqrt(((xx - center[0]) / radii[0]) ** 2 + ((yy - center[1]) / radii[1]) ** 2)
+    noise = fractal_noise(rng, h, w, octaves=4, base=6)
+    return ((1.0 - d) + roughness * (noise - 0.5)) > 0.15
+
+
+def _scatter(rng: np.random.Generator, center: tuple[float, float], spread: tuple[float, float],
+             count: int) -> list[tuple[float, float]]:
+    return [(rng.normal(center[0], spread[0] * 0.5), rng.normal(center[1], spread[1] * 0.5)) for _ in range(count)]
+
+
+def _lobules(rng: np.random.Generator, h: int, w: int, centers: list[tuple[float, float]], size: float,
+             color: tuple[int, int, int] = (230, 190, 94)) -> tuple[np.ndarray, np.ndarray]:
+    """Fat as a cluster of rounded lobules, each lit at its crest: (rgb, mask)."""
+    rgb = _texture(rng, h, w, color, 0.3, grain=0.4)
+    shade = np.full((h, w), 0.78, np.float32)
+    mask = np.zeros((h, w), np.uint8)
+    for cx, cy in centers:
+        cx, cy = int(cx), int(cy)
+        r = rng.uniform(0.6, 1.3) * size
+        for k in range(5):
+            rr = max(1, int(r * (1 - k / 6)))
+            cv2.circle(shade, (cx, cy - int(r * 0.08 * k)), rr, 0.78 + 0.07 * k, -1, cv2.LINE_AA)
+        cv2.circle(mask, (cx, cy), int(r), 255, -1, cv2.LINE_AA)
+    rgb = (rgb * shade[..., None]).clip(0, 255).astype(np.uint8)
+    return rgb, mask > 0
+
+
 @dataclass
 class Sprite:
     """An RGBA picture placed at (x, y) on the world canvas; alpha in 0..1."""
@@ -201,41 +244,33 @@ class CaseRenderer:
         # Peritoneum and abdominal wall: pink-red, textured, with small vessels.
         base = _texture(rng, H, W, (192, 98, 84), 0.5)
         _draw_vessels(base, rng, 40, (128, 36, 38), max(1, int(2 * s)), (0, 0, W, H))
-        # Bowel loops at the bottom.
-        for _ in range(7):
-            cx, cy = rng.uniform(0.05, 0.95) * W, rng.uniform(0.80, 1.0) * H
-            ax, ay = rng.uniform(70, 130) * s, rng.uniform(35, 60) * s
-            cv2.ellipse(
-                base,
-                (int(cx), int(cy)),
-                (int(ax), int(ay)),
-                rng.uniform(-20, 20),
-                0,
-                360,
-                (205, 125, 115),
-                -1,
-                cv2.LINE_AA,
-            )
-            cv2.ellipse(
-                base, (int(cx), int(cy)), (int(ax), int(ay)), 0, 0, 360, (150, 70, 70), max(1, int(3 * s)), cv2.LINE_AA
-            )
+        # Depth: the scene darkens away from the light, toward the bottom and the sides.
+        yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)
+        depth = 1.0 - 0.35 * (yy / H) ** 2 - 0.15 * np.abs(xx / W - 0.5)
+        base = (base * depth[..., None]).clip(0, 255).astype(np.uint8)
+        # Bowel loops at the bottom: shaded tubes.
+        for _ in range(6):
+            x0, y0 = rng.uniform(0.0, 1.0) * W, rng.uniform(0.84, 1.0) * H
+            angle = rng.uniform(-0.4, 0.4)
+            pts = []
+            for _ in range(9):
+                angle = float(np.clip(angle + rng.normal(0, 0.3), -0.35, 0.35))
+                x0, y0 = x0 + 22 * s * math.cos(angle), y0 + 22 * s * math.sin(angle)
+                pts.append((x0, y0))
+            _tube(base, np.array(pts), int(rng.uniform(38, 55) * s), (208, 128, 116))
         # Omentum: lobulated yellow fat, lower right.
-        omentum = np.zeros((H, W), np.uint8)
-        for _ in range(26):
-            cx, cy = rng.normal(0.74, 0.08) * W, rng.normal(0.64, 0.06) * H
-            cv2.circle(omentum, (int(cx), int(cy)), int(rng.uniform(18, 42) * s), 255, -1, cv2.LINE_AA)
-        fat = _tint(fractal_noise(rng, H, W, base=6), (226, 190, 96), 0.35)
-        m = _smooth_mask(omentum > 0, 2)
+        fat, omentum = _lobules(rng, H, W, _scatter(rng, (0.74 * W, 0.63 * H), (0.15 * W, 0.09 * H), 34), 26 * s)
+        m = _smooth_mask(omentum, 1.5)
         base = (base * (1 - m[..., None]) + fat * m[..., None]).astype(np.uint8)
         # Liver: dark red-brown lobe across the top, with a wavy lower edge.
         xs = np.arange(W)
         edge = (0.40 + 0.035 * np.sin(xs / W * 7.0 + rng.uniform(0, 6)) + 0.02 * np.sin(xs / W * 17.0)) * H
         liver_mask = np.arange(H)[:, None] < edge[None, :]
-        liver = _texture(rng, H, W, (104, 34, 30), 0.55, grain=0.3)
-        # Glossy band along the liver's free edge, where the scope light reflects.
-        shine = np.zeros((H, W), np.uint8)
-        cv2.polylines(shine, [np.stack([xs, edge - 0.03 * H], 1).astype(np.int32)], False, 255, int(10 * s))
-        liver = np.clip(liver + 45 * _smooth_mask(shine > 0, 6 * s)[..., None], 0, 255).astype(np.uint8)
+        liver = _texture(rng, H, W, (98, 30, 30), 0.5, grain=0.35)
+        # Rounded lobe: brighter where its surface faces the scope, darker toward the top.
+        dist = np.clip((edge[None, :] - yy) / (0.25 * H), 0, 1)
+        lobe = 0.75 + 0.45 * np.sin(np.clip(dist, 0, 1) * math.pi * 0.75) - 0.25 * (1 - yy / H) ** 3
+        liver = (liver * lobe[..., None]).clip(0, 255).astype(np.uint8)
         m = _smooth_mask(liver_mask, 1.5)
         base = (base * (1 - m[..., None]) + liver * m[..., None]).astype(np.uint8)
         self.gb = self._gallbladder_sprite()
@@ -305,9 +340,9 @@ class CaseRenderer:
         rgb = np.zeros((h, w, 3), np.uint8)
         mask = np.zeros((h, w), np.uint8)
         s = self.W / 960.0
-        for path, width, color, edge in (
-            (self.duct_path(), 15, (228, 214, 176), (170, 150, 110)),
-            (self.artery_path(), 8, (196, 86, 84), (140, 50, 52)),
+        for path, width, color in (
+            (self.duct_path(), 15, (228, 214, 176)),
+            (self.artery_path(), 8, (196, 86, 84)),
         ):
             pts = self._tube_points(path, x, y)
             if cut:
@@ -316,31 +351,19 @@ class CaseRenderer:
             else:
                 segments = [pts]
             for seg in segments:
-                seg_i = seg.astype(np.int32)
-                cv2.polylines(rgb, [seg_i], False, edge, int((width + 3) * s), cv2.LINE_AA)
-                cv2.polylines(rgb, [seg_i], False, color, int(width * s), cv2.LINE_AA)
-                cv2.polylines(
-                    rgb,
-                    [seg_i - (0, int(width * s * 0.25))],
-                    False,
-                    tuple(min(255, c + 30) for c in color),
-                    max(1, int(width * s * 0.2)),
-                    cv2.LINE_AA,
-                )
-                cv2.polylines(mask, [seg_i], False, 255, int((width + 3) * s), cv2.LINE_AA)
+                _tube(rgb, seg, int((width + 2) * s), color)
+                cv2.polylines(mask, [seg.astype(np.int32)], False, 255, int((width + 2) * s), cv2.LINE_AA)
         return Sprite(rgb, _smooth_mask(mask > 0, 1), x, y)
 
     def _fat_sprite(self) -> Sprite:
         x, y, w, h = self._region(0.24, 0.38, 0.60, 0.76)
-        mask = np.zeros((h, w), np.uint8)
         s = self.W / 960.0
-        for _ in range(30):
-            u = float(np.clip(self.rng.normal(0.41, 0.045), 0.31, 0.52))
-            v = float(np.clip(self.rng.normal(0.565, 0.045), 0.46, 0.67))
-            px, py = self.px(u, v)
-            cv2.circle(mask, (px - x, py - y), int(self.rng.uniform(14, 30) * s), 255, -1, cv2.LINE_AA)
-        noise = fractal_noise(self.rng, h, w, base=7)
-        rgb = _tint(noise, (232, 200, 112), 0.4)
+        cx, cy = self.px(0.41, 0.565)
+        centers = _scatter(self.rng, (cx - x, cy - y), (0.10 * self.W, 0.10 * self.H), 14)
+        for path in (self.duct_path(), self.artery_path()):
+            centers += [tuple(p) for p in self._tube_points(path, x, y, 9)[1:]]
+        rgb, lobes = _lobules(self.rng, h, w, centers, 20 * s, (234, 198, 112))
+        mask = lobes.astype(np.uint8) * 255
         # Clearing order: structures first (close to the duct and artery), then the rest, with texture.
         near = np.zeros((h, w), np.uint8)
         for path in (self.duct_path(), self.artery_path()):
