@@ -44,7 +44,16 @@ install_python_packages() {
         return
     fi
     [ -x "$VENV/bin/python" ] || "$(find_python)" -m venv "$VENV"
-    local pip=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
+    local install_log="$VENV/install.log"
+    : > "$install_log"
+    pip_install() {
+        "$VENV/bin/python" -m pip install --disable-pip-version-check "$@" >> "$install_log" 2>&1 || {
+            tail -n 30 "$install_log" >&2
+            log "pip failed; the whole log is in $install_log"
+            exit 1
+        }
+    }
+    local pip=(pip_install)
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
         log "NVIDIA GPU found: installing the CUDA build of torch"
         "${pip[@]}" torch

@@ -73,7 +73,6 @@ _ANATOMY_LABEL = _label(r"(?:anatomy|anatomical\s+structures?|structures?)(?:\s+
 _TRIPLETS_LABEL = _label(r"(?:triplets?|actions?|relations?|interactions?)")
 _PHASE_LABEL = re.compile(r"(?<![0-9A-Za-z])phase\s*(?::|=|is\b|-)\s*", re.IGNORECASE)
 _SAFETY_LABEL = _label(r"safety(?:\s+(?:remark|note|comment))?")
-_CVS_LABEL = _label(r"(?:cvs|critical\s+view\s+of\s+safety)")
 
 
 def _clean(text: str) -> str:

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.chain import LEVEL_NAMES, Chain
+from engine.chain import LEVEL_NAMES, Chain, ChainStatus
 from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
 from engine.clitools import ArgumentParser, CliError, run
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
@@ -76,7 +76,9 @@ def cmd_parse(args) -> int:
         print(json.dumps(chain.to_dict(), indent=2, ensure_ascii=False))
     else:
         _print_chain(chain)
-    return 0 if chain.status.value != "malformed" or not args.strict else 1
+    if chain.status is ChainStatus.MALFORMED and not args.lenient:
+        raise CliError("the text is not a well-formed reasoning chain: " + "; ".join(chain.problems))
+    return 0
 
 
 def _vocab(onto: Ontology, name: str):
@@ -130,7 +132,7 @@ def build_parser() -> ArgumentParser:
     p.add_argument("file", nargs="?", default="-")
     p.add_argument("--json", action="store_true", help="print the chain as JSON")
     p.add_argument("--events", action="store_true", help="report levels as they close (stderr)")
-    p.add_argument("--strict", action="store_true", help="exit 1 when the chain is malformed")
+    p.add_argument("--lenient", action="store_true", help="exit 0 even when the chain is malformed")
     p.set_defaults(func=cmd_parse)
     o = sub.add_parser("ontology", help="list the label vocabularies or resolve a name")
     o.add_argument("vocabulary", nargs="?", help=", ".join(Ontology.vocabulary_names()))
