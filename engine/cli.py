@@ -14,7 +14,7 @@ from pathlib import Path
 
 from engine.chain import LEVEL_NAMES, Chain, ChainStatus
 from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
-from engine.clitools import ArgumentParser, CliError, run
+from engine.clitools import ArgumentParser, CliError, run_subcommand
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
 from engine.timecode import format_timecode
 from engine.video_probe import VideoError, probe_video
@@ -144,13 +144,8 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(PROG, _main, argv)
+    return run_subcommand(PROG, build_parser, argv)
 
 
 if __name__ == "__main__":

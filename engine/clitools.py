@@ -37,6 +37,17 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[s
         return EXIT_ERROR
 
 
+def run_subcommand(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
+                   argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and call the chosen subcommand's ``func(args)`` under :func:`run`."""
+
+    def _main(args_in: Sequence[str] | None) -> int:
+        args = build_parser().parse_args(args_in)
+        return args.func(args)
+
+    return run(prog, _main, argv)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse that exits with status 2 and a one-line hint, as argparse does, for every subparser."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.clitools import ArgumentParser, CliError, run
+from engine.clitools import ArgumentParser, CliError, run_subcommand
 from train.synth.generate import SynthConfig, SynthError, generate
 
 PROG = "surgview-train"
@@ -67,13 +67,8 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(PROG, _main, argv)
+    return run_subcommand(PROG, build_parser, argv)
 
 
 if __name__ == "__main__":
