@@ -1,0 +1,707 @@
+"""The case store: every analysed frame of one video, with bookmarks and reviewer notes, in SQLite.
+
+One file per video, under the user's data folder (``data_home()/cases/<fingerprint>.sqlite``),
+never beside the patient's video. The fingerprint hashes the file's size and its first and last
+MiB, so a renamed or moved video finds its analysis again without reading gigabytes.
+
+Durability: WAL journal, one transaction per result, committed the moment the result completes,
+``synchronous=FULL`` by default (each commit is on disk before ``put_result`` returns), so a
+killed engine or app loses at most the frame in flight. Two processes may write the same store:
+writes take the lock up front (``BEGIN IMMEDIATE``) and wait up to ``timeout_s`` for it.
+
+Timelines must appear at once on reopening a case of thousands of frames, so the phase, CVS
+triple and tools of each result are also written in their own columns at insert time and served
+by a covering index: :meth:`CaseStore.timeline_rows` never reads the raw text or parses JSON.
+
+Schema (``PRAGMA user_version``; ``application_id`` marks a surgview store). ``MIGRATIONS[i]``
+takes a store from version ``i`` to ``i + 1``; pending steps run in order in one transaction.
+
+1. ``case_info`` (one row: fingerprint, video path as given, fps, frame count, created);
+   ``results`` (frame, model_id, prompt_version, task → raw text, chain JSON, chain status,
+   first_token_s, total_s, tokens, created); ``bookmarks``; ``notes``.
+2. ``results`` gains ``phase``, ``cvs1``..``cvs3`` and ``tools`` (derived from the chain JSON,
+   back-filled for existing rows) and the covering index ``results_timeline``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.chain import Chain, CvsState
+from engine.chain_parser import parse_chain
+from engine.timeline import TimelineRow
+from engine.userdata import data_home
+
+__all__ = [
+    "APPLICATION_ID",
+    "MIGRATIONS",
+    "SCHEMA_VERSION",
+    "Analysis",
+    "Bookmark",
+    "CaseInfo",
+    "CaseStore",
+    "FrameResult",
+    "Note",
+    "StoreError",
+    "case_store_path",
+    "video_fingerprint",
+]
+
+APPLICATION_ID = 0x53555256  # "SURV": PRAGMA application_id of every surgview case store
+_FINGERPRINT_CHUNK = 1 << 20
+_UNSET: Any = object()
+
+
+class StoreError(Exception):
+    """The case store cannot be opened, read or written; the message says why in one line."""
+
+
+# ------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class FrameResult:
+    """One analysed frame for one model, prompt version and task.
+
+    ``chain`` is a :class:`Chain` when built by the engine and its ``to_dict()`` form when read
+    back (there is no ``Chain.from_dict``: :meth:`parsed` re-parses the raw text, which gives
+    the same chain because the parser is a function of the text). ``status`` defaults to the
+    chain's status. Timings are the backend's ``GenerationStats`` fields.
+    """
+
+    frame: int
+    model_id: str
+    prompt_version: str
+    task: str
+    raw_text: str
+    chain: Chain | dict[str, Any]
+    status: str = ""
+    first_token_s: float | None = None  # from the request to the first piece of text
+    total_s: float | None = None
+    tokens: int | None = None
+    created: float | None = None  # unix time the store committed it; set by the store
+
+    def __post_init__(self) -> None:
+        if not self.status:
+            status = self.chain.status if isinstance(self.chain, Chain) else self.chain.get("status", "")
+            object.__setattr__(self, "status", str(status or "malformed"))
+
+    @classmethod
+    def from_text(
+        cls,
+        frame: int,
+        model_id: str,
+        prompt_version: str,
+        task: str,
+        raw_text: str,
+        *,
+        first_token_s: float | None = None,
+        total_s: float | None = None,
+        tokens: int | None = None,
+    ) -> FrameResult:
+        """Parse the model's text and wrap it as a result."""
+        chain = parse_chain(raw_text)
+        return cls(frame, model_id, prompt_version, task, raw_text, chain, "", first_token_s, total_s, tokens)
+
+    @property
+    def chain_dict(self) -> dict[str, Any]:
+        return self.chain.to_dict() if isinstance(self.chain, Chain) else self.chain
+
+    def parsed(self) -> Chain:
+        """The chain as an object again (re-parsed from the raw text)."""
+        return self.chain if isinstance(self.chain, Chain) else parse_chain(self.raw_text)
+
+
+@dataclass(frozen=True)
+class CaseInfo:
+    fingerprint: str
+    video_path: str  # as given when last recorded (a moved video updates it)
+    fps: float | None = None
+    frame_count: int | None = None
+    created: float | None = None
+
+
+@dataclass(frozen=True)
+class Bookmark:
+    id: int
+    frame: int
+    title: str
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class Note:
+    id: int
+    frame: int | None  # None: a note on the whole case
+    text: str
+    author: str
+    created: float
+    updated: float
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """One model / prompt version / task present in a store, for choosing what to show."""
+
+    model_id: str
+    prompt_version: str
+    task: str
+    frames: int
+    last_created: float
+
+
+# ------------------------------------------------------------------------------------- locations
+def video_fingerprint(video: Path) -> str:
+    """Content fingerprint of a video: size plus SHA-256 of its first and last MiB (32 hex digits)."""
+    video = Path(video)
+    try:
+        with video.open("rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            digest = hashlib.sha256(b"surgview-video-v1\0" + size.to_bytes(8, "little"))
+            digest.update(fh.read(_FINGERPRINT_CHUNK))
+            if size > _FINGERPRINT_CHUNK:
+                fh.seek(max(_FINGERPRINT_CHUNK, size - _FINGERPRINT_CHUNK))
+                digest.update(fh.read(_FINGERPRINT_CHUNK))
+    except OSError as exc:
+        raise StoreError(f"cannot read video {video.name}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()[:32]
+
+
+def case_store_path(video: Path) -> Path:
+    """Where the case store of ``video`` lives: ``data_home()/cases/<fingerprint>.sqlite``."""
+    return _path_for(video_fingerprint(video))
+
+
+def _path_for(fingerprint: str) -> Path:
+    return data_home() / "cases" / f"{fingerprint}.sqlite"
+
+
+# ------------------------------------------------------------------------------------- schema
+def _summary(chain: dict[str, Any]) -> tuple[str | None, str | None, str | None, str | None, str | None]:
+    """Phase, CVS C1..C3 and tools of a chain dict, for the timeline columns.
+
+    Level 3 is read first, the answer second (a phase task answers with the phase only). Tools
+    are None when the chain has no Level 1 (it did not say), '' when it saw none.
+    """
+
+    def label(mention: Any) -> str | None:
+        return mention.get("label") if isinstance(mention, dict) else None
+
+    context = chain.get("context") or {}
+    answer = chain.get("answer") or {}
+    phase = label(context.get("phase")) or label(answer.get("phase"))
+    cvs = list(context.get("cvs") or [None] * 3)
+    if not any(cvs):
+        cvs = list(answer.get("cvs") or [None] * 3)
+    cvs = [c if c in _CVS_VALUES else None for c in (cvs + [None] * 3)[:3]]
+    perception = chain.get("perception")
+    tools = None
+    if isinstance(perception, dict):
+        names = [label(s.get("name")) for s in perception.get("instruments") or [] if isinstance(s, dict)]
+        tools = ",".join(dict.fromkeys(n for n in names if n))
+    return phase, cvs[0], cvs[1], cvs[2], tools
+
+
+_CVS_VALUES = {s.value for s in CvsState}
+
+
+def _statements(sql: str) -> list[str]:
+    return [s.strip() for s in sql.split(";") if s.strip()]
+
+
+def _migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    for sql in _statements(
+        f"""
+        PRAGMA application_id = {APPLICATION_ID};
+        CREATE TABLE case_info (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            fingerprint TEXT NOT NULL,
+            video_path TEXT NOT NULL,
+            fps REAL,
+            frame_count INTEGER,
+            created REAL NOT NULL
+        );
+        CREATE TABLE results (
+            frame INTEGER NOT NULL CHECK (frame >= 0),
+            model_id TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            task TEXT NOT NULL,
+            raw_text TEXT NOT NULL,
+            chain_json TEXT NOT NULL,
+            status TEXT NOT NULL,
+            first_token_s REAL,
+            total_s REAL,
+            tokens INTEGER,
+            created REAL NOT NULL,
+            PRIMARY KEY (model_id, prompt_version, task, frame)
+        );
+        CREATE TABLE bookmarks (
+            id INTEGER PRIMARY KEY,
+            frame INTEGER NOT NULL,
+            title TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+        CREATE INDEX bookmarks_frame ON bookmarks (frame);
+        CREATE TABLE notes (
+            id INTEGER PRIMARY KEY,
+            frame INTEGER,
+            text TEXT NOT NULL,
+            author TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+        CREATE INDEX notes_frame ON notes (frame)
+        """
+    ):
+        conn.execute(sql)
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    for column in ("phase", "cvs1", "cvs2", "cvs3", "tools"):
+        conn.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT")
+    rows = conn.execute("SELECT rowid, chain_json FROM results").fetchall()
+    for rowid, chain_json in rows:
+        try:
+            chain = json.loads(chain_json)
+        except ValueError:
+            chain = {}
+        summary = _summary(chain if isinstance(chain, dict) else {})
+        conn.execute(
+            "UPDATE results SET phase = ?, cvs1 = ?, cvs2 = ?, cvs3 = ?, tools = ? WHERE rowid = ?", (*summary, rowid)
+        )
+    conn.execute(
+        "CREATE INDEX results_timeline ON results "
+        "(model_id, prompt_version, task, frame, phase, cvs1, cvs2, cvs3, tools)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_RESULT_COLUMNS = (
+    "frame, model_id, prompt_version, task, raw_text, chain_json, status, first_token_s, total_s, tokens, created"
+)
+
+
+# ------------------------------------------------------------------------------------- the store
+class CaseStore:
+    """An open case store. Use as a context manager; safe to share between threads (calls are
+    serialised); open one per process, or several, as WAL lets readers and a writer overlap."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, readonly: bool):
+        self._conn = conn
+        self.path = path
+        self.readonly = readonly
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------- opening
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False, durable: bool = True, timeout_s: float = 10.0) -> CaseStore:
+        """Open (creating or upgrading it when writable) the case store at ``path``.
+
+        ``durable=False`` skips the fsync of each commit: still safe against a killed process,
+        not against power loss. ``timeout_s``: how long to wait for another writer's lock.
+        """
+        path = Path(path)
+        name = path.name
+        if readonly:
+            if not path.is_file():
+                raise StoreError(f"no case store at {path}")
+            conn = _connect_readonly(path, timeout_s)
+        else:
+            _check_writable(path)
+            try:
+                conn = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            except sqlite3.Error as exc:
+                raise _store_error(exc, name, "open") from exc
+        try:
+            store = cls(conn, path, readonly)
+            store._prepare(durable)
+        except BaseException:
+            conn.close()
+            raise
+        return store
+
+    @classmethod
+    def for_video(
+        cls, video: Path, *, fps: float | None = None, frame_count: int | None = None, readonly: bool = False
+    ) -> CaseStore:
+        """Open the case store of ``video`` (see :func:`case_store_path`); when writable, record
+        the video's fingerprint, path as given, fps and frame count in it."""
+        fingerprint = video_fingerprint(video)
+        store = cls.open(_path_for(fingerprint), readonly=readonly)
+        if not readonly:
+            try:
+                known = store.case_info()
+                if known is None or (known.video_path, known.fps, known.frame_count) != (str(video), fps, frame_count):
+                    store.set_case_info(CaseInfo(fingerprint, str(video), fps, frame_count))
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    def _prepare(self, durable: bool) -> None:
+        name = self.path.name
+        try:
+            app_id, version, objects = self._identify()
+            if app_id != APPLICATION_ID and not (app_id == 0 and version == 0 and objects == 0):
+                raise StoreError(f"{name} is not a surgview case store")
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{name} was written by a newer surgview (store schema {version}; this version reads up "
+                    f"to {SCHEMA_VERSION}): update surgview to open it"
+                )
+            if self.readonly:
+                if objects == 0:
+                    raise StoreError(f"{name} is empty: not a surgview case store")
+                if version < SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{name} uses an older store schema ({version}); open it once for writing to upgrade it"
+                    )
+                return
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            if version < SCHEMA_VERSION:
+                self._migrate()
+        except sqlite3.Error as exc:
+            raise _store_error(exc, name, "open") from exc
+
+    def _identify(self) -> tuple[int, int, int]:
+        conn = self._conn
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        return app_id, version, objects
+
+    def _migrate(self) -> None:
+        with self._write("upgrade"):
+            # Re-read inside the lock: another process may have upgraded it meanwhile.
+            app_id, version, objects = self._identify()
+            if app_id != APPLICATION_ID and not (app_id == 0 and version == 0 and objects == 0):
+                raise StoreError(f"{self.path.name} is not a surgview case store")
+            for number in range(version, SCHEMA_VERSION):
+                MIGRATIONS[number](self._conn)
+            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @property
+    def schema_version(self) -> int:
+        with self._read("read"):
+            return self._conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> CaseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- transactions
+    @contextmanager
+    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise StoreError(f"cannot {action}: {self.path.name} is open read-only")
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback(conn)
+                raise _store_error(exc, self.path.name, action) from exc
+            except BaseException:
+                _rollback(conn)
+                raise
+
+    @contextmanager
+    def _read(self, action: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                yield self._conn
+            except sqlite3.Error as exc:
+                raise _store_error(exc, self.path.name, action) from exc
+
+    # ----------------------------------------------------------------- case
+    def case_info(self) -> CaseInfo | None:
+        with self._read("read the case") as conn:
+            row = conn.execute("SELECT fingerprint, video_path, fps, frame_count, created FROM case_info").fetchone()
+        return CaseInfo(*row) if row else None
+
+    def set_case_info(self, info: CaseInfo) -> None:
+        """Record the video this store belongs to (keeps the first ``created``)."""
+        with self._write("record the case") as conn:
+            conn.execute(
+                "INSERT INTO case_info (id, fingerprint, video_path, fps, frame_count, created) "
+                "VALUES (1, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint, "
+                "video_path = excluded.video_path, fps = excluded.fps, frame_count = excluded.frame_count",
+                (info.fingerprint, _text(info.video_path), info.fps, info.frame_count, info.created or time.time()),
+            )
+
+    # ----------------------------------------------------------------- results
+    def put_result(self, result: FrameResult) -> FrameResult:
+        """Store one result in its own transaction (replacing an earlier one for the same key);
+        it is committed when this returns. Returns the result with ``created`` set."""
+        if result.frame < 0:
+            raise ValueError(f"frame must not be negative, got {result.frame}")
+        chain = result.chain_dict
+        created = time.time()
+        values = (
+            int(result.frame),
+            _text(result.model_id),
+            _text(result.prompt_version),
+            _text(result.task),
+            _text(result.raw_text),
+            json.dumps(chain, separators=(",", ":")),
+            _text(result.status),
+            result.first_token_s,
+            result.total_s,
+            result.tokens,
+            created,
+            *(_text(v) if v is not None else None for v in _summary(chain)),
+        )
+        with self._write(f"store frame {result.frame}") as conn:
+            conn.execute(
+                f"INSERT OR REPLACE INTO results ({_RESULT_COLUMNS}, phase, cvs1, cvs2, cvs3, tools) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        return dataclasses.replace(result, created=created)
+
+    def get_result(self, frame: int, model_id: str, prompt_version: str, task: str) -> FrameResult | None:
+        with self._read("read a result") as conn:
+            row = conn.execute(
+                f"SELECT {_RESULT_COLUMNS} FROM results "
+                "WHERE model_id = ? AND prompt_version = ? AND task = ? AND frame = ?",
+                (model_id, prompt_version, task, frame),
+            ).fetchone()
+        return _result(row) if row else None
+
+    def results(
+        self, model_id: str, prompt_version: str, task: str, *, start: int = 0, stop: int | None = None
+    ) -> list[FrameResult]:
+        """Results with ``start <= frame < stop``, ordered by frame."""
+        with self._read("read results") as conn:
+            rows = conn.execute(
+                f"SELECT {_RESULT_COLUMNS} FROM results WHERE model_id = ? AND prompt_version = ? AND task = ? "
+                "AND frame >= ? AND frame < ? ORDER BY frame",
+                (model_id, prompt_version, task, start, stop if stop is not None else 2**62),
+            ).fetchall()
+        return [_result(row) for row in rows]
+
+    def analysed_frames(self, model_id: str, prompt_version: str, task: str) -> set[int]:
+        """Frames already analysed (the scheduler skips them: nothing is computed twice)."""
+        with self._read("read results") as conn:
+            rows = conn.execute(
+                "SELECT frame FROM results WHERE model_id = ? AND prompt_version = ? AND task = ?",
+                (model_id, prompt_version, task),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def timeline_rows(self, model_id: str, prompt_version: str, task: str) -> list[TimelineRow]:
+        """What timelines need, per analysed frame in order, from the covering index alone."""
+        with self._read("read timelines") as conn:
+            rows = conn.execute(
+                "SELECT frame, phase, cvs1, cvs2, cvs3, tools FROM results INDEXED BY results_timeline "
+                "WHERE model_id = ? AND prompt_version = ? AND task = ? ORDER BY frame",
+                (model_id, prompt_version, task),
+            ).fetchall()
+        cvs = _CVS_LOOKUP
+        tools: dict[str | None, tuple[str, ...] | None] = {None: None}  # few distinct tool sets: split each once
+        out = []
+        for frame, phase, c1, c2, c3, tool_text in rows:
+            tool_tuple = tools.get(tool_text, ())
+            if tool_tuple == ():
+                tool_tuple = tools[tool_text] = tuple(t for t in tool_text.split(",") if t)
+            out.append(TimelineRow(frame, phase, (cvs.get(c1), cvs.get(c2), cvs.get(c3)), tool_tuple))
+        return out
+
+    def analyses(self) -> list[Analysis]:
+        """Every model / prompt version / task with results, most recent first."""
+        with self._read("list analyses") as conn:
+            rows = conn.execute(
+                "SELECT model_id, prompt_version, task, count(*), max(created) FROM results "
+                "GROUP BY model_id, prompt_version, task ORDER BY max(created) DESC"
+            ).fetchall()
+        return [Analysis(*row) for row in rows]
+
+    # ----------------------------------------------------------------- bookmarks
+    def add_bookmark(self, frame: int, title: str) -> Bookmark:
+        now = time.time()
+        with self._write("add a bookmark") as conn:
+            cur = conn.execute(
+                "INSERT INTO bookmarks (frame, title, created, updated) VALUES (?, ?, ?, ?)",
+                (int(frame), _text(title), now, now),
+            )
+        return Bookmark(int(cur.lastrowid or 0), int(frame), _text(title), now, now)
+
+    def bookmarks(self) -> list[Bookmark]:
+        with self._read("read bookmarks") as conn:
+            rows = conn.execute(
+                "SELECT id, frame, title, created, updated FROM bookmarks ORDER BY frame, id"
+            ).fetchall()
+        return [Bookmark(*row) for row in rows]
+
+    def update_bookmark(
+        self, bookmark_id: int, *, frame: int | None = None, title: str | None = None
+    ) -> Bookmark | None:
+        """Change a bookmark; None if it no longer exists (e.g. deleted by another instance)."""
+        with self._write("update a bookmark") as conn:
+            row = conn.execute(
+                "UPDATE bookmarks SET frame = coalesce(?, frame), title = coalesce(?, title), updated = ? "
+                "WHERE id = ? RETURNING id, frame, title, created, updated",
+                (frame, _text(title) if title is not None else None, time.time(), bookmark_id),
+            ).fetchone()
+        return Bookmark(*row) if row else None
+
+    def delete_bookmark(self, bookmark_id: int) -> bool:
+        with self._write("delete a bookmark") as conn:
+            return conn.execute("DELETE FROM bookmarks WHERE id = ?", (bookmark_id,)).rowcount > 0
+
+    # ----------------------------------------------------------------- notes
+    def add_note(self, text: str, *, frame: int | None = None, author: str = "") -> Note:
+        now = time.time()
+        with self._write("add a note") as conn:
+            cur = conn.execute(
+                "INSERT INTO notes (frame, text, author, created, updated) VALUES (?, ?, ?, ?, ?)",
+                (frame, _text(text), _text(author), now, now),
+            )
+        return Note(int(cur.lastrowid or 0), frame, _text(text), _text(author), now, now)
+
+    def notes(self) -> list[Note]:
+        """Case notes first (no frame), then by frame; in order of writing within each."""
+        with self._read("read notes") as conn:
+            rows = conn.execute(
+                "SELECT id, frame, text, author, created, updated FROM notes ORDER BY frame IS NOT NULL, frame, id"
+            ).fetchall()
+        return [Note(*row) for row in rows]
+
+    def update_note(
+        self, note_id: int, *, text: str | None = None, frame: int | None = _UNSET, author: str | None = None
+    ) -> Note | None:
+        """Change a note (``frame=None`` makes it a case note); None if it no longer exists."""
+        sets, values = ["updated = ?"], [time.time()]
+        if text is not None:
+            sets.append("text = ?")
+            values.append(_text(text))
+        if frame is not _UNSET:
+            sets.append("frame = ?")
+            values.append(frame)
+        if author is not None:
+            sets.append("author = ?")
+            values.append(_text(author))
+        with self._write("update a note") as conn:
+            row = conn.execute(
+                f"UPDATE notes SET {', '.join(sets)} WHERE id = ? RETURNING id, frame, text, author, created, updated",
+                (*values, note_id),
+            ).fetchone()
+        return Note(*row) if row else None
+
+    def delete_note(self, note_id: int) -> bool:
+        with self._write("delete a note") as conn:
+            return conn.execute("DELETE FROM notes WHERE id = ?", (note_id,)).rowcount > 0
+
+    # ----------------------------------------------------------------- maintenance
+    def integrity_problems(self) -> list[str]:
+        """SQLite's integrity check; an empty list when the store is sound."""
+        with self._read("check the store") as conn:
+            rows = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+        return [] if rows == ["ok"] else rows
+
+
+# ------------------------------------------------------------------------------------- helpers
+_CVS_LOOKUP: dict[str | None, CvsState] = {s.value: s for s in CvsState}
+
+
+def _result(row: tuple[Any, ...]) -> FrameResult:
+    frame, model_id, prompt_version, task, raw_text, chain_json, status, first, total, tokens, created = row
+    try:
+        chain = json.loads(chain_json)
+    except ValueError:
+        chain = {}
+    return FrameResult(
+        frame,
+        model_id,
+        prompt_version,
+        task,
+        raw_text,
+        chain if isinstance(chain, dict) else {},
+        status,
+        first,
+        total,
+        tokens,
+        created,
+    )
+
+
+def _text(value: str) -> str:
+    """Text SQLite can store: lone surrogates (from a broken decoder) become U+FFFD."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return value
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _check_writable(path: Path) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the case folder {folder}: {exc.strerror or exc}") from exc
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StoreError(f"cannot write case store {path.name}: the folder {folder} is read-only")
+    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
+        raise StoreError(f"cannot write case store {path.name}: the file is read-only")
+
+
+def _connect_readonly(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """Read-only connection. In a folder we cannot write, WAL's shared-memory file cannot be
+    created, so the store is opened as immutable (nobody else can be writing it there either)."""
+    uri = "file:" + urllib.parse.quote(str(path.resolve())) + "?mode=ro"
+    shm = path.with_name(path.name + "-shm")
+    if not os.access(path.parent, os.W_OK) and not shm.exists():
+        uri += "&immutable=1"
+    try:
+        return sqlite3.connect(uri, uri=True, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise _store_error(exc, path.name, "open") from exc
+
+
+def _store_error(exc: sqlite3.Error, name: str, action: str) -> StoreError:
+    code = getattr(exc, "sqlite_errorname", "") or ""
+    if code == "SQLITE_NOTADB":
+        return StoreError(f"{name} is not a surgview case store (the file is not an SQLite database)")
+    if code.startswith("SQLITE_CORRUPT"):
+        return StoreError(f"case store {name} is damaged ({exc}); it was left as it is")
+    if code == "SQLITE_FULL" or "disk is full" in str(exc):
+        return StoreError(f"cannot {action} in {name}: the disk is full; earlier results are kept")
+    if code.startswith("SQLITE_READONLY"):
+        return StoreError(f"cannot {action} in {name}: the case store or its folder is read-only")
+    if code.startswith("SQLITE_CANTOPEN"):
+        return StoreError(f"cannot open case store {name}: its folder is missing or not writable")
+    if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
+        return StoreError(f"cannot {action} in {name}: another process kept the case store locked too long")
+    if code.startswith("SQLITE_IOERR"):
+        return StoreError(f"cannot {action} in {name}: disk I/O error ({exc})")
+    return StoreError(f"cannot {action} in {name}: {exc}")
