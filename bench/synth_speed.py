@@ -52,18 +52,47 @@ def main() -> None:
         if ffmpeg is None:
             print("ffmpeg not found: install it (./dev.sh installs it) for the side-by-side figure")
             return
-        cmd = [ffmpeg, "-v", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24", "-s",
-               f"{config.width}x{config.height}", "-r", str(config.fps), "-i", "-", "-c:v", "libx264",
-               "-preset", config.preset, "-crf", str(config.crf), "-g", str(config.gop), "-keyint_min",
-               str(config.gop), "-sc_threshold", "0", "-pix_fmt", "yuv420p", str(Path(tmp) / "ffmpeg.mp4")]
+        cmd = [
+            ffmpeg,
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "rawvideo",
+            "-pix_fmt",
+            "rgb24",
+            "-s",
+            f"{config.width}x{config.height}",
+            "-r",
+            str(config.fps),
+            "-i",
+            "-",
+            "-c:v",
+            "libx264",
+            "-preset",
+            config.preset,
+            "-crf",
+            str(config.crf),
+            "-g",
+            str(config.gop),
+            "-keyint_min",
+            str(config.gop),
+            "-sc_threshold",
+            "0",
+            "-pix_fmt",
+            "yuv420p",
+            str(Path(tmp) / "ffmpeg.mp4"),
+        ]
         t0 = time.perf_counter()
         subprocess.run(cmd, input=raw, check=True)
         encode_only = time.perf_counter() - t0
 
     per_minute = ours / args.minutes
     print(f"case: {args.minutes:g} min, {config.width}x{config.height} @ {config.fps} fps = {n} frames")
-    print(f"surgview synth (render + encode + labels): {ours:6.2f} s  = {per_minute:5.1f} s per case-minute "
-          f"({n / ours:5.0f} fps)")
+    print(
+        f"surgview synth (render + encode + labels): {ours:6.2f} s  = {per_minute:5.1f} s per case-minute "
+        f"({n / ours:5.0f} fps)"
+    )
     print(f"  of which rendering alone:               {render_only:6.2f} s  ({n / render_only:5.0f} fps)")
     print(f"ffmpeg libx264 encoding the same frames:   {encode_only:6.2f} s  ({n / encode_only:5.0f} fps)")
     print(f"ratio synth / ffmpeg-encode-only:          {ours / encode_only:6.2f}x")

@@ -125,9 +125,81 @@ def cmd_probe(args) -> int:
     return 0
 
 
+def _load_for_serving(model: str):
+    from engine.backend_factory import BackendSpec, open_backend
+
+    return open_backend(BackendSpec(kind="transformers", model=model))
+
+
+def cmd_serve(args) -> int:
+    from engine.server import serve_main
+
+    return serve_main(args, load_backend=_load_for_serving)
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
+def _add_analysis_commands(sub) -> None:
+    from engine import cli_commands as cc
+    from engine.backend_factory import add_backend_arguments
+    from engine.server import add_serve_arguments
+
+    a = sub.add_parser(
+        "analyze", help="analyse whole cases: a sweep at a stride, resumable, results kept in the case store"
+    )
+    a.add_argument("cases", nargs="+", metavar="CASE")
+    add_backend_arguments(a)
+    a.add_argument("--stride", type=_positive(float), default=1.0, help="seconds between analysed frames")
+    a.add_argument("--batch", type=_positive(int), default=1, help="frames per batch (transformers backend)")
+    a.add_argument("--task", default="frame_analysis")
+    a.add_argument("--max-tokens", type=_positive(int), default=768)
+    a.add_argument("--quiet", action="store_true")
+    a.set_defaults(func=cc.cmd_analyze)
+    q = sub.add_parser("ask", help="stream one frame's reasoning chain to the terminal")
+    q.add_argument("case")
+    q.add_argument("--frame", type=int, required=True)
+    add_backend_arguments(q)
+    q.add_argument("--task", default="frame_analysis")
+    q.add_argument("--max-tokens", type=_positive(int), default=768)
+    q.add_argument("--reask", action="store_true", help="generate again even when a result is stored")
+    q.add_argument("--events", action="store_true", help="report levels as they close (stderr)")
+    q.set_defaults(func=cc.cmd_ask)
+    e = sub.add_parser("eval", help="run a model over a Surg-R1-format JSONL set")
+    e.add_argument("set", metavar="SET.jsonl")
+    add_backend_arguments(e)
+    e.add_argument("--out", required=True, metavar="RESULTS.jsonl")
+    e.add_argument("--max-tokens", type=_positive(int), default=768)
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cc.cmd_eval)
+    s = sub.add_parser("score", help="score a results file (release accuracy + per-class metrics)")
+    s.add_argument("results", metavar="RESULTS.jsonl")
+    s.add_argument("--json", metavar="OUT", help="also write the report as JSON (top-level 'accuracy')")
+    s.set_defaults(func=cc.cmd_score)
+    x = sub.add_parser("export", help="per-frame results and phase segments of an analysed case")
+    x.add_argument("case")
+    x.add_argument("--jsonl", metavar="OUT")
+    x.add_argument("--csv", metavar="OUT")
+    x.add_argument("--model-id", help="which stored analysis (default: the most recent)")
+    x.add_argument("--task")
+    x.set_defaults(func=cc.cmd_export)
+    v = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server on a local model")
+    add_serve_arguments(v)
+    v.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="surgview engine, headless.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    _add_analysis_commands(sub)
     p = sub.add_parser("parse", help="parse a model's reasoning chain (file or - for stdin)")
     p.add_argument("file", nargs="?", default="-")
     p.add_argument("--json", action="store_true", help="print the chain as JSON")

@@ -37,8 +37,9 @@ def run(prog: str, main: Callable[[Sequence[str] | None], int], argv: Sequence[s
         return EXIT_ERROR
 
 
-def run_subcommand(prog: str, build_parser: Callable[[], argparse.ArgumentParser],
-                   argv: Sequence[str] | None = None) -> int:
+def run_subcommand(
+    prog: str, build_parser: Callable[[], argparse.ArgumentParser], argv: Sequence[str] | None = None
+) -> int:
     """Parse ``argv`` and call the chosen subcommand's ``func(args)`` under :func:`run`."""
 
     def _main(args_in: Sequence[str] | None) -> int:

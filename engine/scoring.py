@@ -89,15 +89,19 @@ class ScoreReport:
         return asdict(self)
 
     def lines(self) -> list[str]:
-        out = [f"rows: {self.n}",
-               f"accuracy (Surg-R1 release scorer): {self.accuracy:.4f}",
-               f"strict accuracy (canonical labels): {self.strict_accuracy:.4f}"]
+        out = [
+            f"rows: {self.n}",
+            f"accuracy (Surg-R1 release scorer): {self.accuracy:.4f}",
+            f"strict accuracy (canonical labels): {self.strict_accuracy:.4f}",
+        ]
         if self.macro:
             out.append("macro: " + ", ".join(f"{k} {v:.4f}" for k, v in self.macro.items()))
         if self.per_class:
             out.append(f"{'class':<28}{'precision':>10}{'recall':>10}{'f1':>10}{'jaccard':>10}{'support':>9}")
             for name, s in self.per_class.items():
-                out.append(f"{name:<28}{s.precision:>10.4f}{s.recall:>10.4f}{s.f1:>10.4f}{s.jaccard:>10.4f}{s.support:>9}")
+                out.append(
+                    f"{name:<28}{s.precision:>10.4f}{s.recall:>10.4f}{s.f1:>10.4f}{s.jaccard:>10.4f}{s.support:>9}"
+                )
         out.append("parsed: " + ", ".join(f"{k} {v}" for k, v in self.parsed.items()))
         return out
 
@@ -107,8 +111,10 @@ def read_results(path: Path) -> list[dict]:
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ResultsFileError(f"cannot read {path}: {getattr(exc, 'strerror', None) or exc}") from exc
+    except OSError as exc:
+        raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise ResultsFileError(f"{path} is not a UTF-8 text file") from None
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -141,16 +147,25 @@ def score_rows(rows: Iterable[dict]) -> ScoreReport:
         gold.append(_canonical(label))
         pred.append(_canonical(chain.answer.text) if chain.answer is not None else NO_ANSWER)
     n = len(rows)
-    report = ScoreReport(n=n, accuracy=correct / n if n else 0.0,
-                         strict_accuracy=sum(g == p for g, p in zip(gold, pred, strict=True)) / n if n else 0.0)
+    report = ScoreReport(
+        n=n,
+        accuracy=correct / n if n else 0.0,
+        strict_accuracy=sum(g == p for g, p in zip(gold, pred, strict=True)) / n if n else 0.0,
+    )
     classes = sorted(set(gold))
     if classes:
         p, r, f, support = precision_recall_fscore_support(gold, pred, labels=classes, zero_division=0)
         j = jaccard_score(gold, pred, labels=classes, average=None, zero_division=0)
-        report.per_class = {c: ClassScore(float(p[i]), float(r[i]), float(f[i]), float(j[i]), int(support[i]))
-                            for i, c in enumerate(classes)}
-        report.macro = {"precision": float(p.mean()), "recall": float(r.mean()), "f1": float(f.mean()),
-                        "jaccard": float(j.mean())}
+        report.per_class = {
+            c: ClassScore(float(p[i]), float(r[i]), float(f[i]), float(j[i]), int(support[i]))
+            for i, c in enumerate(classes)
+        }
+        report.macro = {
+            "precision": float(p.mean()),
+            "recall": float(r.mean()),
+            "f1": float(f.mean()),
+            "jaccard": float(j.mean()),
+        }
     order = ["complete", "partial", "malformed", "level1", "level2", "level3", "answer"]
     report.parsed = {k: int(parsed.get(k, 0)) for k in order}
     return report

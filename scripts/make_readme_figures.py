@@ -63,7 +63,7 @@ def main() -> None:
                     tiles.append(caption(rgb, [wanted[index], f"instruments: {tools}", f"CVS: {cvs}"]))
     blank = np.zeros_like(tiles[0])
     tiles += [blank] * (8 - len(tiles))
-    grid = np.vstack([np.hstack(tiles[i: i + 2]) for i in range(0, 8, 2)])
+    grid = np.vstack([np.hstack(tiles[i : i + 2]) for i in range(0, 8, 2)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(str(args.out), cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     print(args.out)

@@ -9,16 +9,19 @@ from engine.scoring import ResultsFileError, read_results, release_correct, rele
 LABEL = "B. Calot Triangle Dissection"
 
 
-@pytest.mark.parametrize("response, right", [
-    ("<think>Level 1: ...</think><answer>B. Calot Triangle Dissection</answer>", True),
-    ("<answer>Calot Triangle Dissection</answer>", True),
-    ("The answer is Calot Triangle Dissection", True),
-    ("<answer>calot triangle</answer>", True),  # contained in the label: the release counts it
-    ("<answer>C. Clipping Cutting</answer>", False),
-    ("<answer>B</answer>", False),  # a bare letter: "b" is not in "calottriangledissection"
-    ("", False),
-    ("<answer></answer>", False),
-])
+@pytest.mark.parametrize(
+    "response, right",
+    [
+        ("<think>Level 1: ...</think><answer>B. Calot Triangle Dissection</answer>", True),
+        ("<answer>Calot Triangle Dissection</answer>", True),
+        ("The answer is Calot Triangle Dissection", True),
+        ("<answer>calot triangle</answer>", True),  # contained in the label: the release counts it
+        ("<answer>C. Clipping Cutting</answer>", False),
+        ("<answer>B</answer>", False),  # a bare letter: "b" is not in "calottriangledissection"
+        ("", False),
+        ("<answer></answer>", False),
+    ],
+)
 def test_release_scorer_rules(response, right):
     assert release_correct(response, LABEL) is right
 
@@ -29,17 +32,23 @@ def test_normal_form():
 
 
 def rows(pairs):
-    return [{"response": f"<think>Level 1: x. Level 2: y. Level 3: z.</think><answer>{p}</answer>", "labels": g}
-            for p, g in pairs]
+    return [
+        {"response": f"<think>Level 1: x. Level 2: y. Level 3: z.</think><answer>{p}</answer>", "labels": g}
+        for p, g in pairs
+    ]
 
 
 def test_report_gives_release_accuracy_and_per_class_metrics():
-    report = score_rows(rows([
-        ("B. Calot Triangle Dissection", LABEL),
-        ("C. Clipping Cutting", LABEL),
-        ("C. Clipping Cutting", "C. Clipping Cutting"),
-        ("D. Gallbladder Dissection", "D. Gallbladder Dissection"),
-    ]))
+    report = score_rows(
+        rows(
+            [
+                ("B. Calot Triangle Dissection", LABEL),
+                ("C. Clipping Cutting", LABEL),
+                ("C. Clipping Cutting", "C. Clipping Cutting"),
+                ("D. Gallbladder Dissection", "D. Gallbladder Dissection"),
+            ]
+        )
+    )
     assert report.n == 4 and report.accuracy == 0.75 and report.strict_accuracy == 0.75
     calot = report.per_class["CalotTriangleDissection"]
     assert (calot.precision, calot.recall, calot.support) == (1.0, 0.5, 2)

@@ -6,10 +6,17 @@ from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
 from engine.timecode import format_timecode, parse_position
 
 
-@pytest.mark.parametrize("frame, fps, text", [
-    (0, 25, "00:00:00.00"), (24, 25, "00:00:00.24"), (25, 25, "00:00:01.00"),
-    (25 * 3661 + 7, 25, "01:01:01.07"), (30, 29.97, "00:00:01.00"), (1, 0, "--:--:--.--"),
-])
+@pytest.mark.parametrize(
+    "frame, fps, text",
+    [
+        (0, 25, "00:00:00.00"),
+        (24, 25, "00:00:00.24"),
+        (25, 25, "00:00:01.00"),
+        (25 * 3661 + 7, 25, "01:01:01.07"),
+        (30, 29.97, "00:00:01.00"),
+        (1, 0, "--:--:--.--"),
+    ],
+)
 def test_timecodes(frame, fps, text):
     assert format_timecode(frame, fps) == text
 
@@ -31,15 +38,20 @@ def test_phase_file_round_trip_and_segments(tmp_path):
     phases = read_cholec80_phases(path)
     assert phases == ["Preparation", "Preparation", "CalotTriangleDissection"]
     assert [(s.label, s.start, s.end) for s in segments(phases)] == [
-        ("Preparation", 0, 2), ("CalotTriangleDissection", 2, 3)]
+        ("Preparation", 0, 2),
+        ("CalotTriangleDissection", 2, 3),
+    ]
 
 
-@pytest.mark.parametrize("content, message", [
-    ("", "header"),
-    ("Frame\tPhase\n0\tPreparation\n2\tPreparation\n", "out of sequence"),
-    ("Frame\tPhase\n0\tAppendectomy\n", "unknown phase 'Appendectomy'"),
-    ("Frame\tPhase\nzero\tPreparation\n", "expected 'frame<TAB>phase'"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "header"),
+        ("Frame\tPhase\n0\tPreparation\n2\tPreparation\n", "out of sequence"),
+        ("Frame\tPhase\n0\tAppendectomy\n", "unknown phase 'Appendectomy'"),
+        ("Frame\tPhase\nzero\tPreparation\n", "expected 'frame<TAB>phase'"),
+    ],
+)
 def test_bad_phase_files_are_reported_with_the_line(tmp_path, content, message):
     path = tmp_path / "video01-phase.txt"
     path.write_text(content)

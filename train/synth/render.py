@@ -138,8 +138,14 @@ def _tube(img: np.ndarray, pts: np.ndarray, width: int, color: tuple[int, int, i
         cv2.polylines(img, [pts_i + offset], False, c, w, cv2.LINE_AA)
 
 
-def _organic_mask(rng: np.random.Generator, h: int, w: int, center: tuple[float, float],
-                  radii: tuple[float, float], roughness: float = 0.8) -> np.ndarray:
+def _organic_mask(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    center: tuple[float, float],
+    radii: tuple[float, float],
+    roughness: float = 0.8,
+) -> np.ndarray:
     """A lobulated blob (fat, omentum): an ellipse whose edge is broken up by noise."""
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     d = np.sqrt(((xx - center[0]) / radii[0]) ** 2 + ((yy - center[1]) / radii[1]) ** 2)
@@ -147,13 +153,20 @@ def _organic_mask(rng: np.random.Generator, h: int, w: int, center: tuple[float,
     return ((1.0 - d) + roughness * (noise - 0.5)) > 0.15
 
 
-def _scatter(rng: np.random.Generator, center: tuple[float, float], spread: tuple[float, float],
-             count: int) -> list[tuple[float, float]]:
+def _scatter(
+    rng: np.random.Generator, center: tuple[float, float], spread: tuple[float, float], count: int
+) -> list[tuple[float, float]]:
     return [(rng.normal(center[0], spread[0] * 0.5), rng.normal(center[1], spread[1] * 0.5)) for _ in range(count)]
 
 
-def _lobules(rng: np.random.Generator, h: int, w: int, centers: list[tuple[float, float]], size: float,
-             color: tuple[int, int, int] = (230, 190, 94)) -> tuple[np.ndarray, np.ndarray]:
+def _lobules(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    centers: list[tuple[float, float]],
+    size: float,
+    color: tuple[int, int, int] = (230, 190, 94),
+) -> tuple[np.ndarray, np.ndarray]:
     """Fat as a cluster of rounded lobules, each lit at its crest: (rgb, mask)."""
     rgb = _texture(rng, h, w, color, 0.3, grain=0.4)
     shade = np.full((h, w), 0.78, np.float32)

@@ -1,0 +1,122 @@
+"""Run a model over an evaluation set in the Surg-R1 release's JSONL format.
+
+Input rows (ms-swift style): ``messages`` (a user turn whose text holds an ``<image>``
+placeholder, and the reference answer in the assistant turn) and ``images`` (paths relative to
+the JSONL file). Output rows: ``response`` (the model's full text) and ``labels`` (the
+reference), which the release's own scorer reads, plus the image path for traceability.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from engine.backends.base import Backend, GenerationRequest
+
+__all__ = ["EvalRow", "EvalSetError", "read_eval_set", "run_eval"]
+
+_IMAGE_TAG = re.compile(r"\s*<image>\s*")
+
+
+class EvalSetError(Exception):
+    """The evaluation set is missing, malformed, or names an image that is not there."""
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    line: int
+    prompt: str  # the user text without the image placeholder
+    image: Path
+    label: str
+    system: str | None = None
+
+
+def _text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # OpenAI-style parts
+        return " ".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    return ""
+
+
+def read_eval_set(path: Path) -> list[EvalRow]:
+    """Rows of the set; every problem is reported with its line number before anything runs."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise EvalSetError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise EvalSetError(f"{path} is not a UTF-8 text file") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise EvalSetError(f"{where}: not JSON ({exc.msg})") from None
+        messages = data.get("messages") if isinstance(data, dict) else None
+        images = data.get("images") if isinstance(data, dict) else None
+        if not isinstance(messages, list) or not isinstance(images, list) or len(images) != 1:
+            raise EvalSetError(f"{where}: expected 'messages' and exactly one entry in 'images'")
+        by_role = {m.get("role"): _text(m.get("content")) for m in messages if isinstance(m, dict)}
+        if "user" not in by_role or "assistant" not in by_role:
+            raise EvalSetError(f"{where}: needs a user turn and an assistant turn (the reference answer)")
+        image = Path(str(images[0]))
+        image = image if image.is_absolute() else path.parent / image
+        if not image.is_file():
+            raise EvalSetError(f"{where}: image {image} not found")
+        prompt = _IMAGE_TAG.sub(" ", by_role["user"]).strip()
+        rows.append(EvalRow(number, prompt, image, by_role["assistant"].strip(), by_role.get("system")))
+    if not rows:
+        raise EvalSetError(f"{path}: no rows")
+    return rows
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise EvalSetError(f"{path}: not a readable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def run_eval(
+    rows: list[EvalRow],
+    backend: Backend,
+    out: Path,
+    max_new_tokens: int = 768,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Generate for every row and write the results file (atomically: complete or not at all)."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".part")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            for row in rows:
+                request = GenerationRequest(
+                    prompt=row.prompt, image=load_rgb(row.image), system=row.system, max_new_tokens=max_new_tokens
+                )
+                response = backend.generate(request)
+                fh.write(
+                    json.dumps(
+                        {"response": response, "labels": row.label, "images": [str(row.image)]}, ensure_ascii=False
+                    )
+                    + "\n"
+                )
+                if progress is not None:
+                    progress(1)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return len(rows)

@@ -1,0 +1,160 @@
+"""Versioned prompt templates: the system prompt and one user prompt per task.
+
+The texts live in ``resources/prompts/prompts.yaml`` so they can be reviewed and versioned
+without touching code; their ``version`` goes into every model manifest, because a model
+answers best to the prompts it was trained on. Vocabulary lists in the templates (phases,
+tools, triplet parts) are filled from the ontology, so prompts and parser never disagree.
+"""
+
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.ontology import Ontology, load_ontology
+from engine.resources import resource_path
+
+__all__ = [
+    "IMAGE_PLACEHOLDER",
+    "PromptError",
+    "PromptTemplate",
+    "Prompts",
+    "TaskPrompt",
+    "build_prompt",
+    "frame_prompt",
+    "load_prompts",
+    "prompts_version",
+    "system_prompt",
+    "task_prompt",
+]
+
+IMAGE_PLACEHOLDER = "<image>"
+"""Where the frame goes in a user prompt (Surg-R1 / ms-swift convention); absent: before the text."""
+
+
+class PromptError(Exception):
+    """A prompt file is missing or invalid, or a prompt was asked for with wrong fields."""
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    task: str
+    template: str
+    description: str = ""
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """Names of the ``{fields}`` the template uses, in order of first use."""
+        names = [name for _, name, _, _ in string.Formatter().parse(self.template) if name]
+        return tuple(dict.fromkeys(names))
+
+
+@dataclass(frozen=True)
+class TaskPrompt:
+    """A prompt ready to send: the user text, the system prompt, and what results are keyed on."""
+
+    task: str
+    text: str
+    system: str
+    version: str  # of the prompt file; the case store keys results on (model, version, task)
+
+
+@dataclass(frozen=True)
+class Prompts:
+    version: str
+    system: str
+    tasks: dict[str, PromptTemplate]
+
+    def build(self, task: str, ontology: Ontology | None = None, **fields: Any) -> str:
+        """The user prompt of ``task``; vocabulary fields default to the ontology's lists."""
+        template = self.tasks.get(task)
+        if template is None:
+            raise PromptError(f"no prompt for task {task!r}; known: {', '.join(self.tasks)}")
+        unused = sorted(set(fields) - set(template.fields))
+        if unused:
+            raise PromptError(f"prompt {task!r} has no field(s) {', '.join(unused)}; it uses {template.fields}")
+        values = {**vocabulary_fields(ontology or load_ontology()), **fields}
+        missing = [name for name in template.fields if name not in values]
+        if missing:
+            raise PromptError(f"prompt {task!r} needs field(s): {', '.join(missing)}")
+        return template.template.format(**values)
+
+    def task_prompt(self, task: str, ontology: Ontology | None = None, **fields: Any) -> TaskPrompt:
+        return TaskPrompt(task, self.build(task, ontology, **fields), self.system, self.version)
+
+
+def vocabulary_fields(ontology: Ontology) -> dict[str, str]:
+    """Template fields filled from the ontology (display names, dataset order)."""
+
+    def names(vocab) -> str:
+        return ", ".join(label.display for label in vocab)
+
+    letters = string.ascii_uppercase
+    return {
+        "phase_options": "\n".join(f"{letters[i]}. {label.display}" for i, label in enumerate(ontology.phase)),
+        "phases": names(ontology.phase),
+        "tools": names(ontology.tool),
+        "instruments": names(ontology.instrument),
+        "verbs": names(ontology.verb),
+        "targets": names(ontology.target),
+    }
+
+
+@cache
+def load_prompts(path: Path | None = None) -> Prompts:
+    """Load (once) the prompt file; the shipped ``resources/prompts/prompts.yaml`` by default."""
+    path = Path(path) if path is not None else resource_path("prompts", "prompts.yaml")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PromptError(f"cannot read prompt file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise PromptError(f"prompt file {path} is not valid YAML: {exc}") from exc
+    try:
+        tasks = {
+            str(name): PromptTemplate(str(name), str(spec["template"]), str(spec.get("description", "")))
+            for name, spec in data["tasks"].items()
+        }
+        prompts = Prompts(version=str(data["version"]), system=str(data["system"]), tasks=tasks)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise PromptError(f"prompt file {path} is incomplete: {exc!r}") from exc
+    for template in tasks.values():
+        try:
+            template.fields  # noqa: B018 - validates the format string once, at load
+        except ValueError as exc:
+            raise PromptError(f"prompt {template.task!r} in {path} is not a valid template: {exc}") from exc
+    return prompts
+
+
+def build_prompt(task: str, **fields: Any) -> str:
+    """The user prompt of ``task`` from the shipped templates (see :meth:`Prompts.build`)."""
+    return load_prompts().build(task, **fields)
+
+
+def task_prompt(task: str, **fields: Any) -> TaskPrompt:
+    """``task``'s prompt from the shipped templates, with the system prompt and the version."""
+    return load_prompts().task_prompt(task, **fields)
+
+
+def frame_prompt(task: str, width: int, height: int) -> TaskPrompt:
+    """``task``'s prompt for a frame of ``width`` x ``height`` pixels (the size is given to the
+    templates that ask for boxes in pixels of the original frame)."""
+    prompts = load_prompts()
+    template = prompts.tasks.get(task)
+    size = {"width": width, "height": height}
+    fields = {k: v for k, v in size.items() if template is not None and k in template.fields}
+    return prompts.task_prompt(task, **fields)
+
+
+def prompts_version() -> str:
+    """Version of the shipped prompt templates (recorded in model manifests)."""
+    return load_prompts().version
+
+
+def system_prompt() -> str:
+    return load_prompts().system

@@ -1,0 +1,303 @@
+"""A tiny Qwen2.5-VL built offline: a complete model folder for tests, demos and benchmarks.
+
+:func:`build_tiny_model` writes a folder that honours the model directory contract
+(:mod:`engine.modeldir`) exactly like an exported model: randomly initialised weights of the
+real architecture (656 k parameters, 2.6 MB), a byte-level BPE tokenizer trained on chain text
+with Qwen's special tokens, a Qwen-style chat template with ``{% generation %}`` markers (so
+trl's ``assistant_only_loss`` works), a 112×112-pixel image processor (16 image tokens for a
+square frame) and a manifest. Nothing is downloaded; the same seed gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.chain import (
+    CvsState,
+    InstrumentSighting,
+    Mention,
+    Perception,
+    Relations,
+    TripletMention,
+    format_box,
+    render_perception,
+    render_relations,
+)
+from engine.modeldir import Manifest, Stage
+from engine.ontology import Ontology, load_ontology
+from engine.prompts import load_prompts
+from engine.vlm_processor import ImageOnlyQwen2_5_VLProcessor, load_processor
+
+__all__ = [
+    "ARCHITECTURE",
+    "CHAT_TEMPLATE",
+    "IMAGE_SIZE",
+    "SPECIAL_TOKENS",
+    "build_tiny_model",
+    "chain_corpus",
+    "load_processor",
+]
+
+ARCHITECTURE = "Qwen2_5_VLForConditionalGeneration"
+IMAGE_SIZE = 112  # min_pixels = max_pixels = 112 * 112: a square frame becomes 4x4 = 16 image tokens
+VOCAB_SIZE = 800
+SPECIAL_TOKENS = (
+    "<|endoftext|>",  # pad
+    "<|im_start|>",
+    "<|im_end|>",  # eos
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+
+# Qwen2-VL's template, plus {% generation %} around what the assistant writes (its end token
+# included, so a model trained with assistant_only_loss learns to stop).
+CHAT_TEMPLATE = (
+    "{% set image_count = namespace(value=0) %}"
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['role'] == 'assistant' %}{% generation %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'text' or 'text' in content %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "<|im_end|>{% endgeneration %}\n"
+    "{% else %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' or 'image' in content or 'image_url' in content %}"
+    "{% set image_count.value = image_count.value + 1 %}"
+    "{% if add_vision_id %}Picture {{ image_count.value }}: {% endif %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif content['type'] == 'text' or 'text' in content %}{{ content['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+_SAFETY = (
+    "the cystic plate is not yet exposed; do not clip.",
+    "two structures are seen entering the gallbladder; clipping may proceed.",
+    "bleeding from the gallbladder bed is controlled.",
+    "no safety concern in this view.",
+    "the view is obscured by smoke; wait before dissecting.",
+    "keep the hook away from the common bile duct.",
+)
+
+
+def build_tiny_model(
+    out_dir: str | os.PathLike[str], seed: int = 0, corpus: Iterable[str] | None = None, *, init_std: float = 0.02
+) -> Path:
+    """Write a complete, loadable tiny Qwen2.5-VL model folder to ``out_dir`` and return it.
+
+    ``corpus`` replaces the generated chain corpus the tokenizer is trained on. ``init_std`` is
+    the weights' initial spread: 0.02 (transformers' default, the measured SFT recipe) makes
+    greedy output one token repeated; 0.1 gives varied text, as streaming tests and demos want.
+    The folder is
+    assembled beside ``out_dir`` and renamed into place, so a crash never leaves half a model;
+    ``out_dir`` must not exist or be empty.
+    """
+    import torch
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise FileExistsError(f"{out_dir} exists and is not an empty directory")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    ontology = load_ontology()
+    texts = list(corpus) if corpus is not None else chain_corpus(seed=seed, ontology=ontology)
+    tokenizer = _train_tokenizer(texts)
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    config = _config(len(tokenizer), ids, init_std)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
+        pad_token_id=ids["<|endoftext|>"],
+        do_sample=False,
+    )
+    parameters = sum(p.numel() for p in model.parameters())
+
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        _processor(tokenizer).save_pretrained(tmp)
+        prompts = load_prompts()
+        Manifest(
+            name=f"tiny-qwen2.5-vl-s{seed}",
+            base_architecture=ARCHITECTURE,
+            ontology_version=ontology.version,
+            prompts_version=prompts.version,
+            lineage=[
+                Stage(
+                    name="init",
+                    data=["generated chain corpus" if corpus is None else "caller's corpus"],
+                    seed=seed,
+                    details={
+                        "parameters": parameters,
+                        "vocab_size": len(tokenizer),
+                        "corpus_texts": len(texts),
+                        "init_std": init_std,
+                    },
+                )
+            ],
+            evaluation={},
+            extra={"description": "randomly initialised; for tests, demos and benchmarks only"},
+        ).write(tmp)
+        for file in tmp.iterdir():  # some writers (and mkdtemp) create private files
+            file.chmod(0o644)
+        tmp.chmod(0o755)
+        if out_dir.exists():
+            out_dir.rmdir()
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def chain_corpus(seed: int = 0, chains: int = 300, ontology: Ontology | None = None) -> list[str]:
+    """Chain strings in the canonical and the Surg-R1 short form, plus every prompt's text."""
+    ontology = ontology or load_ontology()
+    rng = random.Random(seed)
+    texts = [_random_chain(rng, ontology) for _ in range(chains)]
+    prompts = load_prompts()
+    texts.append(prompts.system)
+    for task, template in prompts.tasks.items():
+        example = {"width": 854, "height": 480, "instrument": rng.choice(ontology.tool.labels).display}
+        texts.append(prompts.build(task, ontology, **{k: v for k, v in example.items() if k in template.fields}))
+    return texts
+
+
+def _random_chain(rng: random.Random, ontology: Ontology) -> str:
+    width, height = rng.choice([(854, 480), (1920, 1080), (1280, 720), (640, 360)])
+    triplets = rng.sample(ontology.triplets, rng.randint(1, 3))
+    named = [ontology.triplet(t.id) for t in triplets]
+    sightings = []
+    for instrument, _, _ in named:
+        tool = ontology.tool_for_instrument(instrument)
+        x1, y1 = rng.randrange(width // 2), rng.randrange(height // 2)
+        box = (x1, y1, x1 + rng.randrange(40, width // 2), y1 + rng.randrange(40, height // 2))
+        confidence = round(rng.uniform(0.3, 1.0), 2) if rng.random() < 0.7 else None
+        sightings.append(InstrumentSighting(Mention("tool", tool.display, tool.name), box, confidence))
+    anatomy = [Mention("anatomy", a.display, a.name) for a in rng.sample(ontology.anatomy.labels, rng.randint(1, 4))]
+    level1 = render_perception(Perception(tuple(sightings), tuple(anatomy)))
+    relations = Relations(
+        tuple(
+            TripletMention(
+                Mention("instrument", i.display, i.name),
+                Mention("verb", v.display, v.name),
+                Mention("target", t.display, t.name),
+                trip.id,
+            )
+            for trip, (i, v, t) in zip(triplets, named, strict=True)
+        )
+    )
+    level2 = render_relations(relations)
+    phase = rng.choice(ontology.phase.labels)
+    cvs = [rng.choice(list(CvsState)) for _ in range(3)]
+    cvs_text = ", ".join(f"C{i + 1} {state.value}" for i, state in enumerate(cvs))
+    level3 = f"Phase: {phase.display}. CVS: {cvs_text}. Safety: {rng.choice(_SAFETY)}"
+    triplet_text = "; ".join(f"{i.display} {v.display} {t.display}" for i, v, t in named)
+    answers = [
+        f"{'ABCDEFG'[phase.id]}. {phase.display}",
+        triplet_text,
+        cvs_text,
+        format_box(sightings[0].box) if sightings[0].box else "none",
+        f"Phase: {phase.display}. Triplets: {triplet_text}. CVS: {cvs_text}.",
+    ]
+    answer = rng.choice(answers)
+    if rng.random() < 0.2:  # Surg-R1's short form: a declared level, "L1:" headers
+        level = rng.randint(1, 3)
+        body = " ".join(
+            f"L{n}: {text}" for n, text in zip((1, 2, 3), (level1, level2, level3), strict=True) if n <= level
+        )
+        return f"<think> This is a Level {level} task. {body} </think> <answer>{answer}</answer>"
+    return (
+        f"<think>\nLevel 1 (Perception): {level1}\nLevel 2 (Relation): {level2}\n"
+        f"Level 3 (Context): {level3}\n</think>\n<answer>{answer}</answer>"
+    )
+
+
+def _train_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+        model_max_length=32768,
+    )
+
+
+def _processor(tokenizer) -> ImageOnlyQwen2_5_VLProcessor:
+    from transformers import Qwen2VLImageProcessorPil
+
+    pixels = IMAGE_SIZE * IMAGE_SIZE
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2)
+    return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+
+
+def _config(vocab_size: int, ids: dict[str, int], init_std: float):
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": 128,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 6, 6]},
+            "bos_token_id": None,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": True,
+            "initializer_range": init_std,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 4,
+            "out_hidden_size": 128,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "initializer_range": init_std,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
