@@ -85,6 +85,7 @@ class AnalysisScheduler:
         self._inflight_stream: TextStream | None = None
         self._inflight_requested = False
         self._stop = False
+        self._paused = False
         self._idle = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: str | None = None
@@ -119,6 +120,22 @@ class AnalysisScheduler:
             if self._inflight is not None and self._inflight != frame and self._inflight_stream is not None:
                 self._inflight_stream.cancel()  # pre-empt: it returns to the queue
             self._lock.notify_all()
+
+    def pause(self) -> None:
+        """Hold the background sweep (requested frames are still served)."""
+        with self._lock:
+            self._paused = True
+            self._lock.notify_all()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._paused = False
+            self._idle.clear()
+            self._lock.notify_all()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
 
     def reask(self, frame: int) -> None:
         """Generate ``frame`` again even though a result is stored."""
@@ -159,7 +176,7 @@ class AnalysisScheduler:
                     if frame not in self._done or frame in self._forced:
                         self._forced.discard(frame)
                         return [frame], True
-                if self._pending:
+                if self._pending and not self._paused:
                     i = bisect.bisect_left(self._pending, self._playhead)
                     order = self._pending[i:] + self._pending[:i]
                     k = self.config.batch_size if self.backend.supports_batching else 1

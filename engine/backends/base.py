@@ -23,7 +23,7 @@ class BackendError(Exception):
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt: str  # the user turn's text; the image (if any) is placed before it
+    prompt: str  # the user turn; the image goes at its "<image>" placeholder, else before the text
     image: np.ndarray | None = field(default=None, compare=False, repr=False)  # RGB uint8, H x W x 3
     system: str | None = None
     max_new_tokens: int = 768  # the token cap: endless output stops here

@@ -174,6 +174,8 @@ class TransformersBackend(Backend):
         import torch
         import transformers
 
+        transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bars in the CLI or logs
+
         from engine.vlm_processor import load_processor
 
         try:

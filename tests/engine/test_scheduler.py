@@ -192,3 +192,24 @@ def test_a_vanished_video_stops_the_scheduler_with_a_reason(tmp_path, store):
 def test_sweep_frames():
     assert sweep_frames(100, 25, 1.0) == [0, 25, 50, 75]
     assert sweep_frames(5, 25, 0.001) == [0, 1, 2, 3, 4]
+
+
+def test_pause_holds_the_sweep_but_serves_requests(case, store):
+    video, _ = case
+    rec = Recorder()
+    scheduler = AnalysisScheduler(video, CountingBackend(0), store, frame_prompt("frame_analysis", 320, 180),
+                                  SchedulerConfig(stride_s=10.0), rec)
+    scheduler.pause()
+    scheduler.start()
+    assert scheduler.wait_idle(10)
+    assert rec.done == []
+    scheduler.request(42)
+    deadline = time.time() + 10
+    while 42 not in rec.done and time.time() < deadline:
+        time.sleep(0.01)
+    assert rec.done == [42]
+    scheduler.resume()
+    time.sleep(0.05)
+    assert scheduler.wait_idle(30)
+    scheduler.stop()
+    assert sorted(rec.done) == [0, 42, 250, 500, 750, 1000, 1250]
