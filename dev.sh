@@ -8,8 +8,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 
 VENV="${SURGVIEW_VENV:-.venv}"
 # Debian packages: ffmpeg (reference decoder for tests and benchmarks), the libraries the Qt
-# wheels load at run time, and a font so offscreen rendering has glyphs.
-SYSTEM_PACKAGES=(ffmpeg libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 fonts-dejavu-core)
+# wheels load at run time (xcb platform included), a font so offscreen rendering has glyphs,
+# Xvfb for a virtual screen where there is no display, and e2fsprogs (chattr, used by a test).
+SYSTEM_PACKAGES=(ffmpeg libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 fonts-dejavu-core
+                 libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0
+                 libxcb-render-util0 libxcb-shape0 xvfb xauth e2fsprogs)
 
 log() { printf '\033[1m[surgview]\033[0m %s\n' "$*" >&2; }
 
@@ -73,9 +76,13 @@ case "$cmd" in
         install_system_packages
         install_python_packages
         demo="$("$VENV/bin/python" -c 'from engine.userdata import demo_dir; print(demo_dir())')"
-        if [ ! -f "$demo/synth.json" ]; then
-            log "building the demo case in $demo"
-            "$VENV/bin/surgview-train" synth --out "$demo" --cases 1 --minutes 2 --seed 7 --force
+        if [ ! -f "$demo/synth.json" ] || [ ! -f "$demo/model/surgview.json" ]; then
+            log "building the demo case and model in $demo"
+            "$VENV/bin/surgview-train" demo --out "$demo"
+        fi
+        if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${QT_QPA_PLATFORM:-}" ]; then
+            log "no display: starting the viewer on a virtual screen (xvfb-run); set DISPLAY to see it"
+            exec xvfb-run -a -s "-screen 0 1600x1000x24" "$VENV/bin/surgview" --demo "$@"
         fi
         exec "$VENV/bin/surgview" --demo "$@"
         ;;

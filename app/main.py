@@ -1,13 +1,15 @@
-"""``surgview``: open a recorded case.
+"""``surgview``: open a recorded case in the viewer.
 
-The interactive window (video canvas, reasoning panel, timelines) is built on top of the
-engine in the viewer work; until it lands, this entry point opens the case through the same
-engine calls the window will use and prints what it found: the video as actually decoded
-(frames counted, keyframes) and, when Cholec80-style labels sit beside it, its phase timeline.
+    surgview [CASE] [--model DIR | --url URL [--served-model NAME]] [--demo] [--info]
+
+``--demo`` opens the demo case with the demo model (``./dev.sh run`` builds both); ``--info``
+prints what the engine finds in the case (frames counted by demuxing, phase labels beside it)
+instead of opening a window.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,7 +17,7 @@ from pathlib import Path
 from engine.clitools import ArgumentParser, CliError, run
 from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
 from engine.timecode import format_timecode
-from engine.userdata import demo_video
+from engine.userdata import demo_dir, demo_video
 from engine.video_probe import VideoError, probe_video
 
 PROG = "surgview"
@@ -52,24 +54,55 @@ def describe_case(video: Path) -> list[str]:
     return lines
 
 
+def engine_spec(args) -> dict:
+    """What the engine child process should load: a model directory or a server URL."""
+    if args.url:
+        return {
+            "kind": "openai",
+            "url": args.url,
+            "model": args.served_model or "default",
+            "api_key": os.environ.get("SURGVIEW_API_KEY"),
+            "stride_s": args.stride,
+            "task": "frame_analysis",
+        }
+    if args.model:
+        return {
+            "kind": "transformers",
+            "model": str(args.model),
+            "threads": 1,
+            "stride_s": args.stride,
+            "task": "frame_analysis",
+        }
+    return {}
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = ArgumentParser(prog=PROG, description="Review a recorded laparoscopic case.")
     parser.add_argument("case", nargs="?", help="a case video")
-    parser.add_argument("--demo", action="store_true", help="open the demo case")
+    parser.add_argument("--demo", action="store_true", help="open the demo case with the demo model")
+    parser.add_argument("--model", help="model directory (default: the one chosen in Preferences)")
+    parser.add_argument("--url", help="an OpenAI-compatible server instead of a local model")
+    parser.add_argument("--served-model", help="the server's model name (with --url)")
+    parser.add_argument("--stride", type=float, default=1.0, help="seconds between background-analysed frames")
+    parser.add_argument("--info", action="store_true", help="print what is in the case; open no window")
     args = parser.parse_args(argv)
+    video = Path(args.case) if args.case else None
     if args.demo:
         video = demo_video()
         if not video.exists():
-            raise CliError(
-                f"no demo case at {video}; `./dev.sh run` builds it "
-                f"(surgview-train synth --out {video.parent.parent.parent} --cases 1)"
-            )
-    elif args.case:
-        video = Path(args.case)
-    else:
-        parser.error("give a case video or --demo")
-    print("\n".join(describe_case(video)))
-    return 0
+            raise CliError(f"no demo case at {video}; `./dev.sh run` builds it")
+        if not args.model and not args.url and (demo_dir() / "model").is_dir():
+            args.model = str(demo_dir() / "model")
+    if args.info:
+        if video is None:
+            parser.error("--info needs a case")
+        print("\n".join(describe_case(video)))
+        return 0
+    if video is not None and not video.exists():
+        raise CliError(f"{video}: no such video file")
+    from app.viewer import run_viewer  # Qt is imported only when a window opens
+
+    return run_viewer(video, engine_spec(args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -32,7 +32,8 @@ def assert_clean_failure(result: subprocess.CompletedProcess, code: int, *needle
         ("train.cli", ["synth", "--out", "x", "--cases", "two"]),
         ("train.cli", ["bogus"]),
         ("engine.cli", ["parse", "--nope"]),
-        ("app.main", []),
+        ("app.main", ["--info"]),
+    ("app.main", ["--stride", "fast"]),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(module, args):
@@ -143,7 +144,7 @@ def test_probe_counts_frames(synth_case):
 
 def test_viewer_entry_opens_a_case_and_shows_its_timeline(synth_case):
     out, _ = synth_case
-    result = cli("app.main", str(out / "cholec80" / "videos" / "video01.mp4"))
+    result = cli("app.main", "--info", str(out / "cholec80" / "videos" / "video01.mp4"))
     assert result.returncode == 0, result.stderr
     assert "1500 frames" in result.stdout
     lines = result.stdout.splitlines()
@@ -157,5 +158,10 @@ def test_viewer_entry_opens_a_case_and_shows_its_timeline(synth_case):
 
 
 def test_viewer_entry_on_a_vanished_case(tmp_path):
+    result = cli("app.main", "--info", str(tmp_path / "gone.mp4"))
+    assert_clean_failure(result, 1, "no such video file")
+
+
+def test_viewer_refuses_a_missing_case_before_opening_a_window(tmp_path):
     result = cli("app.main", str(tmp_path / "gone.mp4"))
     assert_clean_failure(result, 1, "no such video file")

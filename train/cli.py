@@ -48,6 +48,29 @@ def cmd_synth(args) -> int:
     return 0
 
 
+def cmd_demo(args) -> int:
+    """The demo case and the demo model that ``./dev.sh run`` opens."""
+    from engine.tiny_model import build_tiny_model
+
+    out = Path(args.out)
+    case_dir, model_dir = out, out / "model"
+    if not (case_dir / "synth.json").exists():
+        config = SynthConfig(cases=1, minutes=args.minutes, seed=args.seed)
+        with tqdm(total=config.frames_per_case, unit="frame", desc="demo case", file=sys.stderr,
+                  disable=args.quiet or None) as bar:
+            try:
+                generate(case_dir, config, progress=bar.update)
+            except SynthError as exc:
+                raise CliError(str(exc)) from None
+    if not (model_dir / "surgview.json").exists():
+        # Until the training pipeline builds the trained demo model, the demo runs the tiny
+        # Qwen2.5-VL-architecture model untrained: the whole path works, its words are noise.
+        build_tiny_model(model_dir, seed=args.seed)
+    print(f"demo case: {case_dir / 'cholec80' / 'videos' / 'video01.mp4'}")
+    print(f"demo model: {model_dir}")
+    return 0
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="surgview training pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -64,6 +87,12 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--force", action="store_true", help="write into a non-empty folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
+    d = sub.add_parser("demo", help="build the demo case and the demo model (./dev.sh run opens them)")
+    d.add_argument("--out", required=True, help="demo folder (the viewer looks in its data folder's demo/)")
+    d.add_argument("--minutes", type=float, default=2.0)
+    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--quiet", action="store_true")
+    d.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -1,0 +1,408 @@
+"""The engine's child process: loads a backend and analyses the open case, driven over a pipe.
+
+The viewer runs the engine in a process of its own (:class:`app.engine_link.EngineLink` starts
+it), so a crash in torch, a CUDA fault or an out-of-memory kill takes down only the engine, and
+generation never competes with the UI for the GIL. This module therefore imports no Qt.
+
+Protocol (small picklable tuples, first item the kind). Parent → child::
+
+    ("open_case", seq, video_path)   ("close_case", seq)   ("request", frame)   ("reask", frame)
+    ("pause",)   ("resume",)   ("set_stride", seconds)   ("shutdown",)
+
+Child → parent::
+
+    ("ready", model_id, device)         ("error", message)   # the backend did not load; exits
+    ("case_opened", seq, path, info)    ("case_failed", seq, path, message)   ("case_closed", seq)
+    ("started", frame, requested)       ("pieces", frame, text)   ("done", frame, info)
+    ("failed", frame, message)          ("progress", done, total)   ("idle",)   ("stopped", error)
+    ("crashed", message)                # an unexpected exception; the child exits after it
+    ("bye",)                            # the answer to shutdown, the last message
+
+``seq`` lets the parent drop scheduler events of a case it has since replaced. ``done`` info
+holds the store keys (model_id, prompt_version, task) so the viewer can read the result from
+the case store, the source of truth, plus status, timings and the raw text. Text pieces are
+coalesced (at most one message per ``flush_s``) and always flushed before any other message.
+
+The child exits when the parent goes away: EOF on the pipe, or the parent's sentinel (also
+watched while the model loads, which can take minutes for a large model).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+from engine.backend_factory import BackendSpec, open_backend
+from engine.backends.base import Backend, BackendError
+from engine.prompts import PromptError, frame_prompt
+from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
+from engine.store import CaseStore, FrameResult, StoreError
+from engine.video import VideoError, VideoReader
+
+__all__ = ["WorkerSpec", "default_threads", "run"]
+
+FLUSH_S = 0.015  # text pieces are sent at most this often: ~60 messages a second while streaming
+_CLOSE = object()
+
+
+def default_threads() -> int:
+    """Torch CPU threads when none are chosen: every core but one, which the UI keeps (1 on 2 cores)."""
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """The spec dict, checked: the backend choice plus how to analyse."""
+
+    backend: BackendSpec
+    task: str = "frame_analysis"
+    stride_s: float = 1.0
+    max_new_tokens: int = 768
+    batch_size: int = 1
+    sweep: bool = True
+    flush_s: float = FLUSH_S
+
+    @classmethod
+    def from_dict(cls, spec: dict[str, Any]) -> WorkerSpec:
+        kind = str(spec.get("kind") or "transformers")
+        threads = spec.get("threads")
+        if threads is None and kind == "transformers":
+            threads = default_threads()
+        backend = BackendSpec(
+            kind=kind,
+            model=_opt_str(spec.get("model")),
+            url=_opt_str(spec.get("url")),
+            api_key=_opt_str(spec.get("api_key")),
+            threads=int(threads) if threads else None,
+        )
+        return cls(
+            backend=backend,
+            task=str(spec.get("task") or "frame_analysis"),
+            stride_s=float(spec.get("stride_s", 1.0)),
+            max_new_tokens=int(spec.get("max_new_tokens", 768)),
+            batch_size=int(spec.get("batch_size", 1)),
+            sweep=bool(spec.get("sweep", True)),
+            flush_s=float(spec.get("flush_s", FLUSH_S)),
+        )
+
+
+def _opt_str(value: Any) -> str | None:
+    return str(value) if value not in (None, "") else None
+
+
+# ------------------------------------------------------------------------------------- sending
+class Outbox:
+    """Sends messages from any thread without blocking it: a queue drained by one sender thread,
+    which coalesces text pieces (one message per ``flush_s`` at most, flushed before anything
+    else) and notices a closed pipe (``broken``: the parent is gone)."""
+
+    def __init__(self, conn: Connection, flush_s: float = FLUSH_S):
+        self._conn = conn
+        self._flush_s = flush_s
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.broken = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="surgview-engine-send", daemon=True)
+        self._thread.start()
+
+    def put(self, message: tuple) -> None:
+        self._queue.put(message)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is queued, then stop the sender thread."""
+        self._queue.put(_CLOSE)
+        self._thread.join(timeout)
+
+    def _send(self, message: tuple) -> None:
+        if self.broken.is_set():
+            return
+        try:
+            self._conn.send(message)
+        except (OSError, EOFError, ValueError):  # the parent closed its end or died
+            self.broken.set()
+
+    def _run(self) -> None:
+        frame: int | None = None
+        text: list[str] = []
+        last_flush = 0.0
+
+        def flush() -> None:
+            nonlocal frame, last_flush
+            if text:
+                self._send(("pieces", frame, "".join(text)))
+                text.clear()
+                last_flush = time.monotonic()
+            frame = None
+
+        while True:
+            timeout = None if not text else max(0.0, last_flush + self._flush_s - time.monotonic())
+            try:
+                message = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                flush()
+                continue
+            if message is _CLOSE:
+                flush()
+                return
+            if message[0] != "pieces":
+                flush()
+                self._send(message)
+                continue
+            if frame is not None and message[1] != frame:
+                flush()
+            frame = message[1]
+            text.append(message[2])
+            if time.monotonic() - last_flush >= self._flush_s:
+                flush()  # the first piece after a pause goes out at once
+
+
+class _Forwarder(SchedulerListener):
+    """Scheduler callbacks → messages. Never blocks: the scheduler calls ``idle`` under its lock."""
+
+    def __init__(self, outbox: Outbox):
+        self._out = outbox
+
+    def frame_started(self, frame: int, requested: bool) -> None:
+        self._out.put(("started", frame, requested))
+
+    def text_piece(self, frame: int, piece: str) -> None:
+        self._out.put(("pieces", frame, piece))
+
+    def frame_done(self, result: FrameResult, requested: bool) -> None:
+        self._out.put(("done", result.frame, done_info(result, requested)))
+
+    def frame_failed(self, frame: int, message: str) -> None:
+        self._out.put(("failed", frame, message))
+
+    def progress(self, done: int, total: int) -> None:
+        self._out.put(("progress", done, total))
+
+    def idle(self) -> None:
+        self._out.put(("idle",))
+
+    def stopped(self, error: str | None) -> None:
+        self._out.put(("stopped", error))
+
+
+def done_info(result: FrameResult, requested: bool) -> dict[str, Any]:
+    """What the viewer needs about a finished frame: the store keys to read it back, and the rest."""
+    return {
+        "frame": result.frame,
+        "status": result.status,
+        "tokens": result.tokens,
+        "total_s": result.total_s,
+        "first_token_s": result.first_token_s,
+        "requested": requested,
+        "model_id": result.model_id,
+        "prompt_version": result.prompt_version,
+        "task": result.task,
+        "raw_text": result.raw_text,
+    }
+
+
+# ------------------------------------------------------------------------------------- the engine
+class _Engine:
+    """The loaded backend and at most one open case (its store and scheduler)."""
+
+    def __init__(self, backend: Backend, spec: WorkerSpec, outbox: Outbox):
+        self.backend = backend
+        self.spec = spec
+        self.out = outbox
+        self.stride_s = spec.stride_s
+        self.paused = False
+        self.scheduler: AnalysisScheduler | None = None
+        self.store: CaseStore | None = None
+
+    def open_case(self, seq: int, path: str) -> None:
+        self.close_case()
+        video = Path(path)
+        reader: VideoReader | None = None
+        try:
+            # Opening indexes every packet (seconds for a long case): the scheduler's worker
+            # thread takes this reader over rather than indexing the file again.
+            reader = VideoReader(video)
+            width, height, fps, frames = reader.width, reader.height, float(reader.fps), reader.frame_count
+            prompt = frame_prompt(self.spec.task, width, height)
+            store = CaseStore.for_video(video, fps=fps, frame_count=frames)
+        except (VideoError, StoreError, PromptError, OSError) as exc:
+            if reader is not None:
+                reader.close()
+            self.out.put(("case_failed", seq, path, str(exc)))
+            return
+        config = SchedulerConfig(
+            stride_s=self.stride_s,
+            batch_size=self.spec.batch_size,
+            max_new_tokens=self.spec.max_new_tokens,
+            sweep=self.spec.sweep,
+        )
+        handover = reader
+        scheduler = AnalysisScheduler(
+            video, self.backend, store, prompt, config, _Forwarder(self.out), reader_factory=lambda _: handover
+        )
+        if self.paused:
+            scheduler.pause()
+        info = {
+            "model_id": self.backend.model_id,
+            "prompt_version": prompt.version,
+            "task": prompt.task,
+            "fps": fps,
+            "frame_count": frames,
+            "width": width,
+            "height": height,
+            "store": str(store.path),
+        }
+        self.store, self.scheduler = store, scheduler
+        self.out.put(("case_opened", seq, path, info))  # before any event of the new scheduler
+        scheduler.start()
+
+    def close_case(self) -> None:
+        scheduler, store = self.scheduler, self.store
+        self.scheduler = self.store = None
+        if scheduler is not None:
+            scheduler.stop(wait=True, timeout=30.0)
+        if store is not None:
+            store.close()
+
+    def handle(self, message: tuple) -> bool:
+        """Serve one command; False on shutdown."""
+        kind, args = message[0], message[1:]
+        scheduler = self.scheduler
+        if kind == "open_case":
+            self.open_case(*args)
+        elif kind == "close_case":
+            self.close_case()
+            self.out.put(("case_closed", args[0]))
+        elif kind == "request" and scheduler is not None:
+            scheduler.request(int(args[0]))
+        elif kind == "reask" and scheduler is not None:
+            scheduler.reask(int(args[0]))
+        elif kind == "pause":
+            self.paused = True
+            if scheduler is not None:
+                scheduler.pause()
+        elif kind == "resume":
+            self.paused = False
+            if scheduler is not None:
+                scheduler.resume()
+        elif kind == "set_stride":
+            self.stride_s = float(args[0])
+            if scheduler is not None:
+                scheduler.set_stride(self.stride_s)
+        elif kind == "shutdown":
+            return False
+        return True
+
+    def close(self) -> None:
+        self.close_case()
+        self.backend.close()
+
+
+def _load_backend(spec: WorkerSpec) -> Backend:
+    """Open the backend; a bad task or model directory is refused before torch is imported (fast)."""
+    try:
+        frame_prompt(spec.task, 1, 1)
+    except PromptError as exc:
+        raise BackendError(str(exc)) from exc
+    if spec.backend.kind == "transformers" and spec.backend.model:
+        from engine.modeldir import ModelDirError, inspect_model_dir
+
+        try:
+            inspect_model_dir(spec.backend.model)
+        except ModelDirError as exc:
+            raise BackendError(str(exc)) from exc
+    return open_backend(spec.backend)
+
+
+def _exit_when_orphaned(sentinel: int | None, done: threading.Event) -> None:
+    """While the model loads the pipe is not read: leave at once if the parent dies meanwhile."""
+    if sentinel is None:
+        return
+    while not done.is_set():
+        if wait([sentinel], 0.2):
+            os._exit(0)  # nothing written yet; a half-loaded model is not worth a clean exit
+
+
+def _parent_sentinel() -> int | None:
+    parent = multiprocessing.parent_process()
+    return parent.sentinel if parent is not None else None
+
+
+def run(conn: Connection, spec: dict[str, Any], *, exit_process: bool = True) -> None:
+    """The child's main: load the backend, report ``ready`` or ``error``, serve commands until
+    ``shutdown`` or until the parent goes away, then stop every thread it started and (with
+    ``exit_process``) leave at once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle; it stops us
+    try:
+        worker_spec = WorkerSpec.from_dict(spec)
+    except (TypeError, ValueError) as exc:
+        conn.send(("error", f"bad engine settings: {exc}"))
+        conn.close()
+        return
+    outbox = Outbox(conn, worker_spec.flush_s)
+    sentinel = _parent_sentinel()
+    loaded = threading.Event()
+    watch = threading.Thread(target=_exit_when_orphaned, args=(sentinel, loaded), name="surgview-orphan", daemon=True)
+    watch.start()
+    backend: Backend | None = None
+    try:
+        backend = _load_backend(worker_spec)
+    except BackendError as exc:
+        failure = str(exc)
+    except Exception as exc:  # torch/transformers raise many kinds; the app shows one line
+        failure = f"the engine could not start: {type(exc).__name__}: {exc}"
+    finally:
+        loaded.set()
+        watch.join()
+    if backend is None:
+        outbox.put(("error", failure))
+        outbox.close()
+        conn.close()
+        return
+    engine = _Engine(backend, worker_spec, outbox)
+    outbox.put(("ready", backend.model_id, backend.device))
+    try:
+        _serve(conn, engine, outbox, sentinel)
+    except Exception as exc:  # report and exit: the parent offers a restart
+        outbox.put(("crashed", f"{type(exc).__name__}: {exc}"))
+    finally:
+        with contextlib.suppress(Exception):
+            engine.close()
+        outbox.put(("bye",))
+        outbox.close()
+        conn.close()
+    if exit_process:
+        _exit_quickly()
+
+
+def _exit_quickly() -> None:
+    """Everything is closed and committed: skip the interpreter's teardown of torch (about a
+    second on CPU), which would only delay the viewer's shutdown."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
+
+
+def _serve(conn: Connection, engine: _Engine, outbox: Outbox, sentinel: int | None) -> None:
+    handles: list[Any] = [conn] if sentinel is None else [conn, sentinel]
+    while not outbox.broken.is_set():
+        ready = wait(handles, 1.0)
+        if sentinel is not None and sentinel in ready:
+            return  # the parent died
+        if conn not in ready:
+            continue
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return  # the parent closed the pipe or died
+        if not engine.handle(message):
+            return

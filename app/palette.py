@@ -1,0 +1,61 @@
+"""The viewer's colours, in one place so the video overlay, timelines and badges agree.
+
+Phases use the Okabe–Ito palette (Okabe & Ito 2008): seven hues that stay distinct under the
+common colour-vision deficiencies, which is exactly one per Cholec80 phase. The surfaces are a
+dark theme for a dimmed operating room. Values are hex strings (``QColor(hex)`` or pyqtgraph
+accept them), so this module imports nothing and any part of the app can use it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ACCENT",
+    "BACKGROUND",
+    "BOX",
+    "BOX_HIGHLIGHT",
+    "BOX_UNKNOWN",
+    "CVS_COLORS",
+    "PHASE_COLORS",
+    "SURFACE",
+    "TEXT",
+    "TEXT_DIM",
+    "UNKNOWN",
+    "phase_color",
+]
+
+# Okabe–Ito, in the clinical order of the phases.
+PHASE_COLORS: dict[str, str] = {
+    "Preparation": "#56B4E9",  # sky blue
+    "CalotTriangleDissection": "#E69F00",  # orange
+    "ClippingCutting": "#D55E00",  # vermillion
+    "GallbladderDissection": "#009E73",  # bluish green
+    "GallbladderPackaging": "#CC79A7",  # reddish purple
+    "CleaningCoagulation": "#0072B2",  # blue
+    "GallbladderRetraction": "#F0E442",  # yellow
+}
+
+UNKNOWN = "#999999"  # a label the ontology does not know, or no value
+
+# Endoscapes CVS criterion states, keyed like engine.chain.CvsState values ("met", ...).
+CVS_COLORS: dict[str, str] = {
+    "met": "#009E73",
+    "not met": "#D55E00",
+    "not assessable": UNKNOWN,
+}
+
+# Dark surfaces and text.
+BACKGROUND = "#000000"  # around the video (letterbox bars)
+SURFACE = "#1E1F22"  # panels
+TEXT = "#E8E8E8"
+TEXT_DIM = "#A0A4AA"
+ACCENT = "#56B4E9"
+
+# Instrument boxes over the (red-dominated) laparoscopic image: blue reads best on tissue.
+BOX = "#56B4E9"
+BOX_HIGHLIGHT = "#F0E442"  # the entity under the mouse, here or in the reasoning panel
+BOX_UNKNOWN = "#CC79A7"  # a tool name the ontology does not know (drawn dashed, flagged)
+
+
+def phase_color(label: str | None) -> str:
+    """Colour of a canonical phase name (``Mention.label``); grey for None or an unknown name."""
+    return PHASE_COLORS.get(label or "", UNKNOWN)

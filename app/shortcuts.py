@@ -1,0 +1,61 @@
+"""Keyboard shortcuts: defaults, user overrides kept in QSettings, and the help overlay's table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QSettings
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    action: str
+    keys: tuple[str, ...]
+    description: str
+
+
+DEFAULTS: tuple[Shortcut, ...] = (
+    Shortcut("play_pause", ("Space", "K"), "Play / pause"),
+    Shortcut("step_back", ("Left", ","), "Previous frame"),
+    Shortcut("step_forward", ("Right", "."), "Next frame"),
+    Shortcut("second_back", ("Shift+Left",), "One second back"),
+    Shortcut("second_forward", ("Shift+Right",), "One second forward"),
+    Shortcut("shuttle_back", ("J",), "Shuttle backwards (again: faster)"),
+    Shortcut("shuttle_forward", ("L",), "Shuttle forwards (again: faster)"),
+    Shortcut("first_frame", ("Home",), "First frame"),
+    Shortcut("last_frame", ("End",), "Last frame"),
+    Shortcut("go_to", ("Ctrl+G",), "Go to frame or time (hh:mm:ss.ff or a frame number)"),
+    Shortcut("prev_phase", ("[",), "Previous phase boundary"),
+    Shortcut("next_phase", ("]",), "Next phase boundary"),
+    Shortcut("prev_bookmark", ("Shift+[", "{"), "Previous bookmark"),
+    Shortcut("next_bookmark", ("Shift+]", "}"), "Next bookmark"),
+    Shortcut("add_bookmark", ("B",), "Bookmark this frame (with a note)"),
+    Shortcut("reask", ("R",), "Ask the model again about this frame"),
+    Shortcut("pause_analysis", ("P",), "Pause / resume background analysis"),
+    Shortcut("toggle_boxes", ("1",), "Show / hide instrument boxes"),
+    Shortcut("toggle_triplets", ("2",), "Show / hide triplet captions"),
+    Shortcut("toggle_phase", ("3",), "Show / hide the phase badge"),
+    Shortcut("toggle_cvs", ("4",), "Show / hide the CVS badge"),
+    Shortcut("open", ("Ctrl+O",), "Open a case"),
+    Shortcut("help", ("?", "F1"), "Show this list of shortcuts"),
+    Shortcut("quit", ("Ctrl+Q",), "Quit"),
+)
+
+SPEEDS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
+
+
+def keymap(settings: QSettings | None = None) -> dict[str, tuple[str, ...]]:
+    """Action → key sequences: the defaults, with the user's overrides from ``shortcuts/<action>``
+    (a comma-free list separated by ``;``, e.g. ``Space;K``)."""
+    keys = {s.action: s.keys for s in DEFAULTS}
+    if settings is not None:
+        for action in keys:
+            value = settings.value(f"shortcuts/{action}")
+            if isinstance(value, str) and value.strip():
+                keys[action] = tuple(k.strip() for k in value.split(";") if k.strip())
+    return keys
+
+
+def describe(keys: dict[str, tuple[str, ...]]) -> list[tuple[str, str]]:
+    """Rows for the help overlay: (keys, what they do)."""
+    return [(" / ".join(keys[s.action]), s.description) for s in DEFAULTS]

@@ -1,0 +1,23 @@
+"""Start the Qt application and the main window."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from PySide6.QtWidgets import QApplication
+
+from app.main_window import APPLICATION, ORGANIZATION, SurgviewWindow
+from app.theme import apply_theme
+
+
+def run_viewer(video: Path | None, engine_spec: dict) -> int:
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setOrganizationName(ORGANIZATION)
+    app.setApplicationName(APPLICATION)
+    apply_theme(app)
+    window = SurgviewWindow(engine_spec=engine_spec or None)
+    window.show()
+    if video is not None:
+        window.open_case(video)
+    return app.exec()

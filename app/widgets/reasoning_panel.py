@@ -1,0 +1,941 @@
+"""The reasoning panel: one frame's three-level chain, streamed as the model writes it.
+
+Text arrives piece by piece on the UI thread. Each piece goes through a :class:`ChainParser`
+and its text is appended at the end of its section (preamble, Level 1–3, answer, text outside
+the chain); nothing already shown is rebuilt. Appends are coalesced to about 30 updates a
+second, so thousands of tiny pieces cost little, while a piece after a pause is shown at once
+(time to first token on screen stays within the budget). Structural events (a level closing,
+a problem) apply immediately.
+
+Model text is never markup here: it is inserted with ``QTextCursor.insertText`` into plain
+documents, and every label shows plain text (DESIGN.md §7). Entity names get their styling
+from the spans the parser reports, mapped onto the level's shown text, which is exactly the
+level's stripped text (leading whitespace skipped, trailing whitespace held back), so
+``Mention.span`` needs no translation beyond the segment's start.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QGuiApplication,
+    QMouseEvent,
+    QPalette,
+    QTextCharFormat,
+    QTextCursor,
+    QTextFormat,
+)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QTextEdit,
+    QToolTip,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app import palette as shared
+from app.state import LayerState
+from engine.chain import Answer, Chain, ChainStatus, Context, LevelState, Mention, Perception, Relations
+from engine.chain_fields import parse_context, parse_perception, parse_relations
+from engine.chain_parser import AnswerClosed, ChainParser, LevelClosed, LevelOpened, ProblemFound, TextAdded
+from engine.ontology import Ontology, load_ontology
+
+__all__ = ["SECTIONS", "ReasoningPanel", "SectionState"]
+
+SECTIONS = ("preamble", "level1", "level2", "level3", "answer", "other")
+_TITLES = {
+    "level1": "Level 1 — Perception",
+    "level2": "Level 2 — Relations",
+    "level3": "Level 3 — Context",
+    "answer": "Answer",
+    "other": "Outside the chain",
+}
+_FIELD_PARSERS = {1: parse_perception, 2: parse_relations, 3: parse_context}
+
+FLUSH_INTERVAL_S = 0.033  # coalesce appends to ~30 updates/s
+MAX_SECTION_CHARS = 20_000  # endless output: the rest stays in the raw text (copy chain)
+_ANIMATION_MS = 350
+
+# Bidirectional overrides and isolates can reorder what is displayed (Trojan Source); show a
+# visible replacement instead, one character for one, so spans keep their offsets.
+_BIDI = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)], "\ufffd")
+
+# Char-format properties: what a span is, for tests and for restyling.
+ENTITY_LABEL = QTextFormat.Property.UserProperty + 1
+ENTITY_KIND = QTextFormat.Property.UserProperty + 2
+ENTITY_HIGHLIGHTED = QTextFormat.Property.UserProperty + 3
+
+
+class SectionState:
+    """What a section shows next to its heading."""
+
+    PENDING = "pending"
+    STREAMING = LevelState.STREAMING.value
+    DONE = LevelState.DONE.value
+    MALFORMED = LevelState.MALFORMED.value
+    MISSING = "missing"
+    CUT_OFF = "cut off"
+    NOT_IN_TASK = "not part of this task"
+    OUTSIDE = "outside <think>/<answer>"
+
+
+# Colours on a dark base (operating-room review: muted, no glare) and on a light one. On the
+# dark base, instruments, flagged names, phases and the hovered entity take the colours the
+# video overlay and the timelines use (app.palette), so the same thing looks the same everywhere.
+_COLOURS = {
+    True: {
+        "instrument": shared.BOX,
+        "anatomy": "#eea58a",
+        "verb": "#a3d69a",
+        "phase": "#c6a7f5",
+        "unknown": shared.BOX_UNKNOWN,
+        "done": "#8fcf9c",
+        "streaming": "#7cc0f5",
+        "warning": "#ff9e7a",
+    },
+    False: {
+        "instrument": "#0b5cad",
+        "anatomy": "#a4401b",
+        "verb": "#2d7a29",
+        "phase": "#6a3db0",
+        "unknown": "#a85600",
+        "done": "#2d7a29",
+        "streaming": "#0b5cad",
+        "warning": "#b3361f",
+    },
+}
+_KINDS = {"tool": "instrument", "instrument": "instrument", "anatomy": "anatomy", "target": "anatomy"}
+_NEARBY_MARKS = {
+    "complete": "✓",
+    "done": "✓",
+    "partial": "…",
+    "malformed": "⚠",
+    "failed": "✕",
+    "error": "✕",
+    "streaming": "●",
+    "running": "●",
+    "queued": "○",
+    "pending": "○",
+}
+
+
+def _is_dark(palette: QPalette) -> bool:
+    return palette.color(QPalette.ColorRole.Window).lightness() < 128
+
+
+@dataclass
+class _Span:
+    """An entity in a section's document: positions, canonical label, style kind."""
+
+    start: int
+    end: int
+    label: str | None
+    kind: str
+    tooltip: str
+    highlighted: bool = False
+
+
+class _ChainText(QTextEdit):
+    """Read-only plain-text view that grows with its text and reports the entity under the mouse."""
+
+    spanHovered = Signal(object)  # _Span | None
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setReadOnly(True)
+        self.setAcceptRichText(False)
+        self.setUndoRedoEnabled(False)
+        self.setFrameShape(QFrame.Shape.NoFrame)
+        self.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        self.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.viewport().setBackgroundRole(QPalette.ColorRole.Window)
+        self.viewport().setMouseTracking(True)
+        self.document().setDocumentMargin(2)
+        self.spans: list[_Span] = []
+        self._hover: _Span | None = None
+        self.document().documentLayout().documentSizeChanged.connect(self._fit_height)
+        self._fit_height()
+
+    def _fit_height(self, *_: object) -> None:
+        height = math.ceil(self.document().size().height()) + 2 * self.frameWidth()
+        height = max(height, self.fontMetrics().height() + 4)
+        if height != self.height():
+            self.setFixedHeight(height)
+
+    def char_at(self, pos: QPoint) -> int | None:
+        """Index of the character under a viewport point, or None over blank space."""
+        point = QPointF(pos) + QPointF(self.horizontalScrollBar().value(), self.verticalScrollBar().value())
+        hit = self.document().documentLayout().hitTest(point, Qt.HitTestAccuracy.ExactHit)
+        if hit < 0:
+            return None
+        cursor = QTextCursor(self.document())
+        cursor.setPosition(hit)
+        # hitTest gives the nearest boundary: the character is to its right or to its left.
+        char = hit if pos.x() >= self.cursorRect(cursor).left() else hit - 1
+        return char if 0 <= char < self.document().characterCount() - 1 else None
+
+    def span_at(self, pos: QPoint) -> _Span | None:
+        char = self.char_at(pos)
+        if char is None:
+            return None
+        return next((s for s in self.spans if s.start <= char < s.end), None)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        super().mouseMoveEvent(event)
+        self._set_hover(self.span_at(event.position().toPoint()))
+
+    def viewportEvent(self, event: QEvent) -> bool:
+        if event.type() == QEvent.Type.Leave:
+            self._set_hover(None)
+        elif event.type() == QEvent.Type.ToolTip:
+            span = self.span_at(event.pos())
+            if span is not None:
+                QToolTip.showText(event.globalPos(), span.tooltip, self.viewport())
+            else:
+                QToolTip.hideText()
+                event.ignore()
+            return True
+        return super().viewportEvent(event)
+
+    def _set_hover(self, span: _Span | None) -> None:
+        if span is not self._hover:
+            self._hover = span
+            self.spanHovered.emit(span)
+
+
+class _Section(QWidget):
+    """A heading with its state, and the text streamed into it (one segment per level occurrence)."""
+
+    def __init__(self, name: str, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.name = name
+        self.state = SectionState.PENDING
+        self._dots = 0
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 4, 0, 4)
+        layout.setSpacing(1)
+        head = QHBoxLayout()
+        head.setSpacing(8)
+        self.title = QLabel(_TITLES.get(name, ""))
+        self.title.setTextFormat(Qt.TextFormat.PlainText)
+        bold = QFont(self.title.font())
+        bold.setBold(True)
+        self.title.setFont(bold)
+        self.state_label = QLabel()
+        self.state_label.setTextFormat(Qt.TextFormat.PlainText)
+        self.note = QLabel()
+        self.note.setTextFormat(Qt.TextFormat.PlainText)
+        self.note.hide()
+        head.addWidget(self.title)
+        head.addWidget(self.state_label)
+        head.addStretch(1)
+        head.addWidget(self.note)
+        self.view = _ChainText(self)
+        if name == "preamble":
+            font = QFont(self.view.font())
+            font.setItalic(True)
+            self.view.setFont(font)
+            self.title.hide()
+            self.state_label.hide()
+        else:
+            layout.addLayout(head)
+        layout.addWidget(self.view)
+        self.reset()
+
+    # ----------------------------------------------------------------- text
+    def reset(self) -> None:
+        self.view.clear()
+        self.view.spans.clear()
+        self._cursor = QTextCursor(self.view.document())
+        self._plain = QTextCharFormat()
+        self.segments = 0
+        self.segment_start = 0
+        self._segment_parts: list[str] = []
+        self._started = False
+        self._held = ""
+        self.shown = 0
+        self.dropped = 0
+        self.note.hide()
+        if self.name in ("preamble", "other"):
+            self.hide()
+
+    def new_segment(self) -> None:
+        """A level written again (repeated or out of order): its text goes on a new paragraph."""
+        if self.segments and self.shown < MAX_SECTION_CHARS:
+            note = QTextCharFormat()
+            note.setFontItalic(True)
+            note.setForeground(self.palette().color(QPalette.ColorRole.PlaceholderText))
+            self._insert("\n(again) ", note)
+            self.shown += len("\n(again) ")
+        self.segments += 1
+        self.segment_start = self._cursor.position()
+        self._segment_parts = []
+        self._started = False
+        self._held = ""
+
+    def append(self, text: str) -> None:
+        """Append model text so the segment shows exactly its stripped text at every moment."""
+        if not self.segments:
+            self.new_segment()
+        if not self._started:
+            text = text.lstrip()
+            if not text:
+                return
+            self._started = True
+        text = self._held + text
+        body = text.rstrip()
+        self._held = text[len(body) :]
+        if not body:
+            return
+        room = MAX_SECTION_CHARS - self.shown
+        if room <= 0:
+            self.dropped += len(body)
+            return
+        if len(body) > room:
+            self.dropped += len(body) - room
+            body = body[:room]
+        self._segment_parts.append(body)
+        self.shown += len(body)
+        self._insert(body, self._plain)
+        if self.view.isHidden():
+            self.view.show()
+        if self.isHidden() and self.name in ("preamble", "other"):
+            self.show()
+
+    def _insert(self, text: str, fmt: QTextCharFormat | None) -> None:
+        # "\r\n" inside one insertText becomes one block separator: insert them apart so one
+        # character stays one position and spans stay aligned.
+        fmt = fmt if fmt is not None else self._plain
+        text = text.translate(_BIDI)
+        parts = text.split("\r\n")
+        for i, part in enumerate(parts):
+            if i:
+                self._cursor.insertText("\r", fmt)
+                part = "\n" + part
+            if part:
+                self._cursor.insertText(part, fmt)
+
+    def segment_text(self) -> str:
+        return "".join(self._segment_parts)
+
+    def complete_segment(self, expected: str) -> None:
+        """End of stream: add what the parser still held back when it closed (a few characters)."""
+        shown = self.segment_text()
+        if self.dropped or expected == shown or not expected.startswith(shown):
+            return
+        self._held = ""
+        self._started = True
+        self.append(expected[len(shown) :])
+
+    def update_note(self) -> None:
+        if self.dropped:
+            self.note.setText(f"{self.dropped:,} more characters not shown — copy the chain to read them")
+            self.note.show()
+
+    # ----------------------------------------------------------------- entities
+    def add_spans(self, spans: Iterable[_Span], highlight: str | None, dark: bool) -> None:
+        for span in spans:
+            span.start += self.segment_start
+            span.end += self.segment_start
+            if span.end > self.segment_start + len(self.segment_text()) or span.start >= span.end:
+                continue  # beyond what is shown (capped)
+            span.highlighted = highlight is not None and span.label == highlight
+            self.view.spans.append(span)
+            self._style(span, dark)
+
+    def restyle(self, highlight: str | None, dark: bool, force: bool = False) -> None:
+        for span in self.view.spans:
+            wanted = highlight is not None and span.label == highlight
+            if force or wanted != span.highlighted:
+                span.highlighted = wanted
+                self._style(span, dark)
+
+    def _style(self, span: _Span, dark: bool) -> None:
+        colours = _COLOURS[dark]
+        fmt = QTextCharFormat()
+        colour = colours[span.kind]
+        if dark and span.kind == "phase" and span.label in shared.PHASE_COLORS:
+            colour = shared.phase_color(span.label)
+        fmt.setForeground(QColor(colour))
+        fmt.setToolTip(span.tooltip)
+        fmt.setProperty(ENTITY_KIND, span.kind)
+        fmt.setProperty(ENTITY_LABEL, span.label or "")
+        if span.kind == "unknown":
+            fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.WaveUnderline)
+            fmt.setUnderlineColor(QColor(colours["unknown"]))
+        if span.highlighted:  # as the hovered box on the video: dark text on its yellow
+            fmt.setBackground(QColor(shared.BOX_HIGHLIGHT))
+            fmt.setForeground(QColor("#1b1d21"))
+            fmt.setProperty(ENTITY_HIGHLIGHTED, True)
+        cursor = QTextCursor(self.view.document())
+        cursor.setPosition(span.start)
+        cursor.setPosition(span.end, QTextCursor.MoveMode.KeepAnchor)
+        cursor.setCharFormat(fmt)
+
+    # ----------------------------------------------------------------- state
+    def set_state(self, state: str, dark: bool) -> None:
+        if state == self.state and self.state_label.text():
+            return
+        self.state = state
+        self._dots = 0
+        self.show_state(dark)
+        self.view.setVisible(bool(self.shown) or state in (SectionState.PENDING, SectionState.STREAMING))
+        self.view.setPlaceholderText("waiting…" if state == SectionState.PENDING else "")
+
+    def tick(self, dark: bool) -> None:
+        self._dots = (self._dots + 1) % 4
+        self.show_state(dark)
+
+    def show_state(self, dark: bool) -> None:
+        colours = _COLOURS[dark]
+        role = {
+            SectionState.DONE: colours["done"],
+            SectionState.STREAMING: colours["streaming"],
+            SectionState.MALFORMED: colours["warning"],
+            SectionState.MISSING: colours["warning"],
+            SectionState.CUT_OFF: colours["warning"],
+            SectionState.OUTSIDE: colours["warning"],
+        }.get(self.state)
+        palette = self.state_label.palette()
+        colour = QColor(role) if role else self.palette().color(QPalette.ColorRole.PlaceholderText)
+        palette.setColor(QPalette.ColorRole.WindowText, colour)
+        self.state_label.setPalette(palette)
+        text = self.state + (" " + "·" * self._dots if self.state == SectionState.STREAMING and self._dots else "")
+        self.state_label.setText(text)
+        title_palette = self.title.palette()
+        title_palette.setColor(
+            QPalette.ColorRole.WindowText,
+            self.palette().color(
+                QPalette.ColorRole.PlaceholderText
+                if self.state == SectionState.NOT_IN_TASK
+                else QPalette.ColorRole.WindowText
+            ),
+        )
+        self.title.setPalette(title_palette)
+
+
+class ReasoningPanel(QWidget):
+    """One frame's reasoning chain: streamed or stored, with entities linked to the video.
+
+    Signals: ``entityHovered(label | None)`` as the mouse moves over entity names;
+    ``reaskRequested(frame)`` from the Re-ask button; ``frameRequested(frame)`` from the
+    strip of nearby analysed frames.
+    """
+
+    entityHovered = Signal(object)  # str | None
+    reaskRequested = Signal(int)
+    frameRequested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None, ontology: Ontology | None = None):
+        super().__init__(parent)
+        self._ontology = ontology or load_ontology()
+        self._frame: int | None = None
+        self._source = ""
+        self._parser: ChainParser | None = None
+        self._chain: Chain | None = None
+        self._raw: list[str] = []
+        self._pending: list[tuple[str, str]] = []
+        self._last_flush = 0.0
+        self._states_dirty = False
+        self._highlight: str | None = None
+        self._hovered: str | None = None
+        self._level_open = False  # a level opened whose fields have not come yet
+        self._cut_off = ""  # the section a partial chain stopped in
+        self._levels_seen = 0
+        self._answer_started = False
+        self._answer_closed = False
+        self._label_cache: dict[tuple[str, str], str] = {}
+        self._unsubscribe: Callable[[], None] | None = None
+        self._layers: LayerState | None = None
+        self._format_frame: Callable[[int], str] = lambda frame: f"Frame {frame}"
+        self._build()
+        self._flush_timer = QTimer(self)
+        self._flush_timer.setSingleShot(True)
+        self._flush_timer.timeout.connect(self.flush)
+        self._animation = QTimer(self)
+        self._animation.setInterval(_ANIMATION_MS)
+        self._animation.timeout.connect(self._tick)
+        self.clear("")
+
+    # ----------------------------------------------------------------- layout
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(4)
+        head = QHBoxLayout()
+        self._title = self._plain_label(bold=True)
+        self._status = self._plain_label()
+        self._reask = QPushButton("Re-ask")
+        self._reask.setToolTip("Ask the model again for this frame")
+        self._reask.clicked.connect(self._on_reask)
+        self._copy = QPushButton("Copy chain")
+        self._copy.setToolTip("Copy the model's raw text to the clipboard")
+        self._copy.clicked.connect(self.copy_chain)
+        head.addWidget(self._title)
+        head.addWidget(self._status)
+        head.addStretch(1)
+        head.addWidget(self._reask)
+        head.addWidget(self._copy)
+        layout.addLayout(head)
+        self._problems = self._plain_label(wrap=True)
+        layout.addWidget(self._problems)
+        self._message = self._plain_label(wrap=True)
+        self._message.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        layout.addWidget(self._message)
+
+        self._sections = {name: _Section(name) for name in SECTIONS}
+        body = QWidget()
+        body.setBackgroundRole(QPalette.ColorRole.Window)
+        column = QVBoxLayout(body)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        for name in SECTIONS:
+            column.addWidget(self._sections[name])
+            self._sections[name].view.spanHovered.connect(self._on_span_hovered)
+        column.addStretch(1)
+        self._scroll = QScrollArea()
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._scroll.setWidget(body)
+        layout.addWidget(self._scroll, 1)
+
+        self._stats = self._plain_label()
+        layout.addWidget(self._stats)
+        nearby_title = self._plain_label()
+        nearby_title.setText("Nearby analysed frames")
+        layout.addWidget(nearby_title)
+        self._nearby = QListWidget()
+        self._nearby.setFlow(QListWidget.Flow.LeftToRight)
+        self._nearby.setWrapping(False)
+        self._nearby.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self._nearby.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._nearby.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self._nearby.setFixedHeight(self.fontMetrics().height() * 2 + 12)
+        self._nearby.setSpacing(2)
+        self._nearby.itemClicked.connect(self._on_nearby_clicked)
+        layout.addWidget(self._nearby)
+
+    @staticmethod
+    def _plain_label(bold: bool = False, wrap: bool = False) -> QLabel:
+        label = QLabel()
+        label.setTextFormat(Qt.TextFormat.PlainText)  # never rich text: some of it comes from the model
+        label.setWordWrap(wrap)
+        if bold:
+            font = QFont(label.font())
+            font.setBold(True)
+            label.setFont(font)
+        return label
+
+    # ----------------------------------------------------------------- public API
+    @property
+    def frame(self) -> int | None:
+        """The frame whose chain is shown (or being streamed); None when cleared."""
+        return self._frame
+
+    @property
+    def chain(self) -> Chain | None:
+        """The chain shown: final once finished, otherwise a snapshot of the stream so far."""
+        if self._chain is not None:
+            return self._chain
+        return self._parser.chain if self._parser is not None else None
+
+    @property
+    def raw_text(self) -> str:
+        return "".join(self._raw)
+
+    def set_frame_formatter(self, formatter: Callable[[int], str]) -> None:
+        """How frames are named (the main window may give timecodes)."""
+        self._format_frame = formatter
+        self._update_title()
+
+    def begin(self, frame: int, source: str = "live") -> None:
+        """Clear and start a new chain for ``frame``; pieces for other frames are ignored from now on."""
+        self._reset(frame, source)
+        self._parser = ChainParser(self._ontology)
+        self._set_status("streaming")
+        self._refresh_states()
+
+    def feed(self, frame: int, piece: str) -> None:
+        """Append one streamed piece of model text for ``frame`` (ignored for any other frame)."""
+        if frame != self._frame or self._parser is None or self._chain is not None or not isinstance(piece, str):
+            return
+        self._raw.append(piece)
+        for event in self._parser.feed(piece):
+            self._on_event(event)
+        if not self._pending and not self._states_dirty:
+            return
+        wait = FLUSH_INTERVAL_S - (time.perf_counter() - self._last_flush)
+        if wait <= 0:
+            self.flush()
+        elif not self._flush_timer.isActive():
+            self._flush_timer.start(max(1, int(wait * 1000)))
+
+    def finish(self, frame: int, status_text: str = "") -> None:
+        """End of the stream for ``frame``: close the parser and show final states and problems."""
+        if frame != self._frame or self._parser is None or self._chain is not None:
+            return
+        self._flush_text()
+        section = self._parser.section
+        chain = self._parser.close()
+        self._chain = chain
+        self._cut_off = section if chain.status is ChainStatus.PARTIAL else ""
+        self._complete_tail(section, chain)
+        status = chain.status.value + (f" — {status_text}" if status_text else "")
+        self._set_status(status)
+        self._refresh_states()
+        self.flush()
+
+    def show_cached(self, frame: int, raw_text: str, source: str = "stored") -> None:
+        """Show a stored chain at once: parsed whole, rendered once."""
+        self.begin(frame, source)
+        self.feed(frame, raw_text if isinstance(raw_text, str) else "")
+        self.finish(frame)
+
+    def clear(self, message: str = "", frame: int | None = None) -> None:
+        """Show ``message`` (e.g. "Not analysed yet", an error) instead of a chain.
+
+        With ``frame``, Re-ask still asks for that frame.
+        """
+        self._reset(frame, "")
+        self._parser = None
+        self._message.setText(message)
+        self._message.setVisible(bool(message))
+        for section in self._sections.values():
+            section.setVisible(False)
+        self._set_status("")
+        self._update_title()
+
+    def flush(self) -> None:
+        """Bring the display up to date now (normally done on a ~30 Hz timer while streaming)."""
+        self._flush_timer.stop()
+        self._flush_text()
+        if self._states_dirty:
+            self._refresh_states()
+        for section in self._sections.values():
+            section.update_note()
+        self._last_flush = time.perf_counter()
+
+    def set_highlight(self, label: str | None) -> None:
+        """Highlight every span naming ``label`` (e.g. the box under the mouse on the video)."""
+        if label == self._highlight:
+            return
+        self._highlight = label
+        dark = _is_dark(self.palette())
+        for section in self._sections.values():
+            section.restyle(label, dark)
+
+    def bind_layers(self, layers: LayerState | None) -> None:
+        """Share the hovered entity with the video: follow ``layers.highlighted`` and set it on hover."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        self._layers = layers
+        if layers is None:
+            return
+
+        def on_change(name: str, value: object) -> None:
+            if name == "highlighted":
+                self.set_highlight(value if isinstance(value, str) else None)
+
+        unsubscribe = layers.subscribe(on_change)
+        self._unsubscribe = unsubscribe
+        self.destroyed.connect(lambda *_: unsubscribe())
+        self.set_highlight(layers.highlighted)
+
+    def set_nearby(self, frames: list[tuple[int, str]]) -> None:
+        """Nearby analysed frames and their status; clicking one emits ``frameRequested``."""
+        self._nearby.clear()
+        for frame, status in frames:
+            mark = _NEARBY_MARKS.get(str(status).lower(), "·")
+            item = QListWidgetItem(f"{mark} {self._format_frame(int(frame))}")
+            item.setData(Qt.ItemDataRole.UserRole, int(frame))
+            item.setToolTip(f"{self._format_frame(int(frame))}: {status}")
+            self._nearby.addItem(item)
+        self._select_nearby()
+
+    def _select_nearby(self) -> None:
+        for row in range(self._nearby.count()):
+            item = self._nearby.item(row)
+            current = item.data(Qt.ItemDataRole.UserRole) == self._frame
+            item.setSelected(current)
+            if current:
+                self._nearby.scrollToItem(item)
+
+    def set_stats(self, tokens: int, tokens_per_s: float, first_token_ms: float | None = None) -> None:
+        """Generation figures for the chain shown."""
+        parts = [f"{tokens:,} tokens", f"{tokens_per_s:.1f} tok/s"]
+        if first_token_ms is not None:
+            parts.append(f"first token {first_token_ms:.0f} ms")
+        self._stats.setText(" · ".join(parts))
+
+    def copy_chain(self) -> None:
+        """Copy the model's raw text (exactly as received) to the clipboard."""
+        QGuiApplication.clipboard().setText(self.raw_text)
+
+    # Read-outs for the main window and tests.
+    def section_state(self, section: str) -> str:
+        return self._sections[section].state
+
+    def section_text(self, section: str) -> str:
+        return self._sections[section].view.toPlainText()
+
+    def text_view(self, section: str) -> QTextEdit:
+        return self._sections[section].view
+
+    def entity_spans(self, section: str) -> list[tuple[int, int, str | None]]:
+        """``(start, end, label)`` of each entity in a section's document."""
+        return [(s.start, s.end, s.label) for s in self._sections[section].view.spans]
+
+    # ----------------------------------------------------------------- streaming internals
+    def _reset(self, frame: int | None, source: str) -> None:
+        self._flush_timer.stop()
+        self._animation.stop()
+        self._frame = frame
+        self._source = source
+        self._chain = None
+        self._raw = []
+        self._pending = []
+        self._states_dirty = False
+        self._level_open = False
+        self._cut_off = ""
+        self._levels_seen = 0
+        self._answer_started = self._answer_closed = False
+        self._last_flush = 0.0
+        self._message.hide()
+        self._problems.hide()
+        self._stats.clear()
+        for section in self._sections.values():
+            section.reset()
+            section.state = ""
+            if section.name not in ("preamble", "other"):
+                section.setVisible(True)
+        self._set_hover(None)
+        self._reask.setEnabled(frame is not None)
+        self._update_title()
+        self._select_nearby()
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, TextAdded):
+            self._queue_text(event.section, event.text)
+            return
+        self._flush_text()  # spans and states refer to the text so far
+        self._states_dirty = True
+        if isinstance(event, LevelOpened):
+            self._levels_seen += 1
+            self._sections[f"level{event.level}"].new_segment()
+            self._level_open = True
+        elif isinstance(event, LevelClosed):
+            self._level_open = False
+            self._add_level_spans(event.level, event.fields)
+        elif isinstance(event, AnswerClosed):
+            self._answer_closed = True
+            self._add_answer_spans(event.answer)
+        elif isinstance(event, ProblemFound):
+            pass  # shown by the state refresh
+
+    def _queue_text(self, section: str, text: str) -> None:
+        if section == "other" and not self._levels_seen and not self._answer_started:
+            section = "preamble"  # Surg-R1 writes "This is a Level N task" with no <think>
+        elif section == "answer" and not self._answer_started:
+            self._answer_started = True
+            self._states_dirty = True
+        if self._pending and self._pending[-1][0] == section:
+            self._pending[-1] = (section, self._pending[-1][1] + text)
+        else:
+            self._pending.append((section, text))
+
+    def _flush_text(self) -> None:
+        pending, self._pending = self._pending, []
+        for section, text in pending:
+            self._sections[section].append(text)
+
+    def _complete_tail(self, section: str, chain: Chain) -> None:
+        """``close()`` flushes the parser's held-back tail without events: catch up from the chain."""
+        if section.startswith("level") and chain.levels:
+            level = chain.levels[-1]
+            self._sections[f"level{level.number}"].complete_segment(level.text)
+            if self._level_open:
+                fields = _FIELD_PARSERS[level.number](level.text, self._ontology)
+                self._add_level_spans(level.number, fields)
+                self._level_open = False
+        elif section == "answer" and chain.answer is not None:
+            self._sections["answer"].complete_segment(chain.answer.text)
+            if not self._answer_closed:
+                self._add_answer_spans(chain.answer)
+        elif section in ("preamble", "outside") and not self._levels_seen and not self._answer_started:
+            self._sections["preamble"].complete_segment(chain.preamble)
+
+    # ----------------------------------------------------------------- entities
+    def _add_level_spans(self, level: int, fields: Perception | Relations | Context) -> None:
+        mentions: list[tuple[Mention, str]] = []
+        if isinstance(fields, Perception):
+            mentions += [(s.name, "") for s in fields.instruments]
+            mentions += [(m, "") for m in fields.anatomy]
+        elif isinstance(fields, Relations):
+            for t in fields.triplets:
+                note = f"triplet {t.triplet_id}" if t.known else "triplet not in the CholecT50 map"
+                mentions += [(t.instrument, note), (t.verb, note), (t.target, note)]
+        elif isinstance(fields, Context) and fields.phase is not None:
+            mentions.append((fields.phase, ""))
+        self._add_spans(f"level{level}", mentions)
+
+    def _add_answer_spans(self, answer: Answer) -> None:
+        mentions: list[tuple[Mention, str]] = []
+        shown = self._sections["answer"].segment_text()
+        if answer.phase is not None and answer.phase.text:
+            at = shown.find(answer.phase.text)
+            if at >= 0:
+                mentions.append(
+                    (Mention("phase", answer.phase.text, answer.phase.label, (at, at + len(answer.phase.text))), "")
+                )
+        if answer.option is None and answer.text == shown:  # triplet spans are relative to that text
+            for t in answer.triplets:
+                mentions += [(t.instrument, ""), (t.verb, ""), (t.target, "")]
+        self._add_spans("answer", mentions)
+
+    def _add_spans(self, section: str, mentions: list[tuple[Mention, str]]) -> None:
+        spans = []
+        for mention, note in mentions:
+            if mention.span is None:
+                continue
+            label = self._canonical(mention)
+            kind = "unknown" if label is None else _KINDS.get(mention.vocabulary, mention.vocabulary)
+            if kind not in _COLOURS[True]:
+                kind = "phase"
+            tooltip = "not in the ontology" if label is None else f"{label} ({mention.vocabulary})"
+            if note:
+                tooltip += f" — {note}"
+            spans.append(_Span(mention.span[0], mention.span[1], label, kind, tooltip))
+        self._sections[section].add_spans(spans, self._highlight, _is_dark(self.palette()))
+
+    def _canonical(self, mention: Mention) -> str | None:
+        """The label shared with the video: triplet instruments become Cholec80 tool names."""
+        if mention.label is None or mention.vocabulary != "instrument":
+            return mention.label
+        key = (mention.vocabulary, mention.label)
+        if key not in self._label_cache:
+            label = mention.label
+            found = self._ontology.instrument.resolve(mention.label)
+            if found is not None:
+                with contextlib.suppress(KeyError, LookupError, ValueError):  # an instrument without a tool
+                    label = self._ontology.tool_for_instrument(found).name
+            self._label_cache[key] = label
+        return self._label_cache[key]
+
+    def _on_span_hovered(self, span: _Span | None) -> None:
+        self._set_hover(span.label if span is not None else None)
+
+    def _set_hover(self, label: str | None) -> None:
+        if label == self._hovered:
+            return
+        self._hovered = label
+        self.entityHovered.emit(label)
+        if self._layers is not None:
+            self._layers.highlighted = label  # the subscription highlights here too
+        else:
+            self.set_highlight(label)
+
+    # ----------------------------------------------------------------- states
+    def _refresh_states(self) -> None:
+        self._states_dirty = False
+        dark = _is_dark(self.palette())
+        if self._parser is None:
+            return
+        chain = self._chain if self._chain is not None else self._parser.chain
+        final = self._chain is not None
+        for number in (1, 2, 3):
+            state = self._level_state(chain, number, final)
+            if state == SectionState.DONE and self._cut_off == f"level{number}":
+                state = SectionState.CUT_OFF
+            self._sections[f"level{number}"].set_state(state, dark)
+        if self._answer_closed or (final and chain.answer is not None and self._answer_started):
+            answer = SectionState.DONE if self._answer_closed else SectionState.CUT_OFF
+        elif self._answer_started:
+            answer = SectionState.STREAMING
+        else:
+            answer = SectionState.MISSING if final else SectionState.PENDING
+        self._sections["answer"].set_state(answer, dark)
+        self._sections["other"].set_state(SectionState.OUTSIDE, dark)
+        if chain.problems:
+            self._problems.setText(f"{chain.status.value}: " + "; ".join(chain.problems))
+            self._show_problems(dark)
+        else:
+            self._problems.hide()
+        streaming = any(s.state == SectionState.STREAMING for s in self._sections.values())
+        if streaming and not self._animation.isActive():
+            self._animation.start()
+        elif not streaming:
+            self._animation.stop()
+
+    @staticmethod
+    def _level_state(chain: Chain, number: int, final: bool) -> str:
+        written = [lv for lv in chain.levels if lv.number == number]
+        if written:
+            states = {lv.state for lv in written}
+            for state in (LevelState.MALFORMED, LevelState.STREAMING):
+                if state in states:
+                    return state.value
+            return LevelState.DONE.value
+        if chain.task_level is not None and number > chain.task_level:
+            return SectionState.NOT_IN_TASK
+        return SectionState.MISSING if final else SectionState.PENDING
+
+    def _show_problems(self, dark: bool) -> None:
+        palette = self._problems.palette()
+        palette.setColor(QPalette.ColorRole.WindowText, QColor(_COLOURS[dark]["warning"]))
+        self._problems.setPalette(palette)
+        self._problems.show()
+
+    def _tick(self) -> None:
+        dark = _is_dark(self.palette())
+        for section in self._sections.values():
+            if section.state == SectionState.STREAMING:
+                section.tick(dark)
+
+    def _set_status(self, text: str) -> None:
+        self._status.setText(text)
+        self._status.setVisible(bool(text))
+
+    def _update_title(self) -> None:
+        if self._frame is None:
+            self._title.setText("No frame")
+            return
+        self._title.setText(self._format_frame(self._frame) + (f" · {self._source}" if self._source else ""))
+
+    def _on_reask(self) -> None:
+        if self._frame is not None:
+            self.reaskRequested.emit(self._frame)
+
+    def _on_nearby_clicked(self, item: QListWidgetItem) -> None:
+        frame = item.data(Qt.ItemDataRole.UserRole)
+        if isinstance(frame, int):
+            self.frameRequested.emit(frame)
+
+    def changeEvent(self, event: QEvent) -> None:
+        super().changeEvent(event)
+        if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.StyleChange):
+            dark = _is_dark(self.palette())
+            for section in getattr(self, "_sections", {}).values():
+                section.restyle(self._highlight, dark, force=True)
+                section.show_state(dark)

@@ -1,0 +1,721 @@
+"""The case timeline: stacked tracks under one time axis, one playhead, click and drag to seek.
+
+Every track is drawn as *runs* (equal consecutive values merged into one rectangle), so a
+90-minute case costs as much as its number of changes, not its number of frames. One item per
+track paints its rectangles with one brush per colour and only those that intersect the area Qt
+asks it to repaint: moving the playhead repaints a strip one line wide, touching a handful of
+rectangles. Runs narrower than a pixel are widened to one pixel when zoomed out (so a single
+flicker of the raw phase stays visible) from a list cached per zoom level.
+
+All tracks share one ViewBox (x in seconds, y in stacked track units, inverted so the first
+track is on top), so they cannot fall out of step and a single ``InfiniteLine`` is the playhead.
+Track names are the left axis's tick labels. Left presses are taken from pyqtgraph before its
+scene sees them (an event filter on the viewport): a press seeks at once, a drag seeks while it
+moves (throttled, the release position always sent); the wheel, middle drag (pan) and right drag
+(scale) stay pyqtgraph's, restricted to x.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QHelpEvent, QMouseEvent, QPainter
+from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QToolTip, QVBoxLayout, QWidget
+
+from engine.phase_labels import Segment
+from engine.timecode import format_timecode
+from engine.timeline import Timelines
+
+try:  # the shared palette (video overlay, badges and timelines agree); a fallback until it exists
+    from app import palette as _palette
+except ImportError:
+    _palette = None
+
+# Cholec80 order, Tableau 10 hues; keyed like engine.chain.CvsState values for CVS.
+_FALLBACK_PHASE_COLORS = {
+    "Preparation": "#4e79a7",
+    "CalotTriangleDissection": "#f28e2b",
+    "ClippingCutting": "#e15759",
+    "GallbladderDissection": "#76b7b2",
+    "GallbladderPackaging": "#59a14f",
+    "CleaningCoagulation": "#edc948",
+    "GallbladderRetraction": "#b07aa1",
+}
+_FALLBACK_CVS_COLORS = {"met": "#59a14f", "not met": "#e15759", "not assessable": "#6b7079"}
+PHASE_COLORS: dict[str, str] = getattr(_palette, "PHASE_COLORS", _FALLBACK_PHASE_COLORS)
+CVS_COLORS: dict[str, str] = getattr(_palette, "CVS_COLORS", _FALLBACK_CVS_COLORS)
+UNKNOWN: str = getattr(_palette, "UNKNOWN", "#8a8f98")  # a label without a colour of its own
+
+__all__ = ["CHAIN_STATUS_CONFIDENCE", "CVS_COLORS", "PHASE_COLORS", "TOOL_COLORS", "TimelineView"]
+
+BACKGROUND = "#1b1d21"
+LANE = "#272a30"
+TEXT = "#c8ccd2"
+TOOL_COLORS: dict[str, str] = {
+    "Grasper": "#a0cbe8",
+    "Bipolar": "#ffbe7d",
+    "Hook": "#ff9d9a",
+    "Scissors": "#8cd17d",
+    "Clipper": "#f1ce63",
+    "Irrigator": "#86bcb6",
+    "SpecimenBag": "#d4a6c8",
+}
+TOOL_ORDER: tuple[str, ...] = tuple(TOOL_COLORS)
+COVERAGE_COLOR = "#8aa1b1"
+BOOKMARK_COLOR = "#f5f5f5"
+PLAYHEAD_COLOR = "#ffffff"
+CHAIN_STATUS_CONFIDENCE: dict[str, float] = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
+
+_GAP = 0.14  # between tracks, in track units
+_MAX_GAP_S = 30.0  # analysed frames farther apart than this leave the time between them uncovered
+_CONFIDENCE_STEPS = 20  # confidences are merged into runs at this resolution
+_MIN_BAR = 0.08  # a zero confidence still shows as a sliver
+_BOOKMARK_HIT_PX = 7.0
+_TIME_STEPS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
+
+
+# ------------------------------------------------------------------------------------------ runs
+@dataclass(frozen=True)
+class _Runs:
+    """Runs of one track in video frames: [start, end) with a label, and optionally a bar level."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    labels: list[str]
+    levels: np.ndarray | None = None  # 0..1 bar height (confidence); None: full height
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def empty(cls) -> _Runs:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+
+    @classmethod
+    def of_segments(cls, segments: Iterable[Segment]) -> _Runs:
+        segs = list(segments)
+        starts = np.fromiter((s.start for s in segs), np.int64, len(segs))
+        ends = np.fromiter((s.end for s in segs), np.int64, len(segs))
+        return cls(starts, ends, [s.label for s in segs])
+
+    def at(self, frame: int) -> int | None:
+        """Index of the run covering ``frame``."""
+        i = int(np.searchsorted(self.starts, frame, side="right")) - 1
+        return i if i >= 0 and frame < self.ends[i] else None
+
+
+def _run_bounds(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge touching cells of equal code: (code, start, end) per run."""
+    if codes.size == 0:
+        return codes, starts, ends
+    breaks = np.flatnonzero((codes[1:] != codes[:-1]) | (ends[:-1] != starts[1:])) + 1
+    first = np.concatenate(([0], breaks))
+    last = np.concatenate((breaks, [codes.size])) - 1
+    return codes[first], starts[first], ends[last]
+
+
+def _cells(frames: np.ndarray, max_gap: int, frame_count: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The frames each analysed frame stands for: half-way to its neighbours, up to ``max_gap``
+    (the same rule as the engine's timelines, so the strips line up)."""
+    n = frames.size
+    gaps = np.diff(frames)
+    near = gaps <= max_gap
+    step = int(np.median(gaps[near])) if near.any() else 1
+    starts, ends = frames.copy(), frames + step
+    if frame_count is not None:
+        ends[-1] = max(frames[-1] + 1, min(ends[-1], frame_count))
+    if n > 1:
+        middle = (frames[:-1] + frames[1:] + 1) // 2
+        starts[1:] = np.where(near, middle, frames[1:])
+        ends[:-1] = np.where(near, middle, np.minimum(frames[:-1] + step, frames[1:]))
+    return starts, ends
+
+
+def _label_runs(labels: Sequence[str | None]) -> _Runs:
+    """Runs of equal consecutive per-frame labels (None: nothing drawn)."""
+    names = sorted({label for label in labels if label is not None})
+    if not names:
+        return _Runs.empty()
+    index = {name: i for i, name in enumerate(names)}
+    index[None] = -1  # type: ignore[index]
+    codes = np.fromiter((index[label] for label in labels), np.int64, len(labels))
+    frames = np.arange(codes.size, dtype=np.int64)
+    c, s, e = _run_bounds(codes, frames, frames + 1)
+    keep = c >= 0
+    return _Runs(s[keep], e[keep], [names[i] for i in c[keep].tolist()])
+
+
+def _confidence_runs(frames: np.ndarray, values: np.ndarray, max_gap: int, frame_count: int | None) -> _Runs:
+    if frames.size == 0:
+        return _Runs.empty()
+    steps = np.rint(np.clip(values, 0.0, 1.0) * _CONFIDENCE_STEPS).astype(np.int64)
+    c, s, e = _run_bounds(steps, *_cells(frames, max_gap, frame_count))
+    levels = c / _CONFIDENCE_STEPS
+    return _Runs(s, e, [f"{v:g}" for v in levels.tolist()], levels)
+
+
+def _coverage_runs(frames: np.ndarray, max_gap: int, frame_count: int | None) -> _Runs:
+    if frames.size == 0:
+        return _Runs.empty()
+    c, s, e = _run_bounds(np.zeros(frames.size, np.int64), *_cells(frames, max_gap, frame_count))
+    return _Runs(s, e, ["analysed"] * len(c))
+
+
+def _confidence_color(level: float) -> str:
+    """Red (0) → amber (0.5) → green (1)."""
+    lo, mid, hi = np.array([225, 87, 89]), np.array([237, 201, 72]), np.array([89, 161, 79])
+    rgb = lo + (mid - lo) * level * 2 if level <= 0.5 else mid + (hi - mid) * (level - 0.5) * 2
+    return "#{:02x}{:02x}{:02x}".format(*np.rint(rgb).astype(int).tolist())
+
+
+# ------------------------------------------------------------------------------------------ items
+class _ColourGroup:
+    """The rectangles of one colour in one track, sorted by time (runs of a track never overlap)."""
+
+    def __init__(self, brush: QBrush, x0: np.ndarray, x1: np.ndarray, y0: np.ndarray, y1: np.ndarray):
+        self.brush = brush
+        self.x0, self.x1, self.y0, self.h = x0, x1, y0, y1 - y0
+        self.min_width = float((x1 - x0).min()) if x0.size else math.inf
+        self.exact = self._rects(x1)
+        self._cached_px = -1.0
+        self._cached: tuple[np.ndarray, list[QRectF]] = (x1, self.exact)
+
+    def _rects(self, x1: np.ndarray) -> list[QRectF]:
+        return [
+            QRectF(a, b, w, h)
+            for a, b, w, h in zip(
+                self.x0.tolist(), self.y0.tolist(), (x1 - self.x0).tolist(), self.h.tolist(), strict=True
+            )
+        ]
+
+    def for_pixel(self, px: float) -> tuple[np.ndarray, list[QRectF]]:
+        """Ends and rectangles with every run at least ``px`` wide (cached for one zoom level)."""
+        if self.min_width >= px:
+            return self.x1, self.exact
+        if px != self._cached_px:
+            x1 = np.maximum(self.x1, self.x0 + px)
+            self._cached_px, self._cached = px, (x1, self._rects(x1))
+        return self._cached
+
+
+class _RunsItem(pg.GraphicsObject):
+    """Filled rectangles in view coordinates, one brush per colour, painted only where exposed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFlag(QGraphicsItem.GraphicsItemFlag.ItemUsesExtendedStyleOption)
+        self._groups: list[_ColourGroup] = []
+        self._bounds = QRectF()
+        self.rect_count = 0
+
+    def set_rects(
+        self,
+        x0: np.ndarray,
+        x1: np.ndarray,
+        y0: np.ndarray,
+        y1: np.ndarray,
+        colours: Sequence[str],
+        colour_of: np.ndarray,
+    ) -> None:
+        self.prepareGeometryChange()
+        self._groups = []
+        for k, colour in enumerate(colours):
+            pick = colour_of == k
+            if pick.any():
+                brush = QBrush(QColor(colour))
+                self._groups.append(_ColourGroup(brush, x0[pick], x1[pick], y0[pick], y1[pick]))
+        self.rect_count = int(x0.size)
+        if x0.size:
+            left, right = float(x0.min()), float(x1.max())
+            pad = (right - left) * 0.005  # runs widened to a pixel reach past the last end when zoomed out
+            self._bounds = QRectF(QPointF(left, float(y0.min())), QPointF(right + pad, float(y1.max())))
+        else:
+            self._bounds = QRectF()
+        self.update()
+
+    def boundingRect(self) -> QRectF:
+        return self._bounds
+
+    def paint(self, painter: QPainter, option: QStyleOptionGraphicsItem, widget: QWidget | None = None) -> None:
+        scale = abs(painter.worldTransform().m11())
+        if not self._groups or scale <= 0:
+            return
+        px = 1.0 / scale
+        exposed = option.exposedRect
+        left, right = exposed.left(), exposed.right()
+        painter.setPen(Qt.PenStyle.NoPen)
+        for group in self._groups:
+            ends, rects = group.for_pixel(px)
+            i0 = int(np.searchsorted(ends, left, side="right"))
+            i1 = int(np.searchsorted(group.x0, right, side="left"))
+            if i1 > i0:
+                painter.setBrush(group.brush)
+                painter.drawRects(rects[i0:i1])
+
+
+class _TimeAxis(pg.AxisItem):
+    """Seconds as hh:mm:ss (hh:mm:ss.ff below one second), at steps a clock reader expects."""
+
+    def __init__(self) -> None:
+        super().__init__("bottom")
+        self.fps = 25.0
+
+    def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:
+        span = maxVal - minVal
+        if span <= 0 or size <= 0:
+            return [(1.0, 0.0)]
+        wanted = span * 95.0 / size  # a label every ~95 px
+        major_i = next((i for i, s in enumerate(_TIME_STEPS_S) if s >= wanted), len(_TIME_STEPS_S) - 1)
+        major = float(_TIME_STEPS_S[major_i])
+        minor = float(_TIME_STEPS_S[major_i - 1]) if major_i > 0 else major / 2
+        return [(major, 0.0), (minor, 0.0)]
+
+    def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
+        if spacing < 1:
+            return [format_timecode(round(v * self.fps), self.fps) for v in values]
+        return [_clock(v) for v in values]
+
+
+def _clock(seconds: float) -> str:
+    total = max(0, round(seconds))
+    h, rem = divmod(total, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h:02d}:{m:02d}:{s:02d}"
+
+
+@dataclass
+class _Track:
+    key: str
+    title: str
+    height: float
+    runs: _Runs
+    colours: Mapping[str, str] | None  # label → colour; None: colour by confidence level
+    y0: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------ widget
+class TimelineView(QWidget):
+    """Phase, CVS, instrument, confidence, coverage and bookmark tracks of one case.
+
+    ``seekRequested(frame)`` is emitted on a left press, while dragging (at most every
+    ``drag_interval_ms``) and on release; the widget never moves its own playhead — the owner
+    answers with ``set_playhead``.
+    """
+
+    seekRequested = Signal(int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.drag_interval_ms = 30
+        self.build_count = 0  # layouts and track renders done (tests check the playhead does none)
+        self._fps: float | None = None
+        self._frame_count = 0
+        self._playhead: int | None = None
+        self._timelines: Timelines | None = None
+        self._truth: _Runs | None = None
+        self._confidence_frames = np.zeros(0, np.int64)
+        self._confidence = _Runs.empty()
+        self._bookmarks: list[tuple[int, str]] = []
+        self._tracks: dict[str, _Track] = {}
+        self._items: dict[str, _RunsItem] = {}
+
+        self._time_axis = _TimeAxis()
+        self._plot = pg.PlotWidget(background=BACKGROUND, axisItems={"bottom": self._time_axis})
+        self._plot.setMinimumHeight(120)
+        item = self._plot.getPlotItem()
+        item.hideButtons()
+        item.setMenuEnabled(False)
+        self._vb: pg.ViewBox = item.getViewBox()
+        self._vb.invertY(True)
+        self._vb.setMouseEnabled(x=True, y=False)
+        self._vb.disableAutoRange()
+        self._vb.setDefaultPadding(0.0)
+        font = QFont()
+        font.setPointSizeF(8.0)
+        for name in ("left", "bottom"):
+            axis = item.getAxis(name)
+            axis.setPen(pg.mkPen(TEXT))
+            axis.setTextPen(pg.mkPen(TEXT))
+            axis.setTickFont(font)
+        self._track_axis = item.getAxis("left")
+        self._track_axis.setWidth(92)
+        self._track_axis.setStyle(tickLength=0, autoExpandTextSpace=False, hideOverlappingLabels=False)
+
+        self._lanes = _RunsItem()
+        self._lanes.setZValue(-10)
+        self._vb.addItem(self._lanes)
+        self._bookmark_dots = pg.ScatterPlotItem(size=11, symbol="t", pen=pg.mkPen(BACKGROUND), brush=BOOKMARK_COLOR)
+        self._bookmark_dots.setZValue(5)
+        self._vb.addItem(self._bookmark_dots)
+        self._line = pg.InfiniteLine(pos=0.0, angle=90, movable=False, pen=pg.mkPen(PLAYHEAD_COLOR, width=1.5))
+        self._line.setZValue(10)
+        self._line.setVisible(False)
+        self._vb.addItem(self._line)
+
+        self._scrubbing = False
+        self._last_emitted: int | None = None
+        self._last_emit_t = 0.0
+        self._pending: int | None = None
+        self._throttle = QTimer(self)
+        self._throttle.setSingleShot(True)
+        self._throttle.timeout.connect(self._emit_pending)
+        self._plot.viewport().installEventFilter(self)
+        self._plot.viewport().setMouseTracking(True)
+
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self._plot)
+        self._relayout()
+
+    # ----------------------------------------------------------------------------- public API
+    def set_case(self, fps: float, frame_count: int) -> None:
+        """A new case: clears every track and shows the whole case."""
+        if not fps or fps <= 0 or not math.isfinite(fps):
+            raise ValueError(f"fps must be positive, got {fps!r}")
+        self._fps, self._frame_count = float(fps), max(0, int(frame_count))
+        self._time_axis.fps = self._fps
+        self._timelines, self._truth, self._bookmarks = None, None, []
+        self._confidence_frames, self._confidence = np.zeros(0, np.int64), _Runs.empty()
+        self._apply_limits()
+        self._relayout()
+        self.fit_all()
+        self._place_playhead()
+
+    def set_timelines(self, timelines: Timelines | None) -> None:
+        """Phase (smoothed and raw), CVS, instrument and coverage tracks from the engine's timelines."""
+        self._timelines = timelines
+        if timelines is not None and self._fps is None:  # no case yet: take its clock
+            span = max(
+                [timelines.frame_count or 0]
+                + [s.end for s in timelines.phase]
+                + [int(timelines.frames.max(initial=0)) + 1]
+            )
+            self.set_case(timelines.fps, span)
+            self._timelines = timelines
+        self._relayout()
+
+    def set_ground_truth(self, phases: Sequence[str | None] | None) -> None:
+        """Reference phase per frame (canonical Cholec80 names), drawn as runs above the model's."""
+        self._truth = None if phases is None else _label_runs(phases)
+        self._relayout()
+
+    def set_confidence(self, frames: Sequence[int] | np.ndarray, values: Sequence[float | str | None]) -> None:
+        """Confidence per analysed frame: numbers in 0..1, or a chain status (complete, partial,
+        malformed) as a proxy. ``None`` values are skipped."""
+        if len(frames) != len(values):
+            raise ValueError(f"{len(frames)} frames but {len(values)} values")
+        given = {int(f): _confidence_value(v) for f, v in zip(frames, values, strict=True) if v is not None and f >= 0}
+        order = sorted(given)  # a frame given twice keeps its last value
+        self._confidence_frames = np.array(order, dtype=np.int64)
+        conf = np.array([given[f] for f in order], dtype=np.float64)
+        self._confidence = _confidence_runs(self._confidence_frames, conf, self._max_gap(), self._count_or_none())
+        self._render_or_relayout("confidence", "coverage")
+
+    def set_bookmarks(self, bookmarks: Sequence[tuple[int, str]]) -> None:
+        """Markers on the bookmark track; hovering one shows its title."""
+        self._bookmarks = sorted((int(f), str(t)) for f, t in bookmarks)
+        self._render_bookmarks()
+
+    def set_playhead(self, frame: int | None) -> None:
+        """Move the playhead line (nothing else is touched: cheap at video rate)."""
+        if frame == self._playhead:
+            return
+        self._playhead = frame
+        self._place_playhead()
+
+    def _place_playhead(self) -> None:
+        frame = self._playhead
+        if frame is None or self._fps is None:
+            self._line.setVisible(False)
+            return
+        self._line.setPos((frame + 0.5) / self._fps)  # the middle of the frame's cell in every track
+        if not self._line.isVisible():
+            self._line.setVisible(True)
+
+    def fit_all(self) -> None:
+        """Show the whole case."""
+        self._vb.setXRange(0.0, self._duration(), padding=0.0)
+
+    def set_visible_seconds(self, start: float, end: float) -> None:
+        """Show a time range (kept inside the case and above the smallest zoom)."""
+        self._vb.setXRange(float(start), float(end), padding=0.0)
+
+    # ----------------------------------------------------------------------------- queries
+    @property
+    def playhead(self) -> int | None:
+        return self._playhead
+
+    def track_keys(self) -> list[str]:
+        """Tracks shown, top to bottom: truth, phase, raw, cvs1..3, tool:<name>…, confidence, coverage, bookmarks."""
+        return list(self._tracks)
+
+    def track_runs(self, key: str) -> list[tuple[int, int, str]]:
+        """The runs of a track as (first frame, end frame, label)."""
+        runs = self._tracks[key].runs
+        return list(zip(runs.starts.tolist(), runs.ends.tolist(), runs.labels, strict=True))
+
+    def rect_count(self, key: str) -> int:
+        """Rectangles the track's item draws (one per run)."""
+        return self._items[key].rect_count if key in self._items else 0
+
+    def bookmark_count(self) -> int:
+        return len(self._bookmark_dots.data)
+
+    def visible_seconds(self) -> tuple[float, float]:
+        (x0, x1), _ = self._vb.viewRange()
+        return float(x0), float(x1)
+
+    def viewport(self) -> QWidget:
+        """The widget that receives the mouse (for tests and for event filters)."""
+        return self._plot.viewport()
+
+    def viewport_point(self, seconds: float, key: str | None = None) -> QPoint:
+        """Where a time on a track (default: the middle of all tracks) is drawn, in viewport pixels."""
+        if key is not None:
+            track = self._tracks[key]
+            y = track.y0 + track.height / 2
+        else:
+            y = self._total_height() / 2
+        scene = self._vb.mapViewToScene(QPointF(seconds, y))
+        return self._plot.mapFromScene(scene)
+
+    def frame_at(self, pos: QPoint | QPointF) -> int | None:
+        """The frame under a viewport position (clamped to the case), or None without a case."""
+        if self._fps is None:
+            return None
+        x = self._vb.mapSceneToView(self._plot.mapToScene(QPointF(pos).toPoint())).x()
+        return int(min(max(math.floor(x * self._fps), 0), max(self._frame_count - 1, 0)))
+
+    def describe_at(self, pos: QPoint | QPointF) -> str | None:
+        """Tooltip text for a viewport position: the track's value (or bookmark title) and the time."""
+        if self._fps is None:
+            return None
+        view = self._vb.mapSceneToView(self._plot.mapToScene(QPointF(pos).toPoint()))
+        track = next((t for t in self._tracks.values() if t.y0 <= view.y() < t.y0 + t.height), None)
+        if track is None or view.x() < 0:
+            return None
+        if track.key == "bookmarks":
+            return self._bookmark_near(view.x())
+        frame = math.floor(view.x() * self._fps)
+        i = track.runs.at(frame)
+        value = track.runs.labels[i] if i is not None else "—"
+        return f"{track.title}: {value}\n{format_timecode(frame, self._fps)}"
+
+    # ----------------------------------------------------------------------------- layout
+    def _relayout(self) -> None:
+        """Recompute which tracks exist and where, and render them all."""
+        self.build_count += 1
+        tracks: list[_Track] = []
+        if self._truth is not None:
+            tracks.append(_Track("truth", "Ground truth", 0.9, self._truth, PHASE_COLORS))
+        t = self._timelines
+        tracks.append(_Track("phase", "Phase", 1.0, _Runs.of_segments(t.phase) if t else _Runs.empty(), PHASE_COLORS))
+        raw = _Runs.of_segments(t.raw_phase_segments()) if t else _Runs.empty()
+        tracks.append(_Track("raw", "Raw phase", 0.4, raw, PHASE_COLORS))
+        for i in range(3):
+            runs = _Runs.of_segments(t.cvs[i].segments) if t else _Runs.empty()
+            tracks.append(_Track(f"cvs{i + 1}", f"CVS C{i + 1}", 0.5, runs, CVS_COLORS))
+        if t is not None:
+            names = [n for n in TOOL_ORDER if t.tools.get(n)] + sorted(
+                n for n in t.tools if n not in TOOL_COLORS and t.tools[n]
+            )
+            for name in names:
+                tracks.append(_Track(f"tool:{name}", name, 0.4, _Runs.of_segments(t.tools[name]), TOOL_COLORS))
+        tracks.append(_Track("confidence", "Confidence", 0.8, self._confidence, None))
+        tracks.append(_Track("coverage", "Analysed", 0.3, self._coverage(), {"analysed": COVERAGE_COLOR}))
+        tracks.append(_Track("bookmarks", "Bookmarks", 0.6, _Runs.empty(), {}))
+        y = _GAP
+        for track in tracks:
+            track.y0 = y
+            y += track.height + _GAP
+        self._tracks = {track.key: track for track in tracks}
+
+        for key in [k for k in self._items if k not in self._tracks]:
+            self._vb.removeItem(self._items.pop(key))
+        for key in self._tracks:
+            if key not in self._items:
+                self._items[key] = _RunsItem()
+                self._vb.addItem(self._items[key])
+            self._render(key)
+        self._render_lanes()
+        self._render_bookmarks()
+        self._track_axis.setTicks([[(tr.y0 + tr.height / 2, tr.title) for tr in tracks], []])
+        self._apply_limits()
+
+    def _render_or_relayout(self, *keys: str) -> None:
+        if all(key in self._tracks for key in keys):
+            for key in keys:
+                self._tracks[key].runs = self._confidence if key == "confidence" else self._coverage()
+                self._render(key)
+        else:
+            self._relayout()
+
+    def _render(self, key: str) -> None:
+        self.build_count += 1
+        track, item = self._tracks[key], self._items[key]
+        fps = self._fps or 25.0
+        runs = track.runs
+        x0, x1 = runs.starts / fps, runs.ends / fps
+        if runs.levels is None:
+            y0 = np.full(len(runs), track.y0)
+        else:
+            y0 = track.y0 + track.height * (1.0 - np.maximum(runs.levels, _MIN_BAR))
+        y1 = np.full(len(runs), track.y0 + track.height)
+        labels = np.array(runs.labels, dtype=object) if len(runs) else np.zeros(0, dtype=object)
+        names, colour_of = np.unique(labels, return_inverse=True) if len(runs) else (np.zeros(0), np.zeros(0, int))
+        if track.colours is None:
+            levels = runs.levels if runs.levels is not None else np.ones(len(runs))
+            colours = [_confidence_color(float(levels[np.flatnonzero(colour_of == k)[0]])) for k in range(len(names))]
+        else:
+            colours = [track.colours.get(str(name), UNKNOWN) for name in names]
+        item.set_rects(x0, x1, y0, y1, colours, np.asarray(colour_of).reshape(-1))
+
+    def _render_lanes(self) -> None:
+        tracks = list(self._tracks.values())
+        n = len(tracks)
+        y0 = np.array([t.y0 for t in tracks])
+        self._lanes.set_rects(
+            np.zeros(n), np.full(n, self._duration()), y0, y0 + [t.height for t in tracks], [LANE], np.zeros(n, int)
+        )
+
+    def _render_bookmarks(self) -> None:
+        track = self._tracks.get("bookmarks")
+        if track is None or self._fps is None or not self._bookmarks:
+            self._bookmark_dots.setData(x=[], y=[], data=[])
+            return
+        xs = [(f + 0.5) / self._fps for f, _ in self._bookmarks]
+        self._bookmark_dots.setData(
+            x=xs, y=[track.y0 + track.height / 2] * len(xs), data=[title for _, title in self._bookmarks]
+        )
+
+    def _bookmark_near(self, x: float) -> str | None:
+        if not self._bookmarks or self._fps is None:
+            return None
+        px = self._vb.viewPixelSize()[0]
+        best = min(self._bookmarks, key=lambda b: abs((b[0] + 0.5) / self._fps - x))
+        if abs((best[0] + 0.5) / self._fps - x) > _BOOKMARK_HIT_PX * px:
+            return None
+        return f"{best[1]}\n{format_timecode(best[0], self._fps)}"
+
+    def _coverage(self) -> _Runs:
+        frames = self._confidence_frames
+        if self._timelines is not None:
+            frames = np.union1d(self._timelines.frames.astype(np.int64), frames)
+        return _coverage_runs(frames, self._max_gap(), self._count_or_none())
+
+    def _apply_limits(self) -> None:
+        total = self._total_height()
+        duration = self._duration()
+        min_range = min(duration, max(10.0 / (self._fps or 25.0), 0.2))
+        self._vb.setLimits(
+            xMin=0.0, xMax=duration, minXRange=min_range, maxXRange=duration, yMin=0.0, yMax=total, minYRange=total
+        )
+        self._vb.setYRange(0.0, total, padding=0.0)
+
+    def _total_height(self) -> float:
+        last = list(self._tracks.values())[-1] if self._tracks else None
+        return last.y0 + last.height + _GAP if last else 1.0
+
+    def _duration(self) -> float:
+        fps = self._fps or 25.0
+        return max(self._frame_count, 1) / fps
+
+    def _max_gap(self) -> int:
+        fps = self._fps or 25.0
+        gap_s = self._timelines.config.max_gap_s if self._timelines is not None else _MAX_GAP_S
+        return max(1, round(gap_s * fps))
+
+    def _count_or_none(self) -> int | None:
+        return self._frame_count if self._fps is not None else None
+
+    # ----------------------------------------------------------------------------- mouse
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        kind = event.type()
+        if kind in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick):
+            mouse = event
+            assert isinstance(mouse, QMouseEvent)
+            if mouse.button() == Qt.MouseButton.LeftButton and self._on_tracks(mouse.position()):
+                self._scrubbing = True
+                frame = self.frame_at(mouse.position())
+                if frame is not None:
+                    self._throttle.stop()
+                    self._pending = None
+                    self._emit(frame)
+                return True
+        elif kind == QEvent.Type.MouseMove and self._scrubbing:
+            frame = self.frame_at(event.position())  # type: ignore[attr-defined]
+            if frame is not None:
+                self._scrub_to(frame)
+            return True
+        elif kind == QEvent.Type.MouseButtonRelease and self._scrubbing:
+            assert isinstance(event, QMouseEvent)
+            if event.button() == Qt.MouseButton.LeftButton:
+                self._scrubbing = False
+                frame = self.frame_at(event.position())
+                self._throttle.stop()
+                if frame is not None and (frame != self._last_emitted or self._pending is not None):
+                    self._emit(frame)
+                self._pending = None
+            return True
+        elif kind == QEvent.Type.ToolTip:
+            assert isinstance(event, QHelpEvent)
+            text = self.describe_at(event.pos())
+            if text:
+                QToolTip.showText(event.globalPos(), text, self._plot.viewport())
+            else:
+                QToolTip.hideText()
+            return True
+        return super().eventFilter(watched, event)
+
+    def _on_tracks(self, pos: QPointF) -> bool:
+        """Inside the tracks or on the time ruler under them."""
+        if self._fps is None:
+            return False
+        scene = self._plot.mapToScene(pos.toPoint())
+        return self._vb.sceneBoundingRect().contains(scene) or self._time_axis.sceneBoundingRect().contains(scene)
+
+    def _scrub_to(self, frame: int) -> None:
+        """Emit now if the last emission is old enough, else once the interval has passed."""
+        if frame == self._last_emitted:
+            self._pending = None
+            self._throttle.stop()
+            return
+        wait_s = self._last_emit_t + self.drag_interval_ms / 1000 - time.monotonic()
+        if wait_s <= 0:
+            self._throttle.stop()
+            self._pending = None
+            self._emit(frame)
+        else:
+            self._pending = frame
+            if not self._throttle.isActive():
+                self._throttle.start(max(1, math.ceil(wait_s * 1000)))
+
+    def _emit_pending(self) -> None:
+        if self._pending is not None:
+            frame, self._pending = self._pending, None
+            self._emit(frame)
+
+    def _emit(self, frame: int) -> None:
+        self._last_emitted = frame
+        self._last_emit_t = time.monotonic()
+        self.seekRequested.emit(frame)
+
+
+def _confidence_value(value: float | str) -> float:
+    if isinstance(value, str):
+        try:
+            return CHAIN_STATUS_CONFIDENCE[value.strip().lower()]
+        except KeyError:
+            raise ValueError(
+                f"unknown chain status {value!r} (expected one of {sorted(CHAIN_STATUS_CONFIDENCE)})"
+            ) from None
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"confidence must be finite, got {value!r}")
+    return min(max(number, 0.0), 1.0)
