@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QStyle,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -142,7 +143,13 @@ class SurgviewWindow(QMainWindow):
         bar = QWidget()
         row = QHBoxLayout(bar)
         row.setContentsMargins(8, 4, 8, 4)
-        self.play_button = QToolButton(text="▶", toolTip="Play / pause (Space)")
+        style = self.style()
+        self._icons = {
+            name: style.standardIcon(getattr(QStyle.StandardPixmap, f"SP_Media{name}"))
+            for name in ("Play", "Pause", "SkipBackward", "SeekBackward", "SeekForward", "SkipForward")
+        }
+        self.play_button = QToolButton(toolTip="Play / pause (Space)")
+        self.play_button.setIcon(self._icons["Play"])
         self.play_button.clicked.connect(self.toggle_play)
         self.frame_label = QLabel("frame –")
         self.frame_label.setObjectName("frameLabel")
@@ -152,10 +159,16 @@ class SurgviewWindow(QMainWindow):
         self.speed_box.addItems([f"{s:g}×" for s in SPEEDS])
         self.speed_box.setCurrentIndex(SPEEDS.index(1.0))
         self.speed_box.currentIndexChanged.connect(self._on_speed)
-        buttons = [("⏮", "first_frame"), ("◀|", "step_back"), ("|▶", "step_forward"), ("⏭", "last_frame")]
+        buttons = [
+            ("SkipBackward", "first_frame", "First frame (Home)"),
+            ("SeekBackward", "step_back", "Previous frame (←)"),
+            ("SeekForward", "step_forward", "Next frame (→)"),
+            ("SkipForward", "last_frame", "Last frame (End)"),
+        ]
         row.addWidget(self.play_button)
-        for text, action in buttons:
-            b = QToolButton(text=text)
+        for icon, action, tip in buttons:
+            b = QToolButton(toolTip=tip)
+            b.setIcon(self._icons[icon])
             b.clicked.connect(lambda _=False, a=action: self.trigger(a))
             row.addWidget(b)
         row.addSpacing(12)
@@ -428,7 +441,7 @@ class SurgviewWindow(QMainWindow):
 
     def _on_playing_changed(self, playing: bool) -> None:
         self.playhead.playing = playing
-        self.play_button.setText("❚❚" if playing else "▶")
+        self.play_button.setIcon(self._icons["Pause" if playing else "Play"])
         if not playing:
             self._shuttle = 0.0
             self._ask_timer.start()
@@ -525,6 +538,8 @@ class SurgviewWindow(QMainWindow):
             return
         self.timelines = build_timelines(rows, self.case.fps, self.case.frame_count) if rows else None
         self.timeline.set_timelines(self.timelines)
+        statuses = self.store.statuses(self.model_id, self.prompt_version, DEFAULT_TASK)
+        self.timeline.set_confidence([f for f, _ in statuses], [s or None for _, s in statuses])
 
     # ------------------------------------------------------------------ engine
     def _spec_from_settings(self) -> dict:

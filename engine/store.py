@@ -512,6 +512,15 @@ class CaseStore:
             ).fetchall()
         return {row[0] for row in rows}
 
+    def statuses(self, model_id: str, prompt_version: str, task: str) -> list[tuple[int, str]]:
+        """(frame, chain status) per analysed frame in order: the viewer's confidence track."""
+        with self._read("read statuses") as conn:
+            return conn.execute(
+                "SELECT frame, status FROM results WHERE model_id = ? AND prompt_version = ? AND task = ? "
+                "ORDER BY frame",
+                (model_id, prompt_version, task),
+            ).fetchall()
+
     def timeline_rows(self, model_id: str, prompt_version: str, task: str) -> list[TimelineRow]:
         """What timelines need, per analysed frame in order, from the covering index alone."""
         with self._read("read timelines") as conn:
