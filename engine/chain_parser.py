@@ -120,6 +120,7 @@ class ChainParser:
         self._answer: list[str] = []
         self._trailing: list[str] = []
         self._levels: list[_LevelDraft] = []
+        self._seen_levels: set[int] = set()  # at most {1, 2, 3}: repeated headers stay O(1) each
         self._think_opened = self._think_closed = False
         self._answer_opened = self._answer_closed = False
         self._answer_value: Answer | None = None
@@ -281,13 +282,13 @@ class ChainParser:
             self._problem("Level header outside <think>")
         self._close_level()
         draft = _LevelDraft(number, header.strip())
-        seen = [lv.number for lv in self._levels]
-        if number in seen:
+        if number in self._seen_levels:
             draft.bad = True
             self._problem(f"Level {number} repeated")
-        elif seen and number < max(seen):
+        elif self._seen_levels and number < max(self._seen_levels):
             draft.bad = True
-            self._problem(f"Level {number} after Level {max(seen)}")
+            self._problem(f"Level {number} after Level {max(self._seen_levels)}")
+        self._seen_levels.add(number)
         self._levels.append(draft)
         self._section = LEVEL
         self._events.append(LevelOpened(number))
