@@ -1,0 +1,1 @@
+"""Dataset adapters: real and synthetic surgical datasets into one sample record."""
