@@ -56,8 +56,9 @@ def cmd_demo(args) -> int:
     case_dir, model_dir = out, out / "model"
     if not (case_dir / "synth.json").exists():
         config = SynthConfig(cases=1, minutes=args.minutes, seed=args.seed)
-        with tqdm(total=config.frames_per_case, unit="frame", desc="demo case", file=sys.stderr,
-                  disable=args.quiet or None) as bar:
+        with tqdm(
+            total=config.frames_per_case, unit="frame", desc="demo case", file=sys.stderr, disable=args.quiet or None
+        ) as bar:
             try:
                 generate(case_dir, config, progress=bar.update)
             except SynthError as exc:
@@ -68,6 +69,17 @@ def cmd_demo(args) -> int:
         build_tiny_model(model_dir, seed=args.seed)
     print(f"demo case: {case_dir / 'cholec80' / 'videos' / 'video01.mp4'}")
     print(f"demo model: {model_dir}")
+    return 0
+
+
+def cmd_sft(args) -> int:
+    from train.sft import SFTRunError, load_recipe, run_sft
+
+    try:
+        model_dir = run_sft(load_recipe(Path(args.recipe)), resume=not args.fresh)
+    except SFTRunError as exc:
+        raise CliError(str(exc)) from None
+    print(f"model: {model_dir}")
     return 0
 
 
@@ -93,6 +105,10 @@ def build_parser() -> ArgumentParser:
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_demo)
+    f = sub.add_parser("sft", help="supervised fine-tuning on a CoT set (trl SFTTrainer), from a YAML recipe")
+    f.add_argument("recipe", metavar="RECIPE.yaml")
+    f.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints of this recipe")
+    f.set_defaults(func=cmd_sft)
     return parser
 
 
