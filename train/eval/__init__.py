@@ -1,0 +1,1 @@
+"""Evaluation harness: per-task metrics, the arena score and report tables (DESIGN §5.4)."""

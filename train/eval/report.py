@@ -1,0 +1,315 @@
+"""Evaluation report: generated responses against their samples' truth → per-task metrics, an
+arena score, JSON and a Markdown table.
+
+Each row is a response (the model's full text) and the :class:`~train.data.sample.Sample` it
+answers. The response is parsed with :func:`engine.chain_parser.parse_chain`; what each task
+reads from the chain (the ``predicted_*`` functions below) is:
+
+* phase: ``Answer.phase`` else Level 3 ``Context.phase`` (canonical Cholec80 name; None: none);
+* triplets: ``Answer.triplets`` when the answer names any, else Level 2 ``Relations.triplets``;
+  CholecT50 ids, an unknown triplet gets its own negative id (a false positive for set-F1);
+* CVS: ``Answer.cvs`` when the answer states any criterion, else Level 3 ``Context.cvs``;
+  score 1 for "met", 0 for "not met", "not assessable" or unstated;
+* boxes: localisation asks for the sample's instrument(s): ``Answer.boxes`` (unlabelled) take
+  the gold class when the gold boxes have a single class, else Level 1 sightings of the gold
+  classes; frame analysis: every Level 1 sighting with a box, else ``Answer.boxes`` as above.
+  A sighting's confidence is its score (1 when none).
+* MCQ: the raw response against ``Sample.answer`` with the release scorer.
+
+Tasks → metric families: phase and frame analysis → phase (gold ``truth.phase``); phase_mcq →
+MCQ (gold ``Sample.answer``; phase when there is none); triplet and frame → triplets (gold
+``truth.triplets``); cvs and frame → CVS (``truth.cvs``); localisation and frame → boxes
+(instrument boxes). The arena score is the mean of each present family's key metric (phase
+accuracy, triplet ivt mAP, CVS mAP, box mAP@50, MCQ accuracy), families whose key metric is
+undefined (NaN) left out — as SurgVLM-Bench and Surg-R1 rank models.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from engine.chain import Chain, CvsState
+from engine.chain_parser import parse_chain
+from engine.ontology import load_ontology
+from train.data.sample import Sample, Task, Truth
+from train.eval.metrics import (
+    PHASES,
+    box_metrics,
+    cvs_metrics,
+    jsonable,
+    mcq_accuracy,
+    phase_metrics,
+    triplet_map,
+    triplet_set_f1,
+    triplet_sets_to_arrays,
+)
+
+__all__ = [
+    "KEY_METRICS",
+    "EvalRow",
+    "evaluate",
+    "gold_boxes",
+    "gold_triplet_ids",
+    "predicted_boxes",
+    "predicted_cvs",
+    "predicted_phase",
+    "predicted_triplets",
+    "stages_markdown",
+    "to_markdown",
+    "write_report",
+]
+
+KEY_METRICS = {
+    "phase": ("accuracy", "phase accuracy"),
+    "triplet": ("mAP_ivt", "triplet ivt mAP"),
+    "cvs": ("mAP", "CVS mAP"),
+    "boxes": ("mAP50", "box mAP@50"),
+    "mcq": ("accuracy", "MCQ accuracy"),
+}
+FAMILIES = tuple(KEY_METRICS)
+
+
+@dataclass(frozen=True)
+class EvalRow:
+    response: str
+    sample: Sample
+
+
+def _row(row: Any) -> EvalRow:
+    if isinstance(row, EvalRow):
+        return row
+    if isinstance(row, Mapping):
+        return EvalRow(str(row.get("response", "")), row["sample"])
+    response, sample = row
+    return EvalRow(str(response), sample)
+
+
+# ------------------------------------------------------------------------- chain → predictions
+
+
+def predicted_phase(chain: Chain) -> str | None:
+    if chain.answer is not None and chain.answer.phase is not None and chain.answer.phase.label:
+        return chain.answer.phase.label
+    if chain.context is not None and chain.context.phase is not None:
+        return chain.context.phase.label
+    return None
+
+
+def predicted_triplets(chain: Chain) -> set[int]:
+    mentions = chain.answer.triplets if chain.answer is not None else ()
+    if not mentions and chain.relations is not None:
+        mentions = chain.relations.triplets
+    ids: set[int] = set()
+    unknown = 0
+    for t in mentions:
+        if t.triplet_id is not None:
+            ids.add(t.triplet_id)
+        else:
+            unknown += 1
+            ids.add(-unknown)
+    return ids
+
+
+def predicted_cvs(chain: Chain) -> tuple[float, float, float]:
+    states = chain.answer.cvs if chain.answer is not None else (None, None, None)
+    if all(s is None for s in states) and chain.context is not None:
+        states = chain.context.cvs
+    return tuple(1.0 if s == CvsState.MET else 0.0 for s in states)  # type: ignore[return-value]
+
+
+def gold_boxes(truth: Truth) -> list[tuple[str, tuple[float, float, float, float]]]:
+    return [(ins.tool, tuple(ins.box)) for ins in truth.instruments if ins.box is not None]
+
+
+def predicted_boxes(chain: Chain, sample: Sample) -> list[tuple[str, tuple, float]]:
+    gold = gold_boxes(sample.truth)
+    classes = {c for c, _ in gold}
+    sightings = [
+        (s.name.label or s.name.text, tuple(s.box), 1.0 if s.confidence is None else float(s.confidence))
+        for s in (chain.perception.instruments if chain.perception is not None else ())
+        if s.box is not None
+    ]
+    answer = list(chain.answer.boxes) if chain.answer is not None else []
+    answer_cls = next(iter(classes)) if len(classes) == 1 else "(unlabelled)"
+    from_answer = [(answer_cls, tuple(b), 1.0) for b in answer]
+    if sample.task == Task.LOCALISATION:
+        return from_answer or [s for s in sightings if s[0] in classes]
+    return sightings or from_answer
+
+
+def gold_triplet_ids(truth: Truth) -> set[int]:
+    ontology = load_ontology()
+    ids: set[int] = set()
+    for t in truth.triplets or ():
+        tid = t.triplet_id if t.triplet_id is not None else ontology.triplet_id(t.instrument, t.verb, t.target)
+        if tid is not None:
+            ids.add(tid)
+    return ids
+
+
+# ------------------------------------------------------------------------------------ evaluate
+
+
+def _families(sample: Sample) -> list[str]:
+    task, truth = sample.task, sample.truth
+    frame = task == Task.FRAME
+    out = []
+    if task == Task.PHASE_MCQ and sample.answer:
+        out.append("mcq")
+    elif (task in (Task.PHASE, Task.PHASE_MCQ) or frame) and truth.phase is not None:
+        out.append("phase")
+    if (task == Task.TRIPLET or frame) and truth.triplets is not None:
+        out.append("triplet")
+    if (task == Task.CVS or frame) and truth.cvs is not None:
+        out.append("cvs")
+    if (task == Task.LOCALISATION or frame) and gold_boxes(truth):
+        out.append("boxes")
+    return out
+
+
+def _frame_key(item: tuple[int, EvalRow, Chain]) -> tuple:
+    position, row, _ = item
+    index = row.sample.frame.index
+    return (row.sample.case, index if index is not None else position, position)
+
+
+def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
+    """Per-task metrics and the arena score of generated responses against their samples.
+
+    ``rows``: :class:`EvalRow`, ``{"response", "sample"}`` dicts or ``(response, sample)`` pairs.
+    The relaxed phase metrics take each case's phase rows in frame order as consecutive frames
+    at ``phase_fps`` frames per second (Cholec80 is evaluated at 1 fps).
+    """
+    rows = [_row(r) for r in rows]
+    chains = [parse_chain(r.response) for r in rows]
+    by_family: dict[str, list[tuple[int, EvalRow, Chain]]] = {f: [] for f in FAMILIES}
+    parsed = {"complete": 0, "partial": 0, "malformed": 0}
+    for position, (row, chain) in enumerate(zip(rows, chains, strict=True)):
+        parsed[chain.status.value] += 1
+        for family in _families(row.sample):
+            by_family[family].append((position, row, chain))
+
+    tasks: dict[str, dict[str, Any]] = {}
+    items = sorted(by_family["phase"], key=_frame_key)
+    if items:
+        m = phase_metrics(
+            [r.sample.truth.phase for _, r, _ in items],
+            [predicted_phase(c) for _, _, c in items],
+            labels=PHASES,
+            video_ids=[r.sample.case for _, r, _ in items],
+            relaxed=True,
+            fps=phase_fps,
+        ).to_dict()
+        tasks["phase"] = m
+    items = by_family["triplet"]
+    if items:
+        gold_sets = [gold_triplet_ids(r.sample.truth) for _, r, _ in items]
+        pred_sets = [predicted_triplets(c) for _, _, c in items]
+        gold, scores = triplet_sets_to_arrays(gold_sets, pred_sets)
+        m = triplet_map(gold, scores)
+        m.set_f1 = triplet_set_f1(gold_sets, pred_sets)
+        d = m.to_dict()
+        tasks["triplet"] = (
+            {"n": d["n"], "backend": d["backend"], "set_f1": d["set_f1"]}
+            | {f"mAP_{k}": v for k, v in d["mAP"].items()}
+            | {"AP": d["AP"]}
+        )
+    items = by_family["cvs"]
+    if items:
+        tasks["cvs"] = cvs_metrics(
+            [r.sample.truth.cvs for _, r, _ in items], [predicted_cvs(c) for _, _, c in items]
+        ).to_dict()
+    items = by_family["boxes"]
+    if items:
+        tasks["boxes"] = box_metrics(
+            [gold_boxes(r.sample.truth) for _, r, _ in items], [predicted_boxes(c, r.sample) for _, r, c in items]
+        ).to_dict()
+    items = by_family["mcq"]
+    if items:
+        tasks["mcq"] = mcq_accuracy([r.response for _, r, _ in items], [r.sample.answer for _, r, _ in items]).to_dict()
+
+    keys = {}
+    for family, (metric, _) in KEY_METRICS.items():
+        if family in tasks:
+            keys[family] = tasks[family].get(metric)
+    defined = [v for v in keys.values() if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return jsonable(
+        {
+            "n": len(rows),
+            "parsed": parsed,
+            "tasks": tasks,
+            "key_metrics": keys,
+            "arena_score": sum(defined) / len(defined) if defined else None,
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------- outputs
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{100 * value:.2f}"
+    return str(value)
+
+
+def _details(family: str, m: dict[str, Any]) -> str:
+    if family == "phase":
+        rel = m.get("relaxed") or {}
+        return (
+            f"P {_fmt(m['precision'])} · R {_fmt(m['recall'])} · J {_fmt(m['jaccard'])}; relaxed: "
+            f"acc {_fmt(rel.get('accuracy'))} · P {_fmt(rel.get('precision'))} · R {_fmt(rel.get('recall'))} · "
+            f"J {_fmt(rel.get('jaccard'))}"
+        )
+    if family == "triplet":
+        comps = " · ".join(f"{c} {_fmt(m[f'mAP_{c}'])}" for c in ("i", "v", "t", "iv", "it"))
+        return f"{comps}; set-F1 {_fmt(m['set_f1']['f1'])}"
+    if family == "cvs":
+        ap = " · ".join(f"C{i + 1} {_fmt(v)}" for i, v in enumerate(m["AP"]))
+        return f"AP {ap}; balanced acc {_fmt(m['mean_balanced_accuracy'])}"
+    if family == "boxes":
+        return f"mIoU {_fmt(m['mIoU'])}; {m['n_gold']} gold / {m['n_pred']} predicted boxes"
+    if family == "mcq":
+        return f"{m['correct']} / {m['n']} (Surg-R1 release scorer)"
+    return ""
+
+
+def to_markdown(report: Mapping[str, Any]) -> str:
+    """One row per task family (key metric and the others, in %) and the arena score."""
+    lines = ["| task | n | key metric | value | other metrics |", "| --- | ---: | --- | ---: | --- |"]
+    for family, (metric, title) in KEY_METRICS.items():
+        m = report["tasks"].get(family)
+        if m is None:
+            continue
+        n = m.get("n", m.get("n_images"))
+        lines.append(f"| {family} | {n} | {title} | {_fmt(m.get(metric))} | {_details(family, m)} |")
+    lines.append(f"| **arena** | {report['n']} | mean of key metrics | **{_fmt(report.get('arena_score'))}** | |")
+    return "\n".join(lines) + "\n"
+
+
+def stages_markdown(reports: Mapping[str, Mapping[str, Any]]) -> str:
+    """Ablation-style table: one row per stage (e.g. base, SFT, GRPO), key metrics and arena."""
+    present = [f for f in FAMILIES if any(f in r["tasks"] for r in reports.values())]
+    head = ["stage"] + [KEY_METRICS[f][1] for f in present] + ["arena"]
+    lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
+    for stage, r in reports.items():
+        cells = [_fmt(r["key_metrics"].get(f)) for f in present] + [_fmt(r.get("arena_score"))]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Mapping[str, Any], path: Path | str, markdown: bool = True) -> Path:
+    """Write ``report`` as JSON at ``path`` (and its Markdown table beside it, ``.md``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jsonable(dict(report)), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if markdown:
+        path.with_suffix(".md").write_text(to_markdown(report), encoding="utf-8")
+    return path
