@@ -18,8 +18,15 @@ class Task(StrEnum):
     FRAME = "frame_analysis"  # all three levels at once (the viewer's task)
 
 
-TASK_LEVEL = {Task.TOOLS: 1, Task.LOCALISATION: 1, Task.TRIPLET: 2, Task.PHASE: 3, Task.PHASE_MCQ: 3,
-              Task.CVS: 3, Task.FRAME: 3}
+TASK_LEVEL = {
+    Task.TOOLS: 1,
+    Task.LOCALISATION: 1,
+    Task.TRIPLET: 2,
+    Task.PHASE: 3,
+    Task.PHASE_MCQ: 3,
+    Task.CVS: 3,
+    Task.FRAME: 3,
+}
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame
 

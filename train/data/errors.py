@@ -1,0 +1,35 @@
+"""The one error every dataset adapter raises: the file and (where it has one) the line at fault."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+
+class DatasetError(Exception):
+    """A dataset file is missing, unreadable or not in its format. ``str()`` reads ``path:line: reason``."""
+
+    def __init__(self, path: str | Path | None, reason: str, line: int | None = None):
+        self.path = Path(path) if path is not None else None
+        self.line = line
+        self.reason = reason
+        where = "" if path is None else f"{path}:{line}: " if line is not None else f"{path}: "
+        super().__init__(f"{where}{reason}")
+
+    @classmethod
+    def wrap(cls, exc: Exception, path: str | Path) -> DatasetError:
+        """Re-raise another module's ``path:line: reason`` error as a DatasetError, keeping the line."""
+        text = str(exc)
+        prefix = f"{path}:"
+        if text.startswith(prefix):
+            rest = text[len(prefix) :]
+            m = re.match(r"(\d+):\s*(.*)", rest, re.S)
+            if m:
+                return cls(path, m.group(2), int(m.group(1)))
+            return cls(path, rest.strip())
+        return cls(path, text)
+
+
+def line_of(text: str, offset: int) -> int:
+    """1-based line number of character ``offset`` in ``text``."""
+    return text.count("\n", 0, max(0, offset)) + 1
