@@ -83,6 +83,19 @@ def cmd_sft(args) -> int:
     return 0
 
 
+def cmd_sft_synthetic(args) -> int:
+    from train.quickstart import QuickstartConfig, run_quickstart
+
+    config = QuickstartConfig(
+        train_cases=args.train_cases, test_cases=args.test_cases, minutes=args.minutes, steps=args.steps, seed=args.seed
+    )
+    try:
+        run_quickstart(Path(args.out), config, say=lambda line: print(line, flush=True))
+    except (SynthError, OSError) as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="surgview training pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -109,6 +122,14 @@ def build_parser() -> ArgumentParser:
     f.add_argument("recipe", metavar="RECIPE.yaml")
     f.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints of this recipe")
     f.set_defaults(func=cmd_sft)
+    q = sub.add_parser("sft-synthetic", help="synthetic data → CoT → SFT of the tiny model → held-out evaluation")
+    q.add_argument("--out", required=True)
+    q.add_argument("--train-cases", type=int, default=4)
+    q.add_argument("--test-cases", type=int, default=2)
+    q.add_argument("--minutes", type=float, default=2.0)
+    q.add_argument("--steps", type=int, default=800)
+    q.add_argument("--seed", type=int, default=0)
+    q.set_defaults(func=cmd_sft_synthetic)
     return parser
 
 
