@@ -46,6 +46,7 @@ class QuickstartConfig:
     frame_size: tuple[int, int] = (224, 126)  # cached frames (the tiny model sees 112 px anyway)
     max_new_tokens: int = 160
     seed: int = 0
+    canonical: bool = True  # one fixed phrasing: what a model this small can learn reliably
 
 
 def _cases(folder: Path, first_id: int, count: int, config: QuickstartConfig, seed: int) -> Path:
@@ -75,7 +76,7 @@ def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -
     say("4/6 chain-of-thought SFT set")
     sft_set = out / "sft.jsonl"
     if not sft_set.exists():
-        write_sft_set(train, lambda s: s.frame.path, sft_set, seed=config.seed)
+        write_sft_set(train, lambda s: s.frame.path, sft_set, seed=config.seed, canonical=config.canonical)
     say("5/6 SFT of the tiny model")
     model_dir = out / "sft" / "model"
     if not (model_dir / "surgview.json").exists():

@@ -351,3 +351,27 @@ def test_answer_matching_per_task():
     loc = make_sample(FULL, Task.LOCALISATION)
     far = build_chain(loc, random.Random(0)).split("<answer>")[0] + "<answer>[500, 400, 600, 470]</answer>"
     assert not answer_matches(loc, far)
+
+
+def test_canonical_style_writes_one_phrasing_that_still_parses_to_the_labels():
+    import random
+
+    from engine.chain import ChainStatus
+    from engine.chain_parser import parse_chain
+    from train.cot.chains import CanonicalChoices, build_chain
+    from train.data.sample import FrameRef, Sample, Task, Truth
+
+    sample = Sample(
+        "synthetic",
+        "video01",
+        FrameRef(__import__("pathlib").Path("f.jpg")),
+        Task.PHASE,
+        Truth(phase="CalotTriangleDissection", tools=("Grasper", "Hook"), cvs=(1.0, 0.33, 0.0)),
+    )
+    chains = {build_chain(sample, CanonicalChoices()) for _ in range(5)}
+    varied = {build_chain(sample, random.Random(seed)) for seed in range(20)}
+    assert len(chains) == 1 and len(varied) > 1
+    chain = parse_chain(chains.pop())
+    assert chain.status is ChainStatus.COMPLETE
+    assert chain.context.phase.label == "CalotTriangleDissection"
+    assert [s.name.label for s in chain.perception.instruments] == ["Grasper", "Hook"]

@@ -463,6 +463,23 @@ _PREAMBLES = {
 }
 
 
+class CanonicalChoices(random.Random):
+    """A "random" source that always takes the first template: one fixed phrasing per level.
+
+    Varied phrasing is right for real VLMs (Surg-R1); a model of a few hundred thousand
+    parameters learns the structure far better from one consistent form.
+    """
+
+    def random(self) -> float:
+        return 0.0
+
+    def choice(self, seq):
+        return seq[0]
+
+    def randrange(self, start, stop=None, step=1):
+        return start if stop is not None else 0
+
+
 def build_chain(sample: Sample, rng: random.Random) -> str:
     """The chain of ``sample`` in the contract's text form, stopping at its task's level.
 

@@ -35,7 +35,7 @@ from typing import Any
 from engine.ontology import load_ontology
 from engine.prompts import IMAGE_PLACEHOLDER, build_prompt, frame_prompt, system_prompt
 from engine.prompts import vocabulary_fields as _vocabulary_fields
-from train.cot.chains import CotError, build_chain, localisation_target, task_answer, tool_display
+from train.cot.chains import CanonicalChoices, CotError, build_chain, localisation_target, task_answer, tool_display
 from train.data.sample import Sample, Task
 
 __all__ = [
@@ -198,11 +198,16 @@ def _rows(samples: Iterable[Sample], make: Callable[[Sample], dict[str, Any]], w
         log.warning("%s set: %d sample(s) skipped because their labels cannot ground their task", what, skipped)
 
 
-def write_sft_set(samples: Iterable[Sample], images: Callable[[Sample], Path], out_jsonl: Path, seed: int = 0) -> int:
-    """One SFT row per sample (chain from its labels); samples that cannot be grounded are skipped."""
+def write_sft_set(
+    samples: Iterable[Sample], images: Callable[[Sample], Path], out_jsonl: Path, seed: int = 0, canonical: bool = False
+) -> int:
+    """One SFT row per sample (chain from its labels); samples that cannot be grounded are skipped.
+
+    ``canonical`` writes every chain in one fixed phrasing (for very small models)."""
 
     def make(sample: Sample) -> dict[str, Any]:
-        return sft_row(sample, images(sample), build_chain(sample, sample_rng(sample, seed)))
+        rng = CanonicalChoices() if canonical else sample_rng(sample, seed)
+        return sft_row(sample, images(sample), build_chain(sample, rng))
 
     return write_jsonl(_rows(samples, make, "SFT"), out_jsonl)
 
