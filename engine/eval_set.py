@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from engine.backends.base import Backend, GenerationRequest
+from engine.textfiles import read_lines
 
 __all__ = ["EvalRow", "EvalSetError", "read_eval_set", "run_eval"]
 
@@ -49,12 +50,7 @@ def _text(content) -> str:
 def read_eval_set(path: Path) -> list[EvalRow]:
     """Rows of the set; every problem is reported with its line number before anything runs."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise EvalSetError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError:
-        raise EvalSetError(f"{path} is not a UTF-8 text file") from None
+    lines = read_lines(path, EvalSetError)
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

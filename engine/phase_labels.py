@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.ontology import load_ontology
+from engine.textfiles import read_lines
 
 
 class LabelFileError(Exception):
@@ -26,12 +27,7 @@ class Segment:
 def read_cholec80_phases(path: Path) -> list[str]:
     """Canonical phase name per frame from ``videoNN-phase.txt`` (``Frame<TAB>Phase``)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise LabelFileError(f"{path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise LabelFileError(f"{path}: not a text file") from exc
+    lines = read_lines(path, LabelFileError)
     if not lines or lines[0].split("\t")[:2] != ["Frame", "Phase"]:
         raise LabelFileError(f"{path}: expected a 'Frame<TAB>Phase' header")
     vocab = load_ontology().phase

@@ -26,6 +26,7 @@ from sklearn.metrics import jaccard_score, precision_recall_fscore_support
 from engine.chain_fields import parse_answer
 from engine.chain_parser import parse_chain
 from engine.ontology import load_ontology
+from engine.textfiles import read_lines
 
 __all__ = ["ResultsFileError", "ScoreReport", "read_results", "release_correct", "release_normalise", "score_rows"]
 
@@ -109,12 +110,7 @@ class ScoreReport:
 def read_results(path: Path) -> list[dict]:
     """Rows of a results JSONL; every line must be an object with ``response`` and ``labels``."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ResultsFileError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError:
-        raise ResultsFileError(f"{path} is not a UTF-8 text file") from None
+    lines = read_lines(path, ResultsFileError)
     rows = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():

@@ -63,5 +63,5 @@ def test_missing_or_binary_phase_file(tmp_path):
     with pytest.raises(LabelFileError):
         read_cholec80_phases(tmp_path / "absent.txt")
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(LabelFileError, match="not a text file"):
+    with pytest.raises(LabelFileError, match="not a UTF-8 text file"):
         read_cholec80_phases(tmp_path / "bin.txt")
