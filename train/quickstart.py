@@ -46,7 +46,7 @@ class QuickstartConfig:
     frame_size: tuple[int, int] = (224, 126)  # cached frames (the tiny model sees 112 px anyway)
     max_new_tokens: int = 160
     seed: int = 0
-    canonical: bool = True  # one fixed phrasing: what a model this small can learn reliably
+    canonical: bool = False  # True: one fixed phrasing per level (see CanonicalChoices)
 
 
 def _cases(folder: Path, first_id: int, count: int, config: QuickstartConfig, seed: int) -> Path:
