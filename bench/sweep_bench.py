@@ -65,13 +65,19 @@ def main() -> None:
         batched = sweep(args.batch, "batched")
         backend.close()
     n = len(frames)
-    print(f"sweep of {n} frames ({args.minutes:g} min case, stride {args.stride:g} s, {args.tokens} new tokens, "
-          f"tiny model, {args.threads} torch thread(s))")
+    print(
+        f"sweep of {n} frames ({args.minutes:g} min case, stride {args.stride:g} s, {args.tokens} new tokens, "
+        f"tiny model, {args.threads} torch thread(s))"
+    )
     print(f"backend called directly, frame by frame: {direct:6.2f} s  {n / direct:6.1f} frames/s")
-    print(f"scheduler, unbatched:                    {unbatched:6.2f} s  {n / unbatched:6.1f} frames/s  "
-          f"({unbatched / direct:.2f}x the direct time)")
-    print(f"scheduler, batches of {args.batch}:                {batched:6.2f} s  {n / batched:6.1f} frames/s  "
-          f"({unbatched / batched:.2f}x faster than unbatched)")
+    print(
+        f"scheduler, unbatched:                    {unbatched:6.2f} s  {n / unbatched:6.1f} frames/s  "
+        f"({unbatched / direct:.2f}x the direct time)"
+    )
+    print(
+        f"scheduler, batches of {args.batch}:                {batched:6.2f} s  {n / batched:6.1f} frames/s  "
+        f"({unbatched / batched:.2f}x faster than unbatched)"
+    )
 
 
 if __name__ == "__main__":

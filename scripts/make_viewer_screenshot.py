@@ -40,8 +40,14 @@ def main() -> None:
     app = QApplication(sys.argv[:1])
     apply_theme(app)
     settings = QSettings(str(data / "settings.ini"), QSettings.Format.IniFormat)
-    spec = {"kind": "transformers", "model": str(demo / "model"), "threads": 1, "stride_s": 4.0,
-            "max_new_tokens": 160, "task": "frame_analysis"}
+    spec = {
+        "kind": "transformers",
+        "model": str(demo / "model"),
+        "threads": 1,
+        "stride_s": 4.0,
+        "max_new_tokens": 160,
+        "task": "frame_analysis",
+    }
     window = SurgviewWindow(engine_spec=spec, settings=settings)
     window.resize(1600, 1000)
     window.show()
@@ -56,8 +62,14 @@ def main() -> None:
     pump(60, lambda: window.analysis.engine == "ready" and window.case.frame_count > 0)
     pump(args.settle)
     window.seek(args.frame)
-    pump(30, lambda: window.panel.frame == args.frame and window.panel.chain is not None
-         and window.panel.chain.status.value != "partial")
+    pump(
+        30,
+        lambda: (
+            window.panel.frame == args.frame
+            and window.panel.chain is not None
+            and window.panel.chain.status.value != "partial"
+        ),
+    )
     pump(1.0)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     window.grab().save(str(args.out))

@@ -33,7 +33,7 @@ def assert_clean_failure(result: subprocess.CompletedProcess, code: int, *needle
         ("train.cli", ["bogus"]),
         ("engine.cli", ["parse", "--nope"]),
         ("app.main", ["--info"]),
-    ("app.main", ["--stride", "fast"]),
+        ("app.main", ["--stride", "fast"]),
     ],
 )
 def test_bad_arguments_exit_2_with_usage(module, args):

@@ -201,11 +201,14 @@ def test_streams_the_tiny_models_chain_and_recovers_when_the_engine_dies(qtbot, 
     qtbot.waitUntil(lambda: window.analysis.engine == "ready", timeout=60000)
     window.seek(777)
     with CaseStore.for_video(video, readonly=True) as store:
-        qtbot.waitUntil(lambda: 777 in store.analysed_frames(window.model_id, window.prompt_version,
-                                                             "frame_analysis"), timeout=60000)
+        qtbot.waitUntil(
+            lambda: 777 in store.analysed_frames(window.model_id, window.prompt_version, "frame_analysis"),
+            timeout=60000,
+        )
         after_restart = store.get_result(777, window.model_id, window.prompt_version, "frame_analysis")
-    qtbot.waitUntil(lambda: window.panel.frame == 777 and window.panel.raw_text == after_restart.raw_text,
-                    timeout=10000)
+    qtbot.waitUntil(
+        lambda: window.panel.frame == 777 and window.panel.raw_text == after_restart.raw_text, timeout=10000
+    )
     window.seek(333)  # stored before the engine died: shown at once, from the store
     qtbot.waitUntil(lambda: shows(window, 333) and window.panel.raw_text == stored.raw_text, timeout=5000)
     window.close()

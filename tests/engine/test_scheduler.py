@@ -197,8 +197,9 @@ def test_sweep_frames():
 def test_pause_holds_the_sweep_but_serves_requests(case, store):
     video, _ = case
     rec = Recorder()
-    scheduler = AnalysisScheduler(video, CountingBackend(0), store, frame_prompt("frame_analysis", 320, 180),
-                                  SchedulerConfig(stride_s=10.0), rec)
+    scheduler = AnalysisScheduler(
+        video, CountingBackend(0), store, frame_prompt("frame_analysis", 320, 180), SchedulerConfig(stride_s=10.0), rec
+    )
     scheduler.pause()
     scheduler.start()
     assert scheduler.wait_idle(10)
