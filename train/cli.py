@@ -96,6 +96,39 @@ def cmd_sft_synthetic(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from train.data.errors import DatasetError
+    from train.data.frames import extract_frames, with_cached_frames
+    from train.data.sample import Task
+    from train.data.surgr1 import read_jsonl
+    from train.data.synthetic import synthetic_samples
+    from train.eval.report import to_markdown
+    from train.eval.run import evaluate_model
+
+    out = Path(args.out)
+    task = Task(args.task)
+    try:
+        if args.synthetic:
+            samples = [s for s in synthetic_samples(args.synthetic, tasks=(task,)) if s.task == task]
+            samples = with_cached_frames(samples, extract_frames(samples, out / "frames", size=(224, 126)))
+        else:
+            samples = read_jsonl(Path(args.surgr1))
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+    if args.limit:
+        samples = samples[: args.limit]
+    if not samples:
+        raise CliError("no samples to evaluate")
+    with tqdm(total=len(samples), unit="sample", desc="eval", file=sys.stderr, disable=args.quiet or None) as bar:
+        try:
+            report = evaluate_model(Path(args.model), samples, out, max_new_tokens=args.max_tokens, progress=bar.update)
+        except (OSError, ValueError) as exc:
+            raise CliError(str(exc)) from None
+    print(to_markdown(report))
+    print(f"format right (complete chains): {report['format_ok']:.1%}; report: {out / 'report.json'}")
+    return 0
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="surgview training pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -130,6 +163,21 @@ def build_parser() -> ArgumentParser:
     q.add_argument("--steps", type=int, default=800)
     q.add_argument("--seed", type=int, default=0)
     q.set_defaults(func=cmd_sft_synthetic)
+    e = sub.add_parser("eval", help="per-task metrics and the arena score of a model on a set")
+    e.add_argument("model", metavar="MODEL_DIR")
+    source = e.add_mutually_exclusive_group(required=True)
+    source.add_argument("--synthetic", metavar="DIR", help="a folder written by synth")
+    source.add_argument("--surgr1", metavar="SET.jsonl", help="a Surg-R1 / ms-swift JSONL set")
+    e.add_argument(
+        "--task",
+        default="phase",
+        choices=["phase", "phase_mcq", "tools", "triplet", "cvs", "localisation", "frame_analysis"],
+    )
+    e.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples")
+    e.add_argument("--max-tokens", type=int, default=160)
+    e.add_argument("--out", required=True, help="folder for report.json, report.md, responses.jsonl")
+    e.add_argument("--quiet", action="store_true")
+    e.set_defaults(func=cmd_eval)
     return parser
 
 

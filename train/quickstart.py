@@ -14,20 +14,17 @@ Every stage skips work whose output already exists, so an interrupted run picks 
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.backends.base import GenerationRequest
-from engine.chain import ChainStatus
-from engine.chain_parser import parse_chain
 from engine.tiny_model import build_tiny_model
-from train.cot.datasets import user_prompt, write_sft_set
+from train.cot.datasets import write_sft_set
 from train.data.frames import extract_frames, with_cached_frames
 from train.data.sample import Sample, Task
 from train.data.synthetic import synthetic_samples
-from train.eval.report import evaluate, to_markdown, write_report
+from train.eval.report import to_markdown
+from train.eval.run import evaluate_model
 from train.sft import SFTRecipe, run_sft
 from train.synth.generate import SynthConfig, generate
 
@@ -63,8 +60,6 @@ def _samples(folder: Path, cache: Path, config: QuickstartConfig) -> list[Sample
 
 def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -> dict:
     """Run every stage; return the held-out evaluation report (also written under ``out``)."""
-    from engine.backends.transformers_backend import TransformersBackend
-
     out = Path(out)
     say("1/6 synthetic cases")
     train_root = _cases(out / "cases-train", 1, config.train_cases, config, config.seed)
@@ -101,47 +96,11 @@ def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -
         )
         model_dir = run_sft(recipe)
     say("6/6 evaluation on held-out cases")
-    rows, responses = [], []
-    with TransformersBackend(model_dir, threads=None) as backend:
-        requests = [
-            GenerationRequest(user_prompt(s, s.frame.path), _image(s), max_new_tokens=config.max_new_tokens)
-            for s in test
-        ]
-        for start in range(0, len(requests), 16):
-            responses += backend.generate_batch(requests[start : start + 16])
-    for sample, response in zip(test, responses, strict=True):
-        rows.append({"response": response, "sample": sample})
-    report = evaluate(rows)
-    statuses = [parse_chain(r).status for r in responses]
-    report["format_ok"] = sum(s is ChainStatus.COMPLETE for s in statuses) / max(1, len(statuses))
-    majority = _majority_share(test)
-    report["phase_majority_baseline"] = majority
-    write_report(report, out / "eval" / "report.json")
-    (out / "eval" / "responses.jsonl").write_text(
-        "\n".join(
-            json.dumps({"frame": str(s.frame.path), "label": s.truth.phase, "response": r})
-            for s, r in zip(test, responses, strict=True)
-        )
-        + "\n",
-        encoding="utf-8",
-    )
+    report = evaluate_model(model_dir, test, out / "eval", max_new_tokens=config.max_new_tokens)
     say(to_markdown(report))
+    majority = report["phase_majority_baseline"]
     say(
         f"format right (complete chains): {report['format_ok']:.1%}; phase majority baseline {majority:.1%}, "
         f"chance {1 / 7:.1%}"
     )
     return report
-
-
-def _image(sample: Sample):
-    import cv2
-
-    bgr = cv2.imread(str(sample.frame.path), cv2.IMREAD_COLOR)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-
-
-def _majority_share(samples: list[Sample]) -> float:
-    phases = [s.truth.phase for s in samples if s.truth.phase]
-    if not phases:
-        return 0.0
-    return max(phases.count(p) for p in set(phases)) / len(phases)

@@ -1,0 +1,66 @@
+"""Generate answers with a model for evaluation samples and write the report (JSON + Markdown)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+
+from engine.backends.base import GenerationRequest
+from engine.chain import ChainStatus
+from engine.chain_parser import parse_chain
+from train.cot.datasets import user_prompt
+from train.data.sample import Sample
+from train.eval.report import evaluate, write_report
+
+__all__ = ["evaluate_model"]
+
+
+def _rgb(sample: Sample):
+    bgr = cv2.imread(str(sample.frame.path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise FileNotFoundError(f"{sample.frame.path}: not a readable image")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def evaluate_model(
+    model_dir: Path,
+    samples: list[Sample],
+    out_dir: Path,
+    max_new_tokens: int = 160,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Answer every sample (image files: run the frame cache first) greedily, in batches; score the
+    answers; write ``report.json``, ``report.md`` and ``responses.jsonl`` under ``out_dir``."""
+    from engine.backends.transformers_backend import TransformersBackend
+
+    responses: list[str] = []
+    with TransformersBackend(model_dir) as backend:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            requests = [
+                GenerationRequest(user_prompt(s, s.frame.path), _rgb(s), max_new_tokens=max_new_tokens) for s in chunk
+            ]
+            responses += backend.generate_batch(requests)
+            if progress is not None:
+                progress(len(chunk))
+    report = evaluate([{"response": r, "sample": s} for s, r in zip(samples, responses, strict=True)])
+    statuses = [parse_chain(r).status for r in responses]
+    report["format_ok"] = sum(s is ChainStatus.COMPLETE for s in statuses) / max(1, len(statuses))
+    phases = [s.truth.phase for s in samples if s.truth.phase]
+    report["phase_majority_baseline"] = max((phases.count(p) for p in set(phases)), default=0) / max(1, len(phases))
+    out_dir = Path(out_dir)
+    write_report(report, out_dir / "report.json")
+    (out_dir / "responses.jsonl").write_text(
+        "\n".join(
+            json.dumps({"frame": str(s.frame.path), "task": s.task.value, "phase": s.truth.phase, "response": r})
+            for s, r in zip(samples, responses, strict=True)
+        )
+        + "\n",
+        encoding="utf-8",
+    )
+    return report
