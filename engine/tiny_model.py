@@ -96,8 +96,20 @@ _SAFETY = (
 )
 
 
+# Text decoder sizes: (hidden, intermediate, layers, heads, kv heads, mrope sections = head_dim / 2).
+SIZES = {
+    "tiny": (128, 256, 2, 4, 2, (4, 6, 6)),  # ~0.66 M parameters: tests, demos
+    "small": (256, 768, 4, 4, 2, (8, 12, 12)),  # ~3.5 M parameters: learns chain formats on CPU
+}
+
+
 def build_tiny_model(
-    out_dir: str | os.PathLike[str], seed: int = 0, corpus: Iterable[str] | None = None, *, init_std: float = 0.02
+    out_dir: str | os.PathLike[str],
+    seed: int = 0,
+    corpus: Iterable[str] | None = None,
+    *,
+    init_std: float = 0.02,
+    size: str = "tiny",
 ) -> Path:
     """Write a complete, loadable tiny Qwen2.5-VL model folder to ``out_dir`` and return it.
 
@@ -119,7 +131,9 @@ def build_tiny_model(
     texts = list(corpus) if corpus is not None else chain_corpus(seed=seed, ontology=ontology)
     tokenizer = _train_tokenizer(texts)
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
-    config = _config(len(tokenizer), ids, init_std)
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
+    config = _config(len(tokenizer), ids, init_std, SIZES[size])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
@@ -263,19 +277,20 @@ def _processor(tokenizer) -> ImageOnlyQwen2_5_VLProcessor:
     return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def _config(vocab_size: int, ids: dict[str, int], init_std: float):
+def _config(vocab_size: int, ids: dict[str, int], init_std: float, size=SIZES["tiny"]):
     from transformers import Qwen2_5_VLConfig
 
+    hidden, intermediate, layers, heads, kv_heads, mrope = size
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": vocab_size,
-            "hidden_size": 128,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "hidden_size": hidden,
+            "intermediate_size": intermediate,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": kv_heads,
             "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": [4, 6, 6]},
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": list(mrope)},
             "bos_token_id": None,
             "eos_token_id": ids["<|im_end|>"],
             "pad_token_id": ids["<|endoftext|>"],
@@ -287,7 +302,7 @@ def _config(vocab_size: int, ids: dict[str, int], init_std: float):
             "hidden_size": 64,
             "intermediate_size": 128,
             "num_heads": 4,
-            "out_hidden_size": 128,
+            "out_hidden_size": hidden,
             "window_size": 112,
             "fullatt_block_indexes": [1],
             "patch_size": 14,

@@ -87,7 +87,12 @@ def cmd_sft_synthetic(args) -> int:
     from train.quickstart import QuickstartConfig, run_quickstart
 
     config = QuickstartConfig(
-        train_cases=args.train_cases, test_cases=args.test_cases, minutes=args.minutes, steps=args.steps, seed=args.seed
+        model_size=args.model_size,
+        train_cases=args.train_cases,
+        test_cases=args.test_cases,
+        minutes=args.minutes,
+        steps=args.steps,
+        seed=args.seed,
     )
     try:
         run_quickstart(Path(args.out), config, say=lambda line: print(line, flush=True))
@@ -162,6 +167,7 @@ def build_parser() -> ArgumentParser:
     q.add_argument("--minutes", type=float, default=2.0)
     q.add_argument("--steps", type=int, default=800)
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--model-size", choices=["tiny", "small"], default="small")
     q.set_defaults(func=cmd_sft_synthetic)
     e = sub.add_parser("eval", help="per-task metrics and the arena score of a model on a set")
     e.add_argument("model", metavar="MODEL_DIR")

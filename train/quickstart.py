@@ -44,6 +44,7 @@ class QuickstartConfig:
     max_new_tokens: int = 160
     seed: int = 0
     canonical: bool = False  # True: one fixed phrasing per level (see CanonicalChoices)
+    model_size: str = "small"  # engine.tiny_model.SIZES: "tiny" (0.66 M) or "small" (3.6 M parameters)
 
 
 def _cases(folder: Path, first_id: int, count: int, config: QuickstartConfig, seed: int) -> Path:
@@ -77,7 +78,7 @@ def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -
     if not (model_dir / "surgview.json").exists():
         base = out / "base-model"
         if not (base / "surgview.json").exists():
-            build_tiny_model(base, seed=config.seed)
+            build_tiny_model(base, seed=config.seed, size=config.model_size)
         recipe = SFTRecipe(
             model=str(base),
             data=str(sft_set),

@@ -9,7 +9,9 @@ from train.quickstart import QuickstartConfig, run_quickstart
 
 
 def test_sft_synthetic_runs_end_to_end_and_resumes(tmp_path):
-    config = QuickstartConfig(train_cases=1, test_cases=1, minutes=1.0, steps=20, batch_size=4, max_new_tokens=48)
+    config = QuickstartConfig(
+        train_cases=1, test_cases=1, minutes=1.0, steps=20, batch_size=4, max_new_tokens=48, model_size="tiny"
+    )
     lines: list[str] = []
     report = run_quickstart(tmp_path, config, say=lines.append)
     assert any(line.startswith("5/6") for line in lines)
