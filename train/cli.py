@@ -72,8 +72,29 @@ def cmd_demo(args) -> int:
     return 0
 
 
+ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "accelerate"
+
+
+def _launch_distributed(args) -> int:
+    import subprocess
+
+    config = Path(args.accelerate)
+    if not config.suffix:
+        config = ACCELERATE_CONFIGS / f"{args.accelerate}.yaml"
+    if not config.is_file():
+        raise CliError(f"no accelerate config {config} (shipped: ddp, fsdp, zero3, cpu_gloo_2proc)")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
+    if args.num_processes:
+        command += ["--num_processes", str(args.num_processes)]
+    command += ["-m", "train.distributed_entry", args.recipe] + (["--fresh"] if args.fresh else [])
+    return subprocess.run(command, check=False).returncode
+
+
 def cmd_sft(args) -> int:
     from train.sft import SFTRunError, load_recipe, run_sft
+
+    if args.accelerate:
+        return _launch_distributed(args)
 
     try:
         model_dir = run_sft(load_recipe(Path(args.recipe)), resume=not args.fresh)
@@ -159,6 +180,12 @@ def build_parser() -> ArgumentParser:
     f = sub.add_parser("sft", help="supervised fine-tuning on a CoT set (trl SFTTrainer), from a YAML recipe")
     f.add_argument("recipe", metavar="RECIPE.yaml")
     f.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints of this recipe")
+    f.add_argument(
+        "--accelerate",
+        metavar="CONFIG",
+        help="run under accelerate launch: ddp, fsdp, zero3, cpu_gloo_2proc (train/accelerate/) or a config file",
+    )
+    f.add_argument("--num-processes", type=int, default=0)
     f.set_defaults(func=cmd_sft)
     q = sub.add_parser("sft-synthetic", help="synthetic data → CoT → SFT of the tiny model → held-out evaluation")
     q.add_argument("--out", required=True)
