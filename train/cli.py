@@ -194,7 +194,7 @@ def build_parser() -> ArgumentParser:
     q.add_argument("--minutes", type=float, default=2.0)
     q.add_argument("--steps", type=int, default=800)
     q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--model-size", choices=["tiny", "small"], default="small")
+    q.add_argument("--model-size", choices=["tiny", "small"], default="tiny")
     q.set_defaults(func=cmd_sft_synthetic)
     e = sub.add_parser("eval", help="per-task metrics and the arena score of a model on a set")
     e.add_argument("model", metavar="MODEL_DIR")

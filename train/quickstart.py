@@ -44,7 +44,7 @@ class QuickstartConfig:
     max_new_tokens: int = 160
     seed: int = 0
     canonical: bool = False  # True: one fixed phrasing per level (see CanonicalChoices)
-    model_size: str = "small"  # engine.tiny_model.SIZES: "tiny" (0.66 M) or "small" (3.6 M parameters)
+    model_size: str = "tiny"  # engine.tiny_model.SIZES: "tiny" (0.66 M) or "small" (3.6 M parameters)
 
 
 def _cases(folder: Path, first_id: int, count: int, config: QuickstartConfig, seed: int) -> Path:
