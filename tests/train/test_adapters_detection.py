@@ -287,7 +287,7 @@ def test_read_coco_malformed_json_names_line(tmp_path):
     path.write_text('{\n  "images": [\n    {"id": 1,}\n  ]\n}\n', encoding="utf-8")
     with pytest.raises(DatasetError) as err:
         read_coco(path)
-    assert err.value.line == 3 and str(err.value).startswith(f"{path}:3: malformed JSON")
+    assert err.value.line == 3 and str(err.value).startswith(f"{path}:3: invalid JSON")
 
 
 def test_endoscapes_coco_missing_files(tmp_path):

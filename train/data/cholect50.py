@@ -8,14 +8,13 @@ with boxes normalised to the frame size and -1 for null.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
-from train.data.errors import DatasetError, line_of
+from train.data.errors import DatasetError, line_of, read_json
 from train.data.media import find_video, image_size, video_info
 from train.data.sample import Box, FrameRef, Instrument, Sample, Task, TripletLabel, Truth
 from train.data.splits import cholect50_fold, cholect50_split, video_number
@@ -103,16 +102,7 @@ def read_labels(path: str | Path, frame_size: tuple[int, int] | None = None) -> 
     """Parse and check one ``VIDxx.json``. Boxes are in pixels of ``frame_size`` (width, height) when
     given, else left normalised (x1, y1, x2, y2 in 0..1)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DatasetError(path, exc.strerror or str(exc)) from exc
-    except UnicodeDecodeError:
-        raise DatasetError(path, "not a text file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    data, text = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), dict):
         raise DatasetError(path, "expected an object with an 'annotations' object keyed by frame id", 1)
     onto = load_ontology()

@@ -18,7 +18,6 @@ Cholec80 name): every box, anatomy or tool, goes to ``Sample.extra["boxes"]`` as
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.ontology import load_ontology
-from train.data.errors import DatasetError
+from train.data.errors import DatasetError, read_json
 from train.data.sample import Box, FrameRef, Sample, Task, Truth
 
 SPLITS = ("train", "val", "test")
@@ -73,16 +72,7 @@ def read_coco(path: str | Path) -> list[CocoImage]:
     an Endoscapes class, an annotation names an unknown image or category, or a bbox is not four numbers
     with positive size inside its image."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DatasetError(path, exc.strerror or str(exc)) from exc
-    except UnicodeDecodeError:
-        raise DatasetError(path, "not a UTF-8 text file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(path, f"malformed JSON (column {exc.colno}): {exc.msg}", exc.lineno) from None
+    data, _ = read_json(path)
     if not isinstance(data, dict):
         raise DatasetError(path, f"top level is a JSON {type(data).__name__}, expected an object")
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 
 class DatasetError(Exception):
@@ -33,3 +35,18 @@ class DatasetError(Exception):
 def line_of(text: str, offset: int) -> int:
     """1-based line number of character ``offset`` in ``text``."""
     return text.count("\n", 0, max(0, offset)) + 1
+
+
+def read_json(path: Path) -> tuple[Any, str]:
+    """A JSON file's value and its text (for line numbers); an unreadable, non-UTF-8 or malformed
+    file raises :class:`DatasetError` naming it (and the line, for syntax errors)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise DatasetError(path, exc.strerror or str(exc)) from exc
+    except UnicodeDecodeError:
+        raise DatasetError(path, "not a UTF-8 text file") from None
+    try:
+        return json.loads(text), text
+    except json.JSONDecodeError as exc:
+        raise DatasetError(path, f"invalid JSON (column {exc.colno}): {exc.msg}", exc.lineno) from None
