@@ -371,12 +371,25 @@ class CaseStore:
                         f"{name} uses an older store schema ({version}); open it once for writing to upgrade it"
                     )
                 return
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
             if version < SCHEMA_VERSION:
                 self._migrate()
         except sqlite3.Error as exc:
             raise _store_error(exc, name, "open") from exc
+
+    def _enable_wal(self, timeout_s: float = 10.0) -> None:
+        """Switch to WAL. The switch needs an exclusive lock and SQLite does not always wait for it
+        (no busy handler): when another process is creating the same store, retry until it is done."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _identify(self) -> tuple[int, int, int]:
         conn = self._conn
