@@ -214,7 +214,7 @@ class OpenAIBackend(Backend):
         return BackendError(f"the model server at {self._url} failed (HTTP {status}){said}")
 
 
-class _TimedHTTPConnection(http.client.HTTPConnection):
+class _ReadTimeout:
     """Connect with one timeout, then wait for data with another (a model may think for minutes)."""
 
     def __init__(self, *args, read_timeout: float, **kwargs):
@@ -226,14 +226,12 @@ class _TimedHTTPConnection(http.client.HTTPConnection):
         self.sock.settimeout(self._read_timeout)
 
 
-class _TimedHTTPSConnection(http.client.HTTPSConnection):
-    def __init__(self, *args, read_timeout: float, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._read_timeout = read_timeout
+class _TimedHTTPConnection(_ReadTimeout, http.client.HTTPConnection):
+    pass
 
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self._read_timeout)
+
+class _TimedHTTPSConnection(_ReadTimeout, http.client.HTTPSConnection):
+    pass
 
 
 class _SSEStream(TextStream):

@@ -712,7 +712,7 @@ class CaseRenderer:
         c = self._to_frame(M, u, v)
         if not self.visible(c, margin=-10):
             return False
-        zoom = self.camera(frame)[2]
+        zoom = _zoom(M)
         s = self.w / 640.0 * zoom * (1.0 - 0.3 * out)
         full = self.script.gb_in_bag(frame)
         body = (int(58 * s), int(44 * s + 8 * s * full))
@@ -774,7 +774,7 @@ class CaseRenderer:
             return None
         d /= length
         n = np.array([-d[1], d[0]])
-        s = self.w / 640.0 * self.camera(frame)[2]
+        s = self.w / 640.0 * _zoom(M)
         tip_len = 26 * s
         E = T - d * tip_len  # end of shaft, start of the working tip
         w_port, w_tip = 20 * s, 8.5 * s
@@ -860,6 +860,11 @@ class CaseRenderer:
 
 
 TOOL_ORDER = ("Grasper", "Bipolar", "Hook", "Scissors", "Clipper", "Irrigator", "SpecimenBag")
+
+
+def _zoom(M: np.ndarray) -> float:
+    """The camera's zoom, read off its view matrix (scale of a rotation-and-scale affine)."""
+    return float(np.hypot(M[0, 0], M[0, 1]))
 
 
 def _clip_box(lo: np.ndarray, hi: np.ndarray, w: int, h: int) -> Box | None:
