@@ -31,10 +31,46 @@ __all__ = [
     "prompts_version",
     "system_prompt",
     "task_prompt",
+    "user_content",
 ]
 
 IMAGE_PLACEHOLDER = "<image>"
 """Where the frame goes in a user prompt (Surg-R1 / ms-swift convention); absent: before the text."""
+
+
+def user_content(prompt: str, images: int) -> list[dict[str, Any]]:
+    """Chat content parts for a user turn: each image where the prompt says ``<image>``.
+
+    Training (SFT rows) and inference (the backends) both build the user turn here, so a model
+    sees at run time exactly the layout it was trained on: a frame moved from the middle of the
+    question to its start is, to a small model, a different prompt. Without a placeholder the
+    images come first; placeholders beyond ``images`` are dropped, images beyond them appended.
+    """
+    segments = prompt.split(IMAGE_PLACEHOLDER)
+    if images == 0:
+        return [{"type": "text", "text": "image".join(segments) if len(segments) > 1 else prompt}]
+    if len(segments) == 1:
+        return [*([{"type": "image"}] * images), {"type": "text", "text": prompt}]
+    parts: list[dict[str, Any]] = []
+    placed = 0
+    for index, segment in enumerate(segments):
+        if segment:
+            parts.append({"type": "text", "text": segment})
+        if index < len(segments) - 1 and placed < images:
+            parts.append({"type": "image"})
+            placed += 1
+    parts += [{"type": "image"}] * (images - placed)
+    return _merge_text(parts)
+
+
+def _merge_text(parts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: list[dict[str, Any]] = []
+    for part in parts:
+        if part["type"] == "text" and merged and merged[-1]["type"] == "text":
+            merged[-1] = {"type": "text", "text": merged[-1]["text"] + part["text"]}
+        else:
+            merged.append(part)
+    return merged
 
 
 class PromptError(Exception):

@@ -75,7 +75,7 @@ def cmd_demo(args) -> int:
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "accelerate"
 
 
-def _launch_distributed(args) -> int:
+def _launch_distributed(args, stage: str = "sft") -> int:
     import subprocess
 
     config = Path(args.accelerate)
@@ -86,7 +86,7 @@ def _launch_distributed(args) -> int:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config)]
     if args.num_processes:
         command += ["--num_processes", str(args.num_processes)]
-    command += ["-m", "train.distributed_entry", args.recipe] + (["--fresh"] if args.fresh else [])
+    command += ["-m", "train.distributed_entry", args.recipe, "--stage", stage] + (["--fresh"] if args.fresh else [])
     return subprocess.run(command, check=False).returncode
 
 
@@ -122,6 +122,35 @@ def cmd_sft_synthetic(args) -> int:
     return 0
 
 
+def cmd_grpo(args) -> int:
+    from train.grpo.stage import GRPORunError, load_grpo_recipe, run_grpo
+
+    if args.accelerate:
+        return _launch_distributed(args, stage="grpo")
+    try:
+        model_dir = run_grpo(load_grpo_recipe(Path(args.recipe)), resume=not args.fresh)
+    except GRPORunError as exc:
+        raise CliError(str(exc)) from None
+    print(f"model: {model_dir}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from train.data.errors import DatasetError
+    from train.grpo.stage import GRPORunError
+    from train.pipeline import PipelineError, load_pipeline_recipe, run_pipeline
+    from train.sft import SFTRunError
+
+    try:
+        recipe = load_pipeline_recipe(Path(args.recipe))
+        if args.out:
+            recipe.out = str(Path(args.out).resolve())
+        run_pipeline(recipe, say=lambda line: print(line, flush=True), stop_after=args.stop_after)
+    except (PipelineError, SFTRunError, GRPORunError, DatasetError, SynthError) as exc:
+        raise CliError(str(exc)) from None
+    return 0
+
+
 def cmd_eval(args) -> int:
     from train.data.errors import DatasetError
     from train.data.frames import extract_frames, with_cached_frames
@@ -152,6 +181,18 @@ def cmd_eval(args) -> int:
             raise CliError(str(exc)) from None
     print(to_markdown(report))
     print(f"format right (complete chains): {report['format_ok']:.1%}; report: {out / 'report.json'}")
+    return 0
+
+
+def cmd_export_onnx(args) -> int:
+    from engine.modeldir import ModelDirError
+    from train.onnx_export import OnnxExportError, export_onnx
+
+    try:
+        folder = export_onnx(Path(args.model), dtype=args.dtype)
+    except (ModelDirError, OnnxExportError) as exc:
+        raise CliError(str(exc)) from None
+    print(f"{folder}: {args.dtype} graphs for onnxruntime (surgview-engine ... --backend onnx --model {args.model})")
     return 0
 
 
@@ -211,6 +252,23 @@ def build_parser() -> ArgumentParser:
     e.add_argument("--out", required=True, help="folder for report.json, report.md, responses.jsonl")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cmd_eval)
+    g = sub.add_parser("grpo", help="GRPO with the rule-based rewards (trl GRPOTrainer), from a YAML recipe")
+    g.add_argument("recipe", metavar="RECIPE.yaml")
+    g.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints of this recipe")
+    g.add_argument("--accelerate", metavar="CONFIG", help="run under accelerate launch (as for sft)")
+    g.add_argument("--num-processes", type=int, default=0)
+    g.set_defaults(func=cmd_grpo)
+    r = sub.add_parser(
+        "run", help="the whole pipeline: data, CoT, SFT, GRPO, self-iteration, evaluation, export (resumable)"
+    )
+    r.add_argument("recipe", metavar="RECIPE.yaml", help="e.g. train/recipes/tiny-synthetic.yaml")
+    r.add_argument("--out", help="run folder (default: the recipe's out)")
+    r.add_argument("--stop-after", metavar="STAGE", help="stop once this stage is done (e.g. chain/sft)")
+    r.set_defaults(func=cmd_run)
+    x = sub.add_parser("export-onnx", help="write MODEL_DIR/onnx: the model as ONNX graphs for onnxruntime")
+    x.add_argument("model", metavar="MODEL_DIR")
+    x.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp32 for CPU, fp16 for CUDA")
+    x.set_defaults(func=cmd_export_onnx)
     return parser
 
 

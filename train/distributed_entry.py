@@ -8,9 +8,9 @@ are turned into no-ops for the duration of the call. Each rank then records what
 ``OUTPUT_DIR/distributed/rank-N.json`` (rank, world size, backend), so a
 run can be checked after the fact. Configs for ``--config_file`` live in ``train/accelerate/``.
 
-This guard is correct for DDP (every rank holds the full, identical weights). Under FSDP or
-DeepSpeed ZeRO-3 the weights are sharded, and ``run_sft`` must instead save through
-``trainer.save_model`` on *all* ranks (it gathers, then writes on rank 0 only).
+Under FSDP or DeepSpeed ZeRO-3 the weights are sharded: ``run_sft`` gathers them on *every* rank
+first (``train.sft.save_trained_model``: ``accelerator.get_state_dict``, a collective), and only
+then does the guard keep the write to rank 0.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ def rank_and_world() -> tuple[int, int]:
 def rank_zero_writes(rank: int) -> Iterator[list[str]]:
     """On ranks other than 0, skip run_sft's final writes; yield the list of what was skipped.
 
-    Right for DDP, where every rank holds the whole model. FSDP and ZeRO-3 need the export to
-    gather the shards on every rank first (see ARCHITECTURE.md: not done yet).
+    The gather that FSDP and ZeRO-3 need happens before the write, on every rank (see
+    ``train.sft.save_trained_model``), so skipping only the write is right for all strategies.
     """
     skipped: list[str] = []
     if rank == 0:
@@ -49,7 +49,7 @@ def rank_zero_writes(rank: int) -> Iterator[list[str]]:
     import transformers
 
     from engine.modeldir import Manifest
-    from train import sft
+    from train import model_output
 
     def skip(label: str):
         def no_write(*args, **kwargs):
@@ -61,7 +61,7 @@ def rank_zero_writes(rank: int) -> Iterator[list[str]]:
         (transformers.PreTrainedModel, "save_pretrained", skip("model")),
         (transformers.ProcessorMixin, "save_pretrained", skip("processor")),
         (Manifest, "write", skip("manifest")),
-        (sft, "_copy_template", skip("chat_template")),
+        (model_output, "copy_template", skip("chat_template")),
     ]
     saved = [(owner, name, owner.__dict__[name]) for owner, name, _ in patches]
     try:
@@ -75,24 +75,27 @@ def rank_zero_writes(rank: int) -> Iterator[list[str]]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m train.distributed_entry", description="multi-process SFT (start it with accelerate launch)"
+        prog="python -m train.distributed_entry", description="multi-process training (start it with accelerate launch)"
     )
     parser.add_argument("recipe", metavar="RECIPE.yaml")
+    parser.add_argument("--stage", choices=("sft", "grpo"), default="sft", help="which trainer the recipe is for")
     parser.add_argument("--fresh", action="store_true", help="ignore earlier checkpoints of this recipe")
     args = parser.parse_args(argv)
 
+    from train.grpo.stage import GRPORunError, load_grpo_recipe, run_grpo
     from train.sft import SFTRunError, load_recipe, run_sft
 
+    load, run = (load_grpo_recipe, run_grpo) if args.stage == "grpo" else (load_recipe, run_sft)
     try:
-        recipe = load_recipe(Path(args.recipe))
-    except SFTRunError as exc:
+        recipe = load(Path(args.recipe))
+    except (SFTRunError, GRPORunError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rank, _ = rank_and_world()  # process group not up yet: the launcher's env
     try:
         with rank_zero_writes(rank) as skipped:
-            model_dir = run_sft(recipe, resume=not args.fresh)
-    except SFTRunError as exc:
+            model_dir = run(recipe, resume=not args.fresh)
+    except (SFTRunError, GRPORunError) as exc:
         print(f"error (rank {rank}): {exc}", file=sys.stderr)
         return 2
 

@@ -11,19 +11,18 @@ with this stage's lineage.
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from engine.modeldir import Manifest, ModelDirError, Stage, inspect_model_dir
+from engine.modeldir import ModelDirError, Stage, inspect_model_dir
+from engine.prompts import IMAGE_PLACEHOLDER, user_content
+from train.model_output import finish_model_dir, has_tensorboard, last_logged
 
 __all__ = ["SFTRecipe", "SFTRunError", "load_recipe", "load_sft_rows", "run_sft"]
 
-_IMAGE_TAG = re.compile(r"\s*<image>\s*")
 
 
 class SFTRunError(Exception):
@@ -79,7 +78,7 @@ def load_recipe(path: Path) -> SFTRecipe:
 
 
 def load_sft_rows(path: Path) -> list[dict]:
-    """SFT rows in trl's vision format: user content as [image, text] parts, images as paths."""
+    """SFT rows in trl's vision format: user content as text and image parts, images as paths."""
     path = Path(path)
     rows = []
     try:
@@ -95,16 +94,15 @@ def load_sft_rows(path: Path) -> list[dict]:
         except (json.JSONDecodeError, KeyError, TypeError):
             raise SFTRunError(f"{path}:{number}: expected an object with 'messages' (and 'images')") from None
         converted = []
+        unplaced = len(images)
         for message in messages:
             content = message.get("content", "")
-            if message.get("role") == "user" and isinstance(content, str) and images:
-                parts = [{"type": "image"}] * content.count("<image>") or [{"type": "image"}]
-                converted.append(
-                    {
-                        "role": "user",
-                        "content": [*parts, {"type": "text", "text": _IMAGE_TAG.sub(" ", content).strip()}],
-                    }
-                )
+            if message.get("role") == "user" and isinstance(content, str) and unplaced:
+                # The engine's own layout (frames where the prompt says <image>), so the
+                # model is trained on exactly the prompt it will be asked at run time.
+                count = min(content.count(IMAGE_PLACEHOLDER) or unplaced, unplaced)
+                converted.append({"role": "user", "content": user_content(content, count)})
+                unplaced -= count
             else:
                 text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
                 converted.append({"role": message["role"], "content": [{"type": "text", "text": text}]})
@@ -160,7 +158,7 @@ def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
         "save_steps": 200,
         "save_total_limit": 2,
         "logging_steps": 10,
-        "report_to": ["tensorboard"] if _has_tensorboard() else [],
+        "report_to": ["tensorboard"] if has_tensorboard() else [],
         "dataloader_num_workers": 0,
         **recipe.trainer,
     }
@@ -171,54 +169,15 @@ def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
     trainer = SFTTrainer(model=model, args=config, train_dataset=_dataset(rows), processing_class=processor)
     last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     trainer.train(resume_from_checkpoint=last if (resume and last) else None)
-    final = out / "model"
-    final.mkdir(parents=True, exist_ok=True)
-    trained = trainer.model.merge_and_unload() if recipe.lora else trainer.model
-    trained.save_pretrained(final, safe_serialization=True)
-    processor.save_pretrained(final)
-    _copy_template(info.path, final)
-    base = info.manifest
-    manifest = Manifest(
-        name=recipe.name,
-        base_architecture=info.architecture,
-        ontology_version=base.ontology_version if base else "",
-        prompts_version=base.prompts_version if base else "",
-        lineage=[
-            *(base.lineage if base else []),
-            Stage(
-                "sft",
-                data=[str(recipe.data)],
-                seed=recipe.seed,
-                details={
-                    "steps": int(trainer.state.global_step),
-                    "rows": len(rows),
-                    "lora": bool(recipe.lora),
-                    "final_loss": _last_loss(trainer),
-                },
-            ),
-        ],
-        evaluation={},
+    stage = Stage(
+        "sft",
+        data=[str(recipe.data)],
+        seed=recipe.seed,
+        details={
+            "steps": int(trainer.state.global_step),
+            "rows": len(rows),
+            "lora": bool(recipe.lora),
+            "final_loss": last_logged(trainer.state.log_history, "loss"),
+        },
     )
-    manifest.write(final)
-    return final
-
-
-def _copy_template(src: Path, dst: Path) -> None:
-    for name in ("chat_template.jinja",):
-        if (src / name).exists() and not (dst / name).exists():
-            (dst / name).write_text((src / name).read_text(encoding="utf-8"), encoding="utf-8")
-
-
-def _last_loss(trainer) -> float | None:
-    for entry in reversed(trainer.state.log_history):
-        if "loss" in entry:
-            return float(entry["loss"])
-    return None
-
-
-def _has_tensorboard() -> bool:
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        return False
-    return os.environ.get("SURGVIEW_NO_TENSORBOARD") is None
+    return finish_model_dir(trainer, processor, info, out / "model", stage, recipe.name, merge_lora=bool(recipe.lora))

@@ -28,7 +28,7 @@ import numpy as np
 
 from engine.backends.base import Backend, BackendError, GenerationRequest, GenerationStats, TextStream
 from engine.modeldir import ModelDirError, ModelInfo, inspect_model_dir
-from engine.prompts import IMAGE_PLACEHOLDER, system_prompt
+from engine.prompts import system_prompt, user_content
 
 __all__ = ["TransformersBackend", "build_messages"]
 
@@ -67,18 +67,7 @@ def build_messages(request: GenerationRequest, default_system: str | None = None
     messages: list[dict[str, Any]] = []
     if system:
         messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-    before, marker, after = request.prompt.partition(IMAGE_PLACEHOLDER)
-    content: list[dict[str, Any]] = []
-    if request.image is None:
-        text = request.prompt.replace(IMAGE_PLACEHOLDER, "image") if marker else request.prompt
-        content.append({"type": "text", "text": text})
-    elif marker:
-        content += [{"type": "text", "text": before}] if before else []
-        content.append({"type": "image"})
-        rest = after.replace(IMAGE_PLACEHOLDER, "")
-        content += [{"type": "text", "text": rest}] if rest else []
-    else:
-        content += [{"type": "image"}, {"type": "text", "text": request.prompt}]
+    content = user_content(request.prompt, 0 if request.image is None else 1)
     messages.append({"role": "user", "content": content})
     return messages
 

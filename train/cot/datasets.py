@@ -198,14 +198,27 @@ def _rows(samples: Iterable[Sample], make: Callable[[Sample], dict[str, Any]], w
         log.warning("%s set: %d sample(s) skipped because their labels cannot ground their task", what, skipped)
 
 
+def direct_answer(sample: Sample) -> str:
+    """The answer alone, with no reasoning: the target of the "without the hierarchy" ablation."""
+    return f"<answer>{task_answer(sample)}</answer>"
+
+
 def write_sft_set(
-    samples: Iterable[Sample], images: Callable[[Sample], Path], out_jsonl: Path, seed: int = 0, canonical: bool = False
+    samples: Iterable[Sample],
+    images: Callable[[Sample], Path],
+    out_jsonl: Path,
+    seed: int = 0,
+    canonical: bool = False,
+    direct: bool = False,
 ) -> int:
     """One SFT row per sample (chain from its labels); samples that cannot be grounded are skipped.
 
-    ``canonical`` writes every chain in one fixed phrasing (for very small models)."""
+    ``canonical`` writes every chain in one fixed phrasing (for very small models); ``direct``
+    writes the answer alone (same prompts), for the ablation that answers without a chain."""
 
     def make(sample: Sample) -> dict[str, Any]:
+        if direct:
+            return sft_row(sample, images(sample), direct_answer(sample))
         rng = CanonicalChoices() if canonical else sample_rng(sample, seed)
         return sft_row(sample, images(sample), build_chain(sample, rng))
 

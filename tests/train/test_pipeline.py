@@ -1,0 +1,110 @@
+"""The four-stage pipeline: recipes are checked before a run; a stopped run resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from engine.modeldir import Manifest, inspect_model_dir
+from train.pipeline import PipelineError, check_recipe, load_pipeline_recipe, run_pipeline
+
+RECIPES = Path(__file__).resolve().parents[2] / "train" / "recipes"
+
+MICRO = {
+    "name": "micro",
+    "out": "run",
+    "base_model": "tiny",
+    "data": {
+        "synthetic": {"train_cases": 1, "test_cases": 1, "minutes": 1.0, "seed": 0, "width": 320, "height": 180},
+        "tasks": ["phase"],
+        "frame_size": [160, 90],
+        "max_train": 8,
+        "max_test": 4,
+    },
+    "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
+    "grpo": {
+        "trainer": {
+            "max_steps": 1,
+            "per_device_train_batch_size": 4,
+            "num_generations": 2,
+            "max_completion_length": 32,
+        }
+    },
+    "iterate": {
+        "rounds": 1,
+        "samples_per_row": 2,
+        "max_rows": 2,
+        "max_new_tokens": 32,
+        "sft": {"max_steps": 1, "per_device_train_batch_size": 4},
+        "grpo": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 32},
+    },
+    "ablation": False,
+    "evaluation": {"max_new_tokens": 32, "batch_size": 4},
+}
+
+
+def write_recipe(folder: Path, **changes) -> Path:
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump({**MICRO, **changes}), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("name", ["tiny-synthetic.yaml", "qwen2_5_vl_3b-real.yaml"])
+def test_shipped_recipes_pass_the_checks(name):
+    recipe = load_pipeline_recipe(RECIPES / name)
+    check_recipe(recipe)  # every trainer key is a real SFTConfig / GRPOConfig field, every reward known
+    assert recipe.rounds >= 1 and recipe.ablation
+
+
+def test_real_backbone_recipe_uses_zero3_and_vllm():
+    recipe = load_pipeline_recipe(RECIPES / "qwen2_5_vl_3b-real.yaml")
+    config = yaml.safe_load(Path(recipe.accelerate).read_text())
+    assert config["distributed_type"] == "DEEPSPEED" and config["deepspeed_config"]["zero_stage"] == 3
+    assert recipe.grpo["trainer"]["use_vllm"] and recipe.iterate["grpo"]["use_vllm"]
+    assert {"cholec80", "cholect50", "endoscapes"} <= {k for k in ("cholec80", "cholect50", "endoscapes") if getattr(recipe.data, k)}
+    # chains must fit: completions far longer than the longest chain the CoT builder writes
+    assert recipe.grpo["trainer"]["max_completion_length"] >= 512
+
+
+def test_misspelt_settings_are_refused_before_training(tmp_path):
+    with pytest.raises(PipelineError, match="max_stpes"):
+        check_recipe(load_pipeline_recipe(write_recipe(tmp_path, sft={"max_stpes": 3})))
+    with pytest.raises(PipelineError, match="unknown key"):
+        load_pipeline_recipe(write_recipe(tmp_path, epochs=3))
+    with pytest.raises(PipelineError, match="unknown reward"):
+        check_recipe(load_pipeline_recipe(write_recipe(tmp_path, grpo={"rewards": {"length": 1.0}})))
+    with pytest.raises(PipelineError, match="unknown task"):
+        load_pipeline_recipe(write_recipe(tmp_path, data={**MICRO["data"], "tasks": ["surgery"]}))
+
+
+def test_a_stopped_run_resumes_at_the_stage_it_stopped_in(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURGVIEW_NO_TENSORBOARD", "1")
+    recipe_file = write_recipe(tmp_path)
+    lines: list[str] = []
+    first = run_pipeline(load_pipeline_recipe(recipe_file), say=lines.append, stop_after="chain/grpo")
+    assert first == {"stopped_after": "chain/grpo"}
+    sft_model = tmp_path / "run" / "chain" / "sft" / "model"
+    sft_weights = (sft_model / "model.safetensors").stat().st_mtime_ns
+    assert not (tmp_path / "run" / "chain" / "iter1").exists()
+
+    lines.clear()
+    result = run_pipeline(load_pipeline_recipe(recipe_file), say=lines.append)
+    assert any(line.startswith("  chain/sft: done earlier") for line in lines)
+    assert any(line.startswith("  chain/grpo: done earlier") for line in lines)
+    assert any(line == "▶ chain/iter1/sample" for line in lines)
+    assert (sft_model / "model.safetensors").stat().st_mtime_ns == sft_weights  # not trained again
+
+    exported = Path(result["model"])
+    info = inspect_model_dir(exported)  # the engine loads what the pipeline exports
+    manifest = Manifest.read(exported)
+    assert [s.name for s in manifest.lineage] == ["init", "sft", "grpo", "sft", "grpo", "export"]
+    assert [row["stage"] for row in manifest.evaluation["stages"]] == ["sft", "grpo", "iter1"]
+    assert info.manifest is not None and info.manifest.name == "micro"
+    table = (tmp_path / "run" / "table.md").read_text()
+    assert "| hierarchical chain | SFT |" in table and "+ iteration 1" in table
+    grpo_stage = manifest.lineage[2].details
+    assert set(grpo_stage["rewards"]) == {"format", "accuracy", "level1", "level2", "consistency"}
+    assert json.loads((tmp_path / "run" / "chain" / "iter1" / "samples.json").read_text())["sampled"] == 4

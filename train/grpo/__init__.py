@@ -1,0 +1,1 @@
+"""GRPO: rule-based rewards and the GRPO stage (trl GRPOTrainer)."""

@@ -1,0 +1,232 @@
+"""GRPO on the SFT model with trl's GRPOTrainer and the rule-based rewards (Surg-R1 stage 2).
+
+The data is the GRPO set of the CoT builder (``prompt`` turns with an ``<image>`` placeholder,
+``images``, the task's ``answer`` and the label columns the rewards read). Prompts are laid out
+exactly as the engine lays them out at run time (:func:`engine.prompts.user_content`), the
+processor is passed explicitly (``AutoProcessor`` cannot build the image-only one), and the
+completion length must hold a whole chain: a clipped chain has no ``</answer>`` and earns nothing,
+so the share of clipped completions is recorded in the manifest. vLLM generates when installed and
+asked for (``trainer: {use_vllm: true}``); otherwise transformers' ``generate`` does.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.modeldir import ModelDirError, Stage, inspect_model_dir
+from engine.prompts import IMAGE_PLACEHOLDER, user_content
+from train.grpo.rewards import REWARDS, reward_functions
+from train.model_output import finish_model_dir, has_tensorboard, last_logged
+
+__all__ = ["DEFAULT_REWARDS", "GRPORecipe", "GRPORunError", "load_grpo_recipe", "load_grpo_rows", "run_grpo"]
+
+DEFAULT_REWARDS: dict[str, float] = {"format": 1.0, "accuracy": 2.0, "level1": 0.5, "level2": 0.5, "consistency": 0.5}
+LABEL_COLUMNS = ("task", "level", "answer", "phase", "tools", "triplets", "cvs", "boxes")
+
+
+class GRPORunError(Exception):
+    """A recipe, data set or model GRPO cannot run on; the message says why in one line."""
+
+
+@dataclass
+class GRPORecipe:
+    model: str  # the SFT model directory
+    data: str  # GRPO JSONL (CoT builder output)
+    output_dir: str
+    seed: int = 0
+    name: str = "grpo"
+    rewards: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_REWARDS))  # name → weight
+    trainer: dict[str, Any] = field(default_factory=dict)  # GRPOConfig fields
+
+    def __post_init__(self) -> None:
+        unknown = [n for n in self.rewards if n not in REWARDS]
+        if unknown:
+            raise GRPORunError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(REWARDS)}")
+        if not self.rewards:
+            raise GRPORunError("GRPO needs at least one reward")
+
+
+def load_grpo_rows(path: Path) -> list[dict[str, Any]]:
+    """GRPO rows in trl's conversational vision form; label columns JSON-encoded where nested.
+
+    Nested label columns (lists of lists, dicts) are kept as JSON text so Arrow never has to unify
+    their types across rows (a row without triplet labels has None); the rewards decode them.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise GRPORunError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            prompt, images = row["prompt"], row.get("images", [])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise GRPORunError(f"{path}:{number}: expected an object with 'prompt' (and 'images')") from None
+        turns, unplaced = [], len(images)
+        for message in prompt:
+            content = message.get("content", "")
+            if message.get("role") == "user" and isinstance(content, str) and unplaced:
+                count = min(content.count(IMAGE_PLACEHOLDER) or unplaced, unplaced)
+                turns.append({"role": "user", "content": user_content(content, count)})
+                unplaced -= count
+            else:
+                turns.append({"role": message["role"], "content": [{"type": "text", "text": str(content)}]})
+        resolved = [str(p if Path(p).is_absolute() else path.parent / p) for p in images]
+        for image in resolved:
+            if not Path(image).is_file():
+                raise GRPORunError(f"{path}:{number}: image {image} not found")
+        labels = {name: json.dumps(row.get(name)) for name in LABEL_COLUMNS}
+        rows.append({"prompt": turns, "images": resolved, **labels})
+    if not rows:
+        raise GRPORunError(f"{path}: no rows")
+    return rows
+
+
+def decoded_columns(columns: dict[str, Any]) -> dict[str, Any]:
+    """Label columns back from their JSON text (what :func:`load_grpo_rows` stored)."""
+    out = dict(columns)
+    for name in LABEL_COLUMNS:
+        if name in out and out[name] is not None:
+            out[name] = [json.loads(v) if isinstance(v, str) else v for v in out[name]]
+    return out
+
+
+def _decoding(functions):
+    wrapped = []
+    for fn in functions:
+
+        def reward(completions, _fn=fn, **columns):
+            return _fn(completions, **decoded_columns(columns))
+
+        reward.__name__ = fn.__name__
+        wrapped.append(reward)
+    return wrapped
+
+
+def _dataset(rows: list[dict[str, Any]]):
+    from datasets import Dataset, Image, Sequence
+
+    return Dataset.from_list(rows).cast_column("images", Sequence(Image()))
+
+
+def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
+    """Train; return the model directory written to ``output_dir/model``."""
+    import torch
+    import transformers
+    from trl import GRPOConfig, GRPOTrainer
+
+    from engine.vlm_processor import load_processor
+
+    try:
+        info = inspect_model_dir(recipe.model)
+    except ModelDirError as exc:
+        raise GRPORunError(str(exc)) from exc
+    rows = load_grpo_rows(Path(recipe.data))
+    out = Path(recipe.output_dir)
+    checkpoints = out / "checkpoints"
+    transformers.set_seed(recipe.seed)
+    model = getattr(transformers, info.architecture).from_pretrained(
+        info.path, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32
+    )
+    processor = load_processor(info.path)
+    names = list(recipe.rewards)
+    on_gpu = torch.cuda.is_available()
+    settings: dict[str, Any] = {
+        "output_dir": str(checkpoints),
+        "seed": recipe.seed,
+        "bf16": on_gpu,
+        "use_cpu": not on_gpu,
+        "num_generations": 4,
+        "per_device_train_batch_size": 8,
+        "max_completion_length": 256,
+        "beta": 0.0,  # no reference model: half the memory and time; the clipped objective keeps steps small
+        "reward_weights": [float(recipe.rewards[n]) for n in names],
+        "save_strategy": "steps",
+        "save_steps": 50,
+        "save_total_limit": 2,
+        "logging_steps": 5,
+        "report_to": ["tensorboard"] if has_tensorboard() else [],
+        "dataloader_num_workers": 0,
+        **recipe.trainer,
+    }
+    if settings.get("use_vllm") and not _module_exists("vllm"):
+        raise GRPORunError("the recipe asks for vLLM generation (use_vllm: true) but vllm is not installed")
+    try:
+        config = GRPOConfig(**settings)
+    except (TypeError, ValueError) as exc:
+        raise GRPORunError(f"recipe trainer settings: {exc}") from None
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=_decoding(reward_functions(names)),
+        args=config,
+        train_dataset=_dataset(rows),
+        processing_class=processor,
+    )
+    last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    trainer.train(resume_from_checkpoint=last if (resume and last) else None)
+    history = trainer.state.log_history
+    stage = Stage(
+        "grpo",
+        data=[str(recipe.data)],
+        seed=recipe.seed,
+        details={
+            "steps": int(trainer.state.global_step),
+            "rows": len(rows),
+            "rewards": dict(recipe.rewards),
+            "num_generations": config.num_generations,
+            "max_completion_length": config.max_completion_length,
+            "clipped_ratio": last_logged(history, "completions/clipped_ratio", mean=True),
+            "reward_first": _first_logged(history, "reward"),
+            "reward_last": last_logged(history, "reward"),
+            **{f"reward_{n}": last_logged(history, f"rewards/{n}/mean") for n in names},
+        },
+    )
+    return finish_model_dir(trainer, processor, info, out / "model", stage, recipe.name)
+
+
+def _first_logged(history: list[dict[str, Any]], key: str) -> float | None:
+    for entry in history:
+        if key in entry:
+            return float(entry[key])
+    return None
+
+
+def _module_exists(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
+
+
+def load_grpo_recipe(path: Path) -> GRPORecipe:
+    """A GRPO recipe from YAML (top level, or under ``grpo:``); paths relative to the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise GRPORunError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise GRPORunError(f"recipe {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise GRPORunError(f"recipe {path} must be a mapping")
+    section = data.get("grpo", data)
+    known = {"model", "data", "output_dir", "seed", "name", "rewards", "trainer"}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise GRPORunError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    missing = [k for k in ("model", "data", "output_dir") if k not in section]
+    if missing:
+        raise GRPORunError(f"recipe {path}: missing {', '.join(missing)}")
+    base = path.parent
+    for key in ("model", "data", "output_dir"):
+        value = Path(section[key])
+        section[key] = str(value if value.is_absolute() else (base / value).resolve())
+    return GRPORecipe(**section)

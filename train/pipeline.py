@@ -1,0 +1,529 @@
+"""The four-stage pipeline in one command: ``surgview-train run RECIPE.yaml``.
+
+data → CoT → SFT → GRPO → self-iteration rounds → evaluation → export, for the hierarchical
+chain and (``ablation: true``) for the same stages answering directly, without the chain.
+
+Every stage leaves an artifact in the run folder and is skipped when that artifact exists, so an
+interrupted run started again resumes at the stage it stopped in (and the trainers inside a stage
+resume from their last checkpoint). Each training stage also writes its own recipe YAML beside
+its output, so any stage can be rerun alone (``surgview-train sft|grpo STAGE.yaml``) or under
+``accelerate launch`` (recipe key ``accelerate``: ddp, fsdp, zero3 or a config file).
+
+At the end a table shows what each stage bought on held-out cases (the paper's ablation): SFT;
++ GRPO; + each iteration round; and the direct-answer variant of each.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.modeldir import Manifest, Stage, inspect_model_dir
+from train.cot.datasets import write_grpo_set, write_sft_set
+from train.data.sample import Sample, Task
+
+__all__ = ["DataSpec", "PipelineError", "PipelineRecipe", "check_recipe", "load_pipeline_recipe", "run_pipeline"]
+
+Say = Callable[[str], None]
+ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "accelerate"
+
+
+class PipelineError(Exception):
+    """A recipe or a stage that cannot go on; the message says why in one line."""
+
+
+@dataclass
+class SyntheticSpec:
+    train_cases: int = 4
+    test_cases: int = 2
+    minutes: float = 2.0
+    seed: int = 0
+    width: int = 640
+    height: int = 360
+
+
+@dataclass
+class DataSpec:
+    """Where samples come from: synthetic cases, or the real datasets' folders (official splits)."""
+
+    synthetic: SyntheticSpec | None = None
+    cholec80: str | None = None  # folder with videos/, phase_annotations/, tool_annotations/
+    cholect50: str | None = None  # folder with labels/ and videos/
+    endoscapes: str | None = None  # folder with all_metadata.csv (and the frames or videos)
+    tasks: list[str] = field(default_factory=lambda: ["phase"])
+    fps: float = 1.0
+    frame_size: list[int] | None = field(default_factory=lambda: [224, 126])  # cached frames (w, h)
+    max_train: int | None = None  # evenly spaced subsample of the training samples
+    max_test: int | None = None
+
+
+@dataclass
+class PipelineRecipe:
+    name: str
+    out: str  # the run folder
+    data: DataSpec
+    seed: int = 0
+    base_model: str = "tiny"  # engine.tiny_model size ("tiny", "small") or a model directory
+    canonical_chains: bool = False  # one fixed phrasing per level (very small models learn it faster)
+    sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields
+    grpo: dict[str, Any] = field(default_factory=dict)  # {rewards: {name: weight}, trainer: GRPOConfig fields}
+    iterate: dict[str, Any] = field(default_factory=dict)  # {rounds, sft, grpo, + IterationConfig fields}
+    ablation: bool = True  # also train and evaluate the direct-answer variant
+    direct_rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
+    evaluation: dict[str, Any] = field(default_factory=dict)  # {max_new_tokens, batch_size}
+    export: dict[str, Any] = field(default_factory=dict)  # {onnx: bool}
+    accelerate: str | None = None  # run the training stages under accelerate launch with this config
+
+    @property
+    def rounds(self) -> int:
+        return int(self.iterate.get("rounds", 1))
+
+
+def _dataclass(cls, data: Any, where: str):
+    if not isinstance(data, dict):
+        raise PipelineError(f"{where} must be a mapping")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise PipelineError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise PipelineError(f"{where}: {exc}") from None
+
+
+def load_pipeline_recipe(path: Path) -> PipelineRecipe:
+    """Read and check a recipe; relative paths are relative to the recipe file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise PipelineError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise PipelineError(f"recipe {path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise PipelineError(f"recipe {path} must be a mapping")
+    raw = dict(raw)
+    data = dict(raw.pop("data", None) or {})
+    if data.get("synthetic") is not None:
+        data["synthetic"] = _dataclass(SyntheticSpec, data["synthetic"], f"{path}: data.synthetic")
+    spec = _dataclass(DataSpec, data, f"{path}: data")
+    for key in ("cholec80", "cholect50", "endoscapes"):
+        value = getattr(spec, key)
+        if value is not None:
+            setattr(spec, key, str(_relative(path.parent, value)))
+    if spec.synthetic is None and not (spec.cholec80 or spec.cholect50 or spec.endoscapes):
+        raise PipelineError(f"{path}: data needs synthetic settings or a dataset folder")
+    for task in spec.tasks:
+        try:
+            Task(task)
+        except ValueError:
+            raise PipelineError(f"{path}: unknown task {task!r}; known: {', '.join(t.value for t in Task)}") from None
+    recipe = _dataclass(PipelineRecipe, {**raw, "data": spec}, str(path))
+    recipe.out = str(_relative(path.parent, recipe.out))
+    if recipe.base_model not in ("tiny", "small"):
+        recipe.base_model = str(_relative(path.parent, recipe.base_model))
+    if recipe.accelerate and not Path(recipe.accelerate).suffix:
+        recipe.accelerate = str(ACCELERATE_CONFIGS / f"{recipe.accelerate}.yaml")
+    return recipe
+
+
+def check_recipe(recipe: PipelineRecipe) -> None:
+    """Catch a misspelt trainer or iteration setting now, not hours into a run."""
+    from trl import GRPOConfig, SFTConfig
+
+    from train.grpo.rewards import REWARDS
+    from train.iterate import IterationConfig
+
+    sft_keys = {f.name for f in fields(SFTConfig)}
+    grpo_keys = {f.name for f in fields(GRPOConfig)}
+    iterate_keys = {f.name for f in fields(IterationConfig)} | {"rounds", "sft", "grpo"}
+
+    def unknown(where: str, given: dict[str, Any], known: set[str]) -> None:
+        bad = sorted(set(given) - known)
+        if bad:
+            raise PipelineError(f"{where}: unknown setting(s) {', '.join(bad)}")
+
+    unknown("sft", recipe.sft, sft_keys)
+    unknown("grpo", recipe.grpo, {"rewards", "trainer"})
+    unknown("grpo.trainer", recipe.grpo.get("trainer", {}), grpo_keys)
+    unknown("iterate", recipe.iterate, iterate_keys)
+    unknown("iterate.sft", recipe.iterate.get("sft", {}), sft_keys)
+    unknown("iterate.grpo", recipe.iterate.get("grpo", {}), grpo_keys)
+    unknown("iterate.thresholds", recipe.iterate.get("thresholds", {}), set(REWARDS))
+    unknown("evaluation", recipe.evaluation, {"max_new_tokens", "batch_size"})
+    unknown("export", recipe.export, {"onnx"})
+    for name in [*recipe.grpo.get("rewards", {}), *recipe.direct_rewards]:
+        if name not in REWARDS:
+            raise PipelineError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}")
+    if recipe.accelerate and not Path(recipe.accelerate).is_file():
+        raise PipelineError(f"no accelerate config {recipe.accelerate}")
+    if recipe.rounds < 0:
+        raise PipelineError("iterate.rounds must be 0 or more")
+
+
+def _relative(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p).resolve()
+
+
+# ----------------------------------------------------------------------------- data
+def _spread(items: list, limit: int | None) -> list:
+    if limit is None or limit >= len(items):
+        return items
+    step = len(items) / limit
+    return [items[int(k * step)] for k in range(limit)]
+
+
+def _synthetic_cases(out: Path, spec: SyntheticSpec) -> tuple[Path, Path]:
+    from train.synth.generate import SynthConfig, generate
+
+    train_root, test_root = out / "cases-train", out / "cases-test"
+    size = {"width": spec.width, "height": spec.height}
+    if not (train_root / "synth.json").exists():
+        config = SynthConfig(cases=spec.train_cases, minutes=spec.minutes, seed=spec.seed, first_id=1, **size)
+        generate(train_root, config)
+    if not (test_root / "synth.json").exists():
+        config = SynthConfig(cases=spec.test_cases, minutes=spec.minutes, seed=spec.seed + 1000, first_id=50, **size)
+        generate(test_root, config)
+    return train_root, test_root
+
+
+def _real_samples(spec: DataSpec, tasks: set[Task]) -> tuple[list[Sample], list[Sample]]:
+    from train.data.cholec80 import cholec80_samples
+    from train.data.cholect50 import cholect50_samples
+    from train.data.endoscapes import endoscapes_samples
+
+    samples: list[Sample] = []
+    if spec.cholec80:
+        wanted = tasks & {Task.PHASE, Task.TOOLS}
+        samples += cholec80_samples(spec.cholec80, fps=spec.fps, tasks=wanted) if wanted else []
+    if spec.cholect50:
+        wanted = tasks & {Task.TRIPLET, Task.TOOLS, Task.PHASE}
+        samples += cholect50_samples(spec.cholect50, tasks=wanted) if wanted else []
+    if spec.endoscapes and Task.CVS in tasks:
+        samples += endoscapes_samples(spec.endoscapes)
+    train = [s for s in samples if s.split == "train" and s.task in tasks]
+    test = [s for s in samples if s.split == "test" and s.task in tasks]
+    return train, test
+
+
+def _samples(recipe: PipelineRecipe, out: Path) -> tuple[list[Sample], list[Sample]]:
+    """Training and held-out samples, their frames in the cache (extracted once)."""
+    from train.data.frames import extract_frames, with_cached_frames
+    from train.data.synthetic import synthetic_samples
+
+    spec = recipe.data
+    tasks = {Task(t) for t in spec.tasks}
+    if spec.synthetic is not None:
+        train_root, test_root = _synthetic_cases(out / "data", spec.synthetic)
+        train = [s for s in synthetic_samples(train_root, tasks=tasks) if s.task in tasks]
+        test = [s for s in synthetic_samples(test_root, tasks=tasks) if s.task in tasks]
+    else:
+        train, test = _real_samples(spec, tasks)
+    train, test = _spread(train, spec.max_train), _spread(test, spec.max_test)
+    if not train or not test:
+        raise PipelineError(f"no {'training' if not train else 'held-out'} samples for tasks {sorted(spec.tasks)}")
+    size = tuple(spec.frame_size) if spec.frame_size else None
+    cache = out / "data" / "frames"
+    mapping = extract_frames([*train, *test], cache, size=size)
+    return with_cached_frames(train, mapping), with_cached_frames(test, mapping)
+
+
+# ----------------------------------------------------------------------------- stages
+@dataclass
+class StageResult:
+    variant: str  # "chain" or "direct"
+    stage: str  # "sft", "grpo", "iter1", ...
+    model: Path
+    seconds: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Run:
+    """One pipeline run: the folder, the recipe, progress lines, and the stage records."""
+
+    def __init__(self, recipe: PipelineRecipe, say: Say, stop_after: str | None = None):
+        self.recipe = recipe
+        self.out = Path(recipe.out)
+        self.say = say
+        self.stop_after = stop_after
+        self.results: list[StageResult] = []
+        self.records = self.out / "stages.json"
+
+    # -- bookkeeping ---------------------------------------------------------------------
+    def _timings(self) -> dict[str, float]:
+        if self.records.exists():
+            return json.loads(self.records.read_text(encoding="utf-8"))
+        return {}
+
+    def _record(self, key: str, seconds: float) -> None:
+        timings = self._timings()
+        timings[key] = round(seconds, 1)
+        self.records.write_text(json.dumps(timings, indent=2) + "\n", encoding="utf-8")
+
+    def stage(self, key: str, done: Path, work: Callable[[], Any]) -> float:
+        """Run ``work`` unless ``done`` exists; returns the stage's seconds (from this or an earlier run)."""
+        if done.exists():
+            self.say(f"  {key}: done earlier ({done.relative_to(self.out)}), skipped")
+            return self._timings().get(key, 0.0)
+        self.say(f"▶ {key}")
+        start = time.monotonic()
+        work()
+        seconds = time.monotonic() - start
+        self._record(key, seconds)
+        self.say(f"  {key}: {seconds:.0f} s")
+        if self.stop_after == key:
+            raise StopRequested(key)
+        return seconds
+
+    def _key(self, folder: Path) -> str:
+        return folder.relative_to(self.out).as_posix()
+
+    # -- training stages -----------------------------------------------------------------
+    def _train(self, kind: str, recipe_data: dict[str, Any], folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        recipe_file = folder / f"{kind}.yaml"
+        recipe_file.write_text(yaml.safe_dump({kind: recipe_data}, sort_keys=False), encoding="utf-8")
+        if self.recipe.accelerate:
+            command = [
+                sys.executable, "-m", "accelerate.commands.launch", "--config_file", self.recipe.accelerate,
+                "-m", "train.distributed_entry", str(recipe_file), "--stage", kind,
+            ]  # fmt: skip
+            if subprocess.run(command, check=False).returncode != 0:
+                raise PipelineError(f"{kind} under accelerate failed (recipe {recipe_file})")
+            return folder / "model"
+        if kind == "sft":
+            from train.sft import load_recipe, run_sft
+
+            return run_sft(load_recipe(recipe_file))
+        from train.grpo.stage import load_grpo_recipe, run_grpo
+
+        return run_grpo(load_grpo_recipe(recipe_file))
+
+    def sft(self, variant: str, base: Path, data: Path, folder: Path, trainer: dict[str, Any]) -> Path:
+        recipe = {
+            "model": str(base),
+            "data": str(data),
+            "output_dir": str(folder),
+            "seed": self.recipe.seed,
+            "name": f"{self.recipe.name}-{self._key(folder).replace('/', '-')}",
+            "trainer": trainer,
+        }
+        done = folder / "model" / "surgview.json"
+        self.stage(self._key(folder), done, lambda: self._train("sft", recipe, folder))
+        return folder / "model"
+
+    def grpo(self, variant: str, base: Path, data: Path, folder: Path, trainer: dict[str, Any]) -> Path:
+        rewards = self.recipe.direct_rewards if variant == "direct" else self.recipe.grpo.get("rewards")
+        recipe = {
+            "model": str(base),
+            "data": str(data),
+            "output_dir": str(folder),
+            "seed": self.recipe.seed,
+            "name": f"{self.recipe.name}-{self._key(folder).replace('/', '-')}",
+            "trainer": trainer,
+            **({"rewards": dict(rewards)} if rewards else {}),
+        }
+        done = folder / "model" / "surgview.json"
+        self.stage(self._key(folder), done, lambda: self._train("grpo", recipe, folder))
+        return folder / "model"
+
+    def iteration(self, variant: str, model: Path, round_: int, sets: dict[str, Path]) -> Path:
+        from train.iterate import IterationConfig, sample_chains, write_iteration_set
+
+        folder = self.out / variant / f"iter{round_}"
+        options = {k: v for k, v in self.recipe.iterate.items() if k not in ("rounds", "sft", "grpo")}
+        if variant == "direct":
+            options["thresholds"] = {"accuracy": 1.0}
+        options.setdefault("seed", self.recipe.seed + round_)
+        config = IterationConfig(**options)
+        mixed = folder / "sft.jsonl"
+        stats_file = folder / "samples.json"
+
+        def sample() -> None:
+            samples = sample_chains(model, sets["grpo"], config)
+            stats = write_iteration_set(samples, sets["grpo"], sets[f"sft-{variant}"], mixed)
+            folder.mkdir(parents=True, exist_ok=True)
+            stats_file.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
+            self.say(
+                f"  sampled {stats['sampled']} chains, kept {stats['kept']} ({stats['pass_rate']:.0%}), "
+                f"{stats['kept_unique']} new rows"
+            )
+
+        self.stage(f"{variant}/iter{round_}/sample", stats_file, sample)
+        sft_trainer = dict(self.recipe.iterate.get("sft", {}))
+        grpo_trainer = dict(self.recipe.iterate.get("grpo", {}))
+        tuned = self.sft(variant, model, mixed, folder / "sft", sft_trainer)
+        return self.grpo(variant, tuned, sets["grpo"], folder / "grpo", grpo_trainer)
+
+
+class StopRequested(Exception):
+    """``--stop-after STAGE`` reached (the run resumes from here next time)."""
+
+
+def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
+    if recipe.base_model in ("tiny", "small"):
+        from engine.tiny_model import build_tiny_model
+
+        base = out / "base-model"
+        if not (base / "surgview.json").exists():
+            build_tiny_model(base, seed=recipe.seed, size=recipe.base_model)
+        return base
+    return inspect_model_dir(recipe.base_model).path
+
+
+def _evaluate(run: Run, key: str, model: Path, test: list[Sample]) -> dict[str, Any]:
+    from train.eval.run import evaluate_model
+
+    folder = run.out / "eval" / key.replace("/", "-")
+    report_file = folder / "report.json"
+    options = run.recipe.evaluation
+    run.stage(
+        f"eval {key}",
+        report_file,
+        lambda: evaluate_model(
+            model,
+            test,
+            folder,
+            max_new_tokens=int(options.get("max_new_tokens", 256)),
+            batch_size=int(options.get("batch_size", 16)),
+        ),
+    )
+    return json.loads(report_file.read_text(encoding="utf-8"))
+
+
+def _row(variant: str, stage: str, report: dict[str, Any]) -> dict[str, Any]:
+    tasks = report.get("tasks", {})
+    phase = tasks.get("phase") or tasks.get("phase_mcq") or {}
+    return {
+        "variant": variant,
+        "stage": stage,
+        "arena": report.get("arena_score"),
+        "phase_accuracy": phase.get("accuracy"),
+        "format_ok": report.get("format_ok"),
+        "n": report.get("n") or phase.get("n"),
+    }
+
+
+_LABELS = {"sft": "SFT", "grpo": "+ GRPO"}
+
+
+def table_markdown(rows: list[dict[str, Any]], chance: float | None = None, majority: float | None = None) -> str:
+    lines = [
+        "| variant | stage | arena | phase accuracy | well-formed outputs |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+
+    def pct(value: Any) -> str:
+        return "–" if value is None else f"{100 * float(value):.1f}"
+
+    for row in rows:
+        stage = _LABELS.get(row["stage"], f"+ iteration {row['stage'].removeprefix('iter')}")
+        variant = "hierarchical chain" if row["variant"] == "chain" else "direct answer"
+        scores = " | ".join(pct(row[k]) for k in ("arena", "phase_accuracy", "format_ok"))
+        lines.append(f"| {variant} | {stage} | {scores} |")
+    notes = []
+    if majority is not None:
+        notes.append(f"majority-class baseline {pct(majority)}")
+    if chance is not None:
+        notes.append(f"chance {pct(chance)}")
+    if notes:
+        lines += ["", "Phase accuracy baselines: " + ", ".join(notes) + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _export(run: Run, model: Path, report: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
+    target = run.out / "export" / "model"
+
+    def work() -> None:
+        staging = target.with_name("model.part")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(model, staging)
+        manifest = Manifest.read(staging)
+        manifest.name = run.recipe.name
+        manifest.lineage.append(Stage("export", details={"from": str(model)}))
+        manifest.evaluation = {
+            "held_out": {k: v for k, v in report.items() if k in ("arena_score", "format_ok", "key_metrics", "n")},
+            "stages": rows,
+        }
+        manifest.write(staging)
+        if run.recipe.export.get("onnx"):
+            from train.onnx_export import export_onnx
+
+            export_onnx(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+
+    run.stage("export", target / "surgview.json", work)
+    return target
+
+
+def run_pipeline(recipe: PipelineRecipe, say: Say = print, stop_after: str | None = None) -> dict[str, Any]:
+    """Run (or resume) every stage; return the per-stage table and the exported model's path."""
+    check_recipe(recipe)
+    run = Run(recipe, say, stop_after)
+    out = run.out
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2, default=str) + "\n", encoding="utf-8")
+    try:
+        return _run(run)
+    except StopRequested as stop:
+        say(f"stopped after {stop}; run the same command again to continue")
+        return {"stopped_after": str(stop)}
+
+
+def _run(run: Run) -> dict[str, Any]:
+    recipe, out, say = run.recipe, run.out, run.say
+    say(f"run folder: {out}")
+    train, test = _samples(recipe, out)
+    say(f"  {len(train)} training and {len(test)} held-out samples ({', '.join(recipe.data.tasks)})")
+    cot = out / "cot"
+    sets = {"sft-chain": cot / "sft.jsonl", "sft-direct": cot / "sft-direct.jsonl", "grpo": cot / "grpo.jsonl"}
+
+    def write_sets() -> None:
+        image = lambda s: s.frame.path  # noqa: E731
+        write_grpo_set(train, image, sets["grpo"], seed=recipe.seed)
+        write_sft_set(train, image, sets["sft-direct"], seed=recipe.seed, direct=True)
+        # the chain set last: its presence marks the stage done
+        write_sft_set(train, image, sets["sft-chain"], seed=recipe.seed, canonical=recipe.canonical_chains)
+
+    run.stage("cot", sets["sft-chain"], write_sets)
+    base = _base_model(recipe, out)
+    variants = ["chain", "direct"] if recipe.ablation else ["chain"]
+    rows: list[dict[str, Any]] = []
+    reports: dict[str, dict[str, Any]] = {}
+    finals: dict[str, Path] = {}
+    for variant in variants:
+        models: list[tuple[str, Path]] = []
+        model = run.sft(variant, base, sets[f"sft-{variant}"], out / variant / "sft", dict(recipe.sft))
+        models.append(("sft", model))
+        model = run.grpo(variant, model, sets["grpo"], out / variant / "grpo", dict(recipe.grpo.get("trainer", {})))
+        models.append(("grpo", model))
+        for round_ in range(1, recipe.rounds + 1):
+            model = run.iteration(variant, model, round_, sets)
+            models.append((f"iter{round_}", model))
+        finals[variant] = model
+        for stage, path in models:
+            report = _evaluate(run, f"{variant}/{stage}", path, test)
+            reports[f"{variant}/{stage}"] = report
+            rows.append(_row(variant, stage, report))
+    phases = [s.truth.phase for s in test if s.truth.phase]
+    majority = max((phases.count(p) for p in set(phases)), default=0) / len(phases) if phases else None
+    table = table_markdown(rows, chance=1 / 7 if phases else None, majority=majority)
+    (out / "table.md").write_text(table, encoding="utf-8")
+    (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    final_key = f"chain/{'iter' + str(recipe.rounds) if recipe.rounds else 'grpo'}"
+    exported = _export(run, finals["chain"], reports[final_key], rows)
+    say(table)
+    say(f"model: {exported}")
+    return {"rows": rows, "model": str(exported), "table": table}
