@@ -162,6 +162,9 @@ def _add_analysis_commands(sub) -> None:
     a.add_argument("--batch", type=_positive(int), default=1, help="frames per batch (transformers backend)")
     a.add_argument("--task", default="frame_analysis")
     a.add_argument("--max-tokens", type=_positive(int), default=768)
+    a.add_argument(
+        "--phases", metavar="videoNN-phase.txt", help="a Cholec80 phase file: print how much of the timeline agrees"
+    )
     a.add_argument("--quiet", action="store_true")
     a.set_defaults(func=cc.cmd_analyze)
     q = sub.add_parser("ask", help="stream one frame's reasoning chain to the terminal")

@@ -99,9 +99,27 @@ def cmd_analyze(args) -> int:
                 )
             for failure in listener.failures:
                 print(f"  skipped {failure}", file=sys.stderr)
+            if args.phases:
+                _print_agreement(timelines, Path(args.phases))
     finally:
         backend.close()
     return 0
+
+
+def _print_agreement(timelines, phase_file: Path) -> None:
+    """How much of the case the phase timeline gets right, against a Cholec80 phase file."""
+    from engine.phase_labels import LabelFileError, read_cholec80_phases
+
+    try:
+        truth = read_cholec80_phases(phase_file)
+    except (OSError, LabelFileError) as exc:
+        raise CliError(f"{phase_file}: {exc}") from None
+    smoothed = [timelines.phase_at(frame) for frame in range(len(truth))]
+    agree = sum(p == t for p, t in zip(smoothed, truth, strict=True)) / max(1, len(truth))
+    raw = [(row.phase, truth[row.frame]) for row in timelines.rows if row.frame < len(truth)]
+    raw_agree = sum(p == t for p, t in raw) / max(1, len(raw))
+    print(f"  phase timeline agrees with {phase_file.name} on {agree:.1%} of the case's {len(truth)} frames")
+    print(f"  (the model's own answers, unsmoothed: {raw_agree:.1%} of {len(raw)} analysed frames)")
 
 
 def cmd_ask(args) -> int:

@@ -49,8 +49,17 @@ def cmd_synth(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The demo case and the demo model that ``./dev.sh run`` opens."""
-    from engine.tiny_model import build_tiny_model
+    """The demo case and the demo model that ``./dev.sh run`` opens.
+
+    The model is the one bundled in ``resources/demo_model`` (trained by this same command with
+    ``--train``: the tiny-synthetic recipe, all four stages). ``--train`` rebuilds it from synthetic
+    cases on this machine instead (about half an hour on two cores); ``--bundle`` then also
+    replaces the bundled copy.
+    """
+    import shutil
+
+    from engine.modeldir import ModelDirError, inspect_model_dir
+    from engine.resources import resource_path
 
     out = Path(args.out)
     case_dir, model_dir = out, out / "model"
@@ -63,13 +72,42 @@ def cmd_demo(args) -> int:
                 generate(case_dir, config, progress=bar.update)
             except SynthError as exc:
                 raise CliError(str(exc)) from None
-    if not (model_dir / "surgview.json").exists():
-        # Until the training pipeline builds the trained demo model, the demo runs the tiny
-        # Qwen2.5-VL-architecture model untrained: the whole path works, its words are noise.
-        build_tiny_model(model_dir, seed=args.seed)
+    bundled = resource_path("demo_model")
+    if args.train or not (bundled / "surgview.json").exists():
+        from train.pipeline import PipelineError, load_pipeline_recipe, run_pipeline
+
+        recipe = load_pipeline_recipe(Path(__file__).resolve().parent / "recipes" / "tiny-synthetic.yaml")
+        recipe.out = str((out / "training").resolve())
+        print("training the demo model (all four stages, resumable: run the command again if stopped)")
+        try:
+            source = Path(run_pipeline(recipe, say=lambda line: print(line, flush=True))["model"])
+        except PipelineError as exc:
+            raise CliError(str(exc)) from None
+        if args.bundle:
+            _replace_tree(source, bundled)
+            print(f"bundled: {bundled}")
+        _replace_tree(source, model_dir)
+    elif not (model_dir / "surgview.json").exists():
+        _replace_tree(bundled, model_dir)
+    try:
+        inspect_model_dir(model_dir)
+    except ModelDirError as exc:
+        raise CliError(f"demo model: {exc}") from None
+    shutil.rmtree(model_dir.with_name("model.part"), ignore_errors=True)
     print(f"demo case: {case_dir / 'cholec80' / 'videos' / 'video01.mp4'}")
     print(f"demo model: {model_dir}")
     return 0
+
+
+def _replace_tree(source: Path, target: Path) -> None:
+    """Copy a model folder into place whole: staged beside the target, then renamed."""
+    import shutil
+
+    staging = target.with_name(target.name + ".part")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "accelerate"
@@ -217,6 +255,8 @@ def build_parser() -> ArgumentParser:
     d.add_argument("--minutes", type=float, default=2.0)
     d.add_argument("--seed", type=int, default=7)
     d.add_argument("--quiet", action="store_true")
+    d.add_argument("--train", action="store_true", help="train the demo model here instead of using the bundled one")
+    d.add_argument("--bundle", action="store_true", help="with --train: also replace resources/demo_model")
     d.set_defaults(func=cmd_demo)
     f = sub.add_parser("sft", help="supervised fine-tuning on a CoT set (trl SFTTrainer), from a YAML recipe")
     f.add_argument("recipe", metavar="RECIPE.yaml")
