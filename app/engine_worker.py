@@ -76,7 +76,7 @@ class WorkerSpec:
     def from_dict(cls, spec: dict[str, Any]) -> WorkerSpec:
         kind = str(spec.get("kind") or "transformers")
         threads = spec.get("threads")
-        if threads is None and kind == "transformers":
+        if threads is None and kind in ("transformers", "onnx"):
             threads = default_threads()
         backend = BackendSpec(
             kind=kind,
