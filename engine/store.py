@@ -21,6 +21,8 @@ takes a store from version ``i`` to ``i + 1``; pending steps run in order in one
    first_token_s, total_s, tokens, created); ``bookmarks``; ``notes``.
 2. ``results`` gains ``phase``, ``cvs1``..``cvs3`` and ``tools`` (derived from the chain JSON,
    back-filled for existing rows) and the covering index ``results_timeline``.
+3. ``blank_areas``: rectangles (in pixels of the video) holding burned-in text (patient name,
+   date, device) that exports paint over, drawn once per case.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ __all__ = [
     "MIGRATIONS",
     "SCHEMA_VERSION",
     "Analysis",
+    "BlankArea",
     "Bookmark",
     "CaseInfo",
     "CaseStore",
@@ -148,6 +151,20 @@ class Note:
     author: str
     created: float
     updated: float
+
+
+@dataclass(frozen=True)
+class BlankArea:
+    """A rectangle of the video, in source pixels, blanked in exports (burned-in identifying text)."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        if self.x < 0 or self.y < 0 or self.width <= 0 or self.height <= 0:
+            raise ValueError(f"a blank area needs x, y >= 0 and a positive size, got {self}")
 
 
 @dataclass(frozen=True)
@@ -287,7 +304,14 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2]
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    conn.execute(
+        "CREATE TABLE blank_areas (id INTEGER PRIMARY KEY, x INTEGER NOT NULL, y INTEGER NOT NULL, "
+        "width INTEGER NOT NULL, height INTEGER NOT NULL)"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RESULT_COLUMNS = (
@@ -636,6 +660,22 @@ class CaseStore:
     def delete_note(self, note_id: int) -> bool:
         with self._write("delete a note") as conn:
             return conn.execute("DELETE FROM notes WHERE id = ?", (note_id,)).rowcount > 0
+
+    # ----------------------------------------------------------------- blank areas
+    def blank_areas(self) -> list[BlankArea]:
+        """The case's rectangles of burned-in text, in the order they were drawn."""
+        with self._read("read blank areas") as conn:
+            rows = conn.execute("SELECT x, y, width, height FROM blank_areas ORDER BY id").fetchall()
+        return [BlankArea(*row) for row in rows]
+
+    def set_blank_areas(self, areas: list[BlankArea]) -> None:
+        """Replace the case's blank areas (one transaction: the old set or the new, never a mix)."""
+        with self._write("store blank areas") as conn:
+            conn.execute("DELETE FROM blank_areas")
+            conn.executemany(
+                "INSERT INTO blank_areas (x, y, width, height) VALUES (?, ?, ?, ?)",
+                [(int(a.x), int(a.y), int(a.width), int(a.height)) for a in areas],
+            )
 
     # ----------------------------------------------------------------- maintenance
     def integrity_problems(self) -> list[str]:

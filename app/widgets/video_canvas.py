@@ -5,9 +5,8 @@ the Chain *of that same frame*: instrument boxes with labels, the triplets, a ph
 CVS badge, each switchable through ``LayerState``. A chain is accepted only for the frame on
 screen and dropped with it, so a stale frame's boxes are never drawn over a new picture.
 
-Everything a model wrote is drawn with ``QPainter.drawText`` after control characters are
-removed: plain text, never rich text, so ``<b>x</b>`` shows as typed. Names the ontology does
-not know are drawn as written, dashed and marked "?".
+The layers are painted by :mod:`app.widgets.overlay_painter` (shared with report pictures and
+exported clips): model text as plain text, never rich text.
 
 Hovering a box emits ``entityHovered`` with the tool's canonical label and sets
 ``LayerState.highlighted`` (as the reasoning panel does), so the entity lights up everywhere.
@@ -15,71 +14,19 @@ Hovering a box emits ``entityHovered`` with the tool's canonical label and sets
 
 from __future__ import annotations
 
-import functools
-import unicodedata
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QWidget
 
 from app import palette
 from app.playback import safe_emit
 from app.state import LayerState
-from engine.chain import Chain, CvsState, InstrumentSighting, Mention
-from engine.ontology import load_ontology
-from engine.timecode import format_timecode
+from app.widgets.overlay_painter import FrameBox, chain_boxes, paint_overlays, plain_text
+from engine.chain import Chain, InstrumentSighting
 
 __all__ = ["VideoCanvas", "plain_text"]
-
-_MAX_TEXT = 80  # characters of one model-written name or line drawn on the video
-_MAX_TRIPLET_LINES = 4
-_CVS_MARKS = {CvsState.MET: "✓", CvsState.NOT_MET: "✗", CvsState.NOT_ASSESSABLE: "?"}
-
-
-def plain_text(text: str, limit: int = _MAX_TEXT) -> str:
-    """Model text made safe to draw: control and format characters out, whitespace folded, capped."""
-    cleaned = "".join(" " if unicodedata.category(c)[0] in "CZ" else c for c in str(text))
-    cleaned = " ".join(cleaned.split())
-    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
-
-
-@functools.lru_cache(maxsize=512)
-def _display(vocabulary: str, label: str) -> str:
-    """The ontology's display form of a canonical label (``cystic_duct`` → ``cystic duct``)."""
-    try:
-        found = load_ontology().vocabulary(vocabulary).resolve(label)
-    except (KeyError, LookupError, ValueError):
-        found = None
-    return found.display if found is not None else label
-
-
-@functools.lru_cache(maxsize=64)
-def _tool_of(label: str) -> str | None:
-    """The Cholec80 tool a CholecT50 instrument label stands for (``grasper`` → ``Grasper``)."""
-    try:
-        ontology = load_ontology()
-        found = ontology.vocabulary("instrument").resolve(label)
-        return ontology.tool_for_instrument(found).name if found is not None else None
-    except (KeyError, LookupError, ValueError):
-        return None
-
-
-def _name(mention: Mention) -> str:
-    if mention.label is None:
-        return plain_text(mention.text, 40) + " ?"
-    return _display(mention.vocabulary, mention.label)
-
-
-@dataclass(frozen=True)
-class _Box:
-    rect: QRectF  # widget coordinates
-    sighting: InstrumentSighting
-
-    @property
-    def label(self) -> str | None:
-        return self.sighting.name.label
 
 
 class VideoCanvas(QWidget):
@@ -175,6 +122,11 @@ class VideoCanvas(QWidget):
         return self._index
 
     @property
+    def image(self) -> QImage | None:
+        """The frame on screen, without overlays (None: none)."""
+        return self._image
+
+    @property
     def chain(self) -> Chain | None:
         """The chain drawn over the frame on screen, if any."""
         return self._chain
@@ -208,21 +160,10 @@ class VideoCanvas(QWidget):
         r = self.image_rect()
         return QPointF(r.x() + x * r.width() / self._image.width(), r.y() + y * r.height() / self._image.height())
 
-    def _boxes(self) -> list[_Box]:
-        chain = self._chain
-        if self._image is None or chain is None or chain.perception is None:
+    def _boxes(self) -> list[FrameBox]:
+        if self._image is None:
             return []
-        r = self.image_rect()
-        sx, sy = r.width() / self._image.width(), r.height() / self._image.height()
-        boxes = []
-        for s in chain.perception.instruments:
-            if s.box is None:
-                continue
-            x1, y1, x2, y2 = s.box
-            x1, x2 = sorted((x1, x2))
-            y1, y2 = sorted((y1, y2))
-            boxes.append(_Box(QRectF(r.x() + x1 * sx, r.y() + y1 * sy, (x2 - x1) * sx, (y2 - y1) * sy), s))
-        return boxes
+        return chain_boxes(self._chain, self.image_rect(), self._image.width(), self._image.height())
 
     def box_at(self, pos: QPointF) -> InstrumentSighting | None:
         """The (smallest) visible box under ``pos``, in widget coordinates."""
@@ -271,114 +212,16 @@ class VideoCanvas(QWidget):
         if self._smooth:
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         p.drawImage(target, self._image)
-        font = QFont(self.font())
-        font.setPixelSize(int(min(18, max(10, target.height() / 32))))
-        p.setFont(font)
-        layers, chain = self._layers, self._chain
-        if chain is not None:
-            if layers.boxes:
-                self._paint_boxes(p, target)
-            if layers.phase and chain.context is not None and chain.context.phase is not None:
-                self._paint_phase(p, target, chain.context.phase)
-            if layers.cvs and chain.context is not None and any(c is not None for c in chain.context.cvs):
-                self._paint_cvs(p, target, chain.context.cvs)
-        osd_width = self._paint_osd(p, target) if self._osd else 0.0
-        if chain is not None and layers.triplets and chain.relations is not None and chain.relations.triplets:
-            self._paint_triplets(p, target, osd_width)
+        paint_overlays(
+            p,
+            target,
+            self._image.width(),
+            self._image.height(),
+            self._chain,
+            self._layers,
+            index=self._index,
+            fps=self._fps,
+            osd=self._osd,
+            base_font=self.font(),
+        )
         p.end()
-
-    def _paint_boxes(self, p: QPainter, target: QRectF) -> None:
-        highlighted = self._layers.highlighted
-        boxes = sorted(self._boxes(), key=lambda b: highlighted is not None and b.label == highlighted)
-        fm = QFontMetrics(p.font())
-        for box in boxes:
-            known = box.label is not None
-            lit = known and box.label == highlighted
-            colour = QColor(palette.BOX_HIGHLIGHT if lit else palette.BOX if known else palette.BOX_UNKNOWN)
-            pen = QPen(colour, 4 if lit else 2)
-            if not known:
-                pen.setStyle(Qt.PenStyle.DashLine)
-            p.setPen(pen)
-            p.setBrush(Qt.BrushStyle.NoBrush)
-            p.drawRect(box.rect)
-            text = _name(box.sighting.name)
-            if box.sighting.confidence is not None:
-                text += f" {box.sighting.confidence:.2f}"
-            text = fm.elidedText(text, Qt.TextElideMode.ElideRight, int(max(target.width() / 2, 60)))
-            w, h = fm.horizontalAdvance(text) + 8, fm.height() + 2
-            y = box.rect.top() - h if box.rect.top() - h >= target.top() else box.rect.top()
-            x = min(max(box.rect.left(), target.left()), target.right() - w)
-            tag = QRectF(x, y, w, h)
-            p.fillRect(tag, colour if lit else QColor(0, 0, 0, 170))
-            p.setPen(QColor("#000000") if lit else colour)
-            p.drawText(tag, Qt.AlignmentFlag.AlignCenter, text)
-
-    def _badge(self, p: QPainter, rect: QRectF, fill: QColor) -> None:
-        p.setPen(Qt.PenStyle.NoPen)
-        p.setBrush(fill)
-        p.drawRoundedRect(rect, 4, 4)
-
-    def _paint_phase(self, p: QPainter, target: QRectF, phase: Mention) -> None:
-        fm = QFontMetrics(p.font())
-        text = fm.elidedText(_name(phase), Qt.TextElideMode.ElideRight, int(target.width() / 2))
-        rect = QRectF(target.left() + 8, target.top() + 8, fm.horizontalAdvance(text) + 16, fm.height() + 8)
-        fill = QColor(palette.phase_color(phase.label))
-        self._badge(p, rect, fill)
-        p.setPen(QColor("#000000") if fill.lightnessF() > 0.5 else QColor("#FFFFFF"))
-        p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
-
-    def _paint_cvs(self, p: QPainter, target: QRectF, cvs: tuple[CvsState | None, ...]) -> None:
-        fm = QFontMetrics(p.font())
-        parts = [("CVS", QColor(palette.TEXT))]
-        for i, state in enumerate(cvs):
-            mark = _CVS_MARKS.get(state, "–") if state is not None else "–"
-            colour = palette.CVS_COLORS.get(state, palette.TEXT_DIM) if state is not None else palette.TEXT_DIM
-            parts.append((f"C{i + 1}{mark}", QColor(colour)))
-        gap = fm.horizontalAdvance("  ")
-        width = sum(fm.horizontalAdvance(t) for t, _ in parts) + gap * (len(parts) - 1) + 16
-        rect = QRectF(target.right() - 8 - width, target.top() + 8, width, fm.height() + 8)
-        self._badge(p, rect, QColor(0, 0, 0, 180))
-        x = rect.left() + 8
-        for text, colour in parts:
-            p.setPen(colour)
-            w = fm.horizontalAdvance(text)
-            p.drawText(QRectF(x, rect.top(), w + 1, rect.height()), Qt.AlignmentFlag.AlignVCenter, text)
-            x += w + gap
-
-    def _paint_triplets(self, p: QPainter, target: QRectF, reserved: float) -> None:
-        assert self._chain is not None and self._chain.relations is not None
-        triplets = self._chain.relations.triplets
-        highlighted = self._layers.highlighted
-        fm = QFontMetrics(p.font())
-        width = max(60.0, target.width() - reserved - 24)
-        lines: list[tuple[str, str]] = []
-        for t in triplets[:_MAX_TRIPLET_LINES]:
-            text = " ".join(_name(m) for m in (t.instrument, t.verb, t.target))
-            known = all(m.known for m in (t.instrument, t.verb, t.target))
-            lit = highlighted is not None and highlighted in (t.instrument.label, _tool_of(t.instrument.label or ""))
-            colour = palette.BOX_HIGHLIGHT if lit else palette.TEXT if known else palette.BOX_UNKNOWN
-            lines.append((fm.elidedText(plain_text(text), Qt.TextElideMode.ElideRight, int(width) - 16), colour))
-        if len(triplets) > _MAX_TRIPLET_LINES:
-            lines.append((f"+{len(triplets) - _MAX_TRIPLET_LINES} more", palette.TEXT_DIM))
-        line_h = fm.height() + 2
-        strip_w = min(width, max(fm.horizontalAdvance(t) for t, _ in lines) + 16)
-        strip_h = line_h * len(lines) + 8
-        strip = QRectF(target.left() + 8, target.bottom() - 8 - strip_h, strip_w, strip_h)
-        self._badge(p, strip, QColor(0, 0, 0, 160))
-        for i, (text, colour) in enumerate(lines):
-            p.setPen(QColor(colour))
-            row = QRectF(strip.left() + 8, strip.top() + 4 + i * line_h, strip.width() - 16, line_h)
-            p.drawText(row, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
-
-    def _paint_osd(self, p: QPainter, target: QRectF) -> float:
-        """Frame number and timecode of the frame on screen, bottom right; returns the width used."""
-        text = f"{self._index}"
-        if self._fps > 0:
-            text += f"  {format_timecode(self._index, self._fps)}"
-        fm = QFontMetrics(p.font())
-        w, h = fm.horizontalAdvance(text) + 12, fm.height() + 6
-        rect = QRectF(target.right() - 8 - w, target.bottom() - 8 - h, w, h)
-        self._badge(p, rect, QColor(0, 0, 0, 160))
-        p.setPen(QColor(palette.TEXT))
-        p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
-        return w + 8

@@ -1,0 +1,320 @@
+"""Annotated clips: a range of the case as H.264 MP4 with the overlays and the streaming reasoning
+burned in, at the source frame rate.
+
+Each output frame is the decoded source frame (burned-in text areas blanked when asked) with the
+overlays of the latest analysed frame painted over it, beside a panel where that frame's chain
+is revealed progressively over the following frames, as it streamed in the viewer. Boxes belong
+to one instant, so they are drawn only for ``box_hold_s`` after their frame; the phase, CVS and
+triplet captions are held until the next analysed frame (at most ``TimelineConfig.max_gap_s``).
+
+De-identification: the MP4 is written fresh by PyAV; no stream or container metadata of the
+source is read or copied (no creation time, device, location), and the file carries no path.
+The file is written under a temporary name beside the target and renamed when complete, so a
+cancelled or failed export leaves nothing at the output path.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+from PySide6.QtCore import QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
+
+from app import palette
+from app.export.files import atomic_path
+from app.export.pictures import blank_areas, ensure_gui_app
+from app.state import LayerState
+from app.widgets.overlay_painter import paint_overlays
+from engine.chain import Chain
+from engine.report_data import LEVEL_NAMES, ReportError, choose_analysis, visible_text
+from engine.store import BlankArea, CaseStore, FrameResult, StoreError, case_store_path
+from engine.timecode import format_timecode
+from engine.timeline import TimelineConfig
+from engine.video import VideoError, VideoReader
+
+__all__ = ["ClipCancelled", "ClipOptions", "ClipStats", "clip_for_video", "export_clip"]
+
+Progress = Callable[[int, int], None]
+
+
+class ClipCancelled(Exception):
+    """The export was cancelled; nothing was left at the output path."""
+
+
+@dataclass(frozen=True)
+class ClipOptions:
+    start: int  # first frame
+    stop: int  # last frame (inclusive)
+    panel: bool = True  # the reasoning panel beside the picture
+    panel_width: int | None = None  # default: 0.6 × the video's height
+    reveal_s: float = 2.0  # a chain is revealed over this long (or until the next analysed frame)
+    box_hold_s: float = 0.2  # boxes stay this long after their frame
+    blank: bool = True  # paint the case's blank areas black
+    crf: int = 20
+    preset: str = "veryfast"
+    threads: int = 0  # encoder threads (0: as many as the machine has)
+
+    def __post_init__(self) -> None:
+        if self.start < 0 or self.stop < self.start:
+            raise ValueError(f"a clip needs 0 <= from <= to, got {self.start}..{self.stop}")
+
+
+@dataclass
+class ClipStats:
+    frames: int = 0
+    seconds: float = 0.0  # wall time of the export
+    fps: float = 0.0
+    width: int = 0
+    height: int = 0
+    stages: dict[str, float] = field(default_factory=dict)  # decode, compose, encode seconds
+
+
+@dataclass(frozen=True)
+class _Analysed:
+    frame: int
+    chain: Chain
+    status: str
+    paragraphs: tuple[tuple[str, str], ...]  # (heading, text made visible)
+
+    @classmethod
+    def of(cls, result: FrameResult) -> _Analysed:
+        chain = result.parsed()
+        paragraphs = [
+            (f"Level {lv.number} · {LEVEL_NAMES.get(lv.number, '?')}", visible_text(" ".join(lv.text.split())))
+            for lv in chain.levels
+        ]
+        if chain.answer is not None:
+            paragraphs.append(("Answer", visible_text(" ".join(chain.answer.text.split()))))
+        if not paragraphs:
+            paragraphs.append(("Raw output (no level recognised)", visible_text(" ".join(result.raw_text.split()))))
+        return cls(result.frame, chain, result.status, tuple(paragraphs))
+
+    @property
+    def total_chars(self) -> int:
+        return sum(len(text) for _, text in self.paragraphs)
+
+
+class _Panel:
+    """The reasoning panel: header per frame, body cached per (analysed frame, characters shown)."""
+
+    def __init__(self, width: int, height: int, fps: float):
+        self.width, self.height, self.fps = width, height, fps
+        self.font = QFont()
+        self.font.setPixelSize(max(11, min(20, height // 40)))
+        self.bold = QFont(self.font)
+        self.bold.setBold(True)
+        self.fm = QFontMetrics(self.font)
+        self.pad = max(8, width // 30)
+        self.header_h = 3 * (self.fm.height() + 2) + self.pad
+        self._key: tuple[int, int] | None = None
+        self._body = np.zeros((0, 0, 3), np.uint8)
+
+    def render(self, out: np.ndarray, index: int, current: _Analysed | None, shown: int) -> None:
+        """Paint the panel for output frame ``index`` into ``out`` (H×P×3 RGB, C-contiguous)."""
+        key = (current.frame if current else -1, shown)
+        if key != self._key:
+            self._body = self._render_body(current, shown)
+            self._key = key
+        out[self.header_h :] = self._body
+        header = np.empty((self.header_h, self.width, 3), np.uint8)
+        image = QImage(header.data, self.width, self.header_h, self.width * 3, QImage.Format.Format_RGB888)
+        image.fill(QColor(palette.SURFACE))
+        p = QPainter(image)
+        p.setFont(self.bold)
+        p.setPen(QColor(palette.TEXT))
+        line = self.fm.height() + 2
+        x, w = self.pad, self.width - 2 * self.pad
+        title = f"{format_timecode(index, self.fps)} · frame {index}"
+        p.drawText(
+            QRectF(x, self.pad, w, line), QFontMetrics(self.bold).elidedText(title, Qt.TextElideMode.ElideRight, w)
+        )
+        p.setFont(self.font)
+        p.setPen(QColor(palette.TEXT_DIM))
+        if current is None:
+            text = "no analysed frame nearby"
+        else:
+            delta = (index - current.frame) / self.fps
+            text = f"reasoning of frame {current.frame} ({delta:+.1f} s) · {current.status}"
+        p.drawText(QRectF(x, self.pad + line, w, line), self.fm.elidedText(text, Qt.TextElideMode.ElideRight, w))
+        p.fillRect(QRectF(x, self.header_h - 3, w, 1), QColor(palette.TEXT_DIM))
+        p.end()
+        out[: self.header_h] = header
+
+    def _render_body(self, current: _Analysed | None, shown: int) -> np.ndarray:
+        h = self.height - self.header_h
+        body = np.empty((h, self.width, 3), np.uint8)
+        image = QImage(body.data, self.width, h, self.width * 3, QImage.Format.Format_RGB888)
+        image.fill(QColor(palette.SURFACE))
+        if current is None:
+            return body
+        p = QPainter(image)
+        p.setRenderHint(QPainter.RenderHint.TextAntialiasing)
+        x, w = self.pad, self.width - 2 * self.pad
+        flags = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap)
+        blocks: list[tuple[QFont, str, str]] = []
+        left = shown
+        for heading, text in current.paragraphs:
+            if left <= 0:
+                break
+            part = text[:left]
+            left -= len(text)
+            blocks.append((self.bold, heading, palette.ACCENT))
+            blocks.append((self.font, part + ("▍" if left < 0 else ""), palette.TEXT))
+        heights = []
+        for font, text, _ in blocks:
+            p.setFont(font)
+            heights.append(p.boundingRect(QRectF(0, 0, w, 1e6), flags, text).height() + 2)
+        total = sum(heights) + 4 * (len(blocks) // 2)
+        y = self.pad / 2 - max(0.0, total - (h - self.pad))  # the newest text stays in view
+        for (font, text, colour), bh in zip(blocks, heights, strict=True):
+            if y + bh > 0:
+                p.setFont(font)
+                p.setPen(QColor(colour))
+                p.drawText(QRectF(x, y, w, bh), flags, text)
+            y += bh + (4 if font is self.font else 0)
+        p.end()
+        return body
+
+
+def _even(n: int) -> int:
+    return n + (n & 1)
+
+
+def export_clip(
+    video: Path,
+    out: Path,
+    results: Sequence[FrameResult],
+    options: ClipOptions,
+    *,
+    areas: Sequence[BlankArea] = (),
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+    max_gap_s: float = TimelineConfig().max_gap_s,
+) -> ClipStats:
+    """Write frames ``options.start..options.stop`` of ``video`` to ``out`` (MP4, H.264, yuv420p)."""
+    ensure_gui_app()
+    out = Path(out)
+    started = time.perf_counter()
+    stats = ClipStats()
+    try:
+        reader = VideoReader(video)
+    except VideoError as exc:
+        raise ReportError(str(exc)) from None
+    with reader:
+        stop = min(options.stop, reader.frame_count - 1)
+        if options.start > stop:
+            raise ReportError(f"the clip starts after the video's last frame ({reader.frame_count - 1})")
+        fps = float(reader.fps)
+        width, height = reader.width, reader.height
+        panel_w = (options.panel_width or round(0.6 * height)) if options.panel else 0
+        out_w, out_h = _even(width + panel_w), _even(height)
+        panel_w = out_w - width if options.panel else 0
+        analysed = sorted((_Analysed.of(r) for r in results), key=lambda a: a.frame)
+        frames = [a.frame for a in analysed]
+        hold = max(1, round(max_gap_s * fps))
+        box_hold = max(1, round(options.box_hold_s * fps))
+        panel = _Panel(panel_w, out_h, fps) if panel_w else None
+        canvas = np.zeros((out_h, out_w, 3), np.uint8)
+        image = QImage(canvas.data, out_w, out_h, out_w * 3, QImage.Format.Format_RGB888)
+        layers_all, layers_nobox = LayerState(), LayerState(boxes=False)
+        target = QRectF(0, 0, width, height)
+        total = stop - options.start + 1
+        t_decode = t_compose = t_encode = 0.0
+        try:
+            with atomic_path(out) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+                stream = container.add_stream("libx264", rate=Fraction(reader.fps).limit_denominator(100000))
+                stream.width, stream.height = out_w, out_h
+                stream.pix_fmt = "yuv420p"
+                stream.options = {"crf": str(options.crf), "preset": options.preset}
+                stream.codec_context.thread_count = options.threads
+                tick = time.perf_counter()
+                for n, (index, rgb) in enumerate(reader.frames(options.start, stop + 1)):
+                    if cancel is not None and cancel.is_set():
+                        raise ClipCancelled(f"export of {out.name} cancelled")
+                    now = time.perf_counter()
+                    t_decode += now - tick
+                    tick = now
+                    if options.blank and areas:
+                        blank_areas(rgb, areas)
+                    canvas[:height, :width] = rgb
+                    k = bisect.bisect_right(frames, index) - 1
+                    current = analysed[k] if k >= 0 and index - frames[k] <= hold else None
+                    if panel is not None:
+                        shown = 0
+                        if current is not None:
+                            nxt = frames[k + 1] if k + 1 < len(frames) else None
+                            span = max(1, round(options.reveal_s * fps))
+                            if nxt is not None:
+                                span = max(1, min(span, nxt - current.frame))
+                            fraction = 1.0 if current.frame < options.start else (index - current.frame + 1) / span
+                            shown = math.ceil(min(1.0, fraction) * current.total_chars)
+                        panel.render(canvas[:, width:], index, current, shown)
+                    p = QPainter(image)
+                    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+                    chain = current.chain if current is not None else None
+                    layers = layers_all if current is not None and index - current.frame < box_hold else layers_nobox
+                    paint_overlays(p, target, width, height, chain, layers, index=index, fps=fps)
+                    p.end()
+                    yuv = cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420)
+                    now = time.perf_counter()
+                    t_compose += now - tick
+                    tick = now
+                    frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+                    frame.pts = n
+                    container.mux(stream.encode(frame))
+                    now = time.perf_counter()
+                    t_encode += now - tick
+                    tick = now
+                    stats.frames = n + 1
+                    if progress is not None:
+                        progress(n + 1, total)
+                tick = time.perf_counter()
+                container.mux(stream.encode(None))
+                t_encode += time.perf_counter() - tick
+        except (av.FFmpegError, OSError) as exc:
+            raise ReportError(f"cannot write {out.name}: {exc}") from None
+        except VideoError as exc:
+            raise ReportError(f"cannot read the case's frames: {exc}") from None
+    stats.seconds = time.perf_counter() - started
+    stats.fps, stats.width, stats.height = fps, out_w, out_h
+    stats.stages = {"decode": t_decode, "compose": t_compose, "encode": t_encode}
+    return stats
+
+
+def clip_for_video(
+    video: Path,
+    out: Path,
+    options: ClipOptions,
+    *,
+    model_id: str | None = None,
+    task: str | None = None,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> ClipStats:
+    """Export a clip of ``video`` with its stored analysis (none stored: the picture alone)."""
+    results: list[FrameResult] = []
+    areas: list[BlankArea] = []
+    store_path = case_store_path(video)
+    if store_path.is_file():
+        try:
+            with CaseStore.open(store_path) as store:
+                areas = store.blank_areas()
+                if store.analyses():
+                    a = choose_analysis(store, model_id, task)
+                    info = store.case_info()
+                    fps = (info.fps if info and info.fps else None) or 25.0
+                    first = max(0, options.start - round(TimelineConfig().max_gap_s * fps))
+                    results = store.results(a.model_id, a.prompt_version, a.task, start=first, stop=options.stop + 1)
+        except StoreError as exc:
+            raise ReportError(str(exc)) from None
+    return export_clip(video, out, results, options, areas=areas, progress=progress, cancel=cancel)

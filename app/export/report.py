@@ -1,0 +1,185 @@
+"""The case report as a self-contained HTML file or a PDF.
+
+HTML comes from the jinja2 template ``resources/report/report.html.j2`` with autoescape on and
+every model or reviewer text passed through :func:`engine.report_data.visible_text`, so markup
+and control characters show as typed. Pictures are embedded as data URIs. The PDF is the same
+HTML laid out by Qt's QTextDocument onto a QPdfWriter (PySide6-Essentials has no web engine).
+
+Files are written atomically: a temporary file in the target folder, renamed over the target
+only when complete, so a failed export never leaves half a file over a good one.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from pathlib import Path
+
+import jinja2
+from PySide6.QtCore import QMarginsF
+from PySide6.QtGui import QPageLayout, QPageSize, QPdfWriter, QTextDocument
+
+from app import palette
+from app.export.files import atomic_write
+from app.export.pictures import blank_areas, data_uri, ensure_gui_app, format_seconds, frame_picture, timeline_picture
+from engine.modeldir import Manifest, ModelDirError, inspect_model_dir
+from engine.report_data import BookmarkEntry, ReportData, ReportError, choose_analysis, gather_report, visible_text
+from engine.resources import resource_path
+from engine.store import CaseStore, StoreError, case_store_path
+from engine.timecode import format_timecode
+from engine.video import VideoError, VideoReader
+from engine.video_probe import probe_video
+
+__all__ = ["ReportOptions", "atomic_write", "export_report", "render_html", "report_for_video", "write_pdf"]
+
+FORMATS = (".html", ".htm", ".pdf")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    title: str | None = None  # default: "Case <fingerprint>", never the file name
+    model_id: str | None = None  # default: the most recent analysis
+    task: str | None = None
+    model_dir: Path | None = None  # its manifest goes in the summary when it made the analysis
+    blank: bool = True  # paint the case's blank areas over every picture
+    frame_width: int = 800  # pixels of the bookmarked-frame pictures
+
+
+@dataclass(frozen=True)
+class _Picture:
+    entry: BookmarkEntry
+    uri: str
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_path("report"))),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["vis"] = lambda text: visible_text("" if text is None else str(text))
+    env.filters["duration"] = format_seconds
+    env.filters["metric"] = lambda v: f"{v:.3g}" if isinstance(v, float) else visible_text(str(v))
+    return env
+
+
+def render_html(data: ReportData, pictures: dict[int, str], timeline_uri: str, *, pdf: bool = False) -> str:
+    """The report's HTML; ``pictures`` maps a bookmark's index to its image URI."""
+    s = data.summary
+    template = _environment().get_template("report.html.j2")
+    return template.render(
+        s=s,
+        pdf=pdf,
+        generated=datetime.datetime.fromtimestamp(data.created).strftime("%Y-%m-%d %H:%M"),
+        timeline_uri=timeline_uri,
+        phases=data.phases,
+        phase_colors=palette.PHASE_COLORS,
+        cvs=data.cvs,
+        tools=data.tools,
+        bookmarks=[_Picture(entry, pictures.get(i, "")) for i, entry in enumerate(data.bookmarks)],
+        case_notes=data.case_notes,
+        removed=data.removed,
+        blank_areas=data.blank_areas,
+        blanked=data.blanked,
+        config=data.timelines.config,
+        tc=lambda frame: "–" if frame is None else format_timecode(frame, s.fps),
+    )
+
+
+def write_pdf(html: str, path: Path) -> None:
+    """Lay ``html`` out on A4 pages with Qt and write the PDF to ``path`` (not atomic by itself)."""
+    ensure_gui_app()
+    writer = QPdfWriter(str(path))
+    writer.setTitle("surgview case report")
+    writer.setCreator("surgview")
+    writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
+    # QTextDocument.print_ adds 2 cm margins of its own: the page needs none more.
+    writer.setPageMargins(QMarginsF(0, 0, 0, 0), QPageLayout.Unit.Millimeter)
+    writer.setResolution(144)
+    doc = QTextDocument()
+    doc.setDocumentMargin(0)
+    doc.setHtml(html)
+    doc.print_(writer)
+    del writer  # the file is finished when the writer is destroyed
+
+
+def pictures_for(data: ReportData, video: Path, width: int) -> dict[int, str]:
+    """JPEG data URIs of the bookmarked frames with their overlays (blank areas painted over)."""
+    out: dict[int, str] = {}
+    if not data.bookmarks:
+        return out
+    try:
+        with VideoReader(video) as reader:
+            for i, entry in enumerate(data.bookmarks):
+                frame = min(max(entry.shown_frame, 0), reader.frame_count - 1)
+                rgb = reader.frame(frame)
+                if data.blanked:
+                    blank_areas(rgb, data.blank_areas)
+                chain = entry.chain if entry.result is not None and entry.result.frame == frame else None
+                image = frame_picture(rgb, chain, frame, data.summary.fps, width=width)
+                out[i] = data_uri(image, "JPEG", 88)
+    except VideoError as exc:
+        raise ReportError(f"cannot read the case's frames: {exc}") from None
+    return out
+
+
+def _manifest(options: ReportOptions, model_id: str) -> Manifest | None:
+    if options.model_dir is None:
+        return None
+    try:
+        info = inspect_model_dir(options.model_dir)
+    except ModelDirError:
+        return None
+    return info.manifest if info.model_id == model_id else None
+
+
+def export_report(data: ReportData, video: Path, out: Path, *, frame_width: int = 800) -> Path:
+    """Render ``data`` with pictures from ``video`` to ``out`` (.html or .pdf), atomically."""
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix not in FORMATS:
+        raise ReportError(f"{out.name}: a report is .html or .pdf")
+    ensure_gui_app()
+    pictures = pictures_for(data, video, frame_width)
+    timeline_uri = data_uri(timeline_picture(data))
+    pdf = suffix == ".pdf"
+    html = render_html(data, pictures, timeline_uri, pdf=pdf)
+    if pdf:
+        atomic_write(out, lambda tmp: write_pdf(html, tmp))
+    else:
+        atomic_write(out, lambda tmp: tmp.write_text(html, encoding="utf-8"))
+    return out
+
+
+def report_for_video(video: Path, out: Path, options: ReportOptions | None = None) -> ReportData:
+    """Gather and write the report of ``video``'s stored analysis (the CLI and the viewer's path)."""
+    options = options or ReportOptions()
+    store_path = case_store_path(video)
+    if not store_path.is_file():
+        raise ReportError(f"{video.name}: no analysis stored for this case (analyse it first)")
+    try:
+        facts = probe_video(video)
+        with CaseStore.open(store_path) as store:
+            data = _gather(store, options, float(facts.fps), facts.frames)
+    except VideoError as exc:
+        raise ReportError(str(exc)) from None
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    export_report(data, video, out, frame_width=options.frame_width)
+    return data
+
+
+def _gather(store: CaseStore, options: ReportOptions, fps: float, frame_count: int) -> ReportData:
+    analysis = choose_analysis(store, options.model_id, options.task)
+    return gather_report(
+        store,
+        model_id=analysis.model_id,
+        task=analysis.task,
+        manifest=_manifest(options, analysis.model_id),
+        title=options.title,
+        blank=options.blank,
+        fps=fps,
+        frame_count=frame_count,
+    )

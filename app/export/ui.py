@@ -1,0 +1,372 @@
+"""The viewer's export menu: Export report…, Export clip…, Blank areas….
+
+Exports run in a worker thread behind a QProgressDialog (the UI thread never decodes or encodes);
+Cancel stops a clip between frames and nothing is left at the chosen path. Blank areas are drawn
+as rectangles on the frame on screen and kept in the case store, once per case.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QThread, Signal, Slot
+from PySide6.QtGui import QAction, QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMenu,
+    QMessageBox,
+    QProgressDialog,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.export.clip import ClipCancelled, ClipOptions, clip_for_video
+from app.export.report import ReportOptions, report_for_video
+from engine.report_data import ReportError
+from engine.store import BlankArea, StoreError
+from engine.timecode import format_timecode, parse_position
+from engine.video import VideoError
+
+__all__ = ["BlankAreasDialog", "ClipDialog", "ExportWorker", "add_export_actions"]
+
+
+class ExportWorker(QThread):
+    """Runs one export job off the UI thread; reports progress, success or a one-line failure."""
+
+    progressed = Signal(int, int)
+    succeeded = Signal(str)
+    failed = Signal(str)
+
+    def __init__(self, job: Callable[[Callable[[int, int], None], threading.Event], Any], out: Path, parent=None):
+        super().__init__(parent)
+        self.job, self.out = job, out
+        self.cancel = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.job(lambda done, total: self.progressed.emit(done, total), self.cancel)
+        except ClipCancelled as exc:
+            self.failed.emit(str(exc))
+        except (ReportError, StoreError, VideoError, OSError, ValueError) as exc:
+            self.failed.emit(str(exc))
+        else:
+            self.succeeded.emit(str(self.out))
+
+
+class _Progress(QObject):
+    """Receives the worker's signals on the UI thread (a QObject living there: queued delivery)."""
+
+    def __init__(self, window, title: str, worker: ExportWorker, determinate: bool):
+        super().__init__(window)
+        self.window, self.title, self.worker = window, title, worker
+        dialog = QProgressDialog(title, "Cancel", 0, 100 if determinate else 0, window)
+        dialog.setWindowTitle(title)
+        dialog.setWindowModality(Qt.WindowModality.WindowModal)
+        dialog.setMinimumDuration(0)
+        dialog.setAutoClose(False)
+        dialog.setAutoReset(False)
+        dialog.canceled.connect(worker.cancel.set)
+        self.dialog = dialog
+        worker.progressed.connect(self.progressed)
+        worker.succeeded.connect(self.succeeded)
+        worker.failed.connect(self.failed)
+
+    @Slot(int, int)
+    def progressed(self, done: int, total: int) -> None:
+        self.dialog.setMaximum(max(1, total))
+        self.dialog.setValue(done)
+
+    @Slot(str)
+    def succeeded(self, path: str) -> None:
+        self.dialog.close()
+        self.window.statusBar().showMessage(f"exported {Path(path).name}", 8000)
+
+    @Slot(str)
+    def failed(self, message: str) -> None:
+        self.dialog.close()
+        if self.worker.cancel.is_set():
+            self.window.statusBar().showMessage("export cancelled; nothing was written", 8000)
+        else:
+            QMessageBox.warning(self.window, f"{self.title} failed", message)
+
+
+def _run_with_progress(window, title: str, worker: ExportWorker, determinate: bool) -> ExportWorker:
+    window.export_progress = _Progress(window, title, worker, determinate)
+    window.export_worker = worker
+    worker.start()
+    return worker
+
+
+def _model_dir(window) -> Path | None:
+    model = (window.engine_spec or {}).get("model")
+    return Path(model) if model and Path(model).is_dir() else None
+
+
+def export_report(window, path: str | Path | None = None) -> ExportWorker | None:
+    """Ask for a file (unless given) and write the case report there in a worker thread."""
+    video = window.case.video
+    if video is None:
+        return None
+    if path is None:
+        start = str(Path(window.settings.value("export/last_dir", str(Path.home()))) / "case-report.pdf")
+        path, _ = QFileDialog.getSaveFileName(window, "Export report", start, "PDF (*.pdf);;HTML (*.html)")
+        if not path:
+            return None
+    out = Path(path)
+    window.settings.setValue("export/last_dir", str(out.parent))
+    options = ReportOptions(model_dir=_model_dir(window))
+    worker = ExportWorker(lambda progress, cancel: report_for_video(Path(video), out, options), out, window)
+    return _run_with_progress(window, "Export report", worker, determinate=False)
+
+
+def _default_range(window) -> tuple[int, int]:
+    """The phase segment under the playhead, else ten seconds around it."""
+    here = max(0, window.playhead.displayed)
+    last = max(0, window.case.frame_count - 1)
+    if window.timelines is not None:
+        for seg in window.timelines.phase:
+            if seg.start <= here < seg.end:
+                return seg.start, min(last, seg.end - 1)
+    half = round(5 * (window.case.fps or 25))
+    return max(0, here - half), min(last, here + half)
+
+
+class ClipDialog(QDialog):
+    """From / to (frame or timecode), panel and blanking switches."""
+
+    def __init__(self, parent: QWidget, fps: float, frame_count: int, start: int, stop: int, blank_count: int):
+        super().__init__(parent)
+        self.setWindowTitle("Export clip")
+        self.fps, self.frame_count = fps, frame_count
+        form = QFormLayout(self)
+        self.start = QLineEdit(format_timecode(start, fps))
+        self.stop = QLineEdit(format_timecode(stop, fps))
+        self.panel = QCheckBox("Reasoning panel beside the picture")
+        self.panel.setChecked(True)
+        self.blank = QCheckBox(f"Blank burned-in text ({blank_count} area{'s' if blank_count != 1 else ''} marked)")
+        self.blank.setChecked(blank_count > 0)
+        self.blank.setEnabled(blank_count > 0)
+        form.addRow("From (frame or hh:mm:ss.ff)", self.start)
+        form.addRow("To", self.stop)
+        form.addRow(self.panel)
+        form.addRow(self.blank)
+        self.error = QLabel("")
+        form.addRow(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self._check)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def range(self) -> tuple[int, int]:
+        """The chosen frames; ValueError with a readable message when they make no clip."""
+        start, stop = parse_position(self.start.text(), self.fps), parse_position(self.stop.text(), self.fps)
+        if not 0 <= start <= stop < self.frame_count:
+            raise ValueError(f"choose 0 ≤ from ≤ to ≤ {self.frame_count - 1} (frames)")
+        return start, stop
+
+    def _check(self) -> None:
+        try:
+            self.range()
+        except ValueError as exc:
+            self.error.setText(str(exc))
+            return
+        self.accept()
+
+
+def export_clip(
+    window, path: str | Path | None = None, frames: tuple[int, int] | None = None, panel: bool = True
+) -> ExportWorker | None:
+    """Ask for a range and a file (unless given) and export the clip in a worker thread."""
+    video = window.case.video
+    if video is None or window.case.frame_count <= 0:
+        return None
+    areas = _blank_areas(window)
+    blank = bool(areas)
+    if frames is None:
+        dialog = ClipDialog(window, window.case.fps, window.case.frame_count, *_default_range(window), len(areas))
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return None
+        frames, panel, blank = dialog.range(), dialog.panel.isChecked(), dialog.blank.isChecked()
+    if path is None:
+        start = str(Path(window.settings.value("export/last_dir", str(Path.home()))) / "clip.mp4")
+        path, _ = QFileDialog.getSaveFileName(window, "Export clip", start, "MP4 video (*.mp4)")
+        if not path:
+            return None
+    out = Path(path)
+    window.settings.setValue("export/last_dir", str(out.parent))
+    options = ClipOptions(frames[0], frames[1], panel=panel, blank=blank)
+    worker = ExportWorker(
+        lambda progress, cancel: clip_for_video(Path(video), out, options, progress=progress, cancel=cancel),
+        out,
+        window,
+    )
+    return _run_with_progress(window, "Export clip", worker, determinate=True)
+
+
+def _blank_areas(window) -> list[BlankArea]:
+    if window.store is None:
+        return []
+    try:
+        return window.store.blank_areas()
+    except StoreError:
+        return []
+
+
+class _RectCanvas(QWidget):
+    """The frame, scaled to fit, where rectangles are drawn by dragging (in frame pixels)."""
+
+    def __init__(self, image: QImage, areas: list[BlankArea]):
+        super().__init__()
+        self.image = image
+        self.areas = list(areas)
+        self._drag: tuple[QPointF, QPointF] | None = None
+        self.setMinimumSize(480, 270)
+        self.setCursor(Qt.CursorShape.CrossCursor)
+
+    def sizeHint(self) -> QSize:
+        return QSize(960, 540)
+
+    def _target(self) -> QRectF:
+        iw, ih = self.image.width(), self.image.height()
+        scale = min(self.width() / iw, self.height() / ih)
+        return QRectF((self.width() - iw * scale) / 2, (self.height() - ih * scale) / 2, iw * scale, ih * scale)
+
+    def _to_frame(self, pos: QPointF) -> QPointF:
+        t = self._target()
+        x = (pos.x() - t.x()) * self.image.width() / t.width()
+        y = (pos.y() - t.y()) * self.image.height() / t.height()
+        return QPointF(min(max(x, 0.0), self.image.width()), min(max(y, 0.0), self.image.height()))
+
+    def _to_widget(self, a: BlankArea) -> QRectF:
+        t = self._target()
+        sx, sy = t.width() / self.image.width(), t.height() / self.image.height()
+        return QRectF(t.x() + a.x * sx, t.y() + a.y * sy, a.width * sx, a.height * sy)
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        p = self._to_frame(event.position())
+        self._drag = (p, p)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._drag is not None:
+            self._drag = (self._drag[0], self._to_frame(event.position()))
+            self.update()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._drag is None:
+            return
+        a, b = self._drag[0], self._to_frame(event.position())
+        self._drag = None
+        x0, y0 = int(min(a.x(), b.x())), int(min(a.y(), b.y()))
+        x1, y1 = round(max(a.x(), b.x())), round(max(a.y(), b.y()))
+        if x1 - x0 >= 2 and y1 - y0 >= 2:
+            self.areas.append(BlankArea(x0, y0, x1 - x0, y1 - y0))
+        self.update()
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        p.fillRect(self.rect(), QColor("#000000"))
+        p.drawImage(self._target(), self.image)
+        p.setPen(QPen(QColor("#F0E442"), 2))
+        for area in self.areas:
+            rect = self._to_widget(area)
+            p.fillRect(rect, QColor(0, 0, 0, 200))
+            p.drawRect(rect)
+        if self._drag is not None:
+            t = self._target()
+            sx, sy = t.width() / self.image.width(), t.height() / self.image.height()
+            a, b = self._drag
+            p.setPen(QPen(QColor("#F0E442"), 1, Qt.PenStyle.DashLine))
+            p.drawRect(QRectF(t.x() + a.x() * sx, t.y() + a.y() * sy, (b.x() - a.x()) * sx, (b.y() - a.y()) * sy))
+        p.end()
+
+
+class BlankAreasDialog(QDialog):
+    """Draw the rectangles of burned-in text (name, date, device) that exports paint black."""
+
+    def __init__(self, parent: QWidget, image: QImage, areas: list[BlankArea]):
+        super().__init__(parent)
+        self.setWindowTitle("Blank areas — drag rectangles over burned-in text")
+        self.canvas = _RectCanvas(image, areas)
+        note = QLabel(
+            "Exports (reports and clips) paint these areas black. They are kept with this case's analysis, "
+            "never in the video file."
+        )
+        note.setWordWrap(True)
+        clear = QPushButton("Clear all")
+        clear.clicked.connect(self._clear)
+        undo = QPushButton("Remove last")
+        undo.clicked.connect(self._undo)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        row = QHBoxLayout()
+        row.addWidget(undo)
+        row.addWidget(clear)
+        row.addStretch(1)
+        row.addWidget(buttons)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(note)
+        layout.addLayout(row)
+
+    @property
+    def areas(self) -> list[BlankArea]:
+        return list(self.canvas.areas)
+
+    def _clear(self) -> None:
+        self.canvas.areas.clear()
+        self.canvas.update()
+
+    def _undo(self) -> None:
+        if self.canvas.areas:
+            self.canvas.areas.pop()
+            self.canvas.update()
+
+
+def edit_blank_areas(window) -> BlankAreasDialog | None:
+    """Open the blank-areas dialog on the frame on screen; Save stores the rectangles."""
+    image = window.canvas.image
+    if window.store is None or image is None:
+        QMessageBox.information(window, "Blank areas", "Open a case first: the areas are drawn on its picture.")
+        return None
+    dialog = BlankAreasDialog(window, image, _blank_areas(window))
+    window.blank_dialog = dialog
+
+    def save() -> None:
+        try:
+            window.store.set_blank_areas(dialog.areas)
+        except StoreError as exc:
+            QMessageBox.warning(window, "Blank areas not saved", str(exc))
+            return
+        n = len(dialog.areas)
+        window.statusBar().showMessage(f"{n} blank area{'s' if n != 1 else ''} saved for this case", 6000)
+
+    dialog.accepted.connect(save)
+    dialog.open()
+    return dialog
+
+
+def add_export_actions(window, menu: QMenu) -> dict[str, QAction]:
+    """Add Export report…, Export clip… and Blank areas… to ``menu``."""
+    actions = {}
+    for name, text, slot in (
+        ("export_report", "Export report…", lambda: export_report(window)),
+        ("export_clip", "Export clip…", lambda: export_clip(window)),
+        ("blank_areas", "Blank areas…", lambda: edit_blank_areas(window)),
+    ):
+        action = QAction(text, window)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        actions[name] = action
+    return actions

@@ -1,0 +1,348 @@
+"""What a case report says, gathered from the case store without Qt (the app renders it).
+
+A report must be readable away from the app and must not leak the patient's identity through
+the export: it names the case by its content fingerprint (the file name may hold a patient's
+name) and carries no file paths. Model text is kept verbatim here; :func:`visible_text` makes
+control characters visible so that renderers (HTML with autoescape, QTextDocument, QPainter)
+show a hostile output as literal text.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.chain import Chain
+from engine.modeldir import Manifest
+from engine.ontology import load_ontology
+from engine.phase_labels import Segment
+from engine.store import Analysis, BlankArea, CaseStore, FrameResult, StoreError
+from engine.timecode import format_timecode
+from engine.timeline import TimelineConfig, Timelines, build_timelines
+
+__all__ = [
+    "BookmarkEntry",
+    "CaseSummary",
+    "CvsSummary",
+    "PhaseDuration",
+    "ReportData",
+    "ReportError",
+    "ToolUsage",
+    "choose_analysis",
+    "gather_report",
+    "visible_text",
+]
+
+LEVEL_NAMES = {1: "Perception", 2: "Relation", 3: "Context"}
+_BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
+
+
+class ReportError(Exception):
+    """The report cannot be made (no analysis stored, nothing matches); one line."""
+
+
+def visible_text(text: str, *, keep_newlines: bool = True) -> str:
+    """Model or user text with every control character made visible as its escape.
+
+    Control characters (C0, DEL, C1), bidirectional overrides (which can reorder what a reader
+    sees) and lone surrogates become ``\\xNN`` / ``\\uNNNN`` text, which every font can draw.
+    Newlines and tabs stay when ``keep_newlines``; ``\\r`` goes. HTML markup is left as typed:
+    escaping is the renderer's job (jinja2 autoescape, QPainter plain text).
+    """
+    out = []
+    for c in str(text):
+        code = ord(c)
+        if c in "\n\t" and keep_newlines:
+            out.append(c)
+        elif c == "\r":
+            out.append("" if keep_newlines else " ")
+        elif code < 0x20 or 0x7F <= code < 0xA0:
+            out.append(f"\\x{code:02x}")
+        elif code in _BIDI_CONTROLS or unicodedata.category(c) == "Cs":
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------- records
+@dataclass(frozen=True)
+class PhaseDuration:
+    phase: str  # canonical name
+    display: str
+    seconds: float
+    share: float  # of the analysed (covered) time
+    segments: int
+
+
+@dataclass(frozen=True)
+class ToolUsage:
+    tool: str
+    display: str
+    seconds: float
+    share: float  # of the case's duration
+    runs: int
+    first_frame: int | None
+
+
+@dataclass(frozen=True)
+class CvsSummary:
+    first_all_met: int | None  # smoothed tracks
+    first_all_met_raw: int | None  # an analysed frame whose own answer says all three are met
+    clipping_start: int | None  # first frame of the first ClippingCutting segment
+    statement: str  # one sentence for the reader
+    tracks: tuple[list[Segment], list[Segment], list[Segment]]
+
+
+@dataclass(frozen=True)
+class CaseSummary:
+    case_id: str  # content fingerprint, never the file name
+    title: str
+    fps: float
+    frame_count: int
+    duration_s: float
+    analysed_frames: int
+    covered_frames: int
+    coverage: float  # covered / frame_count
+    stride_frames: int
+    status_counts: dict[str, int]
+    model_id: str
+    prompt_version: str
+    task: str
+    manifest: dict[str, Any] | None  # name, architecture, versions, lineage stages, evaluation
+
+
+@dataclass(frozen=True)
+class BookmarkEntry:
+    frame: int
+    title: str
+    notes: list[str]
+    result: FrameResult | None  # the analysed frame shown (the bookmark's own, else the nearest)
+    chain: Chain | None
+
+    @property
+    def shown_frame(self) -> int:
+        return self.result.frame if self.result is not None else self.frame
+
+    @property
+    def levels(self) -> list[tuple[str, str, str]]:
+        """(title, state, text) per level and the answer, in order; text made visible."""
+        if self.chain is None:
+            return []
+        rows = [
+            (f"Level {lv.number} ({LEVEL_NAMES.get(lv.number, '?')})", lv.state.value, visible_text(lv.text.strip()))
+            for lv in self.chain.levels
+        ]
+        if self.chain.answer is not None:
+            rows.append(("Answer", "done", visible_text(self.chain.answer.text.strip())))
+        return rows
+
+
+@dataclass(frozen=True)
+class ReportData:
+    summary: CaseSummary
+    timelines: Timelines
+    phases: list[PhaseDuration]
+    cvs: CvsSummary
+    tools: list[ToolUsage]
+    bookmarks: list[BookmarkEntry]
+    case_notes: list[str]
+    blank_areas: list[BlankArea]
+    blanked: bool  # whether exports paint over the blank areas
+    created: float = field(default_factory=time.time)
+
+    def timecode(self, frame: int | None) -> str:
+        return "–" if frame is None else format_timecode(frame, self.summary.fps)
+
+    @property
+    def removed(self) -> list[str]:
+        """What the export leaves out, for the report's de-identification statement."""
+        out = [
+            "the video's file name and every file path (the case is named by its content fingerprint)",
+            "the source container's metadata (creation time, device, location): none is read into the report",
+        ]
+        if self.blanked and self.blank_areas:
+            n = len(self.blank_areas)
+            out.append(f"burned-in text in {n} rectangle{'s' if n != 1 else ''} of the picture, painted black")
+        return out
+
+
+# ------------------------------------------------------------------------------------- gathering
+def choose_analysis(store: CaseStore, model_id: str | None = None, task: str | None = None) -> Analysis:
+    """The analysis a report shows: the most recent one matching ``model_id`` and ``task``."""
+    analyses = store.analyses()
+    if model_id:
+        analyses = [a for a in analyses if a.model_id == model_id]
+    if task:
+        analyses = [a for a in analyses if a.task == task]
+    if not analyses:
+        raise ReportError("no stored analysis matches (analyse the case first)")
+    return max(analyses, key=lambda a: a.last_created or 0)
+
+
+def manifest_summary(manifest: Manifest | None) -> dict[str, Any] | None:
+    """The parts of a manifest a report shows; data entries are reduced to their last path part."""
+    if manifest is None:
+        return None
+    stages = []
+    for stage in manifest.lineage:
+        data = [str(d).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] for d in stage.data]
+        stages.append({"name": stage.name, "data": data, "seed": stage.seed})
+    evaluation = {k: v for k, v in manifest.evaluation.items() if isinstance(v, int | float | str)}
+    return {
+        "name": manifest.name,
+        "architecture": manifest.base_architecture,
+        "ontology_version": manifest.ontology_version,
+        "prompts_version": manifest.prompts_version,
+        "format_version": manifest.format_version,
+        "lineage": stages,
+        "evaluation": evaluation,
+    }
+
+
+def gather_report(
+    store: CaseStore,
+    *,
+    model_id: str | None = None,
+    task: str | None = None,
+    manifest: Manifest | None = None,
+    title: str | None = None,
+    blank: bool = True,
+    fps: float | None = None,
+    frame_count: int | None = None,
+    config: TimelineConfig | None = None,
+) -> ReportData:
+    """Everything a report shows, from the store (``fps``/``frame_count`` override the store's)."""
+    try:
+        analysis = choose_analysis(store, model_id, task)
+        info = store.case_info()
+        fps = fps or (info.fps if info else None)
+        frame_count = frame_count or (info.frame_count if info else None)
+        if not fps or not frame_count:
+            raise ReportError("the case store does not record the video's frame rate and length; open the case once")
+        key = (analysis.model_id, analysis.prompt_version, analysis.task)
+        rows = store.timeline_rows(*key)
+        statuses = store.statuses(*key)
+        marks = store.bookmarks()
+        notes = store.notes()
+        areas = store.blank_areas()
+        analysed = np.array([f for f, _ in statuses], dtype=np.int64)
+        bookmarks = []
+        for mark in marks:
+            result = _result_for(store, key, analysed, mark.frame, fps)
+            bookmarks.append(
+                BookmarkEntry(
+                    mark.frame,
+                    mark.title,
+                    [n.text for n in notes if n.frame == mark.frame],
+                    result,
+                    result.parsed() if result is not None else None,
+                )
+            )
+    except StoreError as exc:
+        raise ReportError(str(exc)) from None
+    config = config or TimelineConfig()
+    timelines = build_timelines(rows, fps, frame_count, config)
+    covered = covered_frames(timelines.frames, timelines.step, max(1, round(config.max_gap_s * fps)), frame_count)
+    counts: dict[str, int] = {}
+    for _, status in statuses:
+        counts[status or "malformed"] = counts.get(status or "malformed", 0) + 1
+    summary = CaseSummary(
+        case_id=(info.fingerprint if info else store.path.stem)[:16],
+        title=title or f"Case {(info.fingerprint if info else store.path.stem)[:8]}",
+        fps=float(fps),
+        frame_count=int(frame_count),
+        duration_s=frame_count / fps,
+        analysed_frames=len(statuses),
+        covered_frames=covered,
+        coverage=covered / frame_count,
+        stride_frames=timelines.step,
+        status_counts=counts,
+        model_id=analysis.model_id,
+        prompt_version=analysis.prompt_version,
+        task=analysis.task,
+        manifest=manifest_summary(manifest),
+    )
+    return ReportData(
+        summary=summary,
+        timelines=timelines,
+        phases=phase_durations(timelines.phase, fps),
+        cvs=cvs_summary(timelines, fps),
+        tools=tool_usage(timelines.tools, fps, frame_count),
+        bookmarks=bookmarks,
+        case_notes=[n.text for n in notes if n.frame is None],
+        blank_areas=areas,
+        blanked=blank,
+    )
+
+
+def covered_frames(frames: np.ndarray, step: int, max_gap: int, frame_count: int) -> int:
+    """Frames the analysis speaks for: each analysed frame covers half-way to its neighbours when
+    they are at most ``max_gap`` apart, else one stride (the timelines' own rule)."""
+    if frames.size == 0:
+        return 0
+    gaps = np.diff(frames)
+    inner = np.where(gaps <= max_gap, gaps, np.minimum(gaps, step)).sum()
+    return int(min(frame_count, inner + min(step, frame_count - int(frames[-1]))))
+
+
+def phase_durations(segments: list[Segment], fps: float) -> list[PhaseDuration]:
+    """Time per phase in clinical order (phases never seen are left out)."""
+    total = sum(s.length for s in segments) or 1
+    out = []
+    for label in load_ontology().phase:
+        mine = [s for s in segments if s.label == label.name]
+        if mine:
+            frames = sum(s.length for s in mine)
+            out.append(PhaseDuration(label.name, label.display, frames / fps, frames / total, len(mine)))
+    return out
+
+
+def tool_usage(tracks: dict[str, list[Segment]], fps: float, frame_count: int) -> list[ToolUsage]:
+    """Presence time per Cholec80 tool (every tool listed, unused ones at zero)."""
+    out = []
+    for label in load_ontology().tool:
+        runs = tracks.get(label.name, [])
+        frames = sum(s.length for s in runs)
+        first = runs[0].start if runs else None
+        out.append(ToolUsage(label.name, label.display, frames / fps, frames / frame_count, len(runs), first))
+    return out
+
+
+def cvs_summary(timelines: Timelines, fps: float) -> CvsSummary:
+    """When the critical view of safety was first achieved, relative to the first clip."""
+    first = timelines.first_all_met()
+    raw = timelines.first_all_met(raw=True)
+    clipping = next((s.start for s in timelines.phase if s.label == "ClippingCutting"), None)
+    tc = lambda f: format_timecode(f, fps)  # noqa: E731
+    if first is None:
+        statement = "All three CVS criteria were never met together in the analysed frames"
+        statement += f" before clipping began at {tc(clipping)}." if clipping is not None else "."
+    elif clipping is not None and first >= clipping:
+        statement = (
+            f"All three CVS criteria were never met together before clipping began at {tc(clipping)}; "
+            f"they were first met at {tc(first)} (frame {first})."
+        )
+    else:
+        statement = f"All three CVS criteria were first met together at {tc(first)} (frame {first})"
+        statement += f", before clipping began at {tc(clipping)}." if clipping is not None else "."
+    tracks = tuple(t.segments for t in timelines.cvs)
+    return CvsSummary(first, raw, clipping, statement, tracks)  # type: ignore[arg-type]
+
+
+def _result_for(
+    store: CaseStore, key: tuple[str, str, str], analysed: np.ndarray, frame: int, fps: float
+) -> FrameResult | None:
+    """The bookmark's own result, else the nearest analysed frame within two seconds."""
+    if analysed.size == 0:
+        return None
+    i = int(np.searchsorted(analysed, frame))
+    near = [int(analysed[j]) for j in (i - 1, i) if 0 <= j < analysed.size]
+    best = min(near, key=lambda f: (abs(f - frame), f))
+    if abs(best - frame) > 2 * fps:
+        return None
+    return store.get_result(best, *key)

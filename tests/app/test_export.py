@@ -1,0 +1,230 @@
+"""Reports and clips from an analysed synthetic case: the PDF rendered page by page, the HTML
+parsed, the clip decoded; hostile model output stays literal text; nothing half-written remains;
+no metadata of the source travels with a clip."""
+
+from __future__ import annotations
+
+import html.parser
+import shutil
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pypdfium2 as pdfium
+import pytest
+
+from app.export.clip import ClipCancelled, ClipOptions, clip_for_video
+from app.export.report import ReportOptions, report_for_video
+from app.main import main
+from engine.report_data import ReportError
+from engine.store import BlankArea, CaseStore, FrameResult, case_store_path
+from engine.video import VideoReader
+from train.synth.truth_store import TRUTH_MODEL_ID, store_truth_chains
+
+HOSTILE = (
+    "<think>\nLevel 1 (Perception): Instruments: Grasper [10, 10, 120, 90]. <script>alert(1)</script> "
+    "<b>bold</b> \x00\x07\x1b[31m\u202e.\n"
+    "Level 2 (Relation): Triplets: grasper retract gallbladder.\n"
+    "Level 3 (Context): Phase: Preparation. CVS: C1 met, C2 not met, C3 not met. Safety: <img src=x onerror=alert(2)>.\n"
+    "</think>\n<answer>Preparation</answer>"
+)
+HOSTILE_FRAME = 110  # between the truth chains (one per second = 25 frames)
+
+
+@pytest.fixture(scope="module")
+def case(synth_case, tmp_path_factory):
+    """The synthetic case with ground-truth chains, a hostile chain, bookmarks, notes, a blank area."""
+    data = tmp_path_factory.mktemp("data")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SURGVIEW_DATA", str(data))
+        video, _ = store_truth_chains(synth_case[0])
+        with CaseStore.open(case_store_path(video)) as store:
+            store.put_result(FrameResult.from_text(HOSTILE_FRAME, TRUTH_MODEL_ID, "truth", "frame_analysis", HOSTILE))
+            store.add_bookmark(HOSTILE_FRAME, "hostile <i>title</i>")
+            store.add_note("note <script>x()</script> \x1b end", frame=HOSTILE_FRAME)
+            store.add_bookmark(500, "clipping starts")
+            store.add_note("whole case: good exposure", frame=None)
+            store.set_blank_areas([BlankArea(240, 40, 60, 30)])  # clear of the badges
+        yield video
+
+
+def pdf_pages(path: Path) -> list[tuple[str, np.ndarray]]:
+    pdf = pdfium.PdfDocument(str(path))
+    out = [(page.get_textpage().get_text_range(), np.asarray(page.render(scale=1.0).to_pil())) for page in pdf]
+    pdf.close()
+    return out
+
+
+class _Tags(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_html_report_is_self_contained_and_model_text_is_literal(case, tmp_path):
+    out = tmp_path / "report.html"
+    data = report_for_video(case, out, ReportOptions(title="M&M <review>"))
+    text = out.read_text(encoding="utf-8")
+    parsed = _Tags()
+    parsed.feed(text)
+    tags = {t for t, _ in parsed.tags}
+    assert "script" not in tags and "i" not in tags and "b" in tags  # <b> only from the template
+    assert all("onerror" not in attrs for _, attrs in parsed.tags)
+    images = [attrs["src"] for t, attrs in parsed.tags if t == "img"]
+    assert len(images) == 1 + len(data.bookmarks) and all(src.startswith("data:image/") for src in images)
+    visible = "".join(parsed.text)
+    assert "<script>alert(1)</script>" in visible and "<img src=x onerror=alert(2)>" in visible
+    assert "hostile <i>title</i>" in visible and "note <script>x()</script> \\x1b end" in visible
+    assert "\\x00\\x07\\x1b[31m\\u202e" in visible and "\x1b" not in text and "\x00" not in text
+    assert "M&M <review>" in visible
+    assert str(case) not in text and case.name not in text  # no path, no file name
+    # the summary: coverage, phases, CVS and instruments from the ground truth
+    assert data.summary.analysed_frames == 61 and data.summary.coverage == pytest.approx(1.0)
+    assert [p.phase for p in data.phases][:3] == ["Preparation", "CalotTriangleDissection", "ClippingCutting"]
+    assert sum(p.seconds for p in data.phases) == pytest.approx(60.0)
+    assert "Calot Triangle Dissection" in visible and "Instrument usage" in visible
+    assert data.cvs.statement in visible.replace("\n", " ")
+    assert "1 rectangle of the picture, painted black" in visible
+
+
+def test_pdf_report_pages_render_with_pictures_and_literal_text(case, tmp_path):
+    out = tmp_path / "report.pdf"
+    data = report_for_video(case, out)
+    pages = pdf_pages(out)
+    assert len(pages) >= 4
+    text = "\n".join(t for t, _ in pages)
+    assert "Critical view of safety" in text and "Appendix: method" in text
+    flat = text.replace("\r\n", "")  # lines wrapped by the layout, joined again
+    assert "<script>alert(1)</script>" in flat and "<b>bold</b>" in flat and "hostile <i>title</i>" in flat
+    assert "\\x00\\x07\\x1b[31m\\u202e" in flat and "\x1b" not in text
+    first = pages[0][1]
+    # the timeline picture: each phase's colour is painted on the first page
+    for colour in ((0x56, 0xB4, 0xE9), (0xE6, 0x9F, 0x00), (0x00, 0x9E, 0x73)):
+        assert (np.abs(first[..., :3].astype(int) - colour).sum(axis=-1) < 30).sum() > 100, colour
+    # a bookmark page holds the frame: a large non-white region of reddish tissue
+    bookmark_page = next(img for t, img in pages if "hostile <i>title</i>" in t)
+    rgb = bookmark_page[..., :3].astype(int)
+    tissue = (rgb[..., 0] > rgb[..., 2] + 30).sum()
+    assert tissue > 0.05 * rgb.shape[0] * rgb.shape[1]
+    assert data.blanked and len(data.blank_areas) == 1
+
+
+def test_a_failed_export_leaves_the_previous_file_and_no_temporary(case, tmp_path, monkeypatch):
+    out = tmp_path / "report.pdf"
+    out.write_bytes(b"%PDF- the good one")
+
+    def broken(html, path):
+        Path(path).write_bytes(b"%PDF-half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("app.export.report.write_pdf", broken)
+    with pytest.raises(ReportError, match="No space left"):
+        report_for_video(case, out)
+    assert out.read_bytes() == b"%PDF- the good one"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.pdf"]
+    with pytest.raises(ReportError, match="does not exist"):
+        report_for_video(case, tmp_path / "missing" / "r.html")
+
+
+def decode(path: Path) -> tuple[list[np.ndarray], av.container.InputContainer]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
+        info = {
+            "fps": stream.average_rate,
+            "codec": stream.codec_context.name,
+            "pix_fmt": stream.codec_context.pix_fmt,
+            "container_meta": dict(container.metadata),
+            "stream_meta": dict(stream.metadata),
+        }
+    return frames, info
+
+
+def test_clip_has_the_range_at_the_source_rate_with_overlays_and_panel(case, tmp_path):
+    out = tmp_path / "clip.mp4"
+    seen = []
+    stats = clip_for_video(case, out, ClipOptions(100, 149), progress=lambda d, t: seen.append((d, t)))
+    frames, info = decode(out)
+    assert len(frames) == 50 and stats.frames == 50 and seen[-1] == (50, 50)
+    assert info["fps"] == Fraction(25) and info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    with VideoReader(case) as reader:
+        w, h = reader.width, reader.height
+        source = {i: reader.frame(i) for i in (HOSTILE_FRAME, 140)}
+    assert frames[0].shape == (h, w + round(0.6 * h) + (w + round(0.6 * h)) % 2, 3)
+    analysed = frames[HOSTILE_FRAME - 100].astype(int)
+    # the hostile chain's box [10,10,120,90] is drawn on its own frame (blue outline)
+    diff = np.abs(analysed[:h, :w] - source[HOSTILE_FRAME].astype(int)).sum(axis=-1)
+    assert (diff[10:92, 8:14] > 60).mean() > 0.5
+    # the blank area is black, the panel holds text once the chain is revealed
+    assert analysed[80:120, 240:300].mean() > 40 and frames[5][41:69, 241:299].max() < 40
+    panel_early, panel_late = frames[HOSTILE_FRAME - 100][:, w:], frames[139 - 100][:, w:]
+    assert panel_late.std() > panel_early.std() > 0  # more text revealed later
+    # boxes go after box_hold_s; the picture is then the source again (apart from badges)
+    later = np.abs(frames[140 - 100][:h, :w].astype(int) - source[140].astype(int)).sum(axis=-1)
+    assert (later[40:120, 60:230] > 60).mean() < 0.01  # (the blank area starts at x=240)
+
+
+def test_clip_carries_no_source_metadata_and_cancel_leaves_nothing(case, tmp_path):
+    tagged = tmp_path / "tagged.mp4"
+    secrets = {"title": "DOE^JANE 1961-02-03", "comment": "OR 4 device SN-12345", "location": "+48.8577+002.295/"}
+    with av.open(str(case)) as src, av.open(str(tagged), "w", options={"movflags": "use_metadata_tags"}) as dst:
+        s_in = src.streams.video[0]
+        s_out = dst.add_stream_from_template(s_in)
+        dst.metadata.update({**secrets, "creation_time": "2021-05-06T07:08:09Z"})
+        s_out.metadata.update({"handler_name": "PatientCam", "creation_time": "2021-05-06T07:08:09Z"})
+        for packet in src.demux(s_in):
+            if packet.dts is not None:
+                packet.stream = s_out
+                dst.mux(packet)
+    with av.open(str(tagged)) as probe:
+        assert probe.metadata.get("title") == secrets["title"]  # the source really carries them
+    out = tmp_path / "clean.mp4"
+    clip_for_video(tagged, out, ClipOptions(0, 9))
+    _, info = decode(out)
+    found = " ".join(f"{k}={v}" for k, v in {**info["container_meta"], **info["stream_meta"]}.items())
+    for value in [*secrets.values(), "2021", "PatientCam", str(tmp_path), "tagged"]:
+        assert value not in found
+    assert "creation_time" not in info["container_meta"] and "creation_time" not in info["stream_meta"]
+
+    cancel = threading.Event()
+    target = tmp_path / "cancelled.mp4"
+
+    def progress(done, total):
+        if done == 5:
+            cancel.set()
+
+    with pytest.raises(ClipCancelled):
+        clip_for_video(case, target, ClipOptions(0, 200), progress=progress, cancel=cancel)
+    assert not target.exists() and not list(tmp_path.glob(".cancelled*"))
+
+
+def test_cli_report_and_clip_and_the_viewer_flags_still_work(case, tmp_path, capsys):
+    assert main(["report", str(case), "--out", str(tmp_path / "r.html"), "--title", "Teaching"]) == 0
+    assert "Teaching" in (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert main(["clip", str(case), "--from", "00:00:02.00", "--to", "60", "--out", str(tmp_path / "c.mp4")]) == 0
+    assert len(decode(tmp_path / "c.mp4")[0]) == 11
+    assert main(["clip", str(case), "--from", "20", "--to", "10", "--out", str(tmp_path / "x.mp4")]) == 1
+    assert main(["report", str(case), "--out", str(tmp_path / "r.docx")]) == 1
+    err = capsys.readouterr().err
+    assert "from <= to" in err and ".html or .pdf" in err and "Traceback" not in err
+    assert not (tmp_path / "x.mp4").exists()
+    assert main(["--info", str(case)]) == 0
+    assert "1500 frames" in capsys.readouterr().out
+
+
+def test_report_of_a_case_never_analysed_says_so(synth_case, tmp_path, monkeypatch):
+    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "empty"))
+    video = tmp_path / "copy.mp4"
+    shutil.copy(synth_case[0] / "cholec80" / "videos" / "video01.mp4", video)
+    with pytest.raises(ReportError, match="no analysis stored"):
+        report_for_video(video, tmp_path / "r.html")
+    assert not (tmp_path / "r.html").exists()

@@ -1,0 +1,120 @@
+"""What a report says, from the store: durations, coverage, CVS first met against clipping,
+instrument usage, bookmarks matched to analysed frames; blank areas and their migration."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from engine.report_data import ReportError, gather_report, visible_text
+from engine.store import SCHEMA_VERSION, BlankArea, CaseStore, FrameResult, StoreError
+from tests.engine.test_store import KEY, chain_text
+
+FPS = 25.0
+
+
+def fill(store: CaseStore, phases: list[tuple[int, int, str, tuple[str, str, str]]], step: int = 25) -> None:
+    """Results every ``step`` frames: (start, stop, phase, cvs) runs."""
+    for start, stop, phase, cvs in phases:
+        for frame in range(start, stop, step):
+            store.put_result(FrameResult.from_text(frame, *KEY, chain_text(frame, phase=phase, cvs=cvs)))
+
+
+def test_durations_coverage_cvs_and_tools(tmp_path):
+    never = ("not met", "not met", "not met")
+    met = ("met", "met", "met")
+    with CaseStore.open(tmp_path / "s.sqlite") as store:
+        fill(store, [(0, 500, "Calot Triangle Dissection", never), (500, 750, "Calot Triangle Dissection", met)])
+        fill(store, [(750, 1000, "Clipping Cutting", met)])
+        store.add_bookmark(510, "CVS reached")
+        store.add_bookmark(2400, "late, not analysed")
+        store.add_note("all three seen", frame=510)
+        store.add_note("case note", frame=None)
+        data = gather_report(store, fps=FPS, frame_count=2500)
+    s = data.summary
+    assert (s.analysed_frames, s.covered_frames, s.stride_frames) == (40, 1000, 25)
+    assert s.coverage == pytest.approx(0.4) and s.status_counts == {"complete": 40}
+    assert [(p.phase, round(p.seconds)) for p in data.phases] == [
+        ("CalotTriangleDissection", 30),
+        ("ClippingCutting", 10),
+    ]
+    assert data.cvs.first_all_met is not None and 475 < data.cvs.first_all_met <= 500  # half-way to the frame before
+    assert data.cvs.first_all_met_raw == 500 and data.cvs.clipping_start is not None
+    assert (
+        "first met together at 00:00:19.13 (frame 488)" in data.cvs.statement
+        and "before clipping began" in data.cvs.statement
+    )
+    usage = {t.tool: t for t in data.tools}
+    assert usage["Grasper"].seconds == pytest.approx(40.0) and usage["Grasper"].share == pytest.approx(0.4)
+    assert usage["Clipper"].seconds == 0 and usage["Clipper"].first_frame is None
+    first, late = data.bookmarks
+    assert first.shown_frame == 500 and first.notes == ["all three seen"] and first.levels[0][0].startswith("Level 1")
+    assert late.result is None and late.levels == []
+    assert data.case_notes == ["case note"] and not s.title.endswith(".mp4")
+
+
+def test_cvs_never_met_before_clipping_is_said(tmp_path):
+    never = ("not met", "met", "not assessable")
+    with CaseStore.open(tmp_path / "s.sqlite") as store:
+        fill(store, [(0, 500, "Calot Triangle Dissection", never), (500, 800, "Clipping Cutting", never)])
+        data = gather_report(store, fps=FPS, frame_count=800)
+    assert data.cvs.first_all_met is None
+    assert data.cvs.statement.startswith("All three CVS criteria were never met together")
+    assert "before clipping began at 00:00:19.13" in data.cvs.statement
+    with CaseStore.open(tmp_path / "late.sqlite") as store:
+        fill(store, [(0, 500, "Calot Triangle Dissection", never)])
+        fill(store, [(500, 800, "Clipping Cutting", ("met", "met", "met"))])
+        data = gather_report(store, fps=FPS, frame_count=800)
+    assert data.cvs.statement.startswith("All three CVS criteria were never met together before clipping began")
+
+
+def test_nothing_stored_or_no_frame_rate_is_a_clear_error(tmp_path):
+    with CaseStore.open(tmp_path / "s.sqlite") as store:
+        with pytest.raises(ReportError, match="no stored analysis"):
+            gather_report(store, fps=FPS, frame_count=100)
+        fill(store, [(0, 100, "Preparation", ("met", "met", "met"))])
+        with pytest.raises(ReportError, match="frame rate"):
+            gather_report(store)
+        with pytest.raises(ReportError, match="no stored analysis"):
+            gather_report(store, model_id="other", fps=FPS, frame_count=100)
+
+
+def test_visible_text_shows_controls_and_keeps_markup():
+    assert visible_text("a\x00b\x1b[1m\x7f\x85<b>\r\nc\td") == "a\\x00b\\x1b[1m\\x7f\\x85<b>\nc\td"
+    assert visible_text("evil\u202etxt.exe") == "evil\\u202etxt.exe"
+    assert visible_text("line\nnext", keep_newlines=False) == "line\\x0anext"
+
+
+def test_blank_areas_are_stored_replaced_and_validated(tmp_path):
+    with CaseStore.open(tmp_path / "s.sqlite") as store:
+        assert store.blank_areas() == []
+        store.set_blank_areas([BlankArea(0, 0, 200, 40), BlankArea(1000, 650, 280, 70)])
+        store.set_blank_areas([BlankArea(5, 5, 10, 10), *store.blank_areas()])
+    with CaseStore.open(tmp_path / "s.sqlite", readonly=True) as store:
+        assert store.blank_areas() == [BlankArea(5, 5, 10, 10), BlankArea(0, 0, 200, 40), BlankArea(1000, 650, 280, 70)]
+        with pytest.raises(StoreError, match="read-only"):
+            store.set_blank_areas([])
+    for bad in ((-1, 0, 5, 5), (0, 0, 0, 5)):
+        with pytest.raises(ValueError):
+            BlankArea(*bad)
+
+
+def test_a_version_2_store_gains_the_blank_areas_table(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    with CaseStore.open(path) as store:
+        fill(store, [(0, 100, "Preparation", ("met", "met", "met"))])
+        store.add_bookmark(25, "kept")
+    conn = sqlite3.connect(path)  # back to schema 2, as the previous release wrote it
+    conn.execute("DROP TABLE blank_areas")
+    conn.execute("PRAGMA user_version = 2")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreError, match="older store schema"):
+        CaseStore.open(path, readonly=True)
+    with CaseStore.open(path) as store:
+        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.blank_areas() == [] and [b.title for b in store.bookmarks()] == ["kept"]
+        assert len(store.results(*KEY)) == 4
+        store.set_blank_areas([BlankArea(1, 2, 3, 4)])
+        assert store.integrity_problems() == []
