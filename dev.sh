@@ -76,10 +76,9 @@ case "$cmd" in
         install_system_packages
         install_python_packages
         demo="$("$VENV/bin/python" -c 'from engine.userdata import demo_dir; print(demo_dir())')"
-        if [ ! -f "$demo/synth.json" ] || [ ! -f "$demo/model/surgview.json" ]; then
-            log "building the demo case and model in $demo"
-            "$VENV/bin/surgview-train" demo --out "$demo"
-        fi
+        # Builds the demo case once and installs the bundled demo model (again when it changed).
+        [ -f "$demo/synth.json" ] || log "building the demo case in $demo"
+        "$VENV/bin/surgview-train" demo --out "$demo" >/dev/null
         if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${QT_QPA_PLATFORM:-}" ]; then
             log "no display: starting the viewer on a virtual screen (xvfb-run); set DISPLAY to see it"
             exec xvfb-run -a -s "-screen 0 1600x1000x24" "$VENV/bin/surgview" --demo "$@"

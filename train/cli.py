@@ -51,10 +51,10 @@ def cmd_synth(args) -> int:
 def cmd_demo(args) -> int:
     """The demo case and the demo model that ``./dev.sh run`` opens.
 
-    The model is the one bundled in ``resources/demo_model`` (trained by this same command with
-    ``--train``: the tiny-synthetic recipe, all four stages). ``--train`` rebuilds it from synthetic
-    cases on this machine instead (about half an hour on two cores); ``--bundle`` then also
-    replaces the bundled copy.
+    The model is the one bundled in ``resources/demo_model``, trained by this same command with
+    ``--train``: ``train/recipes/tiny-synthetic.yaml``, then ``demo.yaml`` from its model. ``--train``
+    rebuilds it from synthetic cases on this machine (about an hour on two cores); ``--bundle``
+    then also replaces the bundled copy.
     """
     import shutil
 
@@ -76,18 +76,23 @@ def cmd_demo(args) -> int:
     if args.train or not (bundled / "surgview.json").exists():
         from train.pipeline import PipelineError, load_pipeline_recipe, run_pipeline
 
-        recipe = load_pipeline_recipe(Path(__file__).resolve().parent / "recipes" / "tiny-synthetic.yaml")
-        recipe.out = str((out / "training").resolve())
-        print("training the demo model (all four stages, resumable: run the command again if stopped)")
+        recipes = Path(__file__).resolve().parent / "recipes"
+        first = load_pipeline_recipe(recipes / "tiny-synthetic.yaml")  # the phase model it starts from
+        first.out = str((out / "training" / "tiny-synthetic").resolve())
+        recipe = load_pipeline_recipe(recipes / "demo.yaml")
+        recipe.out = str((out / "training" / "demo").resolve())
+        print("training the demo model (two pipeline runs, resumable: run the command again if stopped)")
+        say = lambda line: print(line, flush=True)  # noqa: E731
         try:
-            source = Path(run_pipeline(recipe, say=lambda line: print(line, flush=True))["model"])
+            recipe.base_model = run_pipeline(first, say=say)["model"]
+            source = Path(run_pipeline(recipe, say=say)["model"])
         except PipelineError as exc:
             raise CliError(str(exc)) from None
         if args.bundle:
             _replace_tree(source, bundled)
             print(f"bundled: {bundled}")
         _replace_tree(source, model_dir)
-    elif not (model_dir / "surgview.json").exists():
+    elif not _same_manifest(bundled, model_dir):  # missing, or an older demo model
         _replace_tree(bundled, model_dir)
     try:
         inspect_model_dir(model_dir)
@@ -97,6 +102,13 @@ def cmd_demo(args) -> int:
     print(f"demo case: {case_dir / 'cholec80' / 'videos' / 'video01.mp4'}")
     print(f"demo model: {model_dir}")
     return 0
+
+
+def _same_manifest(a: Path, b: Path) -> bool:
+    try:
+        return (a / "surgview.json").read_bytes() == (b / "surgview.json").read_bytes()
+    except OSError:
+        return False
 
 
 def _replace_tree(source: Path, target: Path) -> None:
