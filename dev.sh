@@ -9,10 +9,11 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 VENV="${SURGVIEW_VENV:-.venv}"
 # Debian packages: ffmpeg (reference decoder for tests and benchmarks), the libraries the Qt
 # wheels load at run time (xcb platform included), a font so offscreen rendering has glyphs,
-# Xvfb for a virtual screen where there is no display, and e2fsprogs (chattr, used by a test).
+# Xvfb for a virtual screen where there is no display, e2fsprogs (chattr, used by a test), and
+# bubblewrap + desktop-file-utils (the packaging tests: a Python-free sandbox, .desktop validation).
 SYSTEM_PACKAGES=(ffmpeg libegl1 libgl1 libxkbcommon0 libfontconfig1 libdbus-1-3 fonts-dejavu-core
                  libxcb-cursor0 libxkbcommon-x11-0 libxcb-icccm4 libxcb-keysyms1 libxcb-image0
-                 libxcb-render-util0 libxcb-shape0 xvfb xauth e2fsprogs)
+                 libxcb-render-util0 libxcb-shape0 xvfb xauth e2fsprogs bubblewrap desktop-file-utils)
 
 log() { printf '\033[1m[surgview]\033[0m %s\n' "$*" >&2; }
 

@@ -1,10 +1,12 @@
 """``surgview``: open a recorded case in the viewer.
 
-    surgview [CASE] [--model DIR | --url URL [--served-model NAME]] [--demo] [--info]
+    surgview [CASE] [--model DIR | --url URL [--served-model NAME]] [--demo] [--info | --smoke]
+    surgview report CASE --out FILE.html|FILE.pdf        (see app/export/cli.py)
+    surgview clip CASE --from T --to T --out FILE.mp4
 
 ``--demo`` opens the demo case with the demo model (``./dev.sh run`` builds both); ``--info``
 prints what the engine finds in the case (frames counted by demuxing, phase labels beside it)
-instead of opening a window.
+instead of opening a window; ``--smoke`` analyses one frame offscreen and exits (install check).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from app.export.cli import COMMANDS as EXPORT_COMMANDS
+from app.export.cli import export_main
 from engine.clitools import ArgumentParser, CliError, run
 from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
 from engine.timecode import format_timecode
@@ -77,6 +81,9 @@ def engine_spec(args) -> dict:
 
 
 def _main(argv: Sequence[str] | None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in EXPORT_COMMANDS:  # `surgview report|clip CASE ...` (a video named so: ./report)
+        return export_main(PROG, argv)
     parser = ArgumentParser(prog=PROG, description="Review a recorded laparoscopic case.")
     parser.add_argument("case", nargs="?", help="a case video")
     parser.add_argument("--demo", action="store_true", help="open the demo case with the demo model")
@@ -85,6 +92,9 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("--served-model", help="the server's model name (with --url)")
     parser.add_argument("--stride", type=float, default=1.0, help="seconds between background-analysed frames")
     parser.add_argument("--info", action="store_true", help="print what is in the case; open no window")
+    parser.add_argument(
+        "--smoke", action="store_true", help="check the install: stream one frame's chain offscreen, print, exit"
+    )
     args = parser.parse_args(argv)
     video = Path(args.case) if args.case else None
     if args.demo:
@@ -100,6 +110,12 @@ def _main(argv: Sequence[str] | None) -> int:
         return 0
     if video is not None and not video.exists():
         raise CliError(f"{video}: no such video file")
+    if args.smoke:
+        if video is None:
+            parser.error("--smoke needs a case (or --demo)")
+        from app.smoke import run_smoke
+
+        return run_smoke(video, engine_spec(args))
     from app.viewer import run_viewer  # Qt is imported only when a window opens
 
     return run_viewer(video, engine_spec(args))

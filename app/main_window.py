@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine_link import EngineLink
+from app.export.ui import add_export_actions
 from app.playback import PlaybackController
 from app.shortcuts import SPEEDS, describe, keymap
 from app.state import AnalysisState, CaseState, LayerState, Playhead
@@ -276,12 +277,18 @@ class SurgviewWindow(QMainWindow):
         prefs = QAction("Preferences…", self)
         prefs.triggered.connect(self.preferences_dialog)
         file_menu.addAction(prefs)
+        file_menu.addSeparator()
+        self.actions_by_name.update(add_export_actions(self, file_menu))  # report, clip, blank areas
+        file_menu.addSeparator()
         file_menu.addAction(self.actions_by_name["quit"])
         view_menu = menu.addMenu("&View")
         for dock in (self.reasoning_dock, self.timeline_dock, self.library_dock, self.bookmarks_dock):
             view_menu.addAction(dock.toggleViewAction())
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(self.actions_by_name["help"])
+        about = QAction("About surgview", self)
+        about.triggered.connect(self.show_about)
+        help_menu.addAction(about)
 
     def trigger(self, name: str) -> None:
         self.actions_by_name[name].trigger()
@@ -699,12 +706,18 @@ class SurgviewWindow(QMainWindow):
         self.help_dialog = dialog
         dialog.show()
 
+    def show_about(self) -> None:
+        from app.about import AboutDialog
+
+        self.about_dialog = AboutDialog(self.engine_spec, self.analysis.model_id, self.analysis.device, self)
+        self.about_dialog.show()
+
     def preferences_dialog(self) -> None:
         dialog = QDialog(self)
         dialog.setWindowTitle("Preferences")
         form = QFormLayout(dialog)
         backend = QComboBox()
-        backend.addItems(["transformers", "openai"])
+        backend.addItems(["transformers", "onnx", "openai"])  # onnx: the model folder's onnx/ export
         backend.setCurrentText(self.settings.value("engine/backend", "transformers"))
         model = QLineEdit(self.settings.value("engine/model", ""))
         browse = QPushButton("Browse…")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
@@ -15,8 +16,17 @@ def data_home() -> Path:
     return Path(base) / "surgview"
 
 
+def bundled_demo_dir() -> Path | None:
+    """The demo case and model shipped inside a desktop bundle (PyInstaller), read in place."""
+    bundle = getattr(sys, "_MEIPASS", None) if getattr(sys, "frozen", False) else None
+    if bundle is None or not (Path(bundle) / "demo" / "synth.json").is_file():
+        return None
+    return Path(bundle) / "demo"
+
+
 def demo_dir() -> Path:
-    return data_home() / "demo"
+    """The bundle's demo when running from a desktop install, else ``<data home>/demo``."""
+    return bundled_demo_dir() or data_home() / "demo"
 
 
 def demo_video() -> Path:
