@@ -1,11 +1,11 @@
-"""Regenerate docs/report-page-*.png: the PDF case report of a synthetic case, page by page.
+"""Regenerate docs/report-page-*.png: the PDF case report of the demo case, page by page.
 
     .venv/bin/python scripts/make_report_samples.py [--case VIDEO] [--out docs] [--scale 1.4]
 
-Without --case it writes a 1-minute 640x360 synthetic case in a temporary data folder and fills
-its case store with ground-truth chains (one per second, from the generator's exact labels:
-the "perfect model"), bookmarks three moments (Calot-triangle dissection, the critical view
-reached, the first clip) with reviewer notes, and marks one burned-in-text area. With --case,
+Without --case it writes the demo case (the 2-minute synthetic case of ``surgview-train demo``)
+in a temporary data folder, analyses it with the bundled demo model at one frame a second,
+bookmarks moments of the model's own timeline with reviewer notes, and marks one burned-in-text
+area. With --case,
 the case's own stored analysis, bookmarks and notes are used as they are. The report is written
 as PDF through the same code as ``surgview report`` and its pages are rendered with pypdfium2.
 """
@@ -23,32 +23,41 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 
-def synthetic_case(folder: Path) -> Path:
+def demo_case(folder: Path) -> tuple[Path, Path]:
+    """The demo case (as ``surgview-train demo`` makes it), analysed by the bundled demo model at
+    one frame a second, with a reviewer's bookmarks and notes at the moments a report is read for."""
+    from engine import cli as engine_cli
     from engine.report_data import gather_report
+    from engine.resources import resource_path
     from engine.store import BlankArea, CaseStore, case_store_path
     from train.synth.generate import SynthConfig, generate
-    from train.synth.truth_store import store_truth_chains
 
-    generate(folder, SynthConfig(cases=1, minutes=1.0, seed=3, width=640, height=360, fps=25, gop=50))
-    video, _ = store_truth_chains(folder)
+    generate(folder, SynthConfig(cases=1, minutes=2.0, seed=7))  # the demo case
+    video = folder / "cholec80" / "videos" / "video01.mp4"
+    model = resource_path("demo_model")
+    code = engine_cli.main(["analyze", str(video), "--model", str(model), "--stride", "1", "--batch", "8", "--quiet"])
+    if code != 0:
+        raise SystemExit(f"analysis failed ({code})")
     with CaseStore.open(case_store_path(video)) as store:
         data = gather_report(store)
-        calot = next(s for s in data.timelines.phase if s.label == "CalotTriangleDissection")
-        second = 25  # chains are stored once per second: bookmark analysed frames
-        middle = (calot.start + calot.end) // 2 // second * second
-        moments = [(middle, "Calot triangle dissection", "fat cleared from the triangle")]
+        second = 25  # analysed once per second: bookmark analysed frames
+        moments = []
+        calot = next((s for s in data.timelines.phase if s.label == "CalotTriangleDissection"), None)
+        if calot is not None:
+            middle = (calot.start + calot.end) // 2 // second * second
+            moments.append((middle, "Calot triangle dissection", "check the hook stays on the gallbladder side"))
         if data.cvs.first_all_met is not None:
             first = -(-data.cvs.first_all_met // second) * second
-            moments.append((first, "Critical view of safety reached", "two structures, window, lower third: seen"))
-        if data.cvs.clipping_start is not None:
-            clip = -(-data.cvs.clipping_start // second) * second + 2 * second
-            moments.append((clip, "First clip", "clip placed on the cystic duct"))
+            moments.append((first, "Critical view of safety (model)", "model says all three criteria met: verify"))
+        later = next((s for s in data.timelines.phase if s.label == "GallbladderDissection"), None)
+        if later is not None:
+            moments.append((later.start // second * second + second, "Gallbladder dissection", "start of the phase"))
         for frame, title, note in moments:
             store.add_bookmark(frame, title)
             store.add_note(note, frame=frame, author="reviewer")
-        store.add_note("Teaching case: the critical view was documented before clipping.", frame=None)
+        store.add_note("Demo case: synthetic video, analysed by the bundled 0.66 M-parameter demo model.", frame=None)
         store.set_blank_areas([BlankArea(8, 8, 150, 22)])
-    return video
+    return video, model
 
 
 def main() -> None:
@@ -64,14 +73,15 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="surgview-report-") as tmp:
         tmp_path = Path(tmp)
+        model = None
         if args.case is None:
             os.environ["SURGVIEW_DATA"] = str(tmp_path / "data")
-            video = synthetic_case(tmp_path / "case")
-            title = "Synthetic cholecystectomy — ground-truth chains"
+            video, model = demo_case(tmp_path / "case")
+            title = "Demo case — analysed by the surgview demo model"
         else:
             video, title = args.case, None
         pdf_path = tmp_path / "report.pdf"
-        report_for_video(video, pdf_path, ReportOptions(title=title))
+        report_for_video(video, pdf_path, ReportOptions(title=title, model_dir=model))
         args.out.mkdir(parents=True, exist_ok=True)
         pdf = pdfium.PdfDocument(str(pdf_path))
         for old in args.out.glob("report-page-*.png"):
