@@ -28,10 +28,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine import backend_factory
 from engine.modeldir import MANIFEST_NAME, ModelDirError, inspect_model_dir
 from engine.userdata import demo_dir
 
-__all__ = ["FirstRunDialog", "demo_model_dir", "needs_model_choice"]
+__all__ = ["FirstRunDialog", "demo_model_dir", "local_kind", "needs_model_choice"]
 
 
 def needs_model_choice(settings: QSettings) -> bool:
@@ -40,6 +41,14 @@ def needs_model_choice(settings: QSettings) -> bool:
         not str(settings.value("engine/model", "") or "").strip()
         and not str(settings.value("engine/url", "") or "").strip()
     )
+
+
+def local_kind(model: Path) -> str:
+    """The backend for a local model folder; raises ValueError (one line) if this install cannot run it."""
+    kind = backend_factory.default_kind(model)
+    if kind == "transformers" and not backend_factory.torch_available():
+        raise ValueError(backend_factory.no_torch_message(model))
+    return kind
 
 
 def demo_model_dir() -> Path | None:
@@ -121,7 +130,7 @@ class FirstRunDialog(QDialog):
         if self.demo_option.isChecked():
             if self.demo_model is None:
                 raise ValueError("the demo model is not installed")
-            return {"backend": "transformers", "model": str(self.demo_model), "url": ""}
+            return {"backend": local_kind(self.demo_model), "model": str(self.demo_model), "url": ""}
         if self.folder_option.isChecked():
             text = self.folder.text().strip()
             if not text:
@@ -130,7 +139,7 @@ class FirstRunDialog(QDialog):
                 info = inspect_model_dir(text)
             except ModelDirError as exc:
                 raise ValueError(str(exc)) from None
-            return {"backend": "transformers", "model": str(info.path.resolve()), "url": ""}
+            return {"backend": local_kind(info.path), "model": str(info.path.resolve()), "url": ""}
         if self.server_option.isChecked():
             url = self.url.text().strip()
             if not url.startswith(("http://", "https://")):

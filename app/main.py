@@ -18,6 +18,7 @@ from pathlib import Path
 
 from app.export.cli import COMMANDS as EXPORT_COMMANDS
 from app.export.cli import export_main
+from engine.backend_factory import default_kind
 from engine.clitools import ArgumentParser, CliError, run
 from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
 from engine.timecode import format_timecode
@@ -71,7 +72,7 @@ def engine_spec(args) -> dict:
         }
     if args.model:
         return {
-            "kind": "transformers",
+            "kind": default_kind(args.model),  # onnx in the torch-free bundle, when the folder has an export
             "model": str(args.model),
             "threads": 1,
             "stride_s": args.stride,

@@ -46,6 +46,7 @@ from app.state import AnalysisState, CaseState, LayerState, Playhead
 from app.widgets.reasoning_panel import ReasoningPanel
 from app.widgets.timeline_view import TimelineView
 from app.widgets.video_canvas import VideoCanvas
+from engine.backend_factory import default_kind
 from engine.phase_labels import LabelFileError, read_cholec80_phases
 from engine.prompts import frame_prompt
 from engine.store import CaseStore, StoreError
@@ -555,6 +556,8 @@ class SurgviewWindow(QMainWindow):
         url = self.settings.value("engine/url", "")
         if not model and not url:
             return {}
+        if kind == "transformers" and model:
+            kind = default_kind(model)  # onnx in the torch-free bundle, when the folder has an export
         return {
             "kind": kind,
             "model": model or None,

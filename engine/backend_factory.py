@@ -3,15 +3,62 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.backends.base import Backend, BackendError
 
-__all__ = ["API_KEY_ENV", "BackendSpec", "add_backend_arguments", "open_backend", "spec_from_args"]
+__all__ = [
+    "API_KEY_ENV",
+    "BackendSpec",
+    "add_backend_arguments",
+    "default_kind",
+    "has_onnx_export",
+    "no_torch_message",
+    "open_backend",
+    "spec_from_args",
+    "torch_available",
+]
 
 API_KEY_ENV = "SURGVIEW_API_KEY"
 BACKENDS = ("transformers", "openai", "onnx")
+
+
+def torch_available() -> bool:
+    """Whether torch can be imported here, found without importing it (the torch-free desktop bundle lacks it)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+def has_onnx_export(model_dir: str | os.PathLike[str]) -> bool:
+    """A complete ``onnx/`` export in ``model_dir`` (sizes checked; checksums are the backend's job at load)."""
+    from engine.onnx_layout import OnnxDirError, read_onnx_dir
+
+    try:
+        read_onnx_dir(model_dir, verify=False)
+    except OnnxDirError:
+        return False
+    return True
+
+
+def default_kind(model_dir: str | os.PathLike[str] | None) -> str:
+    """The backend for a local model folder: "onnx" where torch is missing and the folder has an export,
+    else "transformers" (which then refuses with :func:`no_torch_message` when torch is missing)."""
+    if model_dir and not torch_available() and has_onnx_export(model_dir):
+        return "onnx"
+    return "transformers"
+
+
+def no_torch_message(model_dir: str | os.PathLike[str] | None) -> str:
+    """One line for a model folder this install cannot run with transformers: no torch here."""
+    where = Path(model_dir) if model_dir else "the model folder"
+    if model_dir and has_onnx_export(model_dir):
+        return f"this install has no torch: run {where} with the onnx backend (--backend onnx, or Preferences)"
+    return (
+        f"this install has no torch and {where} has no onnx/ export: export it where the training stack is "
+        f"installed (surgview-train export-onnx {where}), or choose the demo model or a server"
+    )
 
 
 @dataclass(frozen=True)
@@ -28,6 +75,8 @@ def open_backend(spec: BackendSpec) -> Backend:
     if spec.kind == "transformers":
         if not spec.model:
             raise BackendError("give the model directory with --model DIR")
+        if not torch_available():
+            raise BackendError(no_torch_message(spec.model))
         from engine.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend(spec.model, threads=spec.threads)
@@ -48,14 +97,19 @@ def open_backend(spec: BackendSpec) -> Backend:
 
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR|NAME", help="model directory (transformers, onnx) or served model name")
-    parser.add_argument("--backend", choices=BACKENDS, default="transformers")
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default=None,
+        help="default: transformers, or onnx where torch is missing and the model folder has an onnx/ export",
+    )
     parser.add_argument("--url", help="openai backend: the server's base URL, e.g. http://127.0.0.1:8000/v1")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the transformers and onnx backends")
 
 
 def spec_from_args(args: argparse.Namespace) -> BackendSpec:
     return BackendSpec(
-        kind=args.backend,
+        kind=args.backend or default_kind(args.model),
         model=args.model,
         url=args.url,
         api_key=os.environ.get(API_KEY_ENV) or None,

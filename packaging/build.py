@@ -1,16 +1,21 @@
 """Build the surgview desktop bundle (PyInstaller, one folder) with its menu entry, icons and installer.
 
-    python packaging/build.py [--variant cpu|gpu] [--with-train] [--demo-dir DIR | --no-demo]
+    python packaging/build.py [--variant onnx|cpu|gpu] [--with-train] [--demo-dir DIR | --no-demo]
                               [--dist DIR] [--skip-check] [--tar]
 
-Steps: check that the installed torch suits the variant; check that nothing the viewer and its
-engine import at run time is excluded (``runtime_modules.py``, a real model load and generation);
-build the demo case and model with ``surgview-train demo`` (skipped when present) to ship inside
-the bundle; render the SVG icon to PNG sizes with Qt; run PyInstaller on ``surgview.spec``; add
-``install.sh``, the ``.desktop`` entry and the icons; write ``BUILD-INFO.json`` with the sizes.
+Variants: ``onnx`` (default) has no torch and no transformers: its engine runs the model
+folder's ``onnx/`` export with onnxruntime (the demo model ships one); ``cpu`` runs the
+transformers backend on torch's CPU build; ``gpu`` keeps the CUDA libraries of a CUDA torch.
+
+Steps: check that the installed torch (or onnxruntime and the demo's export) suits the variant;
+check that nothing the viewer and its engine import at run time is excluded (``runtime_modules.py``,
+a real model load and generation); build the demo case and model with ``surgview-train demo``
+(the build's own demo folder is refreshed each time) to ship inside the bundle; render the SVG
+icon to PNG sizes with Qt; run PyInstaller on ``surgview.spec``; add ``install.sh``, the
+``.desktop`` entry and the icons; write ``BUILD-INFO.json`` with the sizes.
 The result is ``<dist>/surgview/``: run ``<dist>/surgview/install.sh`` to install it.
 
-One folder rather than one file: a one-file bundle unpacks its ~1 GB to a temporary folder at
+One folder rather than one file: a one-file bundle unpacks its 0.4–1.2 GB to a temporary folder at
 every start; pyside6-deploy (Nuitka) compiles torch and transformers to C first, which takes
 hours on a small machine and gains nothing at run time, where torch's own libraries dominate.
 """
@@ -18,6 +23,7 @@ hours on a small machine and gains nothing at run time, where torch's own librar
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -42,7 +48,7 @@ class BuildError(Exception):
 
 @dataclass
 class BuildOptions:
-    variant: str = "cpu"
+    variant: str = "onnx"
     with_train: bool = False
     demo_dir: Path | None = ROOT / "build" / "pkg" / "demo"
     dist: Path = ROOT / "dist"
@@ -67,6 +73,10 @@ def torch_cuda_version() -> str | None:
 
 
 def check_variant(variant: str) -> None:
+    if variant == "onnx":
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise BuildError("the onnx variant needs onnxruntime in the build environment (pip install onnxruntime)")
+        return
     cuda = torch_cuda_version()
     if variant == "cpu" and cuda:
         raise BuildError(
@@ -77,9 +87,12 @@ def check_variant(variant: str) -> None:
         raise BuildError("the installed torch has no CUDA (torch.version.cuda is None): install a CUDA build of torch")
 
 
-def runtime_modules(model_dir: Path | None) -> list[str]:
-    """What the viewer and engine import in a real run (see runtime_modules.py)."""
-    cmd = [sys.executable, str(HERE / "runtime_modules.py")] + ([str(model_dir)] if model_dir else [])
+def runtime_modules(model_dir: Path | None, variant: str = "cpu") -> list[str]:
+    """What the viewer and engine import in a real run (see runtime_modules.py); the onnx variant's
+    run uses the onnx backend with the torch stack unimportable, as in that bundle."""
+    backend = "onnx" if variant == "onnx" else "transformers"
+    cmd = [sys.executable, str(HERE / "runtime_modules.py"), "--backend", backend]
+    cmd += [str(model_dir)] if model_dir else []
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HF_HUB_OFFLINE": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
@@ -94,12 +107,30 @@ def excluded_but_needed(modules: list[str], variant: str, with_train: bool) -> l
     return sorted(h for h in hits if h and h not in bundle_config.OPTIONAL)
 
 
-def build_demo(demo_dir: Path) -> None:
-    if (demo_dir / "synth.json").is_file() and (demo_dir / "model" / "surgview.json").is_file():
+def build_demo(demo_dir: Path, refresh: bool) -> None:
+    """``surgview-train demo`` into ``demo_dir`` when it is incomplete, or (``refresh``: the build's own
+    folder) always: it only copies the bundled demo model over an older one, the case stays."""
+    if not refresh and (demo_dir / "synth.json").is_file() and (demo_dir / "model" / "surgview.json").is_file():
         log(f"demo case and model: {demo_dir} (present)")
         return
-    log(f"building the demo case and model in {demo_dir}")
-    subprocess.run([sys.executable, "-m", "train.cli", "demo", "--out", str(demo_dir), "--quiet"], check=True, cwd=ROOT)
+    log(f"demo case and model in {demo_dir} (surgview-train demo)")
+    subprocess.run(
+        [sys.executable, "-m", "train.cli", "demo", "--out", str(demo_dir), "--quiet"],
+        check=True,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+
+
+def check_demo_export(model_dir: Path) -> None:
+    """The onnx bundle runs the demo model from its onnx/ export: refuse to ship one without it."""
+    sys.path.insert(0, str(ROOT))
+    from engine.onnx_layout import OnnxDirError, read_onnx_dir
+
+    try:
+        read_onnx_dir(model_dir)
+    except OnnxDirError as exc:
+        raise BuildError(f"the onnx variant ships the demo model's onnx/ export: {exc}") from None
 
 
 def render_icons(svg: Path, out: Path, sizes: tuple[int, ...] = ICON_SIZES) -> list[Path]:
@@ -166,7 +197,9 @@ def tree_bytes(path: Path) -> int:
 
 
 def largest_parts(internal: Path, count: int = 12) -> list[tuple[str, int]]:
-    parts = [(p.name, tree_bytes(p) if p.is_dir() else p.stat().st_size) for p in internal.iterdir()]
+    parts = [
+        (p.name, tree_bytes(p) if p.is_dir() else p.stat().st_size) for p in internal.iterdir() if not p.is_symlink()
+    ]
     return sorted(parts, key=lambda kv: -kv[1])[:count]
 
 
@@ -203,11 +236,13 @@ def build(options: BuildOptions) -> Path:
     options.work.mkdir(parents=True, exist_ok=True)
     check_variant(options.variant)
     if options.demo_dir is not None:
-        build_demo(options.demo_dir)
+        build_demo(options.demo_dir, refresh=options.demo_dir == BuildOptions.demo_dir)
+        if options.variant == "onnx":
+            check_demo_export(options.demo_dir / "model")
     if options.check:
         model = options.demo_dir / "model" if options.demo_dir else None
-        log("checking the excludes against a real run (runtime_modules.py)")
-        needed = excluded_but_needed(runtime_modules(model), options.variant, options.with_train)
+        log(f"checking the excludes against a real run (runtime_modules.py, {options.variant} variant)")
+        needed = excluded_but_needed(runtime_modules(model, options.variant), options.variant, options.with_train)
         if needed:
             raise BuildError(f"the excludes leave out modules a run imports: {', '.join(needed)}")
     icons = options.work / "icons"
@@ -229,7 +264,12 @@ def build(options: BuildOptions) -> Path:
 
 def parse_args(argv: list[str] | None) -> BuildOptions:
     parser = argparse.ArgumentParser(prog="packaging/build.py", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--variant", choices=("cpu", "gpu"), default="cpu", help="cpu: no CUDA libraries (default)")
+    parser.add_argument(
+        "--variant",
+        choices=bundle_config.VARIANTS,
+        default=BuildOptions.variant,
+        help="onnx (default): onnxruntime, no torch; cpu: torch without CUDA; gpu: torch with its CUDA libraries",
+    )
     parser.add_argument("--with-train", action="store_true", help="keep the training stack (surgview-train)")
     parser.add_argument("--demo-dir", type=Path, help="demo folder to ship (built by surgview-train demo if missing)")
     parser.add_argument("--no-demo", action="store_true", help="ship no demo case and model")

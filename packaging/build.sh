@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the surgview desktop bundle into dist/surgview/ (options: see packaging/build.py --help).
-#   packaging/build.sh                  CPU bundle with the demo case and model
+#   packaging/build.sh                  torch-free bundle (onnxruntime) with the demo case and model
+#   packaging/build.sh --variant cpu    torch (CPU build) and transformers instead of onnxruntime
 #   packaging/build.sh --variant gpu    keep CUDA libraries (needs a CUDA build of torch)
 #   packaging/build.sh --with-train     also ship surgview-train
 # Then: dist/surgview/install.sh [--prefix DIR]

@@ -13,6 +13,11 @@ Left out, and why:
 * files, not modules: torch's C++ headers, CMake files, test executables and test libraries,
   and Qt translations other than English (the viewer is in English).
 
+The ``onnx`` variant (the default) also leaves out torch and everything only torch and
+transformers use (``TORCH_STACK``): its engine runs the model folder's ``onnx/`` export with
+onnxruntime, which needs numpy, ``tokenizers``, jinja2 and Pillow only. The shipped demo model
+carries such an export; other folders need one (``surgview-train export-onnx``).
+
 The CPU variant also refuses CUDA: it is built from a CPU build of torch, and the NVIDIA
 library packages are never collected. The GPU variant keeps whatever CUDA libraries the
 installed torch loads (it needs a CUDA build of torch in the build environment).
@@ -29,8 +34,10 @@ __all__ = [
     "OPTIONAL",
     "PRUNE_PATTERNS",
     "QT_EXCLUDES",
+    "TORCH_STACK",
     "TRAIN_STACK",
     "UNUSED",
+    "VARIANTS",
     "excluded",
     "excludes",
     "pruned",
@@ -115,6 +122,24 @@ QT_EXCLUDES = {
     )
 }
 
+TORCH_STACK = {
+    "torch": "the onnx variant's engine runs onnxruntime",
+    "torchgen": "torch's code generator",
+    "functorch": "part of torch",
+    "transformers": "the onnxruntime backend builds its inputs itself (tokenizers, jinja2, Pillow)",
+    "accelerate": "used by transformers only",
+    "safetensors": "the weights the onnx export replaces",
+    "huggingface_hub": "used by transformers only (and the viewer never downloads)",
+    "sympy": "used by torch only",
+    "mpmath": "used by sympy only",
+    "networkx": "used by torch only",
+    "fsspec": "used by torch and the Hub client only",
+    "filelock": "used by torch and the Hub client only",
+    "regex": "used by transformers' tokenizers only",
+}
+
+VARIANTS = ("onnx", "cpu", "gpu")
+
 CUDA_MODULES = {"nvidia": "CUDA libraries (GPU variant only)", "triton": "GPU kernels compiler (GPU variant only)"}
 
 # Bundle-relative paths (fnmatch patterns) of files dropped after analysis.
@@ -154,16 +179,18 @@ CUDA_PATTERNS = (
 )
 
 
-def excludes(variant: str = "cpu", with_train: bool = False) -> dict[str, str]:
+def excludes(variant: str = "onnx", with_train: bool = False) -> dict[str, str]:
     """Module name → why it is left out, for one build."""
-    if variant not in ("cpu", "gpu"):
-        raise ValueError(f"unknown variant {variant!r}: cpu or gpu")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: {', '.join(VARIANTS)}")
     chosen = {**DEV_TOOLS, **QT_EXCLUDES, **UNUSED}
     if not with_train:
         chosen.update(TRAIN_STACK)
         chosen.update(OPTIONAL)
-    if variant == "cpu":
+    if variant in ("cpu", "onnx"):
         chosen.update(CUDA_MODULES)
+    if variant == "onnx" and not with_train:  # the training stack needs torch
+        chosen.update(TORCH_STACK)
     return chosen
 
 
@@ -177,10 +204,10 @@ def excluded(module: str, names: dict[str, str] | set[str]) -> str | None:
     return None
 
 
-def pruned(dest: str, variant: str = "cpu") -> bool:
+def pruned(dest: str, variant: str = "onnx") -> bool:
     """True if the bundle-relative file ``dest`` is one of the files left out of a ``variant`` build."""
     dest = dest.replace("\\", "/")
     if any(fnmatch.fnmatch(dest, keep) for keep in _KEEP):
         return False
-    patterns = PRUNE_PATTERNS + (CUDA_PATTERNS if variant == "cpu" else ())
+    patterns = PRUNE_PATTERNS + (CUDA_PATTERNS if variant in ("cpu", "onnx") else ())
     return any(fnmatch.fnmatch(dest, pattern) for pattern in patterns)

@@ -1,5 +1,5 @@
-"""Build the CPU desktop bundle, then run it where no Python exists: the demo case opens and the
-engine process streams a chain. Slow (the build takes minutes): ``pytest -m slow tests/packaging``.
+"""Build the default desktop bundle (the torch-free onnx variant), then run it where no Python
+exists: the demo case opens and the engine process streams a chain with onnxruntime. Slow (the build takes minutes): ``pytest -m slow tests/packaging``.
 
 ``SURGVIEW_BUNDLE=dist/surgview`` tests an already built bundle instead of building one.
 """
@@ -47,7 +47,9 @@ def test_the_bundle_has_what_a_desktop_install_needs(bundle):
     assert (internal / "resources" / "ontology" / "ontology.yaml").is_file()
     assert not (internal / "train").exists() and not (internal / "trl").exists() and not (internal / "sklearn").exists()
     assert not list(internal.rglob("libcudart*")) and not (internal / "nvidia").exists()
-    assert not (internal / "torch" / "include").exists()
+    assert not (internal / "torch").exists() and not (internal / "transformers").exists()
+    assert list(internal.rglob("libonnxruntime*.so*")) and (internal / "tokenizers").is_dir()
+    assert (internal / "demo" / "model" / "onnx" / "onnx.json").is_file()
 
 
 def test_no_python_in_the_sandbox(tmp_path):
@@ -67,7 +69,7 @@ def test_the_demo_case_opens_without_python(bundle, tmp_path):
 def test_the_bundle_streams_a_chain_from_its_engine_process_without_python(bundle, tmp_path):
     done = in_sandbox(bundle, tmp_path, "--demo", "--smoke")
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "chain: frame " in done.stdout and " tokens, " in done.stdout and "on cpu" in done.stdout
+    assert "chain: frame " in done.stdout and " tokens, " in done.stdout and "on cpu (onnxruntime)" in done.stdout
     assert not (tmp_path / ".local" / "share" / "surgview").exists()  # the smoke run keeps no data
 
 
@@ -91,6 +93,6 @@ def test_installed_from_the_bundle_it_runs_from_the_menu_entry(bundle, tmp_path)
 def test_build_info_records_size_and_excludes(bundle):
     info = json.loads((bundle / "BUILD-INFO.json").read_text())
     config = load("bundle_config")
-    assert info["variant"] == "cpu" and not info["with_train"]
-    assert set(info["excluded_modules"]) == set(config.excludes("cpu"))
-    assert info["bytes"] > 100e6
+    assert info["variant"] == "onnx" and not info["with_train"]
+    assert set(info["excluded_modules"]) == set(config.excludes("onnx"))
+    assert 100e6 < info["bytes"] < 800e6

@@ -49,6 +49,31 @@ def test_nothing_a_real_run_imports_is_excluded():
     assert "train" not in {m.split(".")[0] for m in modules}  # the viewer never imports the training stack
 
 
+def test_the_onnx_variant_run_needs_nothing_of_the_torch_stack():
+    """The onnx variant's recorded run: window, engine worker modules, the demo model's onnx/ export
+    streaming tokens, with torch and transformers unimportable as in that bundle."""
+    modules = build.runtime_modules(None, "onnx")
+    assert "engine.backends.onnx_backend" in modules and "onnxruntime" in modules and "tokenizers" in modules
+    assert "app.engine_worker" in modules and "app.main_window" in modules
+    assert not {"torch", "transformers", "safetensors"} & {m.split(".")[0] for m in modules}
+    assert build.excluded_but_needed(modules, "onnx", False) == []
+    # an import of the torch stack would be caught
+    assert build.excluded_but_needed(["torch.nn", "transformers"], "onnx", False) == ["torch", "transformers"]
+
+
+def test_the_onnx_variant_is_the_default_and_leaves_out_torch_but_not_its_runtime():
+    assert build.BuildOptions().variant == "onnx" and build.parse_args([]).variant == "onnx"
+    onnx = config.excludes("onnx")
+    assert config.excludes() == onnx
+    for name in ("torch", "transformers", "accelerate", "safetensors", "sympy", "trl", "nvidia"):
+        assert name in onnx
+    for name in ("onnxruntime", "tokenizers", "jinja2", "PIL", "numpy", "av", "cv2", "PySide6"):
+        assert config.excluded(name, onnx) is None
+    assert "torch" not in config.excludes("cpu") and "transformers" not in config.excludes("cpu")
+    assert "torch" not in config.excludes("onnx", with_train=True)  # the training stack needs torch
+    build.check_variant("onnx")
+
+
 def test_the_check_catches_an_excluded_module_a_run_needs():
     assert build.excluded_but_needed(["trl.trainer", "torch", "accelerate.utils"], "cpu", False) == ["trl"]
     assert build.excluded_but_needed(["trl.trainer"], "cpu", True) == []  # --with-train keeps it
