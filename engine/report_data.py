@@ -193,6 +193,14 @@ def manifest_summary(manifest: Manifest | None) -> dict[str, Any] | None:
         data = [str(d).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1] for d in stage.data]
         stages.append({"name": stage.name, "data": data, "seed": stage.seed})
     evaluation = {k: v for k, v in manifest.evaluation.items() if isinstance(v, int | float | str)}
+    held_out = manifest.evaluation.get("held_out")  # what surgview-train run's export records
+    if isinstance(held_out, dict):
+        for name, value in (held_out.get("key_metrics") or {}).items():
+            if isinstance(value, int | float):
+                evaluation[f"held-out {name}"] = round(float(value), 3)
+        for name in ("format_ok", "arena_score", "n"):
+            if isinstance(held_out.get(name), int | float):
+                evaluation[f"held-out {name}"] = round(float(held_out[name]), 3)
     return {
         "name": manifest.name,
         "architecture": manifest.base_architecture,

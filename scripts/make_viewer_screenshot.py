@@ -45,7 +45,7 @@ def main() -> None:
         "model": str(demo / "model"),
         "threads": 1,
         "stride_s": 4.0,
-        "max_new_tokens": 160,
+        "max_new_tokens": 320,  # the demo model's chains are ~200 tokens
         "task": "frame_analysis",
     }
     window = SurgviewWindow(engine_spec=spec, settings=settings)

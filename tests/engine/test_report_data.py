@@ -118,3 +118,18 @@ def test_a_version_2_store_gains_the_blank_areas_table(tmp_path):
         assert len(store.results(*KEY)) == 4
         store.set_blank_areas([BlankArea(1, 2, 3, 4)])
         assert store.integrity_problems() == []
+
+
+def test_the_report_shows_the_held_out_metrics_a_pipeline_export_records():
+    from engine.modeldir import Manifest
+    from engine.report_data import manifest_summary
+
+    manifest = Manifest(
+        name="m",
+        base_architecture="Qwen2_5_VLForConditionalGeneration",
+        ontology_version="1.0",
+        prompts_version="1.0",
+        evaluation={"held_out": {"key_metrics": {"phase": 0.8166}, "format_ok": 1.0, "n": 120}, "stages": [{"stage": "sft"}]},
+    )
+    shown = manifest_summary(manifest)["evaluation"]
+    assert shown == {"held-out phase": 0.817, "held-out format_ok": 1.0, "held-out n": 120.0}
