@@ -111,6 +111,8 @@ class SurgviewWindow(QMainWindow):
         self.engine.died.connect(self._on_engine_died)
 
         self.timeline.seekRequested.connect(self.seek)
+        self.timeline.selectionChanged.connect(lambda frames: setattr(self.case, "selection", frames))
+        self.case.subscribe(lambda name, value: self.timeline.set_selection(value) if name == "selection" else None)
         self.panel.reaskRequested.connect(self.reask)
         self.panel.frameRequested.connect(self.seek)
         self.panel.bind_layers(self.layers)  # hovering an entity or a box highlights it in both
@@ -306,7 +308,7 @@ class SurgviewWindow(QMainWindow):
     def open_case(self, path: str | Path) -> None:
         path = Path(path)
         self.settings.setValue("cases/last_dir", str(path.parent))
-        self.case.update(video=path, error=None)
+        self.case.update(video=path, error=None, selection=None)
         self.playhead.update(requested=0, displayed=-1, playing=False)
         self.panel.clear("Opening…")
         self.player.open(str(path))

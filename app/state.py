@@ -57,6 +57,7 @@ class CaseState(Observable):
     width: int = 0
     height: int = 0
     error: str | None = None  # why the last open failed, for the status bar
+    selection: tuple[int, int] | None = None  # frames (first, last) chosen on the timeline, e.g. for a clip
 
 
 @dataclass(eq=False)

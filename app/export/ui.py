@@ -131,9 +131,13 @@ def export_report(window, path: str | Path | None = None) -> ExportWorker | None
 
 
 def _default_range(window) -> tuple[int, int]:
-    """The phase segment under the playhead, else ten seconds around it."""
+    """The range selected on the timeline, else the phase segment under the playhead, else ten seconds
+    around it."""
     here = max(0, window.playhead.displayed)
     last = max(0, window.case.frame_count - 1)
+    if window.case.selection is not None:
+        first, final = window.case.selection
+        return min(first, last), min(final, last)
     if window.timelines is not None:
         for seg in window.timelines.phase:
             if seg.start <= here < seg.end:
@@ -358,7 +362,8 @@ def edit_blank_areas(window) -> BlankAreasDialog | None:
 
 
 def add_export_actions(window, menu: QMenu) -> dict[str, QAction]:
-    """Add Export report…, Export clip… and Blank areas… to ``menu``."""
+    """Add Export report…, Export clip… and Blank areas… to ``menu``, and Export clip of selection… to
+    the timeline's context menu (enabled while a range is selected there)."""
     actions = {}
     for name, text, slot in (
         ("export_report", "Export report…", lambda: export_report(window)),
@@ -369,4 +374,20 @@ def add_export_actions(window, menu: QMenu) -> dict[str, QAction]:
         action.triggered.connect(slot)
         menu.addAction(action)
         actions[name] = action
+    selection = QAction("Export clip of selection…", window)
+    selection.triggered.connect(lambda: export_clip(window))
+    selection.setEnabled(window.case.selection is not None)
+    window.timeline.addAction(selection)
+    actions["export_clip_selection"] = selection
+
+    def on_case(name: str, value: Any) -> None:
+        if name != "selection":
+            return
+        selection.setEnabled(value is not None)
+        if value is not None:
+            fps = window.case.fps
+            span = format_timecode(value[0], fps) + " – " + format_timecode(value[1], fps)
+            window.statusBar().showMessage(f"selected {span}; right-click the timeline to export it as a clip", 8000)
+
+    window.case.subscribe(on_case)
     return actions

@@ -12,7 +12,9 @@ track is on top), so they cannot fall out of step and a single ``InfiniteLine`` 
 Track names are the left axis's tick labels. Left presses are taken from pyqtgraph before its
 scene sees them (an event filter on the viewport): a press seeks at once, a drag seeks while it
 moves (throttled, the release position always sent); the wheel, middle drag (pan) and right drag
-(scale) stay pyqtgraph's, restricted to x.
+(scale) stay pyqtgraph's, restricted to x. Shift+drag selects a frame range instead (one translucent
+``LinearRegionItem`` over all tracks, e.g. the default of a clip export); a plain click or Esc clears
+it, and a right click without a drag opens the context menu of the widget's actions.
 """
 
 from __future__ import annotations
@@ -25,8 +27,16 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QHelpEvent, QMouseEvent, QPainter
-from PySide6.QtWidgets import QGraphicsItem, QStyleOptionGraphicsItem, QToolTip, QVBoxLayout, QWidget
+from PySide6.QtGui import QBrush, QColor, QFont, QHelpEvent, QKeySequence, QMouseEvent, QPainter, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QGraphicsItem,
+    QMenu,
+    QStyleOptionGraphicsItem,
+    QToolTip,
+    QVBoxLayout,
+    QWidget,
+)
 
 from engine.phase_labels import Segment
 from engine.timecode import format_timecode
@@ -70,6 +80,8 @@ TOOL_ORDER: tuple[str, ...] = tuple(TOOL_COLORS)
 COVERAGE_COLOR = "#8aa1b1"
 BOOKMARK_COLOR = "#f5f5f5"
 PLAYHEAD_COLOR = "#ffffff"
+SELECTION_FILL = (120, 170, 255, 60)  # translucent: the tracks stay readable under it
+SELECTION_EDGE = "#78aaff"
 CHAIN_STATUS_CONFIDENCE: dict[str, float] = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
 
 _GAP = 0.14  # between tracks, in track units
@@ -305,10 +317,12 @@ class TimelineView(QWidget):
 
     ``seekRequested(frame)`` is emitted on a left press, while dragging (at most every
     ``drag_interval_ms``) and on release; the widget never moves its own playhead — the owner
-    answers with ``set_playhead``.
+    answers with ``set_playhead``. ``selectionChanged((first, last) | None)`` is emitted when the user
+    selects a range (Shift+drag) or clears it (click, Esc, context menu); ``set_selection`` does not emit.
     """
 
     seekRequested = Signal(int)
+    selectionChanged = Signal(object)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -357,6 +371,18 @@ class TimelineView(QWidget):
         self._line.setZValue(10)
         self._line.setVisible(False)
         self._vb.addItem(self._line)
+        self._selection: tuple[int, int] | None = None
+        self._select_anchor: int | None = None  # the frame a Shift+drag started on
+        self._press_pos = QPointF()
+        self._region = pg.LinearRegionItem(
+            movable=False, brush=pg.mkBrush(SELECTION_FILL), pen=pg.mkPen(SELECTION_EDGE, width=1)
+        )
+        self._region.setZValue(8)
+        self._region.setVisible(False)
+        self._vb.addItem(self._region, ignoreBounds=True)
+        self.menu: QMenu | None = None  # the last context menu shown
+        escape = QShortcut(QKeySequence(Qt.Key.Key_Escape), self, context=Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        escape.activated.connect(self.clear_selection)
 
         self._scrubbing = False
         self._last_emitted: int | None = None
@@ -382,6 +408,7 @@ class TimelineView(QWidget):
         self._time_axis.fps = self._fps
         self._timelines, self._truth, self._bookmarks = None, None, []
         self._confidence_frames, self._confidence = np.zeros(0, np.int64), _Runs.empty()
+        self.set_selection(None)
         self._apply_limits()
         self._relayout()
         self.fit_all()
@@ -438,6 +465,43 @@ class TimelineView(QWidget):
         if not self._line.isVisible():
             self._line.setVisible(True)
 
+    def set_selection(self, frames: tuple[int, int] | None) -> None:
+        """Show a frame range (first, last; ordered and clamped to the case) or none."""
+        if frames is not None and self._fps is not None:
+            last = max(self._frame_count - 1, 0)
+            a, b = (min(max(int(f), 0), last) for f in frames)
+            frames = (min(a, b), max(a, b))
+        else:
+            frames = None
+        self._selection = frames
+        self._show_region(frames)
+
+    def clear_selection(self) -> None:
+        """Drop the selection (announced when there was one)."""
+        self._select_anchor = None
+        if self._selection is not None:
+            self.set_selection(None)
+            self.selectionChanged.emit(None)
+        else:
+            self._show_region(None)
+
+    def context_menu(self) -> QMenu:
+        """The right-click menu: the actions the owner added to this widget, then Clear selection."""
+        menu = QMenu(self)
+        menu.addActions(self.actions())
+        if self._selection is not None:
+            if self.actions():
+                menu.addSeparator()
+            menu.addAction("Clear selection", self.clear_selection)
+        return menu
+
+    def _show_region(self, frames: tuple[int, int] | None) -> None:
+        if frames is None or self._fps is None:
+            self._region.setVisible(False)
+            return
+        self._region.setRegion((frames[0] / self._fps, (frames[1] + 1) / self._fps))  # whole cells
+        self._region.setVisible(True)
+
     def fit_all(self) -> None:
         """Show the whole case."""
         self._vb.setXRange(0.0, self._duration(), padding=0.0)
@@ -450,6 +514,18 @@ class TimelineView(QWidget):
     @property
     def playhead(self) -> int | None:
         return self._playhead
+
+    @property
+    def selection(self) -> tuple[int, int] | None:
+        """The selected frames (first, last), or None."""
+        return self._selection
+
+    def selection_seconds(self) -> tuple[float, float] | None:
+        """Where the selection is drawn (seconds), or None when it is hidden."""
+        if not self._region.isVisible():
+            return None
+        a, b = self._region.getRegion()
+        return float(a), float(b)
 
     def track_keys(self) -> list[str]:
         """Tracks shown, top to bottom: truth, phase, raw, cvs1..3, tool:<name>…, confidence, coverage, bookmarks."""
@@ -640,7 +716,14 @@ class TimelineView(QWidget):
         if kind in (QEvent.Type.MouseButtonPress, QEvent.Type.MouseButtonDblClick):
             mouse = event
             assert isinstance(mouse, QMouseEvent)
+            if mouse.button() == Qt.MouseButton.RightButton:
+                self._press_pos = mouse.position()
             if mouse.button() == Qt.MouseButton.LeftButton and self._on_tracks(mouse.position()):
+                if mouse.modifiers() & Qt.KeyboardModifier.ShiftModifier:
+                    self._select_anchor = self.frame_at(mouse.position())
+                    self._press_pos = mouse.position()
+                    return True
+                self.clear_selection()
                 self._scrubbing = True
                 frame = self.frame_at(mouse.position())
                 if frame is not None:
@@ -648,6 +731,21 @@ class TimelineView(QWidget):
                     self._pending = None
                     self._emit(frame)
                 return True
+        elif kind == QEvent.Type.MouseMove and self._select_anchor is not None:
+            frame = self.frame_at(event.position())  # type: ignore[attr-defined]
+            if frame is not None:
+                self._show_region((min(self._select_anchor, frame), max(self._select_anchor, frame)))
+            return True
+        elif kind == QEvent.Type.MouseButtonRelease and self._select_anchor is not None:
+            assert isinstance(event, QMouseEvent)
+            if event.button() == Qt.MouseButton.LeftButton:
+                self._finish_selection(event.position())
+            return True
+        elif kind == QEvent.Type.MouseButtonRelease and event.button() == Qt.MouseButton.RightButton:  # type: ignore[attr-defined]
+            assert isinstance(event, QMouseEvent)
+            if self._is_click(event.position()) and self._on_tracks(event.position()):
+                self.menu = self.context_menu()
+                self.menu.popup(event.globalPosition().toPoint())
         elif kind == QEvent.Type.MouseMove and self._scrubbing:
             frame = self.frame_at(event.position())  # type: ignore[attr-defined]
             if frame is not None:
@@ -672,6 +770,25 @@ class TimelineView(QWidget):
                 QToolTip.hideText()
             return True
         return super().eventFilter(watched, event)
+
+    def _is_click(self, pos: QPointF) -> bool:
+        return (pos - self._press_pos).manhattanLength() < QApplication.startDragDistance()
+
+    def _finish_selection(self, pos: QPointF) -> None:
+        """End a Shift+drag; a Shift+click (no drag) selects from the playhead to the clicked frame."""
+        anchor, frame = self._select_anchor, self.frame_at(pos)
+        self._select_anchor = None
+        if anchor is None or frame is None:
+            return
+        if self._is_click(pos):
+            if self._playhead is None:
+                self._show_region(self._selection)
+                return
+            anchor = self._playhead
+        before = self._selection
+        self.set_selection((anchor, frame))
+        if self._selection != before:
+            self.selectionChanged.emit(self._selection)
 
     def _on_tracks(self, pos: QPointF) -> bool:
         """Inside the tracks or on the time ruler under them."""
