@@ -23,6 +23,7 @@ from engine.backends.base import GenerationRequest
 from engine.prompts import IMAGE_PLACEHOLDER
 from train.cot.datasets import write_jsonl
 from train.grpo.rewards import REWARDS
+from train.stage_inputs import evenly_spaced
 
 __all__ = ["IterationConfig", "SelfSample", "sample_chains", "write_iteration_set"]
 
@@ -62,13 +63,6 @@ def _turn(prompt: list[dict[str, Any]], role: str) -> str | None:
     return None
 
 
-def _spread(n: int, limit: int | None) -> list[int]:
-    if limit is None or limit >= n:
-        return list(range(n))
-    step = n / limit
-    return sorted({int(k * step) for k in range(limit)})
-
-
 def _key(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().lower()
 
@@ -88,7 +82,7 @@ def sample_chains(
     from engine.backends.transformers_backend import TransformersBackend
 
     rows = read_grpo_rows(grpo_set)
-    chosen = _spread(len(rows), config.max_rows)
+    chosen = evenly_spaced(len(rows), config.max_rows)
     unknown = [n for n in config.thresholds if n not in REWARDS]
     if unknown:
         raise KeyError(f"unknown reward(s) in thresholds: {', '.join(unknown)}")

@@ -30,6 +30,7 @@ import yaml
 from engine.modeldir import Manifest, Stage, inspect_model_dir
 from train.cot.datasets import write_grpo_set, write_sft_set
 from train.data.sample import Sample, Task
+from train.stage_inputs import evenly_spaced, read_mapping, resolve_path
 
 __all__ = ["DataSpec", "PipelineError", "PipelineRecipe", "check_recipe", "load_pipeline_recipe", "run_pipeline"]
 
@@ -104,15 +105,7 @@ def _dataclass(cls, data: Any, where: str):
 def load_pipeline_recipe(path: Path) -> PipelineRecipe:
     """Read and check a recipe; relative paths are relative to the recipe file."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise PipelineError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise PipelineError(f"recipe {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict):
-        raise PipelineError(f"recipe {path} must be a mapping")
-    raw = dict(raw)
+    raw = dict(read_mapping(path, PipelineError))
     data = dict(raw.pop("data", None) or {})
     if data.get("synthetic") is not None:
         data["synthetic"] = _dataclass(SyntheticSpec, data["synthetic"], f"{path}: data.synthetic")
@@ -120,7 +113,7 @@ def load_pipeline_recipe(path: Path) -> PipelineRecipe:
     for key in ("cholec80", "cholect50", "endoscapes"):
         value = getattr(spec, key)
         if value is not None:
-            setattr(spec, key, str(_relative(path.parent, value)))
+            setattr(spec, key, str(resolve_path(path.parent, value)))
     if spec.synthetic is None and not (spec.cholec80 or spec.cholect50 or spec.endoscapes):
         raise PipelineError(f"{path}: data needs synthetic settings or a dataset folder")
     for task in spec.tasks:
@@ -129,9 +122,9 @@ def load_pipeline_recipe(path: Path) -> PipelineRecipe:
         except ValueError:
             raise PipelineError(f"{path}: unknown task {task!r}; known: {', '.join(t.value for t in Task)}") from None
     recipe = _dataclass(PipelineRecipe, {**raw, "data": spec}, str(path))
-    recipe.out = str(_relative(path.parent, recipe.out))
+    recipe.out = str(resolve_path(path.parent, recipe.out))
     if recipe.base_model not in ("tiny", "small"):
-        recipe.base_model = str(_relative(path.parent, recipe.base_model))
+        recipe.base_model = str(resolve_path(path.parent, recipe.base_model))
     if recipe.accelerate and not Path(recipe.accelerate).suffix:
         recipe.accelerate = str(ACCELERATE_CONFIGS / f"{recipe.accelerate}.yaml")
     return recipe
@@ -171,17 +164,9 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         raise PipelineError("iterate.rounds must be 0 or more")
 
 
-def _relative(base: Path, value: str) -> Path:
-    p = Path(value).expanduser()
-    return p if p.is_absolute() else (base / p).resolve()
-
-
 # ----------------------------------------------------------------------------- data
 def _spread(items: list, limit: int | None) -> list:
-    if limit is None or limit >= len(items):
-        return items
-    step = len(items) / limit
-    return [items[int(k * step)] for k in range(limit)]
+    return [items[k] for k in evenly_spaced(len(items), limit)]
 
 
 def _synthetic_cases(out: Path, spec: SyntheticSpec) -> tuple[Path, Path]:
@@ -311,31 +296,25 @@ class Run:
         return run_grpo(load_grpo_recipe(recipe_file))
 
     def sft(self, variant: str, base: Path, data: Path, folder: Path, trainer: dict[str, Any]) -> Path:
-        recipe = {
-            "model": str(base),
-            "data": str(data),
-            "output_dir": str(folder),
-            "seed": self.recipe.seed,
-            "name": f"{self.recipe.name}-{self._key(folder).replace('/', '-')}",
-            "trainer": trainer,
-        }
-        done = folder / "model" / "surgview.json"
-        self.stage(self._key(folder), done, lambda: self._train("sft", recipe, folder))
-        return folder / "model"
+        return self._training_stage("sft", base, data, folder, {"trainer": trainer})
 
     def grpo(self, variant: str, base: Path, data: Path, folder: Path, trainer: dict[str, Any]) -> Path:
         rewards = self.recipe.direct_rewards if variant == "direct" else self.recipe.grpo.get("rewards")
+        extra = {"trainer": trainer, **({"rewards": dict(rewards)} if rewards else {})}
+        return self._training_stage("grpo", base, data, folder, extra)
+
+    def _training_stage(self, kind: str, base: Path, data: Path, folder: Path, extra: dict[str, Any]) -> Path:
+        """One SFT or GRPO stage from ``base`` on ``data`` into ``folder``, unless done earlier."""
         recipe = {
             "model": str(base),
             "data": str(data),
             "output_dir": str(folder),
             "seed": self.recipe.seed,
             "name": f"{self.recipe.name}-{self._key(folder).replace('/', '-')}",
-            "trainer": trainer,
-            **({"rewards": dict(rewards)} if rewards else {}),
+            **extra,
         }
         done = folder / "model" / "surgview.json"
-        self.stage(self._key(folder), done, lambda: self._train("grpo", recipe, folder))
+        self.stage(self._key(folder), done, lambda: self._train(kind, recipe, folder))
         return folder / "model"
 
     def iteration(self, variant: str, model: Path, round_: int, sets: dict[str, Path]) -> Path:

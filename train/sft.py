@@ -10,16 +10,21 @@ with this stage's lineage.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from engine.modeldir import ModelDirError, Stage, inspect_model_dir
-from engine.prompts import IMAGE_PLACEHOLDER, user_content
+from engine.modeldir import Stage
 from train.model_output import finish_model_dir, has_tensorboard, last_logged
+from train.stage_inputs import (
+    checked_model,
+    image_dataset,
+    jsonl_rows,
+    load_trainable,
+    placed_turns,
+    recipe_section,
+    resolved_images,
+)
 
 __all__ = ["SFTRecipe", "SFTRunError", "load_recipe", "load_sft_rows", "run_sft"]
 
@@ -39,87 +44,27 @@ class SFTRecipe:
     trainer: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields (max_steps, learning_rate, ...)
     lora: dict[str, Any] | None = None  # peft LoraConfig fields; None trains all weights
 
-    def resolve(self, base: Path) -> SFTRecipe:
-        """Paths in a recipe are relative to the recipe file."""
-
-        def abs_(p: str) -> str:
-            return str(p if Path(p).is_absolute() else (base / p).resolve())
-
-        return SFTRecipe(
-            abs_(self.model),
-            abs_(self.data),
-            abs_(self.output_dir),
-            self.seed,
-            self.name,
-            dict(self.trainer),
-            dict(self.lora) if self.lora else None,
-        )
-
 
 def load_recipe(path: Path) -> SFTRecipe:
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SFTRunError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise SFTRunError(f"recipe {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise SFTRunError(f"recipe {path} must be a mapping")
-    section = data.get("sft", data)
+    """An SFT recipe from YAML (top level, or under ``sft:``); paths relative to the file."""
     known = {"model", "data", "output_dir", "seed", "name", "trainer", "lora"}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise SFTRunError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    missing = [k for k in ("model", "data", "output_dir") if k not in section]
-    if missing:
-        raise SFTRunError(f"recipe {path}: missing {', '.join(missing)}")
-    return SFTRecipe(**section).resolve(path.parent)
+    return SFTRecipe(**recipe_section(Path(path), "sft", known, ("model", "data", "output_dir"), SFTRunError))
 
 
 def load_sft_rows(path: Path) -> list[dict]:
     """SFT rows in trl's vision format: user content as text and image parts, images as paths."""
     path = Path(path)
     rows = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise SFTRunError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, row in jsonl_rows(path, SFTRunError):
         try:
-            row = json.loads(line)
             messages, images = row["messages"], row.get("images", [])
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             raise SFTRunError(f"{path}:{number}: expected an object with 'messages' (and 'images')") from None
-        converted = []
-        unplaced = len(images)
-        for message in messages:
-            content = message.get("content", "")
-            if message.get("role") == "user" and isinstance(content, str) and unplaced:
-                # The engine's own layout (frames where the prompt says <image>), so the
-                # model is trained on exactly the prompt it will be asked at run time.
-                count = min(content.count(IMAGE_PLACEHOLDER) or unplaced, unplaced)
-                converted.append({"role": "user", "content": user_content(content, count)})
-                unplaced -= count
-            else:
-                text = content if isinstance(content, str) else "".join(p.get("text", "") for p in content)
-                converted.append({"role": message["role"], "content": [{"type": "text", "text": text}]})
-        resolved = [str(p if Path(p).is_absolute() else path.parent / p) for p in images]
-        for image in resolved:
-            if not Path(image).is_file():
-                raise SFTRunError(f"{path}:{number}: image {image} not found")
-        rows.append({"messages": converted, "images": resolved})
+        turns = placed_turns(messages, len(images))
+        rows.append({"messages": turns, "images": resolved_images(path, number, images, SFTRunError)})
     if not rows:
         raise SFTRunError(f"{path}: no rows")
     return rows
-
-
-def _dataset(rows: list[dict]):
-    from datasets import Dataset, Image, Sequence
-
-    return Dataset.from_list(rows).cast_column("images", Sequence(Image()))
 
 
 def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
@@ -128,24 +73,15 @@ def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
     import transformers
     from trl import SFTConfig, SFTTrainer
 
-    from engine.vlm_processor import load_processor
-
-    try:
-        info = inspect_model_dir(recipe.model)
-    except ModelDirError as exc:
-        raise SFTRunError(str(exc)) from exc
+    info = checked_model(recipe.model, SFTRunError)
     rows = load_sft_rows(Path(recipe.data))
     out = Path(recipe.output_dir)
     checkpoints = out / "checkpoints"
-    transformers.set_seed(recipe.seed)
-    model = getattr(transformers, info.architecture).from_pretrained(
-        info.path, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32
-    )
+    model, processor = load_trainable(info, recipe.seed)
     if recipe.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(**recipe.lora))
-    processor = load_processor(info.path)
     on_gpu = torch.cuda.is_available()
     settings = {
         "output_dir": str(checkpoints),
@@ -166,7 +102,7 @@ def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
         config = SFTConfig(**settings)
     except TypeError as exc:
         raise SFTRunError(f"recipe trainer settings: {exc}") from None
-    trainer = SFTTrainer(model=model, args=config, train_dataset=_dataset(rows), processing_class=processor)
+    trainer = SFTTrainer(model=model, args=config, train_dataset=image_dataset(rows), processing_class=processor)
     last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     trainer.train(resume_from_checkpoint=last if (resume and last) else None)
     stage = Stage(

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.ontology import load_ontology
-from engine.prompts import IMAGE_PLACEHOLDER, build_prompt, frame_prompt, system_prompt
+from engine.prompts import IMAGE_PLACEHOLDER, build_prompt, frame_prompt, system_prompt, user_content
 from engine.prompts import vocabulary_fields as _vocabulary_fields
 from train.cot.chains import CanonicalChoices, CotError, build_chain, localisation_target, task_answer, tool_display
 from train.data.sample import Sample, Task
@@ -149,19 +149,15 @@ def grpo_row(sample: Sample, image: Path) -> dict[str, Any]:
 
 
 def structured_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """trl's multimodal form: each ``<image>`` in a string turn becomes an ``{"type": "image"}`` part."""
+    """trl's multimodal form: each ``<image>`` in a string turn becomes an ``{"type": "image"}`` part
+    (the engine's own layout, :func:`engine.prompts.user_content`)."""
     out = []
     for message in messages:
         content = message.get("content")
         if not isinstance(content, str):
             out.append(message)
             continue
-        parts: list[dict[str, Any]] = []
-        for k, piece in enumerate(content.split(IMAGE_PLACEHOLDER)):
-            if k:
-                parts.append({"type": "image"})
-            if piece:
-                parts.append({"type": "text", "text": piece})
+        parts = user_content(content, content.count(IMAGE_PLACEHOLDER)) if content else []
         out.append({**message, "content": parts})
     return out
 

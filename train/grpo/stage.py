@@ -16,10 +16,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.modeldir import ModelDirError, Stage, inspect_model_dir
-from engine.prompts import IMAGE_PLACEHOLDER, user_content
+from engine.modeldir import Stage
 from train.grpo.rewards import REWARDS, reward_functions
 from train.model_output import finish_model_dir, has_tensorboard, last_logged
+from train.stage_inputs import (
+    checked_model,
+    image_dataset,
+    jsonl_rows,
+    load_trainable,
+    placed_turns,
+    recipe_section,
+    resolved_images,
+)
 
 __all__ = ["DEFAULT_REWARDS", "GRPORecipe", "GRPORunError", "load_grpo_recipe", "load_grpo_rows", "run_grpo"]
 
@@ -56,34 +64,15 @@ def load_grpo_rows(path: Path) -> list[dict[str, Any]]:
     their types across rows (a row without triplet labels has None); the rewards decode them.
     """
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise GRPORunError(f"cannot read {path}: {exc.strerror or exc}") from exc
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, row in jsonl_rows(path, GRPORunError):
         try:
-            row = json.loads(line)
             prompt, images = row["prompt"], row.get("images", [])
-        except (json.JSONDecodeError, KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             raise GRPORunError(f"{path}:{number}: expected an object with 'prompt' (and 'images')") from None
-        turns, unplaced = [], len(images)
-        for message in prompt:
-            content = message.get("content", "")
-            if message.get("role") == "user" and isinstance(content, str) and unplaced:
-                count = min(content.count(IMAGE_PLACEHOLDER) or unplaced, unplaced)
-                turns.append({"role": "user", "content": user_content(content, count)})
-                unplaced -= count
-            else:
-                turns.append({"role": message["role"], "content": [{"type": "text", "text": str(content)}]})
-        resolved = [str(p if Path(p).is_absolute() else path.parent / p) for p in images]
-        for image in resolved:
-            if not Path(image).is_file():
-                raise GRPORunError(f"{path}:{number}: image {image} not found")
+        turns = placed_turns(prompt, len(images))
         labels = {name: json.dumps(row.get(name)) for name in LABEL_COLUMNS}
-        rows.append({"prompt": turns, "images": resolved, **labels})
+        rows.append({"prompt": turns, "images": resolved_images(path, number, images, GRPORunError), **labels})
     if not rows:
         raise GRPORunError(f"{path}: no rows")
     return rows
@@ -110,32 +99,17 @@ def _decoding(functions):
     return wrapped
 
 
-def _dataset(rows: list[dict[str, Any]]):
-    from datasets import Dataset, Image, Sequence
-
-    return Dataset.from_list(rows).cast_column("images", Sequence(Image()))
-
-
 def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
     """Train; return the model directory written to ``output_dir/model``."""
     import torch
     import transformers
     from trl import GRPOConfig, GRPOTrainer
 
-    from engine.vlm_processor import load_processor
-
-    try:
-        info = inspect_model_dir(recipe.model)
-    except ModelDirError as exc:
-        raise GRPORunError(str(exc)) from exc
+    info = checked_model(recipe.model, GRPORunError)
     rows = load_grpo_rows(Path(recipe.data))
     out = Path(recipe.output_dir)
     checkpoints = out / "checkpoints"
-    transformers.set_seed(recipe.seed)
-    model = getattr(transformers, info.architecture).from_pretrained(
-        info.path, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32
-    )
-    processor = load_processor(info.path)
+    model, processor = load_trainable(info, recipe.seed)
     names = list(recipe.rewards)
     on_gpu = torch.cuda.is_available()
     settings: dict[str, Any] = {
@@ -166,7 +140,7 @@ def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
         model=model,
         reward_funcs=_decoding(reward_functions(names)),
         args=config,
-        train_dataset=_dataset(rows),
+        train_dataset=image_dataset(rows),
         processing_class=processor,
     )
     last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
@@ -206,27 +180,5 @@ def _module_exists(name: str) -> bool:
 
 def load_grpo_recipe(path: Path) -> GRPORecipe:
     """A GRPO recipe from YAML (top level, or under ``grpo:``); paths relative to the file."""
-    import yaml
-
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise GRPORunError(f"cannot read recipe {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise GRPORunError(f"recipe {path} is not valid YAML: {exc}") from exc
-    if not isinstance(data, dict):
-        raise GRPORunError(f"recipe {path} must be a mapping")
-    section = data.get("grpo", data)
     known = {"model", "data", "output_dir", "seed", "name", "rewards", "trainer"}
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise GRPORunError(f"recipe {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    missing = [k for k in ("model", "data", "output_dir") if k not in section]
-    if missing:
-        raise GRPORunError(f"recipe {path}: missing {', '.join(missing)}")
-    base = path.parent
-    for key in ("model", "data", "output_dir"):
-        value = Path(section[key])
-        section[key] = str(value if value.is_absolute() else (base / value).resolve())
-    return GRPORecipe(**section)
+    return GRPORecipe(**recipe_section(Path(path), "grpo", known, ("model", "data", "output_dir"), GRPORunError))
