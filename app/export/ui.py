@@ -113,18 +113,27 @@ def _model_dir(window) -> Path | None:
     return Path(model) if model and Path(model).is_dir() else None
 
 
+def _output_path(window, path: str | Path | None, title: str, name: str, filters: str) -> Path | None:
+    """``path``, or the file the user picks (starting in the last export folder); None if cancelled.
+    The chosen folder is remembered for the next export."""
+    if path is None:
+        start = str(Path(window.settings.value("export/last_dir", str(Path.home()))) / name)
+        path, _ = QFileDialog.getSaveFileName(window, title, start, filters)
+        if not path:
+            return None
+    out = Path(path)
+    window.settings.setValue("export/last_dir", str(out.parent))
+    return out
+
+
 def export_report(window, path: str | Path | None = None) -> ExportWorker | None:
     """Ask for a file (unless given) and write the case report there in a worker thread."""
     video = window.case.video
     if video is None:
         return None
-    if path is None:
-        start = str(Path(window.settings.value("export/last_dir", str(Path.home()))) / "case-report.pdf")
-        path, _ = QFileDialog.getSaveFileName(window, "Export report", start, "PDF (*.pdf);;HTML (*.html)")
-        if not path:
-            return None
-    out = Path(path)
-    window.settings.setValue("export/last_dir", str(out.parent))
+    out = _output_path(window, path, "Export report", "case-report.pdf", "PDF (*.pdf);;HTML (*.html)")
+    if out is None:
+        return None
     options = ReportOptions(model_dir=_model_dir(window))
     worker = ExportWorker(lambda progress, cancel: report_for_video(Path(video), out, options), out, window)
     return _run_with_progress(window, "Export report", worker, determinate=False)
@@ -202,13 +211,9 @@ def export_clip(
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         frames, panel, blank = dialog.range(), dialog.panel.isChecked(), dialog.blank.isChecked()
-    if path is None:
-        start = str(Path(window.settings.value("export/last_dir", str(Path.home()))) / "clip.mp4")
-        path, _ = QFileDialog.getSaveFileName(window, "Export clip", start, "MP4 video (*.mp4)")
-        if not path:
-            return None
-    out = Path(path)
-    window.settings.setValue("export/last_dir", str(out.parent))
+    out = _output_path(window, path, "Export clip", "clip.mp4", "MP4 video (*.mp4)")
+    if out is None:
+        return None
     options = ClipOptions(frames[0], frames[1], panel=panel, blank=blank)
     worker = ExportWorker(
         lambda progress, cancel: clip_for_video(Path(video), out, options, progress=progress, cancel=cancel),
