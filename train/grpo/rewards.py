@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from engine.chain import Chain, ChainStatus, CvsState
@@ -70,8 +71,14 @@ def _column(columns: dict[str, Any], name: str, n: int) -> list[Any]:
     return list(values)
 
 
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> Chain:
+    # trl calls every reward on the same completions: parse each text once (Chain is frozen).
+    return parse_chain(text)
+
+
 def _parsed(completions: Sequence[Any]) -> list[Chain]:
-    return [parse_chain(completion_text(c)) for c in completions]
+    return [_parse(completion_text(c)) for c in completions]
 
 
 def _f1(gold: set, pred: set) -> float:
