@@ -416,11 +416,13 @@ class CaseStore:
                 time.sleep(0.02)
 
     def _identify(self) -> tuple[int, int, int]:
-        conn = self._conn
-        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-        objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-        return app_id, version, objects
+        # One statement, so one snapshot: read one by one, a store another process is creating
+        # could show its tables but not yet its application_id, and look like someone else's file.
+        row = self._conn.execute(
+            "SELECT a.application_id, u.user_version, (SELECT count(*) FROM sqlite_master) "
+            "FROM pragma_application_id AS a, pragma_user_version AS u"
+        ).fetchone()
+        return row[0], row[1], row[2]
 
     def _migrate(self) -> None:
         with self._write("upgrade"):

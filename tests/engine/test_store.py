@@ -328,6 +328,32 @@ def test_disk_full_keeps_earlier_results(tmp_path):
         assert sorted(store.analysed_frames(*KEY)) == list(range(written))
 
 
+def test_a_store_finished_by_another_process_while_opening_is_recognised(tmp_path, monkeypatch):
+    """The CI race, made deterministic: another process finishes creating the store just as
+    this one reads what kind of file it is. It must see one moment, not half of each."""
+    path = tmp_path / "case.sqlite"
+    real_connect = sqlite3.connect
+    done = []
+
+    def create_elsewhere(sql: str) -> None:
+        if not done and "sqlite_master" in sql:
+            done.append(True)
+            with CaseStore.open(path):
+                pass
+
+    def connect(*args, **kwargs):
+        conn = real_connect(*args, **kwargs)
+        if not done:
+            conn.set_trace_callback(create_elsewhere)
+        return conn
+
+    monkeypatch.setattr("engine.store.sqlite3.connect", connect)
+    with CaseStore.open(path) as store:
+        assert done and store.schema_version == SCHEMA_VERSION
+        store.put_result(result(0))
+        assert store.analysed_frames(*KEY) == {0}
+
+
 def test_two_processes_write_the_same_new_store(tmp_path):
     path = tmp_path / "case.sqlite"
     go = tmp_path / "go"
