@@ -129,7 +129,10 @@ def test_the_report_shows_the_held_out_metrics_a_pipeline_export_records():
         base_architecture="Qwen2_5_VLForConditionalGeneration",
         ontology_version="1.0",
         prompts_version="1.0",
-        evaluation={"held_out": {"key_metrics": {"phase": 0.8166}, "format_ok": 1.0, "n": 120}, "stages": [{"stage": "sft"}]},
+        evaluation={
+            "held_out": {"key_metrics": {"phase": 0.8166}, "format_ok": 1.0, "n": 120},
+            "stages": [{"stage": "sft"}],
+        },
     )
     shown = manifest_summary(manifest)["evaluation"]
     assert shown == {"held-out phase": 0.817, "held-out format_ok": 1.0, "held-out n": 120.0}

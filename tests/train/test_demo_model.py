@@ -54,7 +54,19 @@ def test_the_demo_models_phase_timeline_matches_a_held_out_case(tmp_path, capsys
     phases = tmp_path / "case" / "cholec80" / "phase_annotations" / "video01-phase.txt"
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "home"))  # the case store goes here
     code = engine_cli.main(
-        ["analyze", str(video), "--model", str(BUNDLED), "--stride", "2", "--batch", "4", "--quiet", "--phases", str(phases)]
+        [
+            "analyze",
+            str(video),
+            "--model",
+            str(BUNDLED),
+            "--stride",
+            "2",
+            "--batch",
+            "4",
+            "--quiet",
+            "--phases",
+            str(phases),
+        ]
     )
     assert code == 0
     line = next(x for x in capsys.readouterr().out.splitlines() if "phase timeline agrees" in x)

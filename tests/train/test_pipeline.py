@@ -65,7 +65,9 @@ def test_real_backbone_recipe_uses_zero3_and_vllm():
     config = yaml.safe_load(Path(recipe.accelerate).read_text())
     assert config["distributed_type"] == "DEEPSPEED" and config["deepspeed_config"]["zero_stage"] == 3
     assert recipe.grpo["trainer"]["use_vllm"] and recipe.iterate["grpo"]["use_vllm"]
-    assert {"cholec80", "cholect50", "endoscapes"} <= {k for k in ("cholec80", "cholect50", "endoscapes") if getattr(recipe.data, k)}
+    assert {"cholec80", "cholect50", "endoscapes"} <= {
+        k for k in ("cholec80", "cholect50", "endoscapes") if getattr(recipe.data, k)
+    }
     # chains must fit: completions far longer than the longest chain the CoT builder writes
     assert recipe.grpo["trainer"]["max_completion_length"] >= 512
 

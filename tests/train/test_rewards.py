@@ -69,7 +69,9 @@ def test_malformed_and_cut_off_chains_get_no_format_reward():
     assert one(format_reward, RIGHT + "\nand one more thing") == 0.0  # text after </answer>
     assert one(format_reward, RIGHT[: len(RIGHT) // 2]) == 0.0  # cut off
     assert one(format_reward, "Clipping Cutting") == 0.0
-    skipped_level = RIGHT.replace("Level 2 (Relation): Triplets: grasper retract gallbladder, clipper clip cystic duct.\n", "")
+    skipped_level = RIGHT.replace(
+        "Level 2 (Relation): Triplets: grasper retract gallbladder, clipper clip cystic duct.\n", ""
+    )
     assert one(format_reward, skipped_level) == 0.0
     assert one(consistency_reward, "no chain at all") == 0.0
 
@@ -88,7 +90,10 @@ Level 2 (Relation): Triplets: grasper retract gallbladder.
 def test_level_rewards_give_partial_credit():
     missing_clipper = RIGHT.replace("Instruments: Grasper, Clipper.", "Instruments: Grasper.")
     assert one(level1_reward, missing_clipper) == pytest.approx(2 / 3)  # F1 of {Grasper} vs {Grasper, Clipper}
-    one_triplet = RIGHT.replace("Triplets: grasper retract gallbladder, clipper clip cystic duct.\nLevel 3", "Triplets: grasper retract gallbladder.\nLevel 3")
+    one_triplet = RIGHT.replace(
+        "Triplets: grasper retract gallbladder, clipper clip cystic duct.\nLevel 3",
+        "Triplets: grasper retract gallbladder.\nLevel 3",
+    )
     assert one(level2_reward, one_triplet) == pytest.approx(2 / 3)
     assert one(level1_reward, RIGHT, tools=None) == 0.0  # unknown labels: nothing to reward
 
@@ -100,7 +105,10 @@ def test_inconsistent_chains_lose_consistency():
     assert one(consistency_reward, unseen_instrument) < 1.0  # the clipper acts but was not seen
     clipping_elsewhere = RIGHT.replace("Phase: Clipping Cutting. CVS", "Phase: Calot Triangle Dissection. CVS")
     assert one(consistency_reward, clipping_elsewhere) < 1.0
-    cvs_disagrees = RIGHT.replace("<answer>Phase: Clipping Cutting. Triplets: grasper retract gallbladder, clipper clip cystic duct. CVS: C1 met, C2 met, C3 met.", "<answer>Phase: Clipping Cutting. Triplets: grasper retract gallbladder, clipper clip cystic duct. CVS: C1 met, C2 not met, C3 met.")
+    cvs_disagrees = RIGHT.replace(
+        "<answer>Phase: Clipping Cutting. Triplets: grasper retract gallbladder, clipper clip cystic duct. CVS: C1 met, C2 met, C3 met.",
+        "<answer>Phase: Clipping Cutting. Triplets: grasper retract gallbladder, clipper clip cystic duct. CVS: C1 met, C2 not met, C3 met.",
+    )
     assert one(consistency_reward, cvs_disagrees) < 1.0
 
 
@@ -132,7 +140,10 @@ def test_chains_built_from_labels_earn_full_reward(synth_case):
             answer = task_answer(sample)
         except ValueError:
             continue  # labels that cannot ground this task (the builder skips them too)
-        columns = {key: [value] for key, value in {"task": sample.task.value, "answer": answer, **label_columns(sample)}.items()}
+        columns = {
+            key: [value]
+            for key, value in {"task": sample.task.value, "answer": answer, **label_columns(sample)}.items()
+        }
         for fn in (format_reward, accuracy_reward, consistency_reward):
             assert fn([chain], **columns) == [pytest.approx(1.0)], (fn.__name__, sample.task, chain)
         if sample.level >= 1 and sample.truth.tools is not None:
