@@ -59,7 +59,7 @@ def test_streaming_shows_levels_under_headings_as_they_progress(panel, qtbot):
     assert [panel.section_state(f"level{n}") for n in (1, 2, 3)] == ["pending"] * 3
     cut = CANONICAL.index("Level 2") + len("Level 2 (Relation): Triplets: grasper")
     feed_in_pieces(panel, 12, CANONICAL[:cut])
-    qtbot.waitUntil(lambda: panel.section_text("level2") == "Triplets: grasper", timeout=1000)
+    qtbot.waitUntil(lambda: panel.section_text("level2") == "Triplets: grasper", timeout=10000)
     assert panel.section_text("level1") == LEVEL1
     assert panel.section_state("level1") == SectionState.DONE
     assert panel.section_state("level2") == SectionState.STREAMING
@@ -196,13 +196,13 @@ def test_hovering_an_entity_emits_its_label(panel, qtbot):
     start, end, _ = next(s for s in panel.entity_spans("level1") if s[2] == "Hook")
     viewport = panel.text_view("level1").viewport()
     qtbot.mouseMove(viewport, span_centre(panel, "level1", start, end))
-    qtbot.waitUntil(lambda: hovered[-1:] == ["Hook"], timeout=1000)
+    qtbot.waitUntil(lambda: hovered[-1:] == ["Hook"], timeout=10000)
     # Hovering highlights every mention of the same entity (here the triplet's "hook").
     s2, _, _ = next(s for s in panel.entity_spans("level2") if s[2] == "Hook")
     assert char_format(panel, "level2", s2).property(ENTITY_HIGHLIGHTED) is True
     # Off the entity (on "Instruments:"): None.
     qtbot.mouseMove(viewport, span_centre(panel, "level1", 0, 11))
-    qtbot.waitUntil(lambda: hovered[-1:] == [None], timeout=1000)
+    qtbot.waitUntil(lambda: hovered[-1:] == [None], timeout=10000)
 
 
 def test_set_highlight_styles_every_span_with_the_label(panel):
@@ -232,7 +232,7 @@ def test_layer_state_links_both_ways(panel, qtbot):
     qtbot.waitExposed(panel)
     start, end, _ = next(s for s in panel.entity_spans("level1") if s[2] == "liver")
     qtbot.mouseMove(panel.text_view("level1").viewport(), span_centre(panel, "level1", start, end))
-    qtbot.waitUntil(lambda: layers.highlighted == "liver", timeout=1000)
+    qtbot.waitUntil(lambda: layers.highlighted == "liver", timeout=10000)
 
 
 def test_span_highlighted_before_its_level_closes_is_styled_on_close(panel):

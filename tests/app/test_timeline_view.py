@@ -98,7 +98,7 @@ def test_click_emits_the_frame_under_the_cursor(view, qtbot, small_timelines):
     view.set_timelines(small_timelines)
     for frame in (0, 337, 1000, 1499):
         pos = view.viewport_point((frame + 0.5) / FPS, "phase")
-        with qtbot.waitSignal(view.seekRequested, timeout=1000) as sig:
+        with qtbot.waitSignal(view.seekRequested, timeout=10000) as sig:
             qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
         # One pixel is 1500/~1100 frames here: the resolution of a click at this zoom.
         assert abs(sig.args[0] - frame) <= 2, (sig.args[0], frame)
@@ -106,14 +106,14 @@ def test_click_emits_the_frame_under_the_cursor(view, qtbot, small_timelines):
     # Zoomed in far enough, a click lands on the exact frame (± 1).
     view.set_visible_seconds(30.0, 32.0)
     pos = view.viewport_point((777 + 0.5) / FPS, "cvs2")
-    with qtbot.waitSignal(view.seekRequested, timeout=1000) as sig:
+    with qtbot.waitSignal(view.seekRequested, timeout=10000) as sig:
         qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert abs(sig.args[0] - 777) <= 1
 
     # The time ruler under the tracks seeks too.
     ruler = view._time_axis.sceneBoundingRect().center()
     pos = view._plot.mapFromScene(ruler)
-    with qtbot.waitSignal(view.seekRequested, timeout=1000) as sig:
+    with qtbot.waitSignal(view.seekRequested, timeout=10000) as sig:
         qtbot.mouseClick(view.viewport(), Qt.MouseButton.LeftButton, pos=pos)
     assert abs(sig.args[0] - 31 * FPS) <= 2
 

@@ -166,12 +166,12 @@ def test_hover_reports_the_box_label_and_highlights(canvas, chain, layers, qtbot
     seen: list[str | None] = []
     canvas.entityHovered.connect(seen.append)
     qtbot.mouseMove(canvas, QPoint(100, 110))  # inside Grasper
-    qtbot.waitUntil(lambda: seen == ["Grasper"], timeout=2000)
+    qtbot.waitUntil(lambda: seen == ["Grasper"], timeout=10000)
     assert layers.highlighted == "Grasper"
     qtbot.mouseMove(canvas, QPoint(400, 250))  # inside Hook
-    qtbot.waitUntil(lambda: seen == ["Grasper", "Hook"], timeout=2000)
+    qtbot.waitUntil(lambda: seen == ["Grasper", "Hook"], timeout=10000)
     qtbot.mouseMove(canvas, QPoint(630, 10))  # nothing
-    qtbot.waitUntil(lambda: seen == ["Grasper", "Hook", None], timeout=2000)
+    qtbot.waitUntil(lambda: seen == ["Grasper", "Hook", None], timeout=10000)
     assert layers.highlighted is None
     qtbot.mouseMove(canvas, QPoint(470, 230))  # Zapper (inside Hook too: the smaller box wins)
     qtbot.wait(50)
