@@ -146,18 +146,25 @@ class ChainParser:
         self._scan(self._pending + piece, final=False)
         return self._take_events()
 
+    def finish(self) -> list[ChainEvent]:
+        """End of stream: flush the held-back tail and return what it changed (the last text,
+        the last level closing, problems), as :meth:`feed` does; later calls return nothing."""
+        if self._closed:
+            return []
+        self._scan(self._pending, final=True)
+        self._closed = True
+        self._close_level()
+        if self._answer_opened and not self._answer_closed:  # the stream ended the answer
+            self._answer_value = parse_answer("".join(self._answer), self.ontology)
+            self._events.append(AnswerClosed(self._answer_value))
+        return self._take_events()
+
     def close(self) -> Chain:
-        """End of stream: flush held-back text and return the final chain."""
-        if self._final is not None:
-            return self._final
-        if not self._closed:
-            self._scan(self._pending, final=True)
-            self._closed = True
-            self._close_level()
-            if self._answer_opened and not self._answer_closed:
-                self._answer_value = parse_answer("".join(self._answer), self.ontology)
-        self._final = self._build(final=True)
-        self._events.clear()
+        """End of stream: flush held-back text (see :meth:`finish` for its events) and return the
+        final chain."""
+        if self._final is None:
+            self.finish()
+            self._final = self._build(final=True)
         return self._final
 
     @property

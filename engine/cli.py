@@ -65,11 +65,12 @@ def cmd_parse(args) -> int:
     text = _read_text(args.file)
     parser = ChainParser()
     # Feed in small pieces, as a stream would arrive, and report levels as they close.
-    for start in range(0, len(text), 16):
-        for event in parser.feed(text[start : start + 16]):
-            if isinstance(event, LevelClosed) and args.events:
+    pieces = (text[start : start + 16] for start in range(0, len(text), 16))
+    for events in [*(parser.feed(piece) for piece in pieces), parser.finish()]:
+        for event in events if args.events else ():
+            if isinstance(event, LevelClosed):
                 print(f"[level {event.level} closed]", file=sys.stderr)
-            elif isinstance(event, ProblemFound) and args.events:
+            elif isinstance(event, ProblemFound):
                 print(f"[problem: {event.message}]", file=sys.stderr)
     chain = parser.close()
     if args.json:

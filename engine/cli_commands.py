@@ -147,13 +147,12 @@ def cmd_ask(args) -> int:
                     pieces.append(piece)
                     sys.stdout.write(piece)
                     sys.stdout.flush()
-                    for event in parser.feed(piece):
-                        if isinstance(event, LevelClosed) and args.events:
-                            print(f"\n[level {event.level} closed]", file=sys.stderr)
+                    _report_events(parser.feed(piece), args.events)
             except KeyboardInterrupt:
                 stream.cancel()
                 raise
             print()
+            _report_events(parser.finish(), args.events)
             chain = parser.close()
             text = "".join(pieces)
             store.put_result(
@@ -301,3 +300,10 @@ def cmd_export(args) -> int:
         f"({chosen.model_id}, prompts {chosen.prompt_version}, {chosen.task})"
     )
     return 0
+
+
+def _report_events(events: list, wanted: bool) -> None:
+    """With ``--events``, say on stderr when each level closes."""
+    for event in events:
+        if wanted and isinstance(event, LevelClosed):
+            print(f"\n[level {event.level} closed]", file=sys.stderr)

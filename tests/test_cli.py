@@ -113,6 +113,17 @@ def test_parse_prints_each_level(tmp_path):
     assert "phase: CalotTriangleDissection; CVS: C1 met" in result.stdout
 
 
+def test_parse_events_include_the_level_the_stream_ended_in():
+    cut_off = "<think>\nLevel 1 (Perception): Instruments: Grasper.\nLevel 2 (Relation): Triplets: none.\nLevel 3 (Context): Phase: Preparation."
+    result = cli("engine.cli", "parse", "--events", "--lenient", stdin=cut_off)
+    assert result.returncode == 0 and "status: partial" in result.stdout
+    assert [line for line in result.stderr.splitlines() if "closed" in line] == [
+        "[level 1 closed]",
+        "[level 2 closed]",
+        "[level 3 closed]",
+    ]
+
+
 def test_parse_missing_file_is_a_clear_error(tmp_path):
     result = cli("engine.cli", "parse", str(tmp_path / "absent.txt"))
     assert_clean_failure(result, 1, "cannot read")

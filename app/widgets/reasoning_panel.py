@@ -52,7 +52,6 @@ from PySide6.QtWidgets import (
 from app import palette as shared
 from app.state import LayerState
 from engine.chain import Answer, Chain, ChainStatus, Context, LevelState, Mention, Perception, Relations
-from engine.chain_fields import parse_context, parse_perception, parse_relations
 from engine.chain_parser import AnswerClosed, ChainParser, LevelClosed, LevelOpened, ProblemFound, TextAdded
 from engine.ontology import Ontology, load_ontology
 
@@ -66,7 +65,6 @@ _TITLES = {
     "answer": "Answer",
     "other": "Outside the chain",
 }
-_FIELD_PARSERS = {1: parse_perception, 2: parse_relations, 3: parse_context}
 
 FLUSH_INTERVAL_S = 0.033  # coalesce appends to ~30 updates/s
 MAX_SECTION_CHARS = 20_000  # endless output: the rest stays in the raw text (copy chain)
@@ -338,15 +336,6 @@ class _Section(QWidget):
     def segment_text(self) -> str:
         return "".join(self._segment_parts)
 
-    def complete_segment(self, expected: str) -> None:
-        """End of stream: add what the parser still held back when it closed (a few characters)."""
-        shown = self.segment_text()
-        if self.dropped or expected == shown or not expected.startswith(shown):
-            return
-        self._held = ""
-        self._started = True
-        self.append(expected[len(shown) :])
-
     def update_note(self) -> None:
         if self.dropped:
             self.note.setText(f"{self.dropped:,} more characters not shown — copy the chain to read them")
@@ -595,12 +584,13 @@ class ReasoningPanel(QWidget):
         """End of the stream for ``frame``: close the parser and show final states and problems."""
         if frame != self._frame or self._parser is None or self._chain is not None:
             return
-        self._flush_text()
         section = self._parser.section
+        for event in self._parser.finish():
+            self._on_event(event)
+        self._flush_text()
         chain = self._parser.close()
         self._chain = chain
         self._cut_off = section if chain.status is ChainStatus.PARTIAL else ""
-        self._complete_tail(section, chain)
         status = chain.status.value + (f" — {status_text}" if status_text else "")
         self._set_status(status)
         self._refresh_states()
@@ -769,22 +759,6 @@ class ReasoningPanel(QWidget):
         pending, self._pending = self._pending, []
         for section, text in pending:
             self._sections[section].append(text)
-
-    def _complete_tail(self, section: str, chain: Chain) -> None:
-        """``close()`` flushes the parser's held-back tail without events: catch up from the chain."""
-        if section.startswith("level") and chain.levels:
-            level = chain.levels[-1]
-            self._sections[f"level{level.number}"].complete_segment(level.text)
-            if self._level_open:
-                fields = _FIELD_PARSERS[level.number](level.text, self._ontology)
-                self._add_level_spans(level.number, fields)
-                self._level_open = False
-        elif section == "answer" and chain.answer is not None:
-            self._sections["answer"].complete_segment(chain.answer.text)
-            if not self._answer_closed:
-                self._add_answer_spans(chain.answer)
-        elif section in ("preamble", "outside") and not self._levels_seen and not self._answer_started:
-            self._sections["preamble"].complete_segment(chain.preamble)
 
     # ----------------------------------------------------------------- entities
     def _add_level_spans(self, level: int, fields: Perception | Relations | Context) -> None:

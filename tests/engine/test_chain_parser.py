@@ -175,6 +175,33 @@ def test_streamed_text_adds_up_to_each_section():
     assert isinstance(events[0], LevelOpened) or any(isinstance(e, LevelOpened) for e in events)
 
 
+def test_the_end_of_the_stream_reports_the_held_back_tail():
+    """A stream that stops without a closing marker: finish() still says the last level closed,
+    delivers its held-back text, and the streamed text adds up to the final chain's."""
+    text = CANONICAL[: CANONICAL.index("</think>")]  # cut off after Level 3, no </think>, no answer
+    parser = ChainParser()
+    events = []
+    for i in range(0, len(text), 5):
+        events += parser.feed(text[i : i + 5])
+    assert not any(isinstance(e, LevelClosed) and e.level == 3 for e in events)
+    tail = parser.finish()
+    closed = [e for e in tail if isinstance(e, LevelClosed)]
+    assert [e.level for e in closed] == [3] and closed[0].fields.phase is not None
+    events += tail
+    level3 = "".join(e.text for e in events if isinstance(e, TextAdded) and e.section == "level3")
+    chain = parser.close()
+    assert level3.strip() == chain.levels[-1].text
+    assert parser.finish() == [] and parser.close() is chain
+
+
+def test_an_answer_cut_off_by_the_stream_is_closed_at_the_end():
+    text = CANONICAL[: CANONICAL.index("</answer>")]
+    parser = ChainParser()
+    parser.feed(text)
+    answers = [e for e in parser.finish() if isinstance(e, AnswerClosed)]
+    assert len(answers) == 1 and answers[0].answer == parser.close().answer
+
+
 def test_piecewise_equals_whole_for_every_split_point():
     whole = parse_chain(CANONICAL)
     for cut in range(0, len(CANONICAL), 7):
