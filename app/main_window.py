@@ -41,6 +41,7 @@ from PySide6.QtWidgets import (
 from app.engine_link import EngineLink
 from app.export.ui import add_export_actions
 from app.playback import PlaybackController
+from app.review_memory import ReviewMemory, ReviewSpot
 from app.shortcuts import SPEEDS, describe, keymap
 from app.state import AnalysisState, CaseState, LayerState, Playhead
 from app.widgets.reasoning_panel import ReasoningPanel
@@ -49,7 +50,7 @@ from app.widgets.video_canvas import VideoCanvas
 from engine.backend_factory import default_kind
 from engine.phase_labels import LabelFileError, read_cholec80_phases
 from engine.prompts import frame_prompt
-from engine.store import CaseStore, StoreError
+from engine.store import CaseStore, StoreError, video_fingerprint
 from engine.timecode import format_timecode, parse_position
 from engine.timeline import build_timelines
 
@@ -78,6 +79,8 @@ class SurgviewWindow(QMainWindow):
         self._shuttle = 0.0
         self._live_frame: int | None = None
         self._bookmarks: list[tuple[int, str]] = []
+        self.review_memory = ReviewMemory(self.settings)
+        self._fingerprint: str | None = None  # of the case on screen, once it has opened
 
         self.setWindowTitle("surgview")
         self.setAcceptDrops(True)
@@ -122,6 +125,9 @@ class SurgviewWindow(QMainWindow):
         self._ask_timer.timeout.connect(self._ask_for_displayed)
         self._timeline_timer = QTimer(self, singleShot=True, interval=1500)  # results arrive: refresh, throttled
         self._timeline_timer.timeout.connect(self.refresh_timelines)
+        self._spot_timer = QTimer(self, singleShot=True, interval=2000)  # keep the reviewer's place, throttled
+        self._spot_timer.timeout.connect(self.remember_spot)
+        self.case.subscribe(lambda name, value: self.remember_spot() if name == "selection" else None)
 
         self._refresh_library()
         geometry = self.settings.value("window/geometry")
@@ -307,6 +313,8 @@ class SurgviewWindow(QMainWindow):
 
     def open_case(self, path: str | Path) -> None:
         path = Path(path)
+        self.remember_spot()
+        self._fingerprint = None
         self.settings.setValue("cases/last_dir", str(path.parent))
         self.case.update(video=path, error=None, selection=None)
         self.playhead.update(requested=0, displayed=-1, playing=False)
@@ -340,8 +348,30 @@ class SurgviewWindow(QMainWindow):
         self.refresh_timelines()
         if self.engine.alive:
             self.engine.open_case(str(path))
-        self.seek(0)
+        spot = self._recall_spot(path)
+        self.seek(spot.frame if spot is not None else 0)
+        if spot is not None and spot.selection is not None:
+            self.case.selection = spot.selection
         self.caseOpened.emit(str(path))
+
+    def _recall_spot(self, path: Path) -> ReviewSpot | None:
+        """Where the reviewer left this case (None for a case never opened here)."""
+        info = self.store.case_info() if self.store is not None else None
+        try:
+            self._fingerprint = info.fingerprint if info is not None else video_fingerprint(path)
+        except OSError:
+            self._fingerprint = None
+            return None
+        spot = self.review_memory.recall(self._fingerprint)
+        return spot.clamped(self.case.frame_count) if spot is not None else None
+
+    def remember_spot(self) -> None:
+        """Keep the frame on screen and the selection of the open case for its next opening."""
+        self._spot_timer.stop()
+        if self._fingerprint is None or self.case.frame_count <= 0:
+            return
+        frame = self.playhead.displayed if self.playhead.displayed >= 0 else self.playhead.requested
+        self.review_memory.remember(self._fingerprint, ReviewSpot(frame, self.case.selection))
 
     def _ground_truth(self, video: Path) -> list[str] | None:
         labels = video.parent.parent / "phase_annotations" / f"{video.stem}-phase.txt"
@@ -465,6 +495,8 @@ class SurgviewWindow(QMainWindow):
         self._show_stored(index)
         if not self.playhead.playing:
             self._ask_timer.start()
+        if not self._spot_timer.isActive():
+            self._spot_timer.start()
 
     # ------------------------------------------------------------------ reasoning
     def _stored(self, frame: int):
@@ -767,6 +799,7 @@ class SurgviewWindow(QMainWindow):
     def closeEvent(self, event) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.setValue("window/state", self.saveState())
+        self.remember_spot()
         self.player.close()
         self.engine.stop()
         if self.store is not None:

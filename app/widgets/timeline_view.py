@@ -82,6 +82,7 @@ BOOKMARK_COLOR = "#f5f5f5"
 PLAYHEAD_COLOR = "#ffffff"
 SELECTION_FILL = (120, 170, 255, 60)  # translucent: the tracks stay readable under it
 SELECTION_EDGE = "#78aaff"
+EDGE_GRAB_PX = 5  # how near (pixels) an edge of the selection the mouse must be to move it
 CHAIN_STATUS_CONFIDENCE: dict[str, float] = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
 
 _GAP = 0.14  # between tracks, in track units
@@ -318,7 +319,8 @@ class TimelineView(QWidget):
     ``seekRequested(frame)`` is emitted on a left press, while dragging (at most every
     ``drag_interval_ms``) and on release; the widget never moves its own playhead — the owner
     answers with ``set_playhead``. ``selectionChanged((first, last) | None)`` is emitted when the user
-    selects a range (Shift+drag) or clears it (click, Esc, context menu); ``set_selection`` does not emit.
+    selects a range (Shift+drag), drags one of its edges, or clears it (click, Esc, context menu);
+    ``set_selection`` does not emit.
     """
 
     seekRequested = Signal(int)
@@ -373,6 +375,7 @@ class TimelineView(QWidget):
         self._vb.addItem(self._line)
         self._selection: tuple[int, int] | None = None
         self._select_anchor: int | None = None  # the frame a Shift+drag started on
+        self._adjusting = False  # the drag moves an edge of the selection (its other edge is the anchor)
         self._press_pos = QPointF()
         self._region = pg.LinearRegionItem(
             movable=False, brush=pg.mkBrush(SELECTION_FILL), pen=pg.mkPen(SELECTION_EDGE, width=1)
@@ -723,6 +726,11 @@ class TimelineView(QWidget):
                     self._select_anchor = self.frame_at(mouse.position())
                     self._press_pos = mouse.position()
                     return True
+                anchor = self._edge_anchor(mouse.position())
+                if anchor is not None:  # grab an edge of the selection to move it
+                    self._select_anchor, self._adjusting = anchor, True
+                    self._press_pos = mouse.position()
+                    return True
                 self.clear_selection()
                 self._scrubbing = True
                 frame = self.frame_at(mouse.position())
@@ -761,6 +769,12 @@ class TimelineView(QWidget):
                     self._emit(frame)
                 self._pending = None
             return True
+        elif kind == QEvent.Type.MouseMove:
+            near_edge = self._edge_anchor(event.position()) is not None  # type: ignore[attr-defined]
+            if near_edge:
+                self._plot.viewport().setCursor(Qt.CursorShape.SizeHorCursor)
+            else:
+                self._plot.viewport().unsetCursor()
         elif kind == QEvent.Type.ToolTip:
             assert isinstance(event, QHelpEvent)
             text = self.describe_at(event.pos())
@@ -774,13 +788,29 @@ class TimelineView(QWidget):
     def _is_click(self, pos: QPointF) -> bool:
         return (pos - self._press_pos).manhattanLength() < QApplication.startDragDistance()
 
+    def _edge_anchor(self, pos: QPointF) -> int | None:
+        """Over an edge of the selection (within a few pixels): the frame of its *other* edge."""
+        if self._selection is None or self._fps is None or not self._on_tracks(pos):
+            return None
+        first, last = self._selection
+        left = self.viewport_point(first / self._fps).x()
+        right = self.viewport_point((last + 1) / self._fps).x()
+        x = pos.x()
+        if abs(x - left) <= abs(x - right):  # a selection narrower than the grab zone: the nearer edge
+            return last if abs(x - left) <= EDGE_GRAB_PX else None
+        return first if abs(x - right) <= EDGE_GRAB_PX else None
+
     def _finish_selection(self, pos: QPointF) -> None:
-        """End a Shift+drag; a Shift+click (no drag) selects from the playhead to the clicked frame."""
+        """End a Shift+drag or an edge drag; a Shift+click (no drag) selects from the playhead to the
+        clicked frame, a click on an edge changes nothing."""
         anchor, frame = self._select_anchor, self.frame_at(pos)
-        self._select_anchor = None
+        adjusting, self._select_anchor, self._adjusting = self._adjusting, None, False
         if anchor is None or frame is None:
             return
         if self._is_click(pos):
+            if adjusting:
+                self._show_region(self._selection)
+                return
             if self._playhead is None:
                 self._show_region(self._selection)
                 return

@@ -141,3 +141,35 @@ def test_opening_a_case_clears_the_selection(qtbot, window, synth_case):
     window.case.selection = (0, 10)
     window.open_case(window.case.video)
     assert window.case.selection is None and window.timeline.selection_seconds() is None
+
+
+def test_dragging_an_edge_moves_it_and_a_click_on_an_edge_changes_nothing(qtbot, view):
+    view.set_selection((10 * 25, 20 * 25 - 1))  # 10 s .. 20 s
+    vp = view.viewport()
+    right_edge = view.viewport_point(20.0, "phase")
+    seeks: list[int] = []
+    view.seekRequested.connect(seeks.append)
+
+    qtbot.mouseMove(vp, right_edge)
+    assert vp.cursor().shape() == Qt.CursorShape.SizeHorCursor  # the edge can be grabbed
+    with qtbot.waitSignal(view.selectionChanged, timeout=10000) as sig:
+        qtbot.mousePress(vp, LEFT, pos=right_edge)
+        qtbot.mouseMove(vp, view.viewport_point(25.0, "raw"))
+        qtbot.mouseRelease(vp, LEFT, pos=view.viewport_point(30.0, "phase"))
+    first, last = sig.args[0]
+    assert first == 250 and abs(last - 30 * FPS) <= 2 and view.selection == (first, last)
+
+    left_edge = view.viewport_point(10.0, "phase")  # dragged past the other edge: the range flips over
+    with qtbot.waitSignal(view.selectionChanged, timeout=10000) as sig:
+        qtbot.mousePress(vp, LEFT, pos=left_edge)
+        qtbot.mouseRelease(vp, LEFT, pos=view.viewport_point(40.0, "phase"))
+    assert sig.args[0][0] == last and abs(sig.args[0][1] - 40 * FPS) <= 2
+
+    before = view.selection
+    changes: list[object] = []
+    view.selectionChanged.connect(changes.append)
+    qtbot.mouseClick(vp, LEFT, pos=view.viewport_point(before[0] / FPS, "phase"))
+    assert view.selection == before and changes == [] and seeks == []  # neither cleared nor seeking
+
+    qtbot.mouseMove(vp, view.viewport_point(60.0, "phase"))
+    assert vp.cursor().shape() == Qt.CursorShape.ArrowCursor
