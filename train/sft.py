@@ -29,7 +29,6 @@ from train.stage_inputs import (
 __all__ = ["SFTRecipe", "SFTRunError", "load_recipe", "load_sft_rows", "run_sft"]
 
 
-
 class SFTRunError(Exception):
     """A recipe, data set or model that cannot be trained on; the message says why in one line."""
 

@@ -37,7 +37,9 @@ SURG_R1_PHASE_MCQ = (
 )
 TASK_FIELDS = {
     "frame_analysis": {"width": 854, "height": 480},
+    "phase": {},
     "phase_mcq": {},
+    "tools": {},
     "triplet": {},
     "cvs": {},
     "localisation": {"width": 854, "height": 480, "instrument": "Hook"},

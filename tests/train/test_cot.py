@@ -240,6 +240,8 @@ def test_sft_set_shape_prompts_and_determinism(tmp_path):
         assert_grounded(sample, assistant["content"])
     by_task = {s.task: r["messages"][1]["content"] for s, r in zip(samples, rows, strict=False)}
     assert by_task[Task.PHASE_MCQ] == build_prompt("phase_mcq")
+    assert by_task[Task.PHASE] == build_prompt("phase")  # every task's prompt is the engine's
+    assert by_task[Task.TOOLS] == build_prompt("tools")
     assert by_task[Task.CVS] == build_prompt("cvs")
     assert by_task[Task.TRIPLET] == build_prompt("triplet")
     assert by_task[Task.FRAME] == "<image>" + frame_prompt("frame_analysis", 854, 480).text

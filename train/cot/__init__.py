@@ -11,7 +11,6 @@ from train.cot.chains import (
     task_answer,
 )
 from train.cot.datasets import (
-    FALLBACK_PROMPTS,
     grpo_row,
     label_columns,
     sft_row,
@@ -23,7 +22,6 @@ from train.cot.datasets import (
 from train.cot.distill import Distilled, answer_matches, distill, write_distilled_set
 
 __all__ = [
-    "FALLBACK_PROMPTS",
     "CotError",
     "Distilled",
     "answer_matches",

@@ -16,9 +16,7 @@ GRPO row::
      "dataset": ..., "case": ...}
 
 User prompts come from :mod:`engine.prompts` (so training prompts equal inference prompts), or
-are the dataset's own question (Surg-R1 JSONL) when the sample has one. The shipped prompt file
-has no template for the free-answer PHASE and TOOLS tasks; those use :data:`FALLBACK_PROMPTS`
-below (filled from the ontology the same way). ``<image>`` marks the frame in the user text;
+are the dataset's own question (Surg-R1 JSONL) when the sample has one. ``<image>`` marks the frame in the user text;
 :func:`structured_messages` turns it into trl's ``{"type": "image"}`` content parts.
 """
 
@@ -34,12 +32,10 @@ from typing import Any
 
 from engine.ontology import load_ontology
 from engine.prompts import IMAGE_PLACEHOLDER, build_prompt, frame_prompt, system_prompt, user_content
-from engine.prompts import vocabulary_fields as _vocabulary_fields
 from train.cot.chains import CanonicalChoices, CotError, build_chain, localisation_target, task_answer, tool_display
 from train.data.sample import Sample, Task
 
 __all__ = [
-    "FALLBACK_PROMPTS",
     "grpo_row",
     "label_columns",
     "sample_rng",
@@ -53,19 +49,13 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FALLBACK_PROMPTS = {
-    Task.PHASE: (
-        "Given the laparoscopic cholecystectomy image <image>, which surgical phase is being performed? "
-        "Answer with one of: {phases}."
-    ),
-    Task.TOOLS: (
-        "Given the laparoscopic cholecystectomy image <image>, which instruments are present? "
-        'Use the Cholec80 tool names: {tools}. Answer with the tools separated by commas, or "none".'
-    ),
+_ENGINE_TASK = {
+    Task.PHASE: "phase",
+    Task.PHASE_MCQ: "phase_mcq",
+    Task.TOOLS: "tools",
+    Task.TRIPLET: "triplet",
+    Task.CVS: "cvs",
 }
-"""User prompts for tasks the engine's prompt file has no template for."""
-
-_ENGINE_TASK = {Task.PHASE_MCQ: "phase_mcq", Task.TRIPLET: "triplet", Task.CVS: "cvs"}
 
 
 def sample_rng(sample: Sample, seed: int) -> random.Random:
@@ -104,7 +94,7 @@ def user_prompt(sample: Sample, image: Path | None = None) -> str:
         tool, _ = localisation_target(sample)
         text = build_prompt("localisation", width=width, height=height, instrument=tool_display(tool))
     else:
-        text = FALLBACK_PROMPTS[task].format(**_vocabulary_fields(load_ontology()))
+        raise CotError(f"no prompt for the {task.value} task")
     return _with_placeholder(text)
 
 
