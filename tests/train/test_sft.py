@@ -11,6 +11,7 @@ import pytest
 
 from engine.backends.base import GenerationRequest
 from engine.modeldir import Manifest
+from engine.prompts import system_prompt
 from engine.tiny_model import build_tiny_model
 from train.sft import SFTRecipe, SFTRunError, load_recipe, load_sft_rows, run_sft
 
@@ -29,7 +30,8 @@ def write_set(folder: Path, n: int = 32) -> Path:
         cv2.imwrite(str(image), np.full((112, 112, 3), rgb[::-1], np.uint8))
         rows.append(
             {
-                "messages": [
+                "messages": [  # with the system turn the engine sends, as the CoT builder writes rows
+                    {"role": "system", "content": system_prompt()},
                     {"role": "user", "content": "<image>Which phase is this?"},
                     {"role": "assistant", "content": CHAINS[colour]},
                 ],
