@@ -8,7 +8,9 @@ to one instant, so they are drawn only for ``box_hold_s`` after their frame; the
 triplet captions are held until the next analysed frame (at most ``TimelineConfig.max_gap_s``).
 
 De-identification: the MP4 is written fresh by PyAV; no stream or container metadata of the
-source is read or copied (no creation time, device, location), and the file carries no path.
+source is read or copied (no creation time, device, location), the file carries no path, and it
+holds picture only: a sound track of the source (voices and names spoken in the room) is never
+copied.
 The file is written under a temporary name beside the target and renamed when complete, so a
 cancelled or failed export leaves nothing at the output path.
 """

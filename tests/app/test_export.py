@@ -173,7 +173,19 @@ def test_clip_has_the_range_at_the_source_rate_with_overlays_and_panel(case, tmp
     assert (later[40:120, 60:230] > 60).mean() < 0.01  # (the blank area starts at x=240)
 
 
-def test_clip_carries_no_source_metadata_and_cancel_leaves_nothing(case, tmp_path):
+def _write_room_sound(audio: av.audio.stream.AudioStream, seconds: float) -> None:
+    """Fill an AAC track with a 440 Hz tone standing in for voices in the room."""
+    rate = audio.codec_context.sample_rate
+    t = np.arange(int(seconds * rate), dtype=np.float32) / rate
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    for start in range(0, len(tone), 1024):
+        frame = av.AudioFrame.from_ndarray(tone[None, start : start + 1024], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts, frame.time_base = rate, start, Fraction(1, rate)
+        audio.container.mux(audio.encode(frame))
+    audio.container.mux(audio.encode(None))
+
+
+def test_clip_carries_no_source_metadata_or_sound_and_cancel_leaves_nothing(case, tmp_path):
     tagged = tmp_path / "tagged.mp4"
     secrets = {"title": "DOE^JANE 1961-02-03", "comment": "OR 4 device SN-12345", "location": "+48.8577+002.295/"}
     with av.open(str(case)) as src, av.open(str(tagged), "w", options={"movflags": "use_metadata_tags"}) as dst:
@@ -181,15 +193,20 @@ def test_clip_carries_no_source_metadata_and_cancel_leaves_nothing(case, tmp_pat
         s_out = dst.add_stream_from_template(s_in)
         dst.metadata.update({**secrets, "creation_time": "2021-05-06T07:08:09Z"})
         s_out.metadata.update({"handler_name": "PatientCam", "creation_time": "2021-05-06T07:08:09Z"})
+        sound = dst.add_stream("aac", rate=48000, layout="mono")
         for packet in src.demux(s_in):
             if packet.dts is not None:
                 packet.stream = s_out
                 dst.mux(packet)
+        _write_room_sound(sound, 2.0)
     with av.open(str(tagged)) as probe:
         assert probe.metadata.get("title") == secrets["title"]  # the source really carries them
+        assert len(probe.streams.audio) == 1  # and a sound track
     out = tmp_path / "clean.mp4"
     clip_for_video(tagged, out, ClipOptions(0, 9))
     _, info = decode(out)
+    with av.open(str(out)) as clip:
+        assert [s.type for s in clip.streams] == ["video"]  # picture only: room sound can carry names
     found = " ".join(f"{k}={v}" for k, v in {**info["container_meta"], **info["stream_meta"]}.items())
     for value in [*secrets.values(), "2021", "PatientCam", str(tmp_path), "tagged"]:
         assert value not in found
