@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.modeldir import Stage
-from train.model_output import finish_model_dir, has_tensorboard, last_logged
+from train.model_output import finish_model_dir, last_logged
 from train.stage_inputs import (
     checked_model,
     image_dataset,
@@ -24,6 +24,8 @@ from train.stage_inputs import (
     placed_turns,
     recipe_section,
     resolved_images,
+    shared_trainer_settings,
+    train_resuming,
 )
 
 __all__ = ["SFTRecipe", "SFTRunError", "load_recipe", "load_sft_rows", "run_sft"]
@@ -68,8 +70,6 @@ def load_sft_rows(path: Path) -> list[dict]:
 
 def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
     """Train; return the model directory written to ``output_dir/model``."""
-    import torch
-    import transformers
     from trl import SFTConfig, SFTTrainer
 
     info = checked_model(recipe.model, SFTRunError)
@@ -81,20 +81,12 @@ def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(**recipe.lora))
-    on_gpu = torch.cuda.is_available()
     settings = {
-        "output_dir": str(checkpoints),
-        "seed": recipe.seed,
-        "bf16": on_gpu,  # trl defaults bf16 to True, which fails on CPU
-        "use_cpu": not on_gpu,
+        **shared_trainer_settings(checkpoints, recipe.seed),
         "assistant_only_loss": True,
         "max_length": None,  # never cut image tokens
-        "save_strategy": "steps",
         "save_steps": 200,
-        "save_total_limit": 2,
         "logging_steps": 10,
-        "report_to": ["tensorboard"] if has_tensorboard() else [],
-        "dataloader_num_workers": 0,
         **recipe.trainer,
     }
     try:
@@ -102,8 +94,7 @@ def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
     except TypeError as exc:
         raise SFTRunError(f"recipe trainer settings: {exc}") from None
     trainer = SFTTrainer(model=model, args=config, train_dataset=image_dataset(rows), processing_class=processor)
-    last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    trainer.train(resume_from_checkpoint=last if (resume and last) else None)
+    train_resuming(trainer, checkpoints, resume)
     stage = Stage(
         "sft",
         data=[str(recipe.data)],

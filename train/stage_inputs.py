@@ -1,5 +1,5 @@
 """What the training stages read: recipe files, chat rows with their frames, the model to train,
-and which of many rows (:func:`evenly_spaced`).
+the trainer settings they share, and which of many rows (:func:`evenly_spaced`).
 
 SFT and GRPO (and the pipeline's own recipe) read the same kinds of input with the same rules, so
 the rules live once: a recipe is a YAML mapping whose paths are relative to the file; a user turn is
@@ -19,6 +19,7 @@ import yaml
 
 from engine.modeldir import ModelDirError, ModelInfo, inspect_model_dir
 from engine.prompts import IMAGE_PLACEHOLDER, user_content
+from train.model_output import has_tensorboard
 
 __all__ = [
     "checked_model",
@@ -154,3 +155,28 @@ def load_trainable(info: ModelInfo, seed: int) -> tuple[Any, Any]:
         info.path, use_safetensors=True, trust_remote_code=False, local_files_only=True, dtype=torch.float32
     )
     return model, load_processor(info.path)
+
+
+def shared_trainer_settings(checkpoints: Path, seed: int) -> dict[str, Any]:
+    """The trl config fields SFT and GRPO both set; each stage adds its own, then the recipe's."""
+    import torch
+
+    on_gpu = torch.cuda.is_available()
+    return {
+        "output_dir": str(checkpoints),
+        "seed": seed,
+        "bf16": on_gpu,  # trl defaults bf16 to True, which fails on CPU
+        "use_cpu": not on_gpu,
+        "save_strategy": "steps",
+        "save_total_limit": 2,
+        "report_to": ["tensorboard"] if has_tensorboard() else [],
+        "dataloader_num_workers": 0,
+    }
+
+
+def train_resuming(trainer: Any, checkpoints: Path, resume: bool) -> None:
+    """Run ``trainer``, from the last checkpoint under ``checkpoints`` when ``resume`` and one exists."""
+    import transformers
+
+    last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    trainer.train(resume_from_checkpoint=last if (resume and last) else None)

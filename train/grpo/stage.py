@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.modeldir import Stage
 from train.grpo.rewards import REWARDS, reward_functions
-from train.model_output import finish_model_dir, has_tensorboard, last_logged
+from train.model_output import finish_model_dir, last_logged
 from train.stage_inputs import (
     checked_model,
     image_dataset,
@@ -27,6 +27,8 @@ from train.stage_inputs import (
     placed_turns,
     recipe_section,
     resolved_images,
+    shared_trainer_settings,
+    train_resuming,
 )
 
 __all__ = ["DEFAULT_REWARDS", "GRPORecipe", "GRPORunError", "load_grpo_recipe", "load_grpo_rows", "run_grpo"]
@@ -101,8 +103,6 @@ def _decoding(functions):
 
 def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
     """Train; return the model directory written to ``output_dir/model``."""
-    import torch
-    import transformers
     from trl import GRPOConfig, GRPOTrainer
 
     info = checked_model(recipe.model, GRPORunError)
@@ -111,23 +111,15 @@ def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
     checkpoints = out / "checkpoints"
     model, processor = load_trainable(info, recipe.seed)
     names = list(recipe.rewards)
-    on_gpu = torch.cuda.is_available()
     settings: dict[str, Any] = {
-        "output_dir": str(checkpoints),
-        "seed": recipe.seed,
-        "bf16": on_gpu,
-        "use_cpu": not on_gpu,
+        **shared_trainer_settings(checkpoints, recipe.seed),
         "num_generations": 4,
         "per_device_train_batch_size": 8,
         "max_completion_length": 256,
         "beta": 0.0,  # no reference model: half the memory and time; the clipped objective keeps steps small
         "reward_weights": [float(recipe.rewards[n]) for n in names],
-        "save_strategy": "steps",
         "save_steps": 50,
-        "save_total_limit": 2,
         "logging_steps": 5,
-        "report_to": ["tensorboard"] if has_tensorboard() else [],
-        "dataloader_num_workers": 0,
         **recipe.trainer,
     }
     if settings.get("use_vllm") and not _module_exists("vllm"):
@@ -143,8 +135,7 @@ def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
         train_dataset=image_dataset(rows),
         processing_class=processor,
     )
-    last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    trainer.train(resume_from_checkpoint=last if (resume and last) else None)
+    train_resuming(trainer, checkpoints, resume)
     history = trainer.state.log_history
     stage = Stage(
         "grpo",
