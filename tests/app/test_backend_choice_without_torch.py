@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QDialog
 
 from app.first_run import FirstRunDialog
@@ -47,11 +46,6 @@ def plain(tmp_path_factory, exported) -> Path:
 @pytest.fixture
 def no_torch(monkeypatch):
     monkeypatch.setattr(backend_factory, "torch_available", lambda: False)
-
-
-@pytest.fixture
-def settings(tmp_path) -> QSettings:
-    return QSettings(str(tmp_path / "surgview.ini"), QSettings.Format.IniFormat)
 
 
 def test_the_probe_finds_torch_without_importing_it():

@@ -7,26 +7,19 @@ from pathlib import Path
 
 import av
 import pytest
-from PySide6.QtCore import QPoint, QSettings, Qt
+from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QPushButton
 
 from app.export import ui
-from app.main_window import SurgviewWindow
 from engine.store import BlankArea, CaseStore, case_store_path
 from train.synth.truth_store import store_truth_chains
 
 
 @pytest.fixture
-def window(qtbot, synth_case, tmp_path, monkeypatch):
-    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
+def window(open_viewer, synth_case, video, data_home):
     store_truth_chains(synth_case[0], every=2)
-    settings = QSettings(str(tmp_path / "surgview.ini"), QSettings.Format.IniFormat)
-    w = SurgviewWindow(settings=settings, start_engine=False)
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    w.open_case(synth_case[0] / "cholec80" / "videos" / "video01.mp4")
-    qtbot.waitUntil(lambda: w.playhead.displayed == 0 and w.store is not None, timeout=10000)
+    w = open_viewer(video)
+    assert w.playhead.displayed == 0
     return w
 
 

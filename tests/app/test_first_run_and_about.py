@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings, qVersion
+from PySide6.QtCore import qVersion
 from PySide6.QtWidgets import QDialog
 
 from app.about import AboutDialog, model_lines, versions
@@ -27,17 +27,6 @@ def tiny_model(tmp_path_factory) -> Path:
     from engine.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", seed=3)
-
-
-@pytest.fixture
-def settings(tmp_path) -> QSettings:
-    return QSettings(str(tmp_path / "surgview.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def data_home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QMimeData, QPointF, QSettings, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QMessageBox, QTableWidget
 
@@ -18,21 +18,7 @@ from app.shortcuts import DEFAULTS
 from engine.store import CaseStore
 from engine.tiny_model import build_tiny_model
 
-
-@pytest.fixture
-def settings(tmp_path) -> QSettings:
-    return QSettings(str(tmp_path / "surgview.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture
-def video(synth_case) -> Path:
-    return synth_case[0] / "cholec80" / "videos" / "video01.mp4"
-
-
-@pytest.fixture(autouse=True)
-def data_home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
+pytestmark = pytest.mark.usefixtures("data_home")
 
 
 @pytest.fixture

@@ -80,11 +80,6 @@ def counting(delay: float = 0.0) -> type[CountingReader]:
 
 
 @pytest.fixture
-def video(synth_case) -> Path:
-    return synth_case[0] / "cholec80" / "videos" / "video01.mp4"
-
-
-@pytest.fixture
 def reference(video):
     with VideoReader(video) as reader:
         yield reader

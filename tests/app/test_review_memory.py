@@ -3,42 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 from PySide6.QtCore import QSettings
 
-from app.main_window import SurgviewWindow
 from app.review_memory import KEY, MAX_CASES, ReviewMemory, ReviewSpot
 
 
-@pytest.fixture
-def settings(tmp_path) -> QSettings:
-    return QSettings(str(tmp_path / "surgview.ini"), QSettings.Format.IniFormat)
-
-
-@pytest.fixture(autouse=True)
-def data_home(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
-    return tmp_path / "data"
-
-
-@pytest.fixture
-def video(synth_case) -> Path:
-    return synth_case[0] / "cholec80" / "videos" / "video01.mp4"
-
-
-def open_window(qtbot, settings, video: Path) -> SurgviewWindow:
-    window = SurgviewWindow(settings=settings, start_engine=False)
-    qtbot.addWidget(window)
-    window.show()
-    window.open_case(video)
-    qtbot.waitUntil(lambda: window.playhead.displayed >= 0 and window.canvas.index is not None, timeout=10000)
-    return window
-
-
-def test_a_reopened_case_shows_the_frame_and_selection_it_was_left_with(qtbot, settings, video, tmp_path):
-    window = open_window(qtbot, settings, video)
+def test_a_reopened_case_shows_the_frame_and_selection_it_was_left_with(qtbot, open_viewer, settings, video, tmp_path):
+    window = open_viewer(video)
     assert window.playhead.displayed == 0 and window.case.selection is None  # never opened before
     window.seek(777)
     qtbot.waitUntil(lambda: window.playhead.displayed == 777, timeout=10000)
@@ -48,15 +20,15 @@ def test_a_reopened_case_shows_the_frame_and_selection_it_was_left_with(qtbot, s
 
     moved = tmp_path / "renamed.mp4"  # the same video, renamed: still recognised
     moved.write_bytes(video.read_bytes())
-    again = open_window(qtbot, QSettings(settings.fileName(), QSettings.Format.IniFormat), moved)
+    again = open_viewer(moved, QSettings(settings.fileName(), QSettings.Format.IniFormat))
     qtbot.waitUntil(lambda: again.playhead.displayed == 777, timeout=10000)
     assert again.case.selection == (250, 499) and again.timeline.selection == (250, 499)
     assert again.canvas.index == 777
 
 
-def test_the_place_is_kept_while_playing_without_closing(qtbot, settings, video):
+def test_the_place_is_kept_while_playing_without_closing(qtbot, open_viewer, settings, video):
     """A crash loses at most the last couple of seconds of where the reviewer was."""
-    window = open_window(qtbot, settings, video)
+    window = open_viewer(video)
     window.seek(300)
     qtbot.waitUntil(lambda: window.playhead.displayed == 300, timeout=10000)
     fresh = ReviewMemory(QSettings(settings.fileName(), QSettings.Format.IniFormat))
@@ -64,15 +36,15 @@ def test_the_place_is_kept_while_playing_without_closing(qtbot, settings, video)
     qtbot.waitUntil(lambda: (settings.sync(), fresh.recall(fingerprint))[1] == ReviewSpot(300), timeout=10000)
 
 
-def test_damaged_or_outdated_memory_opens_at_the_start(qtbot, settings, video):
+def test_damaged_or_outdated_memory_opens_at_the_start(qtbot, open_viewer, settings, video):
     settings.setValue(KEY, "{not json")
-    window = open_window(qtbot, settings, video)
+    window = open_viewer(video)
     assert window.playhead.displayed == 0 and window.case.selection is None
     fingerprint = window.store.case_info().fingerprint
     window.close()
     # a spot past the end (another video with the same fingerprint is impossible; a hand edit is not)
     settings.setValue(KEY, json.dumps({fingerprint: {"frame": 10**6, "selection": [1400, 10**6]}}))
-    again = open_window(qtbot, settings, video)
+    again = open_viewer(video)
     qtbot.waitUntil(lambda: again.playhead.displayed == 1499, timeout=10000)
     assert again.case.selection == (1400, 1499)
 

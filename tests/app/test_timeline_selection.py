@@ -5,11 +5,10 @@ or Esc clears it."""
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QDialog
 
 from app.export import ui
-from app.main_window import SurgviewWindow
 from app.widgets.timeline_view import TimelineView
 
 FPS = 25.0
@@ -22,17 +21,6 @@ def shift_drag(qtbot, view: TimelineView, start_s: float, stop_s: float) -> None
     qtbot.mousePress(vp, LEFT, SHIFT, view.viewport_point(start_s, "phase"))
     qtbot.mouseMove(vp, view.viewport_point((start_s + stop_s) / 2, "raw"))
     qtbot.mouseRelease(vp, LEFT, SHIFT, view.viewport_point(stop_s, "confidence"))
-
-
-@pytest.fixture
-def view(qtbot) -> TimelineView:
-    w = TimelineView()
-    qtbot.addWidget(w)
-    w.resize(1200, 300)
-    w.show()
-    qtbot.waitExposed(w)
-    w.set_case(FPS, 1500)
-    return w
 
 
 def test_shift_drag_selects_a_range_drawn_over_the_tracks_without_seeking(qtbot, view):
@@ -81,15 +69,9 @@ def test_set_selection_orders_and_clamps_and_a_new_case_clears(view):
 
 
 @pytest.fixture
-def window(qtbot, synth_case, tmp_path, monkeypatch):
-    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
-    settings = QSettings(str(tmp_path / "surgview.ini"), QSettings.Format.IniFormat)
-    w = SurgviewWindow(settings=settings, start_engine=False)
-    qtbot.addWidget(w)
-    w.resize(1200, 800)
-    w.show()
-    w.open_case(synth_case[0] / "cholec80" / "videos" / "video01.mp4")
-    qtbot.waitUntil(lambda: w.playhead.displayed == 0 and w.store is not None, timeout=10000)
+def window(open_viewer, video):
+    w = open_viewer(video)
+    assert w.playhead.displayed == 0
     return w
 
 

@@ -40,17 +40,6 @@ def synthetic_rows(frame_count: int, stride: int, shares=(1, 3, 1, 3, 1, 2, 1)) 
     return rows
 
 
-@pytest.fixture
-def view(qtbot) -> TimelineView:
-    w = TimelineView()
-    qtbot.addWidget(w)
-    w.resize(1200, 300)
-    w.show()
-    qtbot.waitExposed(w)
-    w.set_case(FPS, 1500)
-    return w
-
-
 @pytest.fixture(scope="module")
 def small_timelines():
     return build_timelines(synthetic_rows(1500, 25), FPS, frame_count=1500)
