@@ -169,20 +169,6 @@ def _spread(items: list, limit: int | None) -> list:
     return [items[k] for k in evenly_spaced(len(items), limit)]
 
 
-def _synthetic_cases(out: Path, spec: SyntheticSpec) -> tuple[Path, Path]:
-    from train.synth.generate import SynthConfig, generate
-
-    train_root, test_root = out / "cases-train", out / "cases-test"
-    size = {"width": spec.width, "height": spec.height}
-    if not (train_root / "synth.json").exists():
-        config = SynthConfig(cases=spec.train_cases, minutes=spec.minutes, seed=spec.seed, first_id=1, **size)
-        generate(train_root, config)
-    if not (test_root / "synth.json").exists():
-        config = SynthConfig(cases=spec.test_cases, minutes=spec.minutes, seed=spec.seed + 1000, first_id=50, **size)
-        generate(test_root, config)
-    return train_root, test_root
-
-
 def _real_samples(spec: DataSpec, tasks: set[Task]) -> tuple[list[Sample], list[Sample]]:
     from train.data.cholec80 import cholec80_samples
     from train.data.cholect50 import cholect50_samples
@@ -206,11 +192,21 @@ def _samples(recipe: PipelineRecipe, out: Path) -> tuple[list[Sample], list[Samp
     """Training and held-out samples, their frames in the cache (extracted once)."""
     from train.data.frames import extract_frames, with_cached_frames
     from train.data.synthetic import synthetic_samples
+    from train.synth.generate import train_test_cases
 
     spec = recipe.data
     tasks = {Task(t) for t in spec.tasks}
     if spec.synthetic is not None:
-        train_root, test_root = _synthetic_cases(out / "data", spec.synthetic)
+        synthetic = spec.synthetic
+        train_root, test_root = train_test_cases(
+            out / "data",
+            synthetic.train_cases,
+            synthetic.test_cases,
+            synthetic.minutes,
+            synthetic.seed,
+            width=synthetic.width,
+            height=synthetic.height,
+        )
         train = [s for s in synthetic_samples(train_root, tasks=tasks) if s.task in tasks]
         test = [s for s in synthetic_samples(test_root, tasks=tasks) if s.task in tasks]
     else:

@@ -26,7 +26,7 @@ from train.data.synthetic import synthetic_samples
 from train.eval.report import to_markdown
 from train.eval.run import evaluate_model
 from train.sft import SFTRecipe, run_sft
-from train.synth.generate import SynthConfig, generate
+from train.synth.generate import train_test_cases
 
 Progress = Callable[[str], None]
 
@@ -47,12 +47,6 @@ class QuickstartConfig:
     model_size: str = "tiny"  # engine.tiny_model.SIZES: "tiny" (0.66 M) or "small" (3.6 M parameters)
 
 
-def _cases(folder: Path, first_id: int, count: int, config: QuickstartConfig, seed: int) -> Path:
-    if not (folder / "synth.json").exists():
-        generate(folder, SynthConfig(cases=count, minutes=config.minutes, seed=seed, first_id=first_id))
-    return folder
-
-
 def _samples(folder: Path, cache: Path, config: QuickstartConfig) -> list[Sample]:
     samples = [s for s in synthetic_samples(folder, tasks=(config.task,)) if s.task == config.task]
     mapping = extract_frames(samples, cache, size=config.frame_size)
@@ -63,8 +57,7 @@ def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -
     """Run every stage; return the held-out evaluation report (also written under ``out``)."""
     out = Path(out)
     say("1/6 synthetic cases")
-    train_root = _cases(out / "cases-train", 1, config.train_cases, config, config.seed)
-    test_root = _cases(out / "cases-test", 50, config.test_cases, config, config.seed + 1000)
+    train_root, test_root = train_test_cases(out, config.train_cases, config.test_cases, config.minutes, config.seed)
     say("2/6 adapters and 3/6 frame cache")
     train = _samples(train_root, out / "frames", config)
     test = _samples(test_root, out / "frames", config)

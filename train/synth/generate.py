@@ -170,6 +170,25 @@ def generate(out: Path, config: SynthConfig, progress: Progress | None = None) -
     return summary
 
 
+def train_test_cases(
+    out: Path, train_cases: int, test_cases: int, minutes: float, seed: int, *, width: int = 640, height: int = 360
+) -> tuple[Path, Path]:
+    """Training cases (videos 1..) in ``out/cases-train`` and held-out ones (videos 50.., another
+    seed) in ``out/cases-test``; a folder already written is kept, so a rerun resumes."""
+    out = Path(out)
+    train_root, test_root = out / "cases-train", out / "cases-test"
+    for root, cases, case_seed, first_id in (
+        (train_root, train_cases, seed, 1),
+        (test_root, test_cases, seed + 1000, 50),
+    ):
+        if not (root / "synth.json").exists():
+            config = SynthConfig(
+                cases=cases, minutes=minutes, seed=case_seed, first_id=first_id, width=width, height=height
+            )
+            generate(root, config)
+    return train_root, test_root
+
+
 def _first_all_met(log: TruthLog) -> int | None:
     for t in log.sampled:
         if all(v >= 0.5 for v in t.cvs):
