@@ -149,9 +149,24 @@ def _positive(kind):
     return parse
 
 
+def _add_profile_arguments(parser) -> None:
+    from engine.profiles import PROFILE_NAMES
+
+    parser.add_argument(
+        "--profile",
+        choices=PROFILE_NAMES,
+        help="how the model is asked: surgview (one frame_analysis prompt), surg-r1 (the Surg-R1 release's three "
+        "questions at 840x476), qwen-vl (a general Qwen-VL instruct model); default: the model manifest's, else "
+        "a stated default",
+    )
+    parser.add_argument("--task", help="surgview profile: the one question asked (default frame_analysis)")
+    parser.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
+
+
 def _add_analysis_commands(sub) -> None:
     from engine import cli_commands as cc
     from engine.backend_factory import add_backend_arguments
+    from engine.profiles import PROFILE_NAMES
     from engine.server import add_serve_arguments
 
     a = sub.add_parser(
@@ -161,8 +176,13 @@ def _add_analysis_commands(sub) -> None:
     add_backend_arguments(a)
     a.add_argument("--stride", type=_positive(float), default=1.0, help="seconds between analysed frames")
     a.add_argument("--batch", type=_positive(int), default=1, help="frames per batch (transformers backend)")
-    a.add_argument("--task", default="frame_analysis")
-    a.add_argument("--max-tokens", type=_positive(int), default=768)
+    _add_profile_arguments(a)
+    a.add_argument(
+        "--concurrency",
+        type=_positive(int),
+        default=16,
+        help="requests in flight to the model server(s) (openai backend; a local model runs one at a time)",
+    )
     a.add_argument(
         "--phases", metavar="videoNN-phase.txt", help="a Cholec80 phase file: print how much of the timeline agrees"
     )
@@ -172,8 +192,7 @@ def _add_analysis_commands(sub) -> None:
     q.add_argument("case")
     q.add_argument("--frame", type=int, required=True)
     add_backend_arguments(q)
-    q.add_argument("--task", default="frame_analysis")
-    q.add_argument("--max-tokens", type=_positive(int), default=768)
+    _add_profile_arguments(q)
     q.add_argument("--reask", action="store_true", help="generate again even when a result is stored")
     q.add_argument("--events", action="store_true", help="report levels as they close (stderr)")
     q.set_defaults(func=cc.cmd_ask)
@@ -181,7 +200,11 @@ def _add_analysis_commands(sub) -> None:
     e.add_argument("set", metavar="SET.jsonl")
     add_backend_arguments(e)
     e.add_argument("--out", required=True, metavar="RESULTS.jsonl")
-    e.add_argument("--max-tokens", type=_positive(int), default=768)
+    e.add_argument(
+        "--profile", choices=PROFILE_NAMES, help="system prompt, image size and sampling (default: the model's)"
+    )
+    e.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
+    e.add_argument("--concurrency", type=_positive(int), default=16, help="rows in flight to a model server")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cc.cmd_eval)
     s = sub.add_parser("score", help="score a results file (release accuracy + per-class metrics)")

@@ -7,21 +7,23 @@ import io
 import json
 import os
 import sys
+import threading
 from pathlib import Path
 
 from tqdm import tqdm
 
 from engine.backend_factory import open_backend, spec_from_args
-from engine.backends.base import Backend, BackendError, GenerationRequest
+from engine.backends.base import Backend, BackendError
 from engine.chain_parser import ChainParser, LevelClosed
 from engine.clitools import CliError
 from engine.eval_set import EvalSetError, read_eval_set, run_eval
-from engine.prompts import PromptError, TaskPrompt, frame_prompt
+from engine.frame_record import CaseAnalysis, case_analyses, merge_results
+from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
 from engine.store import CaseStore, FrameResult, StoreError
 from engine.timecode import format_timecode
 from engine.timeline import build_timelines
-from engine.video import VideoError, VideoReader
+from engine.video import VIDEO_SUFFIXES, VideoError, VideoReader, video_size
 
 
 def _backend(args) -> Backend:
@@ -31,11 +33,18 @@ def _backend(args) -> Backend:
         raise CliError(str(exc)) from None
 
 
-def _prompt(task: str, width: int, height: int) -> TaskPrompt:
+def _profile(args) -> ModelProfile:
+    """The profile chosen with --profile, else the model's own (its manifest) or the stated default."""
+    spec = spec_from_args(args)
     try:
-        return frame_prompt(task, width, height)
-    except PromptError as exc:
+        profile, note = resolve_profile(
+            getattr(args, "profile", None), kind=spec.kind, model=spec.model, task=getattr(args, "task", None)
+        )
+    except ProfileError as exc:
         raise CliError(str(exc)) from None
+    if not getattr(args, "profile", None) and not getattr(args, "quiet", False):
+        print(f"[{note}]", file=sys.stderr)
+    return profile
 
 
 def _open_case(video: Path) -> tuple[VideoReader, CaseStore]:
@@ -51,59 +60,123 @@ def _open_case(video: Path) -> tuple[VideoReader, CaseStore]:
     return reader, store
 
 
-class _ProgressListener(SchedulerListener):
-    def __init__(self, bar: tqdm):
+class _CaseListener(SchedulerListener):
+    """One case's progress into the shared progress bar; its skipped frames for the summary."""
+
+    def __init__(self, bar: tqdm, lock: threading.Lock):
         self.bar = bar
+        self.lock = lock
         self.failures: list[str] = []
+        self.done = 0
+        self.total = 0
 
     def progress(self, done: int, total: int) -> None:
-        self.bar.total = total
-        self.bar.n = done
-        self.bar.refresh()
+        with self.lock:
+            self.bar.total = (self.bar.total or 0) + total - self.total
+            self.bar.update(done - self.done)
+            self.done, self.total = done, total
 
     def frame_failed(self, frame: int, message: str) -> None:
         self.failures.append(f"frame {frame}: {message}")
 
 
-def cmd_analyze(args) -> int:
-    _prompt(args.task, 1, 1)  # an unknown task fails before the model loads
-    cases = [Path(c) for c in args.cases]
-    for case in cases:  # fail on a bad path before loading a model
-        if not case.is_file():
-            raise CliError(f"{case}: no such video file")
-    backend = _backend(args)
+def _server_state_printer(up: bool, url: str, message: str) -> None:
+    print(f"[{message}]", file=sys.stderr)
+
+
+def _case_parts(case: Path) -> tuple[CaseStore, int, int]:
+    reader, store = _open_case(case)
     try:
-        for case in cases:
-            reader, store = _open_case(case)
-            prompt = _prompt(args.task, reader.width, reader.height)
-            reader.close()  # the scheduler's worker opens its own reader
-            with store, tqdm(desc=case.name, unit="frame", file=sys.stderr, disable=args.quiet or None) as bar:
-                listener = _ProgressListener(bar)
-                config = SchedulerConfig(stride_s=args.stride, batch_size=args.batch, max_new_tokens=args.max_tokens)
-                scheduler = AnalysisScheduler(case, backend, store, prompt, config, listener)
-                scheduler.start()
-                try:
-                    scheduler.wait_idle()
-                finally:
-                    scheduler.stop()
-                if scheduler.error:
-                    raise CliError(f"{case.name}: {scheduler.error}")
-                done, total = scheduler.progress
-                rows = store.timeline_rows(backend.model_id, prompt.version, prompt.task)
-            timelines = build_timelines(rows, scheduler.fps, scheduler.frame_count)
-            print(f"{case}: {done}/{total} frames analysed with {backend.model_id} (store {store.path})")
-            for seg in timelines.phase:
-                print(
-                    f"  {format_timecode(seg.start, scheduler.fps)} – {format_timecode(seg.end, scheduler.fps)}  "
-                    f"{seg.label}"
-                )
-            for failure in listener.failures:
-                print(f"  skipped {failure}", file=sys.stderr)
-            if args.phases:
-                _print_agreement(timelines, Path(args.phases))
+        return store, reader.width, reader.height
+    finally:
+        reader.close()  # the scheduler's worker opens its own reader
+
+
+def cmd_analyze(args) -> int:
+    profile = _profile(args)  # an unknown task or profile fails before the model loads
+    cases = _case_paths(args.cases)
+    backend = _backend(args)
+    if hasattr(backend, "on_server_state"):
+        backend.on_server_state = lambda url, up, message: _server_state_printer(up, url, message)
+    concurrency = args.concurrency if getattr(backend, "supports_concurrency", False) else 1
+    slots = threading.BoundedSemaphore(concurrency)
+    bar_lock = threading.Lock()
+    running: list[tuple[Path, AnalysisScheduler, CaseStore, _CaseListener]] = []
+    try:
+        with tqdm(
+            desc="analyse", unit="frame", file=sys.stderr, disable=args.quiet or None, total=0, smoothing=0.1
+        ) as bar:
+            queue = list(cases)
+            while queue or running:
+                # Start the next case once the running ones have nothing left to hand out: the last
+                # frames of one case and the first of the next keep every stream busy.
+                if queue and all(s.queued() == 0 or s.error for _, s, _, _ in running) and len(running) < 2:
+                    case = queue.pop(0)
+                    store, _, _ = _case_parts(case)
+                    listener = _CaseListener(bar, bar_lock)
+                    config = SchedulerConfig(
+                        stride_s=args.stride,
+                        batch_size=args.batch,
+                        max_new_tokens=args.max_tokens,
+                        concurrency=concurrency,
+                        slots=slots,
+                    )
+                    scheduler = AnalysisScheduler(case, backend, store, profile, config, listener)
+                    scheduler.start()
+                    running.append((case, scheduler, store, listener))
+                    continue
+                for item in list(running):
+                    case, scheduler, store, listener = item
+                    if scheduler.wait_idle(0.05):
+                        scheduler.stop()
+                        running.remove(item)
+                        with store:
+                            _report_case(args, case, scheduler, store, backend.model_id, profile, listener)
+    except BaseException:
+        for _, scheduler, store, _ in running:
+            scheduler.stop()
+            store.close()
+        raise
     finally:
         backend.close()
     return 0
+
+
+def _case_paths(names: list[str]) -> list[Path]:
+    """The videos named, a folder standing for the videos in it; a bad path fails before the model loads."""
+    cases: list[Path] = []
+    for name in names:
+        path = Path(name)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+            if not found:
+                raise CliError(f"{path}: no video files in this folder")
+            cases += found
+        elif path.is_file():
+            cases.append(path)
+        else:
+            raise CliError(f"{path}: no such video file")
+    return cases
+
+
+def _report_case(args, case: Path, scheduler, store: CaseStore, model_id: str, profile, listener) -> None:
+    if scheduler.error:
+        raise CliError(f"{case.name}: {scheduler.error}")
+    done, total = scheduler.progress
+    analysis = CaseAnalysis(model_id, profile.version, profile, done, 0.0)
+    timelines = build_timelines(analysis.timeline_rows(store), scheduler.fps, scheduler.frame_count)
+    print(f"{case}: {done}/{total} frames analysed with {model_id}, {profile_label(profile)} (store {store.path})")
+    for seg in timelines.phase:
+        print(f"  {format_timecode(seg.start, scheduler.fps)} – {format_timecode(seg.end, scheduler.fps)}  {seg.label}")
+    for failure in listener.failures:
+        print(f"  skipped {failure}", file=sys.stderr)
+    if args.phases:
+        _print_agreement(timelines, Path(args.phases))
+
+
+def profile_label(profile: ModelProfile) -> str:
+    questions = ", ".join(profile.tasks)
+    return f"profile {profile.name} ({questions})"
 
 
 def _print_agreement(timelines, phase_file: Path) -> None:
@@ -123,61 +196,69 @@ def _print_agreement(timelines, phase_file: Path) -> None:
 
 
 def cmd_ask(args) -> int:
+    profile = _profile(args)
     reader, store = _open_case(Path(args.case))
     with reader, store:
-        prompt = _prompt(args.task, reader.width, reader.height)
         try:
-            image = reader.frame(args.frame)
-        except IndexError as exc:
+            image = profile.prepare_image(reader.frame(args.frame))
+        except (IndexError, VideoError) as exc:
             raise CliError(str(exc)) from None
-        except VideoError as exc:
-            raise CliError(str(exc)) from None
+        width, height = reader.width, reader.height
         backend = _backend(args)
         try:
-            cached = None if args.reask else store.get_result(args.frame, backend.model_id, prompt.version, prompt.task)
-            if cached is not None:
-                print(cached.raw_text)
-                print(f"[cached result for frame {args.frame}; --reask generates it again]", file=sys.stderr)
-                return 0
-            parser = ChainParser()
-            stream = backend.stream(GenerationRequest(prompt.text, image, prompt.system, args.max_tokens))
-            pieces = []
-            try:
-                for piece in stream:
-                    pieces.append(piece)
-                    sys.stdout.write(piece)
-                    sys.stdout.flush()
-                    _report_events(parser.feed(piece), args.events)
-            except KeyboardInterrupt:
-                stream.cancel()
-                raise
-            print()
-            _report_events(parser.finish(), args.events)
-            chain = parser.close()
-            text = "".join(pieces)
-            store.put_result(
-                FrameResult(
-                    frame=args.frame,
-                    model_id=backend.model_id,
-                    prompt_version=prompt.version,
-                    task=prompt.task,
-                    raw_text=text,
-                    chain=chain,
-                    first_token_s=stream.stats.first_token_s,
-                    total_s=stream.stats.total_s,
-                    tokens=stream.stats.tokens,
-                )
-            )
-            stats = stream.stats
-            print(
-                f"[{chain.status.value}; {stats.tokens} tokens, "
-                f"first token {1000 * (stats.first_token_s or 0):.0f} ms, "
-                f"{stats.tokens_per_s:.0f} tokens/s; {stats.finish_reason}]",
-                file=sys.stderr,
-            )
+            for question in profile.questions:
+                if len(profile.questions) > 1:
+                    print(f"── {question.title} ──", flush=True)
+                _ask_one(args, backend, store, profile, question.task, image, width, height)
         finally:
             backend.close()
     return 0
+
+
+def _ask_one(args, backend: Backend, store: CaseStore, profile: ModelProfile, task: str, image, w: int, h: int) -> None:
+    key = (backend.model_id, profile.version, task)
+    cached = None if args.reask else store.get_result(args.frame, *key)
+    if cached is not None:
+        print(cached.raw_text)
+        print(f"[cached result for frame {args.frame}; --reask generates it again]", file=sys.stderr)
+        return
+    parser = ChainParser()
+    stream = backend.stream(profile.request(task, image, w, h, max_tokens=args.max_tokens))
+    pieces = []
+    try:
+        for piece in stream:
+            pieces.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+            _report_events(parser.feed(piece), args.events)
+    except KeyboardInterrupt:
+        stream.cancel()
+        raise
+    except BackendError as exc:
+        raise CliError(str(exc)) from None
+    print()
+    _report_events(parser.finish(), args.events)
+    chain = parser.close()
+    stats = stream.stats
+    store.put_result(
+        FrameResult(
+            frame=args.frame,
+            model_id=key[0],
+            prompt_version=key[1],
+            task=task,
+            raw_text="".join(pieces),
+            chain=chain,
+            first_token_s=stats.first_token_s,
+            total_s=stats.total_s,
+            tokens=stats.tokens,
+        )
+    )
+    print(
+        f"[{chain.status.value}; {stats.tokens} tokens, "
+        f"first token {1000 * (stats.first_token_s or 0):.0f} ms, "
+        f"{stats.tokens_per_s:.0f} tokens/s; {stats.finish_reason}]",
+        file=sys.stderr,
+    )
 
 
 def cmd_eval(args) -> int:
@@ -185,10 +266,11 @@ def cmd_eval(args) -> int:
         rows = read_eval_set(Path(args.set))
     except EvalSetError as exc:
         raise CliError(str(exc)) from None
+    profile = _profile(args)
     backend = _backend(args)
     try:
         with tqdm(total=len(rows), desc="eval", unit="row", file=sys.stderr, disable=args.quiet or None) as bar:
-            run_eval(rows, backend, Path(args.out), args.max_tokens, bar.update)
+            run_eval(rows, backend, Path(args.out), args.max_tokens, bar.update, profile, args.concurrency)
     except (EvalSetError, BackendError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
@@ -231,19 +313,24 @@ def cmd_export(args) -> int:
     except StoreError as exc:
         raise CliError(f"{case.name}: no analysis stored ({exc})") from None
     with store:
-        analyses = store.analyses()
+        analyses = case_analyses(store)
         if args.model_id:
             analyses = [a for a in analyses if a.model_id == args.model_id]
         if args.task:
-            analyses = [a for a in analyses if a.task == args.task]
+            analyses = [a for a in analyses if args.task in a.tasks]
         if not analyses:
             raise CliError(f"{case.name}: no stored analysis matches (run surgview-engine analyze first)")
-        chosen = max(analyses, key=lambda a: a.last_created or 0)
-        results = store.results(chosen.model_id, chosen.prompt_version, chosen.task)
-        rows = store.timeline_rows(chosen.model_id, chosen.prompt_version, chosen.task)
+        chosen = analyses[0]  # the most recent
+        by_frame = chosen.results(store)
+        rows = chosen.timeline_rows(store)
         info = store.case_info()
     fps = (info.fps if info and info.fps else None) or 25.0
     timelines = build_timelines(rows, fps, info.frame_count if info else None)
+    try:
+        width, height = video_size(case)
+    except VideoError as exc:
+        raise CliError(str(exc)) from None
+    records = {frame: merge_results(chosen.profile, found, width, height) for frame, found in by_frame.items()}
     if args.jsonl:
         lines = [
             json.dumps(
@@ -258,36 +345,20 @@ def cmd_export(args) -> int:
             )
             for s in timelines.phase
         ]
-        lines += [
-            json.dumps(
-                {
-                    "type": "frame",
-                    "frame": r.frame,
-                    "time": format_timecode(r.frame, fps),
-                    "model": r.model_id,
-                    "prompt_version": r.prompt_version,
-                    "task": r.task,
-                    "status": r.status,
-                    "raw_text": r.raw_text,
-                    "chain": r.chain_dict,
-                },
-                ensure_ascii=False,
-            )
-            for r in results
-        ]
+        lines += [json.dumps(_frame_row(chosen, record, fps), ensure_ascii=False) for record in records.values()]
         _atomic_write(Path(args.jsonl), "\n".join(lines) + "\n")
     if args.csv:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["frame", "time", "status", "phase", "phase_smoothed", "cvs_c1", "cvs_c2", "cvs_c3", "tools"])
-        statuses = {r.frame: r.status for r in results}
         for row in rows:
             cvs = [c.value if c is not None else "" for c in row.cvs]
+            record = records.get(row.frame)
             writer.writerow(
                 [
                     row.frame,
                     format_timecode(row.frame, fps),
-                    statuses.get(row.frame, ""),
+                    record.status if record is not None else "",
                     row.phase or "",
                     timelines.phase_at(row.frame) or "",
                     *cvs,
@@ -296,10 +367,32 @@ def cmd_export(args) -> int:
             )
         _atomic_write(Path(args.csv), out.getvalue())
     print(
-        f"exported {len(results)} frames and {len(timelines.phase)} phase segments of {case.name} "
-        f"({chosen.model_id}, prompts {chosen.prompt_version}, {chosen.task})"
+        f"exported {len(records)} frames and {len(timelines.phase)} phase segments of {case.name} "
+        f"({chosen.model_id}, prompts {chosen.prompt_version}, {', '.join(chosen.tasks)})"
     )
     return 0
+
+
+def _frame_row(analysis: CaseAnalysis, record, fps: float) -> dict:
+    """One frame of an export: the merged fields on top, each question's raw text and chain beside them."""
+    row = {
+        "type": "frame",
+        "frame": record.frame,
+        "time": format_timecode(record.frame, fps),
+        "model": analysis.model_id,
+        "profile": analysis.profile.name,
+        "prompt_version": analysis.prompt_version,
+        "status": record.status,
+        **record.to_json(),
+        "tasks": {
+            task: {"status": r.status, "raw_text": r.raw_text, "chain": r.chain_dict}
+            for task, r in record.results.items()
+        },
+    }
+    if len(analysis.tasks) == 1:  # one question: its text and chain on top too, as before profiles
+        ((task, result),) = record.results.items()
+        row.update(task=task, raw_text=result.raw_text, chain=result.chain_dict)
+    return row
 
 
 def _report_events(events: list, wanted: bool) -> None:

@@ -12,6 +12,7 @@ import json
 import os
 import re
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from engine.backends.base import Backend, GenerationRequest
+from engine.profiles import ModelProfile
 from engine.textfiles import read_lines
 
 __all__ = ["EvalRow", "EvalSetError", "read_eval_set", "run_eval"]
@@ -89,20 +91,40 @@ def run_eval(
     rows: list[EvalRow],
     backend: Backend,
     out: Path,
-    max_new_tokens: int = 768,
+    max_new_tokens: int | None = None,
     progress: Callable[[int], None] | None = None,
+    profile: ModelProfile | None = None,
+    concurrency: int = 1,
 ) -> int:
-    """Generate for every row and write the results file (atomically: complete or not at all)."""
+    """Generate for every row and write the results file (atomically: complete or not at all).
+
+    ``profile`` says how the model is asked (system prompt where a row has none, image size,
+    sampling); the question is the row's own. With ``concurrency`` > 1 and a backend that serves
+    requests concurrently (a model server), that many rows are in flight at once; rows keep their order.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".part")
+
+    def answer(row: EvalRow) -> str:
+        image = load_rgb(row.image)
+        if profile is None:
+            request = GenerationRequest(row.prompt, image, row.system, max_new_tokens or 768)
+        else:
+            request = GenerationRequest(
+                prompt=row.prompt,
+                image=profile.prepare_image(image),
+                system=row.system or profile.system,
+                max_new_tokens=max_new_tokens or profile.sampling.max_tokens,
+                temperature=profile.sampling.temperature,
+                top_p=profile.sampling.top_p,
+            )
+        return backend.generate(request)
+
+    workers = max(1, concurrency) if getattr(backend, "supports_concurrency", False) else 1
     try:
-        with tmp.open("w", encoding="utf-8") as fh:
-            for row in rows:
-                request = GenerationRequest(
-                    prompt=row.prompt, image=load_rgb(row.image), system=row.system, max_new_tokens=max_new_tokens
-                )
-                response = backend.generate(request)
+        with tmp.open("w", encoding="utf-8") as fh, ThreadPoolExecutor(workers, "surgview-eval") as pool:
+            for row, response in zip(rows, pool.map(answer, rows), strict=True):
                 fh.write(
                     json.dumps(
                         {"response": response, "labels": row.label, "images": [str(row.image)]}, ensure_ascii=False

@@ -107,6 +107,7 @@ class Manifest:
     lineage: list[Stage] = field(default_factory=list)
     evaluation: dict[str, Any] = field(default_factory=dict)  # metric name → value (or a table)
     format_version: int = FORMAT_VERSION
+    profile: str | None = None  # how to ask the model (engine.profiles); None: surgview's own prompts
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept on rewrite
 
     _REQUIRED = ("name", "base_architecture", "ontology_version", "prompts_version")
@@ -120,6 +121,7 @@ class Manifest:
             "prompts_version": self.prompts_version,
             "lineage": [stage.to_dict() for stage in self.lineage],
             "evaluation": self.evaluation,
+            **({"profile": self.profile} if self.profile else {}),
             **self.extra,
         }
 
@@ -142,7 +144,10 @@ class Manifest:
         evaluation = data.get("evaluation") or {}
         if not isinstance(evaluation, dict):
             raise ModelDirError(f"{source}: evaluation must be an object of metrics")
-        known = {*cls._REQUIRED, "format_version", "lineage", "evaluation"}
+        profile = data.get("profile")
+        if profile is not None and not isinstance(profile, str):
+            raise ModelDirError(f"{source}: profile must be a profile name")
+        known = {*cls._REQUIRED, "format_version", "lineage", "evaluation", "profile"}
         return cls(
             name=data["name"],
             base_architecture=data["base_architecture"],
@@ -151,6 +156,7 @@ class Manifest:
             lineage=lineage,
             evaluation=evaluation,
             format_version=version,
+            profile=profile,
             extra={k: v for k, v in data.items() if k not in known},
         )
 

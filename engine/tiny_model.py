@@ -154,6 +154,7 @@ def build_tiny_model(
             base_architecture=ARCHITECTURE,
             ontology_version=ontology.version,
             prompts_version=prompts.version,
+            profile="surgview",
             lineage=[
                 Stage(
                     name="init",

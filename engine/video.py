@@ -37,7 +37,19 @@ import cv2
 import numpy as np
 from av.video.reformatter import ColorRange, VideoReformatter
 
-__all__ = ["VideoError", "VideoReader", "VideoReaderConfig", "VideoReaderStats", "frame_to_rgb"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "VideoError",
+    "VideoReader",
+    "VideoReaderConfig",
+    "VideoReaderStats",
+    "frame_to_rgb",
+    "video_size",
+]
+
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".ts", ".m4v", ".webm")
+"""File name endings taken as videos when a folder of cases is given."""
 
 
 class VideoError(Exception):
@@ -574,3 +586,15 @@ class VideoReader:
         self._live = self._decode(packets, index.first_dpos, floor)
         self._live_last = -1
         self._live_from_start = True
+
+
+def video_size(path: Path) -> tuple[int, int]:
+    """(width, height) of a video's first video stream, from its headers (no frame is decoded)."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise VideoError(f"{Path(path).name} has no video stream")
+            context = container.streams.video[0].codec_context
+            return int(context.width), int(context.height)
+    except (av.FFmpegError, OSError) as exc:
+        raise VideoError(f"cannot read {Path(path).name}: {exc}") from None

@@ -60,6 +60,7 @@ def finish_model_dir(
         prompts_version=manifest.prompts_version if manifest else prompts_version(),
         lineage=[*(manifest.lineage if manifest else []), stage],
         evaluation={},
+        profile="surgview",  # trained on surgview's own prompts
     ).write(final)
     return final
 

@@ -1,0 +1,323 @@
+"""Model profiles: how a model is asked about a frame, the way it was trained to be asked.
+
+A model answers best to the questions, system prompt and image size it was trained on. The one
+released surgical reasoning model (Surg-R1, served by vLLM) answers three questions per frame at
+840×476 with its own system prompt; surgview's own models answer one ``frame_analysis`` prompt;
+a general Qwen2.5-VL / Qwen3-VL instruct model can be asked for the three levels in surgview's
+format. A :class:`ModelProfile` holds all of that: the questions (each stored under its own task
+in the case store), the system prompt, how the frame is sized and encoded, the sampling settings,
+and the scale that maps the boxes a model answers back to pixels of the source frame. The answers
+of one frame merge into one record in :mod:`engine.frame_record`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, replace
+from functools import cache
+
+import cv2
+import numpy as np
+
+from engine.backends.base import GenerationRequest
+from engine.prompts import load_prompts
+
+__all__ = [
+    "DEFAULT_PROFILE",
+    "PROFILE_NAMES",
+    "ImageSpec",
+    "ModelProfile",
+    "ProfileError",
+    "Question",
+    "Sampling",
+    "default_profile",
+    "get_profile",
+    "profile_for_version",
+    "qwen_grid_size",
+    "resolve_profile",
+    "with_sampling",
+]
+
+DEFAULT_PROFILE = "surgview"
+
+SURG_R1_SYSTEM = (
+    "A conversation between User and Surgical Assistant. The user asks a question related, and the Assistant "
+    "solves it. The assistant first thinks about the reasoning process in the mind and then provides the user "
+    "with the answer. The reasoning process and answer are enclosed within <think> </think> and <answer> "
+    "</answer> tags, respectively, i.e., <think> reasoning process here </think><answer> answer here </answer>"
+)
+"""The Surg-R1 release's system prompt, verbatim (its demo server sends it with every question)."""
+
+SURG_R1_QUESTIONS = (
+    (
+        "phase",
+        "Phase",
+        "Given the laparoscopic cholecystectomy image <image>, which surgical phase is being performed?",
+    ),
+    (
+        "triplet",
+        "Action",
+        "Given the laparoscopic cholecystectomy image <image>, describe the complete surgical action in terms of "
+        "tool, action, and tissue.",
+    ),
+    (
+        "localisation",
+        "Tools",
+        "Given the laparoscopic cholecystectomy image <image>, locate all the tools in the format of bbox "
+        "(x1,y1), (x2,y2).",
+    ),
+)
+"""The release's three questions per frame, verbatim: (store task, panel title, user prompt)."""
+
+SURG_R1_VERSION = "surg-r1-release"
+QWEN_VL_VERSION_PREFIX = "qwen-vl-"
+QWEN_FACTOR = 28  # Qwen2.5-VL: 14-pixel patches merged 2x2
+QWEN_MIN_PIXELS = 256 * 28 * 28  # 200704, the release's server setting
+QWEN_MAX_PIXELS = 1280 * 28 * 28  # 1003520
+
+
+class ProfileError(ValueError):
+    """An unknown profile name, or a task a profile cannot ask."""
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question asked of every frame; its answers are stored under ``task``."""
+
+    task: str
+    title: str  # the reasoning panel's heading for this question's chain
+    prompt: str  # the user turn; "<image>" marks the frame; {width}/{height}: the image the model sees
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How the frame is sized before it is sent: as it is, to a fixed size, or to Qwen's 28-pixel grid."""
+
+    size: tuple[int, int] | None = None  # exact (width, height)
+    qwen_grid: bool = False  # resize as Qwen2.5-VL's processor would (multiples of 28, pixel bounds)
+    min_pixels: int = QWEN_MIN_PIXELS
+    max_pixels: int = QWEN_MAX_PIXELS
+    jpeg_quality: int = 90
+
+
+@dataclass(frozen=True)
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 768
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    description: str
+    version: str  # the case store's prompt_version: results are keyed on (model, version, task)
+    system: str
+    questions: tuple[Question, ...]
+    image: ImageSpec = ImageSpec()
+    sampling: Sampling = Sampling()
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(q.task for q in self.questions)
+
+    def question(self, task: str) -> Question:
+        for q in self.questions:
+            if q.task == task:
+                return q
+        raise ProfileError(f"profile {self.name!r} asks no {task!r} question; it asks: {', '.join(self.tasks)}")
+
+    def sent_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size of the image the model sees for a ``width`` x ``height`` source frame."""
+        if self.image.size is not None:
+            return self.image.size
+        if self.image.qwen_grid:
+            return qwen_grid_size(width, height, self.image.min_pixels, self.image.max_pixels)
+        return width, height
+
+    def box_scale(self, width: int, height: int) -> tuple[float, float]:
+        """Factors that map boxes in the sent image's pixels to the source frame's pixels."""
+        sent_w, sent_h = self.sent_size(width, height)
+        return width / sent_w, height / sent_h
+
+    def prepare_image(self, frame: np.ndarray) -> np.ndarray:
+        """The frame as the model sees it (RGB uint8), resized where the profile says so."""
+        height, width = frame.shape[:2]
+        size = self.sent_size(width, height)
+        if size == (width, height):
+            return frame
+        interpolation = cv2.INTER_AREA if size[0] < width else cv2.INTER_CUBIC
+        return cv2.resize(frame, size, interpolation=interpolation)
+
+    def prompt(self, task: str, width: int, height: int) -> str:
+        """The user text of ``task`` for a source frame of ``width`` x ``height``."""
+        sent_w, sent_h = self.sent_size(width, height)
+        return _fill(self.question(task).prompt, sent_w, sent_h)
+
+    def request(
+        self, task: str, image: np.ndarray | None, width: int, height: int, max_tokens: int | None = None
+    ) -> GenerationRequest:
+        """The generation request of one question about one frame (``image``: the prepared frame)."""
+        return GenerationRequest(
+            prompt=self.prompt(task, width, height),
+            image=image,
+            system=self.system,
+            max_new_tokens=max_tokens or self.sampling.max_tokens,
+            temperature=self.sampling.temperature,
+            top_p=self.sampling.top_p,
+        )
+
+
+def _fill(template: str, width: int, height: int) -> str:
+    # Only the size fields are filled here; the ontology's lists were filled when the profile was built.
+    return template.replace("{width}", str(width)).replace("{height}", str(height))
+
+
+def qwen_grid_size(
+    width: int, height: int, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = QWEN_MAX_PIXELS
+) -> tuple[int, int]:
+    """Qwen2.5-VL's ``smart_resize``: each side a multiple of 28, the area within the pixel bounds,
+    the aspect ratio kept as well as that allows. Boxes a Qwen2.5-VL model answers are in these pixels."""
+    f = QWEN_FACTOR
+    h = max(f, round(height / f) * f)
+    w = max(f, round(width / f) * f)
+    if h * w > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h = max(f, math.floor(height / beta / f) * f)
+        w = max(f, math.floor(width / beta / f) * f)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h = math.ceil(height * beta / f) * f
+        w = math.ceil(width * beta / f) * f
+    return w, h
+
+
+# ------------------------------------------------------------------------------------- the shipped profiles
+def _surgview(task: str) -> ModelProfile:
+    prompts = load_prompts()
+    template = prompts.tasks.get(task)
+    if template is None:
+        raise ProfileError(f"no prompt for task {task!r}; known: {', '.join(prompts.tasks)}")
+    size_fields = {name: "{" + name + "}" for name in ("width", "height") if name in template.fields}
+    text = prompts.build(task, **size_fields)
+    title = "Frame analysis" if task == "frame_analysis" else task.replace("_", " ").capitalize()
+    return ModelProfile(
+        name="surgview",
+        description="surgview's own prompts: one question per frame (a model trained by surgview-train)",
+        version=prompts.version,
+        system=prompts.system,
+        questions=(Question(task, title, text),),
+    )
+
+
+def _surg_r1() -> ModelProfile:
+    return ModelProfile(
+        name="surg-r1",
+        description="the Surg-R1 release's serving setup: its system prompt, three questions per frame, 840×476",
+        version=SURG_R1_VERSION,
+        system=SURG_R1_SYSTEM,
+        questions=tuple(Question(task, title, prompt) for task, title, prompt in SURG_R1_QUESTIONS),
+        image=ImageSpec(size=(840, 476)),
+        sampling=Sampling(temperature=0.1, top_p=0.95, max_tokens=1024),
+    )
+
+
+def _qwen_vl() -> ModelProfile:
+    base = _surgview("frame_analysis")
+    return ModelProfile(
+        name="qwen-vl",
+        description="a general Qwen2.5-VL / Qwen3-VL instruct model asked for the three levels in surgview's format",
+        version=QWEN_VL_VERSION_PREFIX + base.version,
+        system=base.system,
+        questions=base.questions,
+        image=ImageSpec(qwen_grid=True),
+        sampling=Sampling(temperature=0.0, top_p=1.0, max_tokens=1024),
+    )
+
+
+_BUILDERS = {"surgview": lambda: _surgview("frame_analysis"), "surg-r1": _surg_r1, "qwen-vl": _qwen_vl}
+PROFILE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
+
+
+@cache
+def _profile(name: str) -> ModelProfile:
+    return _BUILDERS[name]()
+
+
+def get_profile(name: str | None = None, task: str | None = None) -> ModelProfile:
+    """The profile called ``name`` (default ``surgview``). ``task`` picks the one question of the
+    ``surgview`` profile (e.g. ``phase_mcq`` for an evaluation); other profiles ask what they ask."""
+    name = name or DEFAULT_PROFILE
+    if name not in _BUILDERS:
+        raise ProfileError(f"unknown model profile {name!r}; choose from {', '.join(PROFILE_NAMES)}")
+    if name == "surgview" and task and task != "frame_analysis":
+        return _surgview(task)
+    profile = _profile(name)
+    if task and task not in profile.tasks:
+        raise ProfileError(f"profile {name!r} asks its own questions ({', '.join(profile.tasks)}); drop --task")
+    return profile
+
+
+def profile_for_version(prompt_version: str) -> str:
+    """Which profile stored results of ``prompt_version`` (the case store keeps the version, not the name)."""
+    if prompt_version == SURG_R1_VERSION:
+        return "surg-r1"
+    if prompt_version.startswith(QWEN_VL_VERSION_PREFIX):
+        return "qwen-vl"
+    return "surgview"
+
+
+def default_profile(manifest_profile: str | None, has_manifest: bool, model_name: str | None) -> tuple[str, str]:
+    """The profile to use when none was chosen, and one line saying why.
+
+    A surgview manifest names its profile (``surgview`` when it says nothing: surgview trained it).
+    A folder or a server without one is most likely the Surg-R1 release when its name says so, else
+    a general Qwen-VL instruct model.
+    """
+    if manifest_profile:
+        if manifest_profile not in _BUILDERS:
+            raise ProfileError(
+                f"the model's manifest names profile {manifest_profile!r}, which this surgview does not know "
+                f"({', '.join(PROFILE_NAMES)})"
+            )
+        return manifest_profile, f"profile {manifest_profile} (named in the model's manifest)"
+    if has_manifest:
+        return "surgview", "profile surgview (a surgview model)"
+    if "surgr1" in re.sub(r"[^a-z0-9]", "", (model_name or "").lower()):
+        return "surg-r1", f"profile surg-r1 (default for a model called {model_name!r}; choose with --profile)"
+    return "qwen-vl", "profile qwen-vl (default for a model without a surgview manifest; choose with --profile)"
+
+
+def with_sampling(profile: ModelProfile, **changes: float | int) -> ModelProfile:
+    """A copy of ``profile`` with other sampling settings (e.g. a longer token cap)."""
+    return replace(profile, sampling=replace(profile.sampling, **changes))
+
+
+def resolve_profile(
+    name: str | None, *, kind: str, model: str | None, task: str | None = None
+) -> tuple[ModelProfile, str]:
+    """The profile to ask a model with, and one line saying which and why.
+
+    ``name`` is the user's choice (``--profile``, Preferences); without one, a local model folder's
+    manifest decides, and a folder or a server without one gets :func:`default_profile`'s default.
+    """
+    if name:
+        return get_profile(name, task), f"profile {name}"
+    manifest_profile, has_manifest, model_name = None, False, model
+    if kind in ("transformers", "onnx") and model:
+        from pathlib import Path
+
+        from engine.modeldir import MANIFEST_NAME, Manifest, ModelDirError
+
+        folder = Path(model).expanduser()
+        model_name = folder.name
+        if (folder / MANIFEST_NAME).is_file():
+            try:
+                manifest = Manifest.read(folder)
+            except ModelDirError:
+                manifest = None  # the backend reports the bad manifest when it loads the folder
+            has_manifest = manifest is not None
+            manifest_profile = manifest.profile if manifest is not None else None
+    chosen, note = default_profile(manifest_profile, has_manifest, model_name)
+    return get_profile(chosen, task), note
