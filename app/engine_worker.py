@@ -11,17 +11,22 @@ Protocol (small picklable tuples, first item the kind). Parent → child::
 
 Child → parent::
 
-    ("ready", model_id, device)         ("error", message)   # the backend did not load; exits
+    ("ready", model_id, device, profile)  # profile: name, note, version, questions [{task, title}]
+    ("error", message)                  # the backend did not load; exits
     ("case_opened", seq, path, info)    ("case_failed", seq, path, message)   ("case_closed", seq)
-    ("started", frame, requested)       ("pieces", frame, text)   ("done", frame, info)
-    ("failed", frame, message)          ("progress", done, total)   ("idle",)   ("stopped", error)
+    ("started", frame, task, requested) ("pieces", frame, task, text)   ("done", frame, info)
+    ("failed", frame, message)          ("progress", done, total)   ("rate", frames_per_s, eta_s)
+    ("idle",)   ("stopped", error)
     ("crashed", message)                # an unexpected exception; the child exits after it
     ("bye",)                            # the answer to shutdown, the last message
 
-``seq`` lets the parent drop scheduler events of a case it has since replaced. ``done`` info
-holds the store keys (model_id, prompt_version, task) so the viewer can read the result from
-the case store, the source of truth, plus status, timings and the raw text. Text pieces are
-coalesced (at most one message per ``flush_s``) and always flushed before any other message.
+A model profile may ask several questions of a frame (``task`` names the question); ``done`` comes
+once per question, its info saying whether the frame is now complete. ``seq`` lets the parent drop
+scheduler events of a case it has since replaced. ``done`` info holds the store keys (model_id,
+prompt_version, task) so the viewer can read the result from the case store, the source of truth,
+plus status, timings and the raw text. Text pieces stream only for the frame at the playhead (the
+sweep's many concurrent answers would flood the pipe); they are coalesced per question (at most
+one message per ``flush_s``) and always flushed before any other message.
 
 The child exits when the parent goes away: EOF on the pipe, or the parent's sentinel (also
 watched while the model loads, which can take minutes for a large model).
@@ -44,12 +49,12 @@ from typing import Any
 
 from engine.backend_factory import BackendSpec, open_backend
 from engine.backends.base import Backend, BackendError
-from engine.prompts import PromptError, frame_prompt
+from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
 from engine.store import CaseStore, FrameResult, StoreError
 from engine.video import VideoError, VideoReader
 
-__all__ = ["WorkerSpec", "default_threads", "run"]
+__all__ = ["WorkerSpec", "default_threads", "profile_info", "run"]
 
 FLUSH_S = 0.015  # text pieces are sent at most this often: ~60 messages a second while streaming
 _CLOSE = object()
@@ -65,11 +70,13 @@ class WorkerSpec:
     """The spec dict, checked: the backend choice plus how to analyse."""
 
     backend: BackendSpec
-    task: str = "frame_analysis"
+    task: str | None = None  # surgview profile: its one question (default frame_analysis)
+    profile: str | None = None  # None: the model manifest's, else the stated default
     stride_s: float = 1.0
-    max_new_tokens: int = 768
+    max_new_tokens: int | None = None  # None: the profile's
     batch_size: int = 1
     sweep: bool = True
+    concurrency: int = 16  # requests in flight to a model server (a local model runs one at a time)
     flush_s: float = FLUSH_S
 
     @classmethod
@@ -85,13 +92,16 @@ class WorkerSpec:
             api_key=_opt_str(spec.get("api_key")),
             threads=int(threads) if threads else None,
         )
+        tokens = spec.get("max_new_tokens")
         return cls(
             backend=backend,
-            task=str(spec.get("task") or "frame_analysis"),
+            task=_opt_str(spec.get("task")),
+            profile=_opt_str(spec.get("profile")),
             stride_s=float(spec.get("stride_s", 1.0)),
-            max_new_tokens=int(spec.get("max_new_tokens", 768)),
+            max_new_tokens=int(tokens) if tokens else None,
             batch_size=int(spec.get("batch_size", 1)),
             sweep=bool(spec.get("sweep", True)),
+            concurrency=max(1, int(spec.get("concurrency") or 16)),
             flush_s=float(spec.get("flush_s", FLUSH_S)),
         )
 
@@ -131,14 +141,14 @@ class Outbox:
             self.broken.set()
 
     def _run(self) -> None:
-        frame: int | None = None
+        frame: tuple[int, str] | None = None  # (frame, task) of the pieces held
         text: list[str] = []
         last_flush = 0.0
 
         def flush() -> None:
             nonlocal frame, last_flush
             if text:
-                self._send(("pieces", frame, "".join(text)))
+                self._send(("pieces", *frame, "".join(text)))
                 text.clear()
                 last_flush = time.monotonic()
             frame = None
@@ -157,10 +167,10 @@ class Outbox:
                 flush()
                 self._send(message)
                 continue
-            if frame is not None and message[1] != frame:
+            if frame is not None and message[1:3] != frame:
                 flush()
-            frame = message[1]
-            text.append(message[2])
+            frame = message[1:3]
+            text.append(message[3])
             if time.monotonic() - last_flush >= self._flush_s:
                 flush()  # the first piece after a pause goes out at once
 
@@ -171,14 +181,17 @@ class _Forwarder(SchedulerListener):
     def __init__(self, outbox: Outbox):
         self._out = outbox
 
-    def frame_started(self, frame: int, requested: bool) -> None:
-        self._out.put(("started", frame, requested))
+    def question_started(self, frame: int, task: str, requested: bool) -> None:
+        self._out.put(("started", frame, task, requested))
 
-    def text_piece(self, frame: int, piece: str) -> None:
-        self._out.put(("pieces", frame, piece))
+    def question_piece(self, frame: int, task: str, piece: str) -> None:
+        self._out.put(("pieces", frame, task, piece))
 
-    def frame_done(self, result: FrameResult, requested: bool) -> None:
-        self._out.put(("done", result.frame, done_info(result, requested)))
+    def question_done(self, result: FrameResult, requested: bool, frame_complete: bool) -> None:
+        self._out.put(("done", result.frame, {**done_info(result, requested), "frame_complete": frame_complete}))
+
+    def throughput(self, frames_per_s: float, eta_s: float | None) -> None:
+        self._out.put(("rate", frames_per_s, eta_s))
 
     def frame_failed(self, frame: int, message: str) -> None:
         self._out.put(("failed", frame, message))
@@ -213,9 +226,10 @@ def done_info(result: FrameResult, requested: bool) -> dict[str, Any]:
 class _Engine:
     """The loaded backend and at most one open case (its store and scheduler)."""
 
-    def __init__(self, backend: Backend, spec: WorkerSpec, outbox: Outbox):
+    def __init__(self, backend: Backend, spec: WorkerSpec, outbox: Outbox, profile: ModelProfile):
         self.backend = backend
         self.spec = spec
+        self.profile = profile
         self.out = outbox
         self.stride_s = spec.stride_s
         self.paused = False
@@ -231,9 +245,8 @@ class _Engine:
             # thread takes this reader over rather than indexing the file again.
             reader = VideoReader(video)
             width, height, fps, frames = reader.width, reader.height, float(reader.fps), reader.frame_count
-            prompt = frame_prompt(self.spec.task, width, height)
             store = CaseStore.for_video(video, fps=fps, frame_count=frames)
-        except (VideoError, StoreError, PromptError, OSError) as exc:
+        except (VideoError, StoreError, OSError) as exc:
             if reader is not None:
                 reader.close()
             self.out.put(("case_failed", seq, path, str(exc)))
@@ -243,17 +256,21 @@ class _Engine:
             batch_size=self.spec.batch_size,
             max_new_tokens=self.spec.max_new_tokens,
             sweep=self.spec.sweep,
+            concurrency=self.spec.concurrency,
+            stream_sweep_text=False,
         )
         handover = reader
         scheduler = AnalysisScheduler(
-            video, self.backend, store, prompt, config, _Forwarder(self.out), reader_factory=lambda _: handover
+            video, self.backend, store, self.profile, config, _Forwarder(self.out), reader_factory=lambda _: handover
         )
         if self.paused:
             scheduler.pause()
         info = {
             "model_id": self.backend.model_id,
-            "prompt_version": prompt.version,
-            "task": prompt.task,
+            "prompt_version": self.profile.version,
+            "profile": self.profile.name,
+            "tasks": list(self.profile.tasks),
+            "task": self.profile.tasks[0],
             "fps": fps,
             "frame_count": frames,
             "width": width,
@@ -306,12 +323,26 @@ class _Engine:
         self.backend.close()
 
 
-def _load_backend(spec: WorkerSpec) -> Backend:
-    """Open the backend; a bad task or model directory is refused before torch is imported (fast)."""
+def profile_info(profile: ModelProfile, note: str) -> dict[str, Any]:
+    """What the viewer needs of the profile: its name, why it was chosen, its store version, its questions."""
+    return {
+        "name": profile.name,
+        "note": note,
+        "version": profile.version,
+        "questions": [{"task": q.task, "title": q.title} for q in profile.questions],
+    }
+
+
+def _resolve_profile(spec: WorkerSpec) -> tuple[ModelProfile, str]:
     try:
-        frame_prompt(spec.task, 1, 1)
-    except PromptError as exc:
+        return resolve_profile(spec.profile, kind=spec.backend.kind, model=spec.backend.model, task=spec.task)
+    except ProfileError as exc:
         raise BackendError(str(exc)) from exc
+
+
+def _load_backend(spec: WorkerSpec) -> Backend:
+    """Open the backend; a bad task, profile or model directory is refused before torch is imported (fast)."""
+    _resolve_profile(spec)
     if spec.backend.kind == "transformers" and spec.backend.model:
         from engine.modeldir import ModelDirError, inspect_model_dir
 
@@ -367,8 +398,9 @@ def run(conn: Connection, spec: dict[str, Any], *, exit_process: bool = True) ->
         outbox.close()
         conn.close()
         return
-    engine = _Engine(backend, worker_spec, outbox)
-    outbox.put(("ready", backend.model_id, backend.device))
+    profile, note = _resolve_profile(worker_spec)
+    engine = _Engine(backend, worker_spec, outbox, profile)
+    outbox.put(("ready", backend.model_id, backend.device, profile_info(profile, note)))
     try:
         _serve(conn, engine, outbox, sentinel)
     except Exception as exc:  # report and exit: the parent offers a restart

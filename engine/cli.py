@@ -175,7 +175,12 @@ def _add_analysis_commands(sub) -> None:
     a.add_argument("cases", nargs="+", metavar="CASE")
     add_backend_arguments(a)
     a.add_argument("--stride", type=_positive(float), default=1.0, help="seconds between analysed frames")
-    a.add_argument("--batch", type=_positive(int), default=1, help="frames per batch (transformers backend)")
+    a.add_argument(
+        "--batch",
+        type=_positive(int),
+        default=None,
+        help="frames per batch (transformers backend; default: 1 on the CPU, what free GPU memory holds on CUDA)",
+    )
     _add_profile_arguments(a)
     a.add_argument(
         "--concurrency",

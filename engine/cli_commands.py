@@ -99,6 +99,10 @@ def cmd_analyze(args) -> int:
     if hasattr(backend, "on_server_state"):
         backend.on_server_state = lambda url, up, message: _server_state_printer(up, url, message)
     concurrency = args.concurrency if getattr(backend, "supports_concurrency", False) else 1
+    batch = args.batch
+    if batch is None:
+        suggest = getattr(backend, "suggested_batch_size", None)
+        batch = suggest(args.max_tokens or profile.sampling.max_tokens) if suggest is not None else 1
     slots = threading.BoundedSemaphore(concurrency)
     bar_lock = threading.Lock()
     running: list[tuple[Path, AnalysisScheduler, CaseStore, _CaseListener]] = []
@@ -116,7 +120,7 @@ def cmd_analyze(args) -> int:
                     listener = _CaseListener(bar, bar_lock)
                     config = SchedulerConfig(
                         stride_s=args.stride,
-                        batch_size=args.batch,
+                        batch_size=batch,
                         max_new_tokens=args.max_tokens,
                         concurrency=concurrency,
                         slots=slots,

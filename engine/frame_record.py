@@ -3,9 +3,10 @@
 A profile may ask several questions of a frame (the Surg-R1 release: phase, action, tool boxes);
 each answer is stored as its own chain, under its own task. Timelines, overlays, reports and
 exports read the merged record: the phase, the CVS criteria, the instruments with their boxes in
-pixels of the *source* frame, and the triplets. A field comes from the first question (in the
-profile's order) that states it; instruments are the union, each keeping the box of the first
-question that gave one. Boxes arrive in the pixels of the image the model saw and are mapped back.
+pixels of the *source* frame, and the triplets. A field comes from the question that asks for it
+when that one states it (the phase question's phase, the localisation question's boxes), else from
+the first other answer that does. Boxes arrive in the pixels of the image the model saw and are
+mapped back.
 """
 
 from __future__ import annotations
@@ -128,6 +129,20 @@ def _cvs_of(chain: Chain) -> Cvs:
     return chain.answer.cvs if chain.answer is not None else (None, None, None)
 
 
+_FIELD_TASKS = {
+    "phase": ("phase", "phase_mcq"),
+    "cvs": ("cvs",),
+    "triplets": ("triplet",),
+    "instruments": ("localisation", "tools"),
+}
+"""The questions that ask for a field directly: their answer is that field's authority."""
+
+
+def _by_authority(field_name: str, chains: dict[str, Chain]) -> list[Chain]:
+    own = [chains[t] for t in _FIELD_TASKS[field_name] if t in chains]
+    return own + [c for t, c in chains.items() if t not in _FIELD_TASKS[field_name]]
+
+
 def merge_results(
     profile: ModelProfile,
     results: Mapping[str, FrameResult],
@@ -135,36 +150,27 @@ def merge_results(
     height: int,
     ontology: Ontology | None = None,
 ) -> FrameRecord:
-    """Merge one frame's stored answers (by task) into its record; ``width`` x ``height``: the source frame."""
+    """Merge one frame's stored answers (by task) into its record; ``width`` x ``height``: the source frame.
+
+    Each field comes from the first answer that states it, asking first the question that asks for
+    that field (the phase question for the phase, the localisation question for boxes), then the
+    others in the profile's order; boxes are mapped from the sent image's pixels to the source's.
+    """
     ontology = ontology or load_ontology()
     sx, sy = profile.box_scale(width, height)
     ordered = {task: results[task] for task in profile.tasks if task in results}
-    frame = next(iter(ordered.values())).frame if ordered else -1
-    phase: Mention | None = None
-    cvs: Cvs = (None, None, None)
-    instruments: dict[str, InstrumentSighting] = {}
-    triplets: dict[tuple[str, str, str], TripletMention] = {}
-    for result in ordered.values():
-        chain = result.parsed()
-        candidate = _phase_of(chain)
-        if candidate is not None and (phase is None or (not phase.known and candidate.known)):
-            phase = candidate
-        if not any(cvs):
-            cvs = _cvs_of(chain)
-        for sighting in _instruments_of(chain, ontology):
-            key = sighting.name.label or sighting.name.text.lower()
-            known = instruments.get(key)
-            if known is None or (known.box is None and sighting.box is not None):
-                instruments[key] = _scaled(sighting, sx, sy)
-        for t in _triplets_of(chain):
-            key = tuple(m.label or m.text.lower() for m in (t.instrument, t.verb, t.target))
-            triplets.setdefault(key, t)  # type: ignore[arg-type]
+    chains = {task: r.parsed() for task, r in ordered.items()}
+    phases = [p for c in _by_authority("phase", chains) if (p := _phase_of(c)) is not None]
+    phase = next((p for p in phases if p.known), phases[0] if phases else None)
+    cvs = next((v for c in _by_authority("cvs", chains) if any(v := _cvs_of(c))), (None, None, None))
+    triplets = next((t for c in _by_authority("triplets", chains) if (t := _triplets_of(c))), ())
+    sightings = next((s for c in _by_authority("instruments", chains) if (s := _instruments_of(c, ontology))), ())
     return FrameRecord(
-        frame=frame,
+        frame=next(iter(ordered.values())).frame if ordered else -1,
         phase=phase,
         cvs=cvs,
-        instruments=tuple(instruments.values()),
-        triplets=tuple(triplets.values()),
+        instruments=tuple(_scaled(s, sx, sy) for s in sightings),
+        triplets=triplets,
         results=ordered,
         missing=tuple(task for task in profile.tasks if task not in results),
     )

@@ -308,6 +308,24 @@ class TransformersBackend(Backend):
 
     # -- batches -----------------------------------------------------------------------------
 
+    def suggested_batch_size(self, max_new_tokens: int, prompt_tokens: int = 1024, cap: int = 64) -> int:
+        """Sweep frames per batch: 1 on the CPU (a batch gains nothing on a few cores and delays the
+        frame on screen); on CUDA as many as the free memory holds the key/value cache of."""
+        if not self._device.startswith("cuda"):
+            return 1
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(self._device))
+        text = getattr(self.model.config, "text_config", self.model.config)
+        per_sequence = kv_cache_bytes(
+            layers=text.num_hidden_layers,
+            kv_heads=getattr(text, "num_key_value_heads", None) or text.num_attention_heads,
+            head_dim=getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads,
+            tokens=prompt_tokens + max_new_tokens,
+            dtype_bytes=torch.finfo(self._dtype).bits // 8,
+        )
+        return batch_size_for_memory(free, per_sequence, cap)
+
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Greedy or sampled requests in one padded batch per sampling setting (left padding)."""
         import torch
@@ -380,6 +398,19 @@ class TransformersBackend(Backend):
             run.abandoned.set()
         for run in list(self._active):
             run.thread.join(timeout)
+
+
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, dtype_bytes: int) -> int:
+    """Bytes of one sequence's key/value cache: keys and values, per layer, per KV head, per token."""
+    return 2 * layers * kv_heads * head_dim * tokens * dtype_bytes
+
+
+def batch_size_for_memory(free_bytes: int, per_sequence_bytes: int, cap: int = 64, headroom: float = 0.5) -> int:
+    """Sequences whose cache fits in ``headroom`` of the free memory (the rest: activations, the vision
+    encoder's work, the allocator's slack), between 1 and ``cap``."""
+    if per_sequence_bytes <= 0:
+        return 1
+    return max(1, min(cap, int(free_bytes * headroom // per_sequence_bytes)))
 
 
 def _one_line(exc: BaseException) -> str:
