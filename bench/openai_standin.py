@@ -175,7 +175,8 @@ class Standin:
 
     def __init__(self, config: StandinConfig):
         self.config = config
-        self.requests: list[dict[str, Any]] = []  # body, headers, arrived/queued/admitted (monotonic), outcome, tokens
+        # Each: body, headers, outcome, tokens, and times (monotonic): arrived, queued, admitted, finished.
+        self.requests: list[dict[str, Any]] = []
         self.running = 0  # sequences in prefill or decoding
         self.in_flight = 0  # open generation requests: queued + running (+ stalled)
         self.max_running = 0
@@ -206,6 +207,10 @@ class Standin:
             "rejected": self.rejected,
             "tokens": self.tokens,
             "open_connections": self.open_connections(),
+            # A sweep's span free of the client's start-up: first request in, last answer out (time.monotonic,
+            # one clock for every process on the machine, so spans of several servers can be joined).
+            "first_arrived": self.requests[0]["arrived"] if self.requests else None,
+            "last_finished": max((r["finished"] for r in self.requests if "finished" in r), default=None),
         }
 
     def open_connections(self) -> int:
@@ -341,12 +346,25 @@ class _Completion(Response):
             watch.cancel()
             if not work.done():
                 work.cancel()
-                self.record["outcome"] = "cancelled"
-                st.cancelled += 1
+                self._end("cancelled")
             await asyncio.gather(work, watch, return_exceptions=True)
-            st.in_flight -= 1
+            self._end("failed")  # only if neither answered nor cancelled: an exception, raised below
         if not work.cancelled() and work.exception() is not None:
             raise work.exception()  # type: ignore[misc]
+
+    def _end(self, outcome: str) -> None:
+        """Count the request done once, before its last byte goes out: a client that has its whole answer
+        and sends the next request is then never seen with one request too many in flight."""
+        if "finished" in self.record:
+            return
+        st = self.standin
+        self.record["outcome"] = outcome
+        self.record["finished"] = time.monotonic()
+        st.in_flight -= 1
+        if outcome == "completed":
+            st.completed += 1
+        elif outcome == "cancelled":
+            st.cancelled += 1
 
     async def _respond(self, send: Any) -> None:
         st, body, record = self.standin, self.body_json, self.record
@@ -356,11 +374,13 @@ class _Completion(Response):
         if st.config.stall_s > 0:
             await asyncio.sleep(st.config.stall_s)
         pieces: list[str] = []
-        async for piece in st.generate(body, record):
-            if self.stream:
-                delta = {"content": piece} if pieces else {"role": "assistant", "content": piece}
-                await send(self._event(self._chunk(delta, None)))
-            pieces.append(piece)
+        # aclosing: a cancel that lands in send() still closes the generator, and so frees its slot, at once.
+        async with contextlib.aclosing(st.generate(body, record)) as tokens:
+            async for piece in tokens:
+                if self.stream:
+                    delta = {"content": piece} if pieces else {"role": "assistant", "content": piece}
+                    await send(self._event(self._chunk(delta, None)))
+                pieces.append(piece)
         usage = {
             "prompt_tokens": _prompt_tokens(body),
             "completion_tokens": len(pieces),
@@ -373,6 +393,7 @@ class _Completion(Response):
             if isinstance(options, dict) and options.get("include_usage"):
                 out += self._event({**self._chunk({}, None), "choices": [], "usage": usage})["body"]
             out += b"data: [DONE]\n\n"
+            self._end("completed")
             await send({"type": "http.response.body", "body": out, "more_body": False})
         else:
             message = {"role": "assistant", "content": "".join(pieces)}
@@ -386,10 +407,9 @@ class _Completion(Response):
             }
             data = json.dumps(answer).encode("utf-8")
             headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+            self._end("completed")
             await send({"type": "http.response.start", "status": 200, "headers": headers})
             await send({"type": "http.response.body", "body": data, "more_body": False})
-        record["outcome"] = "completed"
-        st.completed += 1
 
     def _chunk(self, delta: dict, finish: str | None) -> dict:
         return {
