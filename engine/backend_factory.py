@@ -7,8 +7,12 @@ import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.backends.base import Backend, BackendError
+
+if TYPE_CHECKING:
+    from engine.backends.server_pool import ServerStateCallback
 
 __all__ = [
     "API_KEY_ENV",
@@ -65,13 +69,21 @@ def no_torch_message(model_dir: str | os.PathLike[str] | None) -> str:
 class BackendSpec:
     kind: str = "transformers"
     model: str | None = None  # a model directory (transformers) or the server's model name (openai)
-    url: str | None = None  # openai: the server's base URL, e.g. http://127.0.0.1:8000/v1
+    url: str | None = None  # openai: a server's base URL, e.g. http://127.0.0.1:8000/v1 (callers that know one)
+    urls: tuple[str, ...] = ()  # openai: every server's base URL, replicas of one model (wins over url)
     api_key: str | None = None
     threads: int | None = None  # transformers / onnx on CPU: threads (leave a core for the rest)
+    give_up_s: float = 120.0  # openai: every server failing this long stops the analysis
+
+    def server_urls(self) -> tuple[str, ...]:
+        """The openai servers: ``urls``, else ``url`` alone, else none."""
+        return self.urls or ((self.url,) if self.url else ())
 
 
-def open_backend(spec: BackendSpec) -> Backend:
-    """Load the model (transformers) or configure the client (openai: no connection is made)."""
+def open_backend(spec: BackendSpec, on_server_state: ServerStateCallback | None = None) -> Backend:
+    """Load the model (transformers) or configure the client (openai: no connection is made; always a
+    :class:`~engine.backends.server_pool.ServerPool`, one server being a pool of one). ``on_server_state``
+    hears (url, up, message) when an openai server goes down or comes back."""
     if spec.kind == "transformers":
         if not spec.model:
             raise BackendError("give the model directory with --model DIR")
@@ -87,11 +99,18 @@ def open_backend(spec: BackendSpec) -> Backend:
 
         return OnnxBackend(spec.model, threads=spec.threads)
     if spec.kind == "openai":
-        if not spec.url:
+        urls = spec.server_urls()
+        if not urls:
             raise BackendError("the openai backend needs the server's --url (e.g. http://127.0.0.1:8000/v1)")
-        from engine.backends.openai_backend import OpenAIBackend, OpenAIConfig
+        from engine.backends.server_pool import PoolConfig, ServerPool
 
-        return OpenAIBackend(OpenAIConfig(base_url=spec.url, model=spec.model or "default", api_key=spec.api_key))
+        return ServerPool.from_urls(
+            urls,
+            model=spec.model or "default",
+            api_key=spec.api_key,
+            config=PoolConfig(give_up_s=spec.give_up_s),
+            on_server_state=on_server_state,
+        )
     raise BackendError(f"unknown backend {spec.kind!r}; choose from {', '.join(BACKENDS)}")
 
 
@@ -103,15 +122,40 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="default: transformers, or onnx where torch is missing and the model folder has an onnx/ export",
     )
-    parser.add_argument("--url", help="openai backend: the server's base URL, e.g. http://127.0.0.1:8000/v1")
+    parser.add_argument(
+        "--url",
+        action="append",
+        help="openai backend: a server's base URL (e.g. http://127.0.0.1:8000/v1); "
+        "give it several times to spread the work over several servers",
+    )
+    parser.add_argument(
+        "--give-up-after",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="openai backend: stop when no server has answered for this long (default: 120)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="CPU threads for the transformers and onnx backends")
 
 
 def spec_from_args(args: argparse.Namespace) -> BackendSpec:
+    urls = tuple(args.url or ())
     return BackendSpec(
         kind=args.backend or default_kind(args.model),
         model=args.model,
-        url=args.url,
+        url=urls[0] if urls else None,
+        urls=urls,
         api_key=os.environ.get(API_KEY_ENV) or None,
         threads=args.threads,
+        give_up_s=getattr(args, "give_up_after", 120.0),
     )
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
+
+
+_seconds.__name__ = "seconds"  # argparse names the type in its message: "invalid seconds value"

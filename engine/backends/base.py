@@ -14,11 +14,23 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Backend", "BackendError", "GenerationRequest", "GenerationStats", "TextStream"]
+__all__ = ["Backend", "BackendError", "BackendUnavailable", "GenerationRequest", "GenerationStats", "TextStream"]
 
 
 class BackendError(Exception):
-    """A backend cannot load, connect or generate; the message says why in one line."""
+    """A backend cannot load, connect or generate; the message says why in one line.
+
+    ``retryable``: the same request may succeed later or on another server (a server down, busy or
+    killed mid-answer), as opposed to a request that is wrong. ``server``: which server failed."""
+
+    def __init__(self, message: str = "", *, retryable: bool = False, server: str | None = None):
+        super().__init__(message)
+        self.retryable = retryable
+        self.server = server
+
+
+class BackendUnavailable(BackendError):
+    """No model server could be reached for so long that an analysis should stop rather than wait."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +113,7 @@ class Backend(ABC):
 
     name: str = "backend"
     supports_batching: bool = False
+    supports_concurrency: bool = False  # streams may run at once from many threads (a remote server's queue)
 
     @property
     @abstractmethod

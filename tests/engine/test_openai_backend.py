@@ -5,21 +5,28 @@ Every socket here is on 127.0.0.1; every wait is bounded (timeouts on sockets, t
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import http.client
 import json
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
 
 from engine.backends.base import Backend, BackendError, GenerationRequest, TextStream
-from engine.backends.openai_backend import OpenAIBackend, OpenAIConfig, encode_image_data_url
+from engine.backends.openai_backend import OpenAIBackend, OpenAIConfig, ServerBusy, encode_image_data_url
 from engine.clitools import ArgumentParser, CliError
 from engine.server import (
     TOKEN_ENV,
@@ -604,3 +611,239 @@ def test_a_client_that_disconnects_cancels_a_non_streaming_generation():
             while not backend.produced_at and time.monotonic() < deadline:
                 time.sleep(0.01)
         assert backend.cancel_seen.wait(5)
+
+
+# -- cancellation, retryable errors, many threads over kept-alive connections ---------------------
+
+
+@pytest.mark.parametrize("how", ["cancel()", "event"])
+def test_cancel_wakes_a_reader_waiting_for_the_response_headers(how):
+    # A server that queues the request (ours, vLLM under load) sends no headers until its turn.
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    closed = threading.Event()
+
+    def run() -> None:
+        with listener:
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(5)
+                _read_request(conn)
+                if conn.recv(1) == b"":  # blocks until the client closes its end
+                    closed.set()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    api = client(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", model="m")
+    event = threading.Event()
+    stream = api.stream(GenerationRequest("q"), cancel=event if how == "event" else None)
+    timer = threading.Timer(0.2, stream.cancel if how == "cancel()" else event.set)
+    timer.start()
+    started = time.perf_counter()
+    assert list(stream) == []
+    assert 0.15 < time.perf_counter() - started < 0.5
+    assert stream.stats.finish_reason == "cancelled"
+    assert closed.wait(2), "the server did not see the connection closed"
+    thread.join(2)
+    timer.join(1)
+    api.close()
+
+
+def _reply_status(status: int) -> bytes:
+    return b"HTTP/1.1 %d X\r\nContent-Length: 2\r\n\r\n{}" % status
+
+
+@pytest.mark.parametrize(
+    ("reply", "retryable"),
+    [
+        (_reply_status(503), True),
+        (_reply_status(429), True),
+        (_reply_status(502), True),
+        (_reply_status(504), True),
+        (_reply_status(400), False),
+        (_reply_status(401), False),
+        (_reply_status(404), False),
+        (_reply_status(500), False),
+        (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n5\r\ndata:", True),
+        (sse_reply(event("half an ans")), True),  # a server killed between events
+        (b"", True),  # closed without a word
+        (sse_reply(b"data: {not json\n\n"), False),
+        (b"SSH-2.0-OpenSSH_9.6\r\n", False),
+    ],
+    ids=["503", "429", "502", "504", "400", "401", "404", "500", "cut-chunk", "cut-stream", "no-answer", "bad", "ssh"],
+)
+def test_errors_say_whether_a_retry_may_help(reply, retryable):
+    with raw_server(reply) as url, pytest.raises(BackendError) as info:
+        client(url, model="m").generate(GenerationRequest("q"))
+    assert (info.value.retryable, info.value.server) == (retryable, url)
+    assert isinstance(info.value, ServerBusy) == (reply[:12] in (b"HTTP/1.1 503", b"HTTP/1.1 429"))
+
+
+def test_refused_and_timed_out_connections_are_retryable():
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/v1"
+    with pytest.raises(BackendError, match="connection refused") as info:
+        client(url).generate(GenerationRequest("q"))
+    assert info.value.retryable and info.value.server == url
+    with raw_server(b"", hold_s=3) as silent, pytest.raises(BackendError, match="did not answer in time") as info:
+        client(silent, read_timeout_s=0.3).generate(GenerationRequest("q"))
+    assert info.value.retryable
+
+
+class StreamingPeer:
+    """A Starlette app behind uvicorn (what vLLM runs on): keep-alive connections, streamed answers.
+    It records the client port of every request (one port per TCP connection) and answers cut short."""
+
+    def __init__(self, pieces: int = 4, delay: float = 0.0):
+        self.pieces, self.delay = pieces, delay
+        self.ports: set[int] = set()
+        self.requests = 0
+        self.aborted = 0
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
+
+    async def chat(self, request: Request) -> StreamingResponse | JSONResponse:
+        body = await request.json()
+        self.ports.add(request.scope["client"][1])
+        self.requests += 1
+        pieces = min(self.pieces, body["max_tokens"])
+
+        async def events() -> Iterator[str]:
+            done = False
+            try:
+                for i in range(pieces):
+                    if i and self.delay:
+                        await asyncio.sleep(self.delay)
+                    chunk = {"choices": [{"index": 0, "delta": {"content": f"t{i} "}, "finish_reason": None}]}
+                    yield f"data: {json.dumps(chunk)}\n\n"
+                usage = {"choices": [], "usage": {"completion_tokens": pieces}}
+                yield f"data: {json.dumps(usage)}\n\ndata: [DONE]\n\n"
+                done = True
+            finally:
+                if not done:
+                    self.aborted += 1
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@contextmanager
+def uvicorn_server(app) -> Iterator[str]:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert wait_until(lambda: server.started, 10), "uvicorn did not start"
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.should_exit = True
+        thread.join(5)
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def client_sockets_to(port: int) -> int:
+    """This process's open TCP connections to ``port`` (established, or closed by the peer but not by us)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        if Path(table).exists():
+            for row in Path(table).read_text().splitlines()[1:]:
+                fields = row.split()
+                count += int(fields[2].rsplit(":", 1)[1], 16) == port and fields[3] in ("01", "08")
+    return count
+
+
+def test_one_client_serves_many_threads_over_few_kept_alive_connections():
+    peer = StreamingPeer(pieces=4, delay=0.01)
+    with uvicorn_server(peer.app) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        api = client(url, model="m", max_connections=4)
+        results: list[tuple[str, int, str]] = []
+        lock = threading.Lock()
+
+        def work(n: int) -> None:
+            for _ in range(n):
+                stream = api.stream(GenerationRequest("q"))
+                text = stream.text()
+                with lock:
+                    results.append((text, stream.stats.tokens, stream.stats.finish_reason))
+
+        def run(threads: int, each: int) -> None:
+            workers = [threading.Thread(target=work, args=(each,)) for _ in range(threads)]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join(20)
+
+        run(4, 8)  # as many threads as connections: each connection carries answer after answer
+        assert results == [("t0 t1 t2 t3 ", 4, "stop")] * 32
+        assert len(peer.ports) <= 4
+        run(16, 3)  # more threads than connections: they wait their turn for one
+        assert results == [("t0 t1 t2 t3 ", 4, "stop")] * 80
+        assert peer.requests == 80
+        assert client_sockets_to(port) <= 4
+        api.close()
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="counts sockets through /proc/net/tcp (Linux)")
+def test_cancelled_streams_close_their_connections_and_leak_none():
+    peer = StreamingPeer(pieces=100, delay=0.05)
+    with uvicorn_server(peer.app) as url:
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        api = client(url, model="m", max_connections=4)
+        for i in range(30):
+            stream = api.stream(GenerationRequest("q", max_new_tokens=100), cancel=threading.Event())
+            assert next(stream) == "t0 "
+            if i % 3 == 0:  # blocked in the socket when cancelled
+                threading.Timer(0.02, stream.cancel).start()
+            elif i % 3 == 1:
+                stream.cancel_event.set()
+            else:
+                stream.cancel()
+            assert stream.text() in ("", "t1 ")
+            assert stream.stats.finish_reason == "cancelled"
+        peer.pieces = 2
+        assert [api.generate(GenerationRequest("q")) for _ in range(5)] == ["t0 t1 "] * 5
+        assert wait_until(lambda: peer.aborted == 30), peer.aborted  # the server saw each cancelled one go
+        assert client_sockets_to(port) <= 4
+        api.close()
+        assert wait_until(lambda: client_sockets_to(port) == 0)
+
+
+def test_the_frame_goes_where_the_prompt_says_image():
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    bodies: list[dict] = []
+
+    def run() -> None:
+        with listener:
+            for _ in range(2):
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(5)
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, _, body = data.partition(b"\r\n\r\n")
+                    length = int(next(v for v in head.split(b"\r\n") if v.lower().startswith(b"content-length:"))[15:])
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    bodies.append(json.loads(body))
+                    conn.sendall(sse_reply(event(finish="stop") + b"data: [DONE]\n\n"))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    api = client(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", model="m")
+    api.generate(GenerationRequest("Given the image <image>, which phase?", image=quadrant_image()))
+    api.generate(GenerationRequest("Which phase?", image=quadrant_image()))
+    thread.join(5)
+    api.close()
+    mid, first = (b["messages"][-1]["content"] for b in bodies)
+    assert [p["type"] for p in mid] == ["text", "image_url", "text"]
+    assert (mid[0]["text"], mid[2]["text"]) == ("Given the image ", ", which phase?")
+    assert [p["type"] for p in first] == ["image_url", "text"] and first[1]["text"] == "Which phase?"
