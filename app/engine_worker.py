@@ -56,6 +56,7 @@ from engine.video import VideoError, VideoReader
 
 __all__ = ["WorkerSpec", "default_threads", "profile_info", "run"]
 
+VIEWER_GIVE_UP_S = 60.0  # a server unreachable this long stops the case's analysis (Restart resumes it)
 FLUSH_S = 0.015  # text pieces are sent at most this often: ~60 messages a second while streaming
 _CLOSE = object()
 
@@ -89,8 +90,10 @@ class WorkerSpec:
             kind=kind,
             model=_opt_str(spec.get("model")),
             url=_opt_str(spec.get("url")),
+            urls=tuple(str(u) for u in spec.get("urls") or () if u),
             api_key=_opt_str(spec.get("api_key")),
             threads=int(threads) if threads else None,
+            give_up_s=float(spec.get("give_up_s") or VIEWER_GIVE_UP_S),
         )
         tokens = spec.get("max_new_tokens")
         return cls(

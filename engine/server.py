@@ -41,6 +41,7 @@ from PIL import Image
 
 from engine.backends.base import Backend, BackendError, GenerationRequest, TextStream
 from engine.clitools import CliError
+from engine.prompts import IMAGE_PLACEHOLDER
 
 __all__ = [
     "TOKEN_ENV",
@@ -640,6 +641,7 @@ def _parse_messages(messages: object, max_pixels: int) -> tuple[str | None, str,
             if user is not None:
                 raise RequestError(400, "one user message per request: the engine answers one question about one frame")
             user, images = _text_parts(content, role, allow_image=True)
+            user = _with_image_placeholder(content, user, images)
             if len(images) > 1:
                 raise RequestError(400, "at most one image per request")
             image = decode_image_data_url(images[0], max_pixels) if images else None
@@ -650,6 +652,21 @@ def _parse_messages(messages: object, max_pixels: int) -> tuple[str | None, str,
     if user is None:
         raise RequestError(400, "no user message")
     return ("\n".join(system) or None), "\n".join(user), image
+
+
+def _with_image_placeholder(content: object, texts: list[str], images: list[str]) -> list[str]:
+    """The user's text with "<image>" where the image part stands (the Surg-R1 release asks
+    "Given the ... image <image>, which ..."), so the model sees the frame where it was trained to.
+    An image before all text needs no marker: the backend puts a frame without one first."""
+    if not images or not isinstance(content, list) or content[0].get("type") == "image_url":
+        return texts
+    joined = ""
+    for part in content:
+        if part.get("type") == "text":
+            joined += part["text"]
+        else:
+            joined += IMAGE_PLACEHOLDER
+    return [joined]
 
 
 def _text_parts(content: object, role: str, allow_image: bool) -> tuple[list[str], list[str]]:

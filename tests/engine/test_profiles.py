@@ -147,7 +147,7 @@ def test_the_release_answers_merge_into_one_record_with_boxes_in_source_pixels()
     assert data["triplets"] == ["grasper retract gallbladder", "hook dissect cystic_duct"]
     assert data["cvs"] == {"C1": None, "C2": None, "C3": None}
     chain = record.to_chain()
-    assert [s.box for s in chain.perception.instruments][0] == (168.0, 84.0, 504.0, 420.0)
+    assert chain.perception.instruments[0].box == (168.0, 84.0, 504.0, 420.0)
     assert chain.context.phase.label == "CalotTriangleDissection"
 
 
