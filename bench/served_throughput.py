@@ -6,8 +6,8 @@ Serving is only worth its GPU if the client keeps the server's batch full. The s
 ``bench/openai_standin.py`` run as its own process (it must not share the client's GIL): a
 simulated vLLM with ``max_num_seqs`` slots, a prefill time and a token clock, answering ~100-token
 chains. A synthetic clip (320x240, 25 fps) is analysed frame by frame (``--stride 0.04``) with a
-fresh data folder each run, at concurrency 1, 8 and 32 against one server with 32 slots, and at 32
-against two servers with 16 slots each. Each run gets fresh servers, so their statistics are its own.
+fresh data folder each run, at concurrency 1, 8 and 32 against one server with 32 slots, at 16
+against one with 16, and at 32 against two servers with 16 slots each. Each run gets fresh servers, so their statistics are its own.
 
 Capacity at concurrency N is ``min(N, slots) / latency``, latency = prefill + tokens x per-token time:
 the most frames/s the server could finish. Frames/s is taken over the server's busy span (first
@@ -125,6 +125,7 @@ def main() -> None:
     runs = [
         Run("N=1, one server (32 slots)", 1, [32]),
         Run("N=8, one server (32 slots)", 8, [32]),
+        Run("N=16, one server (16 slots)", 16, [16]),
         Run("N=32, one server (32 slots)", 32, [32]),
         Run("N=32, two servers (16 slots each)", 32, [16, 16]),
     ]
