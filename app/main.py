@@ -1,6 +1,7 @@
 """``surgview``: open a recorded case in the viewer.
 
-    surgview [CASE] [--model DIR | --url URL [--served-model NAME]] [--demo] [--info | --smoke]
+    surgview [CASE] [--model DIR | --url URL [--url URL2] [--served-model NAME]] [--profile P] [--demo]
+             [--info | --smoke]
     surgview report CASE --out FILE.html|FILE.pdf        (see app/export/cli.py)
     surgview clip CASE --from T --to T --out FILE.mp4
 
@@ -21,6 +22,7 @@ from app.export.cli import export_main
 from engine.backend_factory import default_kind
 from engine.clitools import ArgumentParser, CliError, run
 from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
+from engine.profiles import PROFILE_NAMES
 from engine.timecode import format_timecode
 from engine.userdata import demo_dir, demo_video
 from engine.video_probe import VideoError, probe_video
@@ -60,15 +62,19 @@ def describe_case(video: Path) -> list[str]:
 
 
 def engine_spec(args) -> dict:
-    """What the engine child process should load: a model directory or a server URL."""
+    """What the engine child process should load: a model directory or one or more server URLs."""
+    profile = {"profile": args.profile} if getattr(args, "profile", None) else {}
     if args.url:
+        urls = list(args.url)
         return {
             "kind": "openai",
-            "url": args.url,
+            "url": urls[0],
+            "urls": urls,
             "model": args.served_model or "default",
             "api_key": os.environ.get("SURGVIEW_API_KEY"),
             "stride_s": args.stride,
-            "task": "frame_analysis",
+            "concurrency": args.concurrency,
+            **profile,
         }
     if args.model:
         return {
@@ -76,7 +82,7 @@ def engine_spec(args) -> dict:
             "model": str(args.model),
             "threads": 1,
             "stride_s": args.stride,
-            "task": "frame_analysis",
+            **profile,
         }
     return {}
 
@@ -89,8 +95,14 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument("case", nargs="?", help="a case video")
     parser.add_argument("--demo", action="store_true", help="open the demo case with the demo model")
     parser.add_argument("--model", help="model directory (default: the one chosen in Preferences)")
-    parser.add_argument("--url", help="an OpenAI-compatible server instead of a local model")
+    parser.add_argument(
+        "--url", action="append", help="an OpenAI-compatible server instead of a local model (repeat for replicas)"
+    )
     parser.add_argument("--served-model", help="the server's model name (with --url)")
+    parser.add_argument(
+        "--profile", choices=PROFILE_NAMES, help="how the model is asked (default: its manifest's, else stated)"
+    )
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight to the server(s) (with --url)")
     parser.add_argument("--stride", type=float, default=1.0, help="seconds between background-analysed frames")
     parser.add_argument("--info", action="store_true", help="print what is in the case; open no window")
     parser.add_argument(
