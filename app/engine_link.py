@@ -34,7 +34,7 @@ from app import engine_worker
 __all__ = ["STATES", "EngineLink", "death_reason"]
 
 STATES = ("stopped", "starting", "ready", "failed", "died")
-_SCHEDULER_EVENTS = {"started", "pieces", "done", "failed", "progress", "idle", "stopped"}
+_SCHEDULER_EVENTS = {"started", "pieces", "done", "failed", "progress", "rate", "idle", "stopped"}
 
 
 def death_reason(exitcode: int | None, crash: str | None = None) -> str:
@@ -71,27 +71,32 @@ class _Child:
 class EngineLink(QObject):
     """The engine process seen from the UI thread. Methods return at once; results arrive as signals.
 
-    Signals (all emitted on the UI thread): ``ready(model_id, device)``; ``error(message)`` when the
-    backend cannot load (state "failed"); ``died(reason)`` when the process ends unexpectedly
-    (state "died"; :meth:`restart` offers a fresh one); per frame ``started(frame, requested)``,
-    ``pieces(frame, text)``, ``done(frame, info)``, ``failed(frame, message)``; ``progress(done,
-    total)`` of the background sweep; ``idle()``; ``case_opened(path, info)`` with the store keys
-    (model_id, prompt_version, task) and the video's fps, frame_count, width, height;
-    ``case_failed(path, message)``; ``stopped(message)`` when the open case's analysis ends on an
-    error (a vanished video, a full disk); ``state_changed(state)``.
+    Signals (all emitted on the UI thread): ``ready(model_id, device, profile)`` with the model
+    profile as a dict (name, note: which and why, version: the store's prompt_version, questions:
+    [{task, title}]); ``error(message)`` when the backend cannot load (state "failed");
+    ``died(reason)`` when the process ends unexpectedly (state "died"; :meth:`restart` offers a
+    fresh one); per question of a frame ``started(frame, task, requested)``, ``pieces(frame, task,
+    text)`` (the frame at the playhead only), ``done(frame, info)`` (info: task, frame_complete,
+    store keys, timings, raw_text); per frame ``failed(frame, message)``; ``progress(done, total)``
+    and ``rate(frames_per_s, eta_s or None)`` of the background sweep; ``idle()``;
+    ``case_opened(path, info)`` with the store keys (model_id, prompt_version, profile, tasks) and
+    the video's fps, frame_count, width, height; ``case_failed(path, message)``;
+    ``stopped(message)`` when the open case's analysis ends on an error (a vanished video, a full
+    disk); ``state_changed(state)``.
     """
 
-    ready = Signal(str, str)
+    ready = Signal(str, str, object)  # model_id, device, profile dict
     error = Signal(str)
     died = Signal(str)
     state_changed = Signal(str)
     case_opened = Signal(str, object)  # path, info dict (``object``: Qt would convert a dict)
     case_failed = Signal(str, str)
-    started = Signal(int, bool)
-    pieces = Signal(int, str)
+    started = Signal(int, str, bool)  # frame, task, requested
+    pieces = Signal(int, str, str)  # frame, task, text
     done = Signal(int, object)  # frame, info dict: status, tokens, timings, store keys, raw_text
     failed = Signal(int, str)
     progress = Signal(int, int)
+    rate = Signal(float, object)  # frames/s of the sweep, seconds left (None: unknown)
     idle = Signal()
     stopped = Signal(str)
 
@@ -116,6 +121,7 @@ class EngineLink(QObject):
         self.case_info: dict[str, Any] | None = None  # from case_opened: how to read the store
         self.model_id: str | None = None
         self.device: str | None = None
+        self.profile: dict[str, Any] | None = None  # from ready: name, note, version, questions
         self.last_error: str | None = None  # the last error or death reason, for the status bar
 
     # ------------------------------------------------------------------------------ status
@@ -151,10 +157,13 @@ class EngineLink(QObject):
     def start(self, spec: dict[str, Any]) -> None:
         """Spawn an engine with ``spec`` (a running one is stopped first); ``ready`` or ``error`` follows.
 
-        ``spec``: kind ("transformers" | "openai"), model (a model directory, or the served model's
-        name), url (openai: http://HOST:PORT/v1), api_key, threads (torch CPU threads; default all
-        cores but one), task ("frame_analysis"), stride_s (1.0), max_new_tokens (768),
-        batch_size (1), sweep (True), flush_s (0.015: how often streamed text is sent).
+        ``spec``: kind ("transformers" | "onnx" | "openai"), model (a model directory, or the served
+        model's name), url (openai: http://HOST:PORT/v1) or urls (several servers of one model),
+        give_up_s (openai: how long every server may fail before the analysis stops), api_key,
+        threads (torch CPU threads; default all cores but one), profile (None: the model's own, else
+        the stated default), task (the surgview profile's one question), concurrency (requests in
+        flight to a server, 16), stride_s (1.0), max_new_tokens (None: the profile's), batch_size
+        (1), sweep (True), flush_s (0.015: how often streamed text is sent).
         """
         if self._child is not None:
             self.stop()
@@ -298,8 +307,9 @@ class EngineLink(QObject):
                 self._scheduler_event(kind, message[1:])
         elif kind == "ready":
             self.model_id, self.device = message[1], message[2]
+            self.profile = message[3] if len(message) > 3 else None
             self._set_state("ready")
-            self.ready.emit(message[1], message[2])
+            self.ready.emit(message[1], message[2], self.profile)
         elif kind == "error":
             child.expected_exit = True
             self._fail(message[1])
@@ -325,13 +335,15 @@ class EngineLink(QObject):
 
     def _scheduler_event(self, kind: str, args: tuple) -> None:
         if kind == "pieces":
-            self.pieces.emit(args[0], args[1])
+            self.pieces.emit(args[0], args[1], args[2])
         elif kind == "started":
-            self.started.emit(args[0], bool(args[1]))
+            self.started.emit(args[0], args[1], bool(args[2]))
         elif kind == "done":
             self.done.emit(args[0], args[1])
         elif kind == "progress":
             self.progress.emit(args[0], args[1])
+        elif kind == "rate":
+            self.rate.emit(float(args[0]), args[1])
         elif kind == "failed":
             self.failed.emit(args[0], args[1])
         elif kind == "idle":

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
@@ -30,6 +33,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QStyle,
     QTableWidget,
     QTableWidgetItem,
@@ -39,7 +43,9 @@ from PySide6.QtWidgets import (
 )
 
 from app.engine_link import EngineLink
+from app.export.pictures import format_seconds
 from app.export.ui import add_export_actions
+from app.first_run import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, ProfileChoice, check_urls, parse_urls
 from app.playback import PlaybackController
 from app.review_memory import ReviewMemory, ReviewSpot
 from app.shortcuts import SPEEDS, describe, keymap
@@ -48,15 +54,36 @@ from app.widgets.reasoning_panel import ReasoningPanel
 from app.widgets.timeline_view import TimelineView
 from app.widgets.video_canvas import VideoCanvas
 from engine.backend_factory import default_kind
+from engine.frame_record import CaseAnalysis, FrameRecord, merge_results
 from engine.phase_labels import LabelFileError, read_cholec80_phases
-from engine.prompts import frame_prompt
-from engine.store import CaseStore, StoreError, video_fingerprint
+from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for_version
+from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
 from engine.timecode import format_timecode, parse_position
 from engine.timeline import build_timelines
 
 ORGANIZATION, APPLICATION = "surgview", "surgview"
 MAX_RECENT = 12
-DEFAULT_TASK = "frame_analysis"
+
+
+def profile_from_info(info: Mapping[str, Any] | None) -> ModelProfile:
+    """The engine's model profile from what it reports (``ready``'s dict: name, version, questions).
+
+    The store keys come from the engine: its version wins over this process's, so the viewer reads
+    exactly what the engine writes. Nothing reported: surgview's own profile.
+    """
+    if not info:
+        return get_profile()
+    version = str(info.get("version") or "")
+    name = str(info.get("name") or "") or profile_for_version(version)
+    questions = [q for q in info.get("questions") or [] if isinstance(q, Mapping)]
+    task = None  # the surgview profile asks one question, the one the engine names
+    if name == "surgview" and questions:
+        task = str(questions[0].get("task") or "") or None
+    try:
+        profile = get_profile(name, task)
+    except ProfileError:
+        profile = get_profile()
+    return replace(profile, version=version) if version and version != profile.version else profile
 
 
 class SurgviewWindow(QMainWindow):
@@ -74,10 +101,12 @@ class SurgviewWindow(QMainWindow):
         self.store: CaseStore | None = None
         self.engine_spec = engine_spec or self._spec_from_settings()
         self.model_id = ""
-        self.prompt_version = ""
+        self.profile: ModelProfile = get_profile()  # until the engine says which it asks with
+        self.prompt_version = self.profile.version
         self.timelines = None
         self._shuttle = 0.0
-        self._live_frame: int | None = None
+        self._live_frame: int | None = None  # the displayed frame while its questions stream
+        self._live_tasks: set[str] = set()  # its questions streaming now
         self._bookmarks: list[tuple[int, str]] = []
         self.review_memory = ReviewMemory(self.settings)
         self._fingerprint: str | None = None  # of the case on screen, once it has opened
@@ -105,11 +134,14 @@ class SurgviewWindow(QMainWindow):
 
         self.engine = EngineLink(self)
         self.engine.ready.connect(self._on_engine_ready)
+        self.engine.case_opened.connect(self._on_engine_case_opened)
         self.engine.pieces.connect(self._on_pieces)
         self.engine.started.connect(self._on_started)
         self.engine.done.connect(self._on_done)
         self.engine.failed.connect(self._on_frame_failed)
         self.engine.progress.connect(self._on_progress)
+        self.engine.rate.connect(self._on_rate)
+        self.engine.idle.connect(self._on_idle)
         self.engine.error.connect(self._on_engine_error)
         self.engine.died.connect(self._on_engine_died)
 
@@ -341,7 +373,6 @@ class SurgviewWindow(QMainWindow):
             self.store = CaseStore.for_video(path, fps=self.case.fps, frame_count=self.case.frame_count)
         except (StoreError, OSError) as exc:
             self.statusBar().showMessage(f"analysis will not be kept: {exc}", 10000)
-        self.prompt_version = frame_prompt(DEFAULT_TASK, self.case.width, self.case.height).version
         self.timeline.set_case(self.case.fps, self.case.frame_count)
         self.timeline.set_ground_truth(self._ground_truth(path))
         self._load_bookmarks()
@@ -499,23 +530,43 @@ class SurgviewWindow(QMainWindow):
             self._spot_timer.start()
 
     # ------------------------------------------------------------------ reasoning
-    def _stored(self, frame: int):
+    def case_analysis(self) -> CaseAnalysis | None:
+        """The engine's analysis of the open case: its model, profile and store keys (None without either)."""
         if self.store is None or not self.model_id:
             return None
+        return CaseAnalysis(self.model_id, self.prompt_version, self.profile, frames=0, last_created=0.0)
+
+    def _frame_results(self, frame: int) -> dict[str, FrameResult]:
+        """Every stored answer of ``frame``, by question."""
+        analysis = self.case_analysis()
+        if analysis is None or frame < 0:
+            return {}
         try:
-            return self.store.get_result(frame, self.model_id, self.prompt_version, DEFAULT_TASK)
+            return analysis.frame_results(self.store, frame)
         except StoreError:
-            return None
+            return {}
+
+    def frame_record(self, frame: int) -> FrameRecord | None:
+        """The merged record of ``frame`` (all its questions, boxes in video pixels); None if not analysed."""
+        results = self._frame_results(frame)
+        return self._merge(results) if results else None
+
+    def _merge(self, results: Mapping[str, FrameResult]) -> FrameRecord:
+        return merge_results(self.profile, results, self.case.width, self.case.height)
 
     def _show_stored(self, frame: int) -> bool:
-        result = self._stored(frame)
-        if result is None:
+        """Show what is stored of ``frame``: the merged record on the video, each answer in the panel
+        (left alone while a question of this frame still streams there)."""
+        results = self._frame_results(frame)
+        streaming_here = self._live_frame == frame and bool(self._live_tasks) and self.panel.frame == frame
+        if not results:
             self.canvas.set_chain(frame, None)
-            if self._live_frame != frame:
+            if not streaming_here:
                 self.panel.clear("Not analysed yet: the model is asked when playback stops here.")
             return False
-        self.panel.show_cached(frame, result.raw_text)
-        self.canvas.set_chain(frame, result.parsed())
+        self.canvas.set_chain(frame, self._merge(results).to_chain())
+        if not streaming_here:
+            self.panel.show_cached(frame, {task: r.raw_text for task, r in results.items()})
         self._update_nearby(frame)
         return True
 
@@ -523,92 +574,126 @@ class SurgviewWindow(QMainWindow):
         frame = self.playhead.displayed
         if frame < 0 or self.playhead.playing or not self.engine.alive:
             return
-        if self._stored(frame) is None:
+        if len(self._frame_results(frame)) < len(self.profile.tasks):  # a question not answered yet
             self.engine.request(frame)
 
     def reask(self, frame: int) -> None:
         if frame >= 0 and self.engine.alive:
             self.engine.reask(frame)
 
-    def _on_started(self, frame: int, requested: bool) -> None:
-        if frame == self.playhead.displayed:
-            self._live_frame = frame
-            self.panel.begin(frame)
+    def _on_started(self, frame: int, task: str, requested: bool) -> None:
+        if frame != self.playhead.displayed:
+            return
+        if self._live_frame != frame:
+            self._live_frame, self._live_tasks = frame, set()
+        self._live_tasks.add(task)
+        self.panel.begin(frame, "live", task)
 
-    def _on_pieces(self, frame: int, text: str) -> None:
-        if frame == self._live_frame:
-            self.panel.feed(frame, text)
+    def _on_pieces(self, frame: int, task: str, text: str) -> None:
+        if frame == self._live_frame and task in self._live_tasks:
+            self.panel.feed(frame, text, task)
 
     def _on_done(self, frame: int, info: dict) -> None:
         if info.get("tokens") and info.get("total_s"):
             first = info.get("first_token_s") or 0.0
             gen = max(1e-6, info["total_s"] - first)
             self.analysis.tokens_per_s = max(0, info["tokens"] - 1) / gen
-        if frame == self._live_frame:
-            self.panel.finish(frame)
-            self._live_frame = None
-            self._show_stored(frame)
-        elif frame == self.playhead.displayed:
-            self._show_stored(frame)
+        task = str(info.get("task") or "")
+        if frame == self._live_frame and task in self._live_tasks:
+            self.panel.finish(frame, task=task)
+            self._live_tasks.discard(task)
+            if not self._live_tasks:
+                self._live_frame = None
+        if frame == self.playhead.displayed:
+            self._show_stored(frame)  # the merged record so far; the panel once no question streams
         if not self._timeline_timer.isActive():
             self._timeline_timer.start()
         self._update_status()
 
     def _on_frame_failed(self, frame: int, message: str) -> None:
+        if frame == self._live_frame:
+            self._live_frame, self._live_tasks = None, set()
         if frame == self.playhead.displayed:
             self.panel.clear(f"The model could not analyse this frame: {message}")
 
     def _update_nearby(self, frame: int) -> None:
-        if self.store is None or not self.model_id:
+        analysis = self.case_analysis()
+        if analysis is None:
             return
         try:
-            frames = sorted(self.store.analysed_frames(self.model_id, self.prompt_version, DEFAULT_TASK))
+            statuses = dict(analysis.statuses(self.store))
         except StoreError:
             return
-        near = sorted(frames, key=lambda f: abs(f - frame))[:9]
-        self.panel.set_nearby([(f, "") for f in sorted(near) if f != frame])
+        near = sorted(statuses, key=lambda f: abs(f - frame))[:9]
+        self.panel.set_nearby([(f, statuses[f]) for f in sorted(near) if f != frame])
 
     def refresh_timelines(self) -> None:
-        if self.store is None or not self.model_id or self.case.frame_count <= 0:
+        analysis = self.case_analysis()
+        if analysis is None or self.case.frame_count <= 0:
             self.timeline.set_timelines(None)
             self.timelines = None
             return
         try:
-            rows = self.store.timeline_rows(self.model_id, self.prompt_version, DEFAULT_TASK)
+            rows = analysis.timeline_rows(self.store)  # merged: the phase question's phase, every question's tools
+            statuses = analysis.statuses(self.store)
         except StoreError as exc:
             self.statusBar().showMessage(str(exc), 8000)
             return
         self.timelines = build_timelines(rows, self.case.fps, self.case.frame_count) if rows else None
         self.timeline.set_timelines(self.timelines)
-        statuses = self.store.statuses(self.model_id, self.prompt_version, DEFAULT_TASK)
         self.timeline.set_confidence([f for f, _ in statuses], [s or None for _, s in statuses])
 
     # ------------------------------------------------------------------ engine
     def _spec_from_settings(self) -> dict:
-        kind = self.settings.value("engine/backend", "transformers")
-        model = self.settings.value("engine/model", "")
-        url = self.settings.value("engine/url", "")
-        if not model and not url:
-            return {}
-        if kind == "transformers" and model:
-            kind = default_kind(model)  # onnx in the torch-free bundle, when the folder has an export
-        return {
-            "kind": kind,
-            "model": model or None,
-            "url": url or None,
-            "stride_s": float(self.settings.value("engine/stride", 1.0)),
-            "task": DEFAULT_TASK,
-        }
+        return spec_from_settings(self.settings)
 
-    def _on_engine_ready(self, model_id: str, device: str) -> None:
+    def _on_engine_ready(self, model_id: str, device: str, profile: dict | None = None) -> None:
         self.model_id = model_id
+        self._set_profile(profile)
         self.analysis.update(engine="ready", engine_error=None, model_id=model_id, device=device)
         self.restart_button.hide()
+        note = self.analysis.profile_note
+        if "default" in note:  # a guess the reviewer should know about (and can change)
+            self.statusBar().showMessage(f"{note} — change it under File ▸ Preferences", 15000)
         if self.case.video is not None and self.case.frame_count > 0:
             self.engine.open_case(str(self.case.video))
             self._show_stored(self.playhead.displayed)
             self.refresh_timelines()
             self._ask_timer.start()
+        self._update_status()
+
+    def _set_profile(self, info: Mapping[str, Any] | None) -> None:
+        """Follow the engine's model profile: the store keys to read and the questions the panel shows."""
+        self.profile = profile_from_info(info)
+        self.prompt_version = self.profile.version
+        self._live_frame, self._live_tasks = None, set()
+        self.panel.set_questions([(q.task, q.title) for q in self.profile.questions])
+        note = str(info.get("note") or "") if info else ""
+        self.analysis.update(profile=self.profile.name, profile_note=note)
+
+    def _on_engine_case_opened(self, path: str, info: dict) -> None:
+        """The engine's store keys for this case; should they differ from ``ready``'s, the case's win."""
+        version, tasks = str(info.get("prompt_version") or ""), tuple(info.get("tasks") or ())
+        if (version and version != self.prompt_version) or (tasks and tasks != self.profile.tasks):
+            self._set_profile(
+                {
+                    "name": info.get("profile"),
+                    "version": version,
+                    "questions": [{"task": t} for t in tasks],
+                    "note": self.analysis.profile_note,
+                }
+            )
+            self._show_stored(self.playhead.displayed)
+            self.refresh_timelines()
+
+    def _on_rate(self, frames_per_s: float, eta_s: object) -> None:
+        eta = float(eta_s) if isinstance(eta_s, int | float) else None
+        self.analysis.update(frames_per_s=float(frames_per_s), eta_s=eta)
+        self._update_status()
+
+    def _on_idle(self) -> None:
+        """Nothing left to sweep (or paused): no pace to show until the next frame is done."""
+        self.analysis.update(frames_per_s=0.0, eta_s=None)
         self._update_status()
 
     def _on_progress(self, done: int, total: int) -> None:
@@ -658,12 +743,27 @@ class SurgviewWindow(QMainWindow):
             "died": "engine stopped",
             "stopped": "no model (File ▸ Preferences)",
         }
-        self.model_label.setText(names.get(a.engine, a.engine))
+        label = names.get(a.engine, a.engine)
+        if a.engine == "ready" and a.profile:
+            label += f" · {a.profile}"
+        self.model_label.setText(label)
+        self.model_label.setToolTip(self._profile_tooltip())
         self.device_label.setText(a.device)
-        self.rate_label.setText(f"{a.tokens_per_s:.0f} tokens/s" if a.tokens_per_s else "")
+        self.rate_label.setText(rate_text(a.tokens_per_s, a.frames_per_s, a.eta_s))
         self.progress.setMaximum(max(1, a.total))
         self.progress.setValue(a.done)
         self.progress.setVisible(a.total > 0)
+
+    def _profile_tooltip(self) -> str:
+        a = self.analysis
+        if a.engine != "ready" or not a.profile:
+            return ""
+        lines = [a.model_id, a.profile_note or f"profile {a.profile}", self.profile.description]
+        titles = [q.title for q in self.profile.questions]
+        if len(titles) > 1:
+            lines.append("questions per frame: " + ", ".join(titles))
+        lines.append("Choose the profile under File ▸ Preferences.")
+        return "\n".join(line for line in lines if line)
 
     # ------------------------------------------------------------------ bookmarks
     def _load_bookmarks(self) -> None:
@@ -750,38 +850,9 @@ class SurgviewWindow(QMainWindow):
         self.about_dialog.show()
 
     def preferences_dialog(self) -> None:
-        dialog = QDialog(self)
-        dialog.setWindowTitle("Preferences")
-        form = QFormLayout(dialog)
-        backend = QComboBox()
-        backend.addItems(["transformers", "onnx", "openai"])  # onnx: the model folder's onnx/ export
-        backend.setCurrentText(self.settings.value("engine/backend", "transformers"))
-        model = QLineEdit(self.settings.value("engine/model", ""))
-        browse = QPushButton("Browse…")
-        browse.clicked.connect(
-            lambda: model.setText(QFileDialog.getExistingDirectory(dialog, "Model directory") or model.text())
-        )
-        url = QLineEdit(self.settings.value("engine/url", ""))
-        url.setPlaceholderText("http://127.0.0.1:8000/v1")
-        stride = QLineEdit(str(self.settings.value("engine/stride", 1.0)))
-        row = QHBoxLayout()
-        row.addWidget(model)
-        row.addWidget(browse)
-        form.addRow("Backend", backend)
-        form.addRow("Model directory (or served model name)", row)
-        form.addRow("Server URL (openai backend)", url)
-        form.addRow("Background analysis: seconds between frames", stride)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(dialog.accept)
-        buttons.rejected.connect(dialog.reject)
-        form.addRow(buttons)
+        dialog = PreferencesDialog(self.settings, self)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return
-        self.settings.setValue("engine/backend", backend.currentText())
-        self.settings.setValue("engine/model", model.text().strip())
-        self.settings.setValue("engine/url", url.text().strip())
-        with contextlib.suppress(ValueError):  # an unreadable number keeps the previous stride
-            self.settings.setValue("engine/stride", max(0.04, float(stride.text())))
         self.engine_spec = self._spec_from_settings()
         if self.engine_spec:
             self.engine.stop()
@@ -806,6 +877,119 @@ class SurgviewWindow(QMainWindow):
             self.store.close()
             self.store = None
         super().closeEvent(event)
+
+
+def _int_setting(settings: QSettings, key: str, default: int, low: int, high: int) -> int:
+    try:
+        return max(low, min(high, int(settings.value(key, default))))
+    except (TypeError, ValueError):
+        return default
+
+
+def spec_from_settings(settings: QSettings) -> dict:
+    """The engine spec the Preferences (or the first-run dialog) chose; empty when no model is set."""
+    kind = settings.value("engine/backend", "transformers")
+    model = settings.value("engine/model", "")
+    urls = parse_urls(str(settings.value("engine/url", "") or ""))
+    if not model and not urls:
+        return {}
+    if kind == "transformers" and model:
+        kind = default_kind(model)  # onnx in the torch-free bundle, when the folder has an export
+    spec = {
+        "kind": kind,
+        "model": model or None,
+        "url": urls[0] if urls else None,  # one server as always; several also as "urls"
+        "stride_s": float(settings.value("engine/stride", 1.0)),
+        "profile": str(settings.value("engine/profile", "") or "") or None,  # None: the model's own, or the default
+        "concurrency": _int_setting(settings, "engine/concurrency", DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY),
+    }
+    if len(urls) > 1:
+        spec["urls"] = urls
+    return spec
+
+
+def rate_text(tokens_per_s: float, frames_per_s: float, eta_s: float | None) -> str:
+    """The status bar's pace: generation speed, the sweep's frames per second and its time left."""
+    parts = []
+    if tokens_per_s:
+        parts.append(f"{tokens_per_s:.0f} tokens/s")
+    if frames_per_s:
+        parts.append(f"{frames_per_s:.2f} frames/s")
+    if eta_s:
+        parts.append(f"{format_seconds(eta_s)} left")
+    return " · ".join(parts)
+
+
+class PreferencesDialog(QDialog):
+    """The engine settings: backend, model, server(s), model profile, concurrency, sweep stride.
+
+    Accepting writes them to ``settings`` (the keys the first-run dialog writes too); the window
+    then restarts the engine with them.
+    """
+
+    def __init__(self, settings: QSettings, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.settings = settings
+        self.setWindowTitle("Preferences")
+        form = QFormLayout(self)
+        self.backend = QComboBox()
+        self.backend.addItems(["transformers", "onnx", "openai"])  # onnx: the model folder's onnx/ export
+        self.backend.setCurrentText(settings.value("engine/backend", "transformers"))
+        self.model = QLineEdit(settings.value("engine/model", ""))
+        browse = QPushButton("Browse…")
+        browse.clicked.connect(
+            lambda: self.model.setText(QFileDialog.getExistingDirectory(self, "Model directory") or self.model.text())
+        )
+        self.url = QLineEdit(settings.value("engine/url", ""))
+        self.url.setPlaceholderText("http://127.0.0.1:8000/v1 (several: separated by spaces or commas)")
+        self.url.setToolTip("Several servers of the same model share the frames between them")
+        self.profile = ProfileChoice(str(settings.value("engine/profile", "") or ""))
+        self.concurrency = QSpinBox()
+        self.concurrency.setRange(1, MAX_CONCURRENCY)
+        self.concurrency.setValue(_int_setting(settings, "engine/concurrency", DEFAULT_CONCURRENCY, 1, MAX_CONCURRENCY))
+        self.concurrency.setToolTip("Questions sent to the server(s) at once; a local model answers one at a time")
+        self.stride = QLineEdit(str(settings.value("engine/stride", 1.0)))
+        self.error = QLabel()
+        self.error.setTextFormat(Qt.TextFormat.PlainText)
+        self.error.setWordWrap(True)
+        self.error.hide()
+        row = QHBoxLayout()
+        row.addWidget(self.model)
+        row.addWidget(browse)
+        form.addRow("Backend", self.backend)
+        form.addRow("Model directory (or served model name)", row)
+        form.addRow("Server URL(s) (openai backend)", self.url)
+        form.addRow("Model profile", self.profile)
+        form.addRow("Requests in flight (openai backend)", self.concurrency)
+        form.addRow("Background analysis: seconds between frames", self.stride)
+        form.addRow(self.error)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+        self.backend.currentTextChanged.connect(self._follow_backend)
+        self._follow_backend(self.backend.currentText())
+
+    def _follow_backend(self, kind: str) -> None:
+        self.concurrency.setEnabled(kind == "openai")
+
+    def accept(self) -> None:
+        """Save, or say why the server URLs cannot be used and stay open."""
+        try:
+            urls = check_urls(self.url.text()) if self.url.text().strip() else []
+        except ValueError as exc:
+            self.error.setText(str(exc))
+            self.error.show()
+            return
+        s = self.settings
+        s.setValue("engine/backend", self.backend.currentText())
+        s.setValue("engine/model", self.model.text().strip())
+        s.setValue("engine/url", " ".join(urls))
+        s.setValue("engine/profile", self.profile.profile())
+        s.setValue("engine/concurrency", self.concurrency.value())
+        with contextlib.suppress(ValueError):  # an unreadable number keeps the previous stride
+            s.setValue("engine/stride", max(0.04, float(self.stride.text())))
+        super().accept()
 
 
 class BookmarkDialog(QDialog):

@@ -81,10 +81,14 @@ class AnalysisState(Observable):
     engine_error: str | None = None
     model_id: str = ""
     device: str = ""
+    profile: str = ""  # the model profile's name: which questions are asked of each frame
+    profile_note: str = ""  # which profile and why (chosen, the manifest's, or a stated default)
     done: int = 0
     total: int = 0
     paused: bool = False
     tokens_per_s: float = 0.0
+    frames_per_s: float = 0.0  # the sweep's pace, every question of a frame answered
+    eta_s: float | None = None  # the sweep's time left; None while unknown
 
 
 @dataclass(eq=False)

@@ -2,25 +2,30 @@
 
 A report must be readable away from the app and must not leak the patient's identity through
 the export: it names the case by its content fingerprint (the file name may hold a patient's
-name) and carries no file paths. Model text is kept verbatim here; :func:`visible_text` makes
-control characters visible so that renderers (HTML with autoescape, QTextDocument, QPainter)
-show a hostile output as literal text.
+name) and carries no file paths. It reads the merged frame records of one analysis
+(:mod:`engine.frame_record`), so a profile that asks several questions per frame reports its
+phase from the phase question and its boxes from the localisation question. Model text is kept
+verbatim here; :func:`visible_text` makes control characters visible so that renderers (HTML
+with autoescape, QTextDocument, QPainter) show a hostile output as literal text.
 """
 
 from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from engine.chain import Chain
+from engine.chain import Chain, ChainStatus
+from engine.frame_record import CaseAnalysis, FrameRecord, case_analyses, merge_results
 from engine.modeldir import Manifest
 from engine.ontology import load_ontology
 from engine.phase_labels import Segment
-from engine.store import Analysis, BlankArea, CaseStore, FrameResult, StoreError
+from engine.profiles import ModelProfile, Question, profile_for_version
+from engine.store import BlankArea, CaseStore, FrameResult, StoreError
 from engine.timecode import format_timecode
 from engine.timeline import TimelineConfig, Timelines, build_timelines
 
@@ -33,7 +38,9 @@ __all__ = [
     "ReportError",
     "ToolUsage",
     "choose_analysis",
+    "combined_result",
     "gather_report",
+    "stored_analyses",
     "visible_text",
 ]
 
@@ -112,8 +119,9 @@ class CaseSummary:
     status_counts: dict[str, int]
     model_id: str
     prompt_version: str
-    task: str
+    task: str  # the questions asked of each frame, comma-separated
     manifest: dict[str, Any] | None  # name, architecture, versions, lineage stages, evaluation
+    profile: str = "surgview"  # the model profile that asked them
 
 
 @dataclass(frozen=True)
@@ -121,25 +129,54 @@ class BookmarkEntry:
     frame: int
     title: str
     notes: list[str]
-    result: FrameResult | None  # the analysed frame shown (the bookmark's own, else the nearest)
-    chain: Chain | None
+    result: FrameResult | None  # the analysed frame shown (the bookmark's own, else the nearest); several
+    # questions: their answers together (weakest status, longest time, raw texts under their titles)
+    chain: Chain | None  # one question: its chain; several: the first answer's
+    answers: Mapping[str, FrameResult] = field(default_factory=dict)  # the shown frame's answers, by task
+    profile: ModelProfile | None = None
 
     @property
     def shown_frame(self) -> int:
         return self.result.frame if self.result is not None else self.frame
 
+    def record(self, width: int, height: int) -> FrameRecord | None:
+        """The shown frame's merged record for a ``width`` x ``height`` frame (boxes in its pixels)."""
+        if self.profile is None or not self.answers:
+            return None
+        return merge_results(self.profile, self.answers, width, height)
+
     @property
     def levels(self) -> list[tuple[str, str, str]]:
-        """(title, state, text) per level and the answer, in order; text made visible."""
-        if self.chain is None:
-            return []
-        rows = [
-            (f"Level {lv.number} ({LEVEL_NAMES.get(lv.number, '?')})", lv.state.value, visible_text(lv.text.strip()))
-            for lv in self.chain.levels
-        ]
-        if self.chain.answer is not None:
-            rows.append(("Answer", "done", visible_text(self.chain.answer.text.strip())))
+        """(title, state, text) per level and the answer, in order; text made visible. With several
+        questions each row names its question, and a question not answered says so."""
+        if self.profile is None or len(self.profile.questions) < 2:
+            return _level_rows(self.chain, "")
+        rows: list[tuple[str, str, str]] = []
+        for q in self.profile.questions:
+            answer = self.answers.get(q.task)
+            if answer is None:
+                rows.append((q.title, "not answered", ""))
+            else:
+                rows += _level_rows(answer.parsed(), f"{q.title} · ") or [
+                    (q.title, answer.status, visible_text(answer.raw_text.strip()))
+                ]
         return rows
+
+
+def _level_rows(chain: Chain | None, prefix: str) -> list[tuple[str, str, str]]:
+    if chain is None:
+        return []
+    rows = [
+        (
+            f"{prefix}Level {lv.number} ({LEVEL_NAMES.get(lv.number, '?')})",
+            lv.state.value,
+            visible_text(lv.text.strip()),
+        )
+        for lv in chain.levels
+    ]
+    if chain.answer is not None:
+        rows.append((f"{prefix}Answer", "done", visible_text(chain.answer.text.strip())))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -172,16 +209,31 @@ class ReportData:
 
 
 # ------------------------------------------------------------------------------------- gathering
-def choose_analysis(store: CaseStore, model_id: str | None = None, task: str | None = None) -> Analysis:
-    """The analysis a report shows: the most recent one matching ``model_id`` and ``task``."""
-    analyses = store.analyses()
+def choose_analysis(store: CaseStore, model_id: str | None = None, task: str | None = None) -> CaseAnalysis:
+    """The analysis a report shows: the most recent one matching ``model_id`` and asking ``task``
+    (the questions of a multi-question profile form one analysis)."""
+    analyses = stored_analyses(store)
     if model_id:
         analyses = [a for a in analyses if a.model_id == model_id]
     if task:
-        analyses = [a for a in analyses if a.task == task]
+        analyses = [a for a in analyses if task in a.tasks]
     if not analyses:
         raise ReportError("no stored analysis matches (analyse the case first)")
-    return max(analyses, key=lambda a: a.last_created or 0)
+    return analyses[0]  # most recent first
+
+
+def stored_analyses(store: CaseStore) -> list[CaseAnalysis]:
+    """Every analysis in the store, most recent first: :func:`case_analyses`, plus each task this
+    surgview has no prompt for (an older prompt set, another tool's) as a one-question analysis of
+    its own, so nothing stored is left out of a report."""
+    analyses = case_analyses(store)
+    covered = {(a.model_id, a.prompt_version, t) for a in analyses for t in a.tasks}
+    for a in store.analyses():
+        if (a.model_id, a.prompt_version, a.task) not in covered:
+            question = Question(a.task, a.task.replace("_", " ").capitalize(), "")
+            profile = ModelProfile(profile_for_version(a.prompt_version), "", a.prompt_version, "", (question,))
+            analyses.append(CaseAnalysis(a.model_id, a.prompt_version, profile, a.frames, a.last_created or 0.0))
+    return sorted(analyses, key=lambda a: a.last_created, reverse=True)
 
 
 def manifest_summary(manifest: Manifest | None) -> dict[str, Any] | None:
@@ -223,34 +275,27 @@ def gather_report(
     fps: float | None = None,
     frame_count: int | None = None,
     config: TimelineConfig | None = None,
+    analysis: CaseAnalysis | None = None,
 ) -> ReportData:
-    """Everything a report shows, from the store (``fps``/``frame_count`` override the store's)."""
+    """Everything a report shows, from the store (``fps``/``frame_count`` override the store's);
+    ``analysis`` (else the most recent matching ``model_id`` and ``task``) is the one reported."""
     try:
-        analysis = choose_analysis(store, model_id, task)
+        analysis = analysis or choose_analysis(store, model_id, task)
         info = store.case_info()
         fps = fps or (info.fps if info else None)
         frame_count = frame_count or (info.frame_count if info else None)
         if not fps or not frame_count:
             raise ReportError("the case store does not record the video's frame rate and length; open the case once")
-        key = (analysis.model_id, analysis.prompt_version, analysis.task)
-        rows = store.timeline_rows(*key)
-        statuses = store.statuses(*key)
+        rows = analysis.timeline_rows(store)  # merged: each field from the question that states it
+        statuses = analysis.statuses(store)  # the weakest chain of each frame
         marks = store.bookmarks()
         notes = store.notes()
         areas = store.blank_areas()
         analysed = np.array([f for f, _ in statuses], dtype=np.int64)
         bookmarks = []
         for mark in marks:
-            result = _result_for(store, key, analysed, mark.frame, fps)
-            bookmarks.append(
-                BookmarkEntry(
-                    mark.frame,
-                    mark.title,
-                    [n.text for n in notes if n.frame == mark.frame],
-                    result,
-                    result.parsed() if result is not None else None,
-                )
-            )
+            mine = [n.text for n in notes if n.frame == mark.frame]
+            bookmarks.append(_bookmark(store, analysis, analysed, fps, mark.frame, mark.title, mine))
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     config = config or TimelineConfig()
@@ -272,8 +317,9 @@ def gather_report(
         status_counts=counts,
         model_id=analysis.model_id,
         prompt_version=analysis.prompt_version,
-        task=analysis.task,
+        task=", ".join(analysis.tasks),
         manifest=manifest_summary(manifest),
+        profile=analysis.profile.name,
     )
     return ReportData(
         summary=summary,
@@ -342,15 +388,52 @@ def cvs_summary(timelines: Timelines, fps: float) -> CvsSummary:
     return CvsSummary(first, raw, clipping, statement, tracks)  # type: ignore[arg-type]
 
 
-def _result_for(
-    store: CaseStore, key: tuple[str, str, str], analysed: np.ndarray, frame: int, fps: float
-) -> FrameResult | None:
-    """The bookmark's own result, else the nearest analysed frame within two seconds."""
+def _shown_frame(analysed: np.ndarray, frame: int, fps: float) -> int | None:
+    """The bookmark's own frame when analysed, else the nearest analysed frame within two seconds."""
     if analysed.size == 0:
         return None
     i = int(np.searchsorted(analysed, frame))
     near = [int(analysed[j]) for j in (i - 1, i) if 0 <= j < analysed.size]
     best = min(near, key=lambda f: (abs(f - frame), f))
-    if abs(best - frame) > 2 * fps:
-        return None
-    return store.get_result(best, *key)
+    return best if abs(best - frame) <= 2 * fps else None
+
+
+def _bookmark(
+    store: CaseStore,
+    analysis: CaseAnalysis,
+    analysed: np.ndarray,
+    fps: float,
+    frame: int,
+    title: str,
+    notes: list[str],
+) -> BookmarkEntry:
+    """A bookmark with the answers of the frame it shows (its own, else the nearest analysed one)."""
+    shown = _shown_frame(analysed, frame, fps)
+    answers = analysis.frame_results(store, shown) if shown is not None else {}
+    if not answers:
+        return BookmarkEntry(frame, title, notes, None, None, {}, analysis.profile)
+    first = next(iter(answers.values()))
+    result = first if len(analysis.tasks) == 1 else combined_result(analysis, answers)
+    return BookmarkEntry(frame, title, notes, result, first.parsed(), answers, analysis.profile)
+
+
+def combined_result(analysis: CaseAnalysis, answers: Mapping[str, FrameResult]) -> FrameResult:
+    """Several questions' answers of one frame read as one result: the weakest status, the longest
+    generation (they run side by side), and the raw texts under their questions' titles."""
+    order = [ChainStatus.MALFORMED.value, ChainStatus.PARTIAL.value, ChainStatus.COMPLETE.value]
+    status = min((a.status for a in answers.values()), key=lambda s: order.index(s) if s in order else 0)
+    titles = {q.task: q.title for q in analysis.profile.questions}
+    raw = "\n\n".join(f"{titles.get(task, task)}:\n{a.raw_text}" for task, a in answers.items())
+    times = [a.total_s for a in answers.values() if a.total_s]
+    first = next(iter(answers.values()))
+    return FrameResult(
+        first.frame,
+        analysis.model_id,
+        analysis.prompt_version,
+        ",".join(answers),
+        raw,
+        {"status": status},
+        status,
+        total_s=max(times) if times else None,
+        tokens=sum(a.tokens or 0 for a in answers.values()) or None,
+    )

@@ -38,6 +38,8 @@ from app.export.pictures import blank_areas, ensure_gui_app
 from app.state import LayerState
 from app.widgets.overlay_painter import paint_overlays
 from engine.chain import Chain
+from engine.frame_record import merge_results
+from engine.profiles import ModelProfile, ProfileError, Question, get_profile, profile_for_version
 from engine.report_data import LEVEL_NAMES, ReportError, choose_analysis, visible_text
 from engine.store import BlankArea, CaseStore, FrameResult, StoreError, case_store_path
 from engine.timecode import format_timecode
@@ -84,26 +86,60 @@ class ClipStats:
 @dataclass(frozen=True)
 class _Analysed:
     frame: int
-    chain: Chain
+    chain: Chain  # the merged record's: every question's fields, boxes in video pixels
     status: str
     paragraphs: tuple[tuple[str, str], ...]  # (heading, text made visible)
 
     @classmethod
-    def of(cls, result: FrameResult) -> _Analysed:
-        chain = result.parsed()
-        paragraphs = [
-            (f"Level {lv.number} · {LEVEL_NAMES.get(lv.number, '?')}", visible_text(" ".join(lv.text.split())))
-            for lv in chain.levels
-        ]
-        if chain.answer is not None:
-            paragraphs.append(("Answer", visible_text(" ".join(chain.answer.text.split()))))
-        if not paragraphs:
-            paragraphs.append(("Raw output (no level recognised)", visible_text(" ".join(result.raw_text.split()))))
-        return cls(result.frame, chain, result.status, tuple(paragraphs))
+    def of(cls, profile: ModelProfile, answers: dict[str, FrameResult], width: int, height: int) -> _Analysed:
+        """One analysed frame from its answers (by task): several questions' chains follow each other,
+        each heading naming its question."""
+        record = merge_results(profile, answers, width, height)
+        titles = {q.task: q.title for q in profile.questions} if len(profile.questions) > 1 else {}
+        paragraphs: list[tuple[str, str]] = []
+        for task, result in record.results.items():
+            paragraphs += _paragraphs(result, f"{titles[task]} · " if task in titles else "")
+        return cls(record.frame, record.to_chain(), record.status, tuple(paragraphs))
 
     @property
     def total_chars(self) -> int:
         return sum(len(text) for _, text in self.paragraphs)
+
+
+def _paragraphs(result: FrameResult, prefix: str) -> list[tuple[str, str]]:
+    chain = result.parsed()
+    paragraphs = [
+        (f"{prefix}Level {lv.number} · {LEVEL_NAMES.get(lv.number, '?')}", visible_text(" ".join(lv.text.split())))
+        for lv in chain.levels
+    ]
+    if chain.answer is not None:
+        paragraphs.append((f"{prefix}Answer", visible_text(" ".join(chain.answer.text.split()))))
+    if not paragraphs:
+        text = visible_text(" ".join(result.raw_text.split()))
+        paragraphs.append((f"{prefix}Raw output (no level recognised)", text))
+    return paragraphs
+
+
+def profile_of(results: Sequence[FrameResult]) -> ModelProfile:
+    """The profile that asked ``results`` (the store keeps its version): the stored task decides
+    the surgview profile's one question; a task this surgview has no prompt for stays one question."""
+    first = results[0]
+    name = profile_for_version(first.prompt_version)
+    try:
+        profile = get_profile(name, first.task if name == "surgview" else None)
+    except ProfileError:
+        profile = None
+    if profile is None or first.task not in profile.tasks:
+        profile = ModelProfile(name, "", first.prompt_version, "", (Question(first.task, first.task, ""),))
+    return profile
+
+
+def _by_frame(results: Sequence[FrameResult], profile: ModelProfile) -> dict[int, dict[str, FrameResult]]:
+    by_frame: dict[int, dict[str, FrameResult]] = {}
+    for r in results:
+        if r.task in profile.tasks:
+            by_frame.setdefault(r.frame, {})[r.task] = r
+    return by_frame
 
 
 class _Panel:
@@ -202,8 +238,13 @@ def export_clip(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
     max_gap_s: float = TimelineConfig().max_gap_s,
+    profile: ModelProfile | None = None,
 ) -> ClipStats:
-    """Write frames ``options.start..options.stop`` of ``video`` to ``out`` (MP4, H.264, yuv420p)."""
+    """Write frames ``options.start..options.stop`` of ``video`` to ``out`` (MP4, H.264, yuv420p).
+
+    ``results``: the stored answers to show, of every question of the ``profile`` that asked them
+    (default: the one their prompt version names); each frame's answers are merged into one record.
+    """
     ensure_gui_app()
     out = Path(out)
     started = time.perf_counter()
@@ -221,7 +262,9 @@ def export_clip(
         panel_w = (options.panel_width or round(0.6 * height)) if options.panel else 0
         out_w, out_h = _even(width + panel_w), _even(height)
         panel_w = out_w - width if options.panel else 0
-        analysed = sorted((_Analysed.of(r) for r in results), key=lambda a: a.frame)
+        profile = profile or (profile_of(results) if results else None)
+        by_frame = _by_frame(results, profile) if profile is not None else {}
+        analysed = [_Analysed.of(profile, by_frame[f], width, height) for f in sorted(by_frame)]
         frames = [a.frame for a in analysed]
         hold = max(1, round(max_gap_s * fps))
         box_hold = max(1, round(options.box_hold_s * fps))
@@ -305,6 +348,7 @@ def clip_for_video(
 ) -> ClipStats:
     """Export a clip of ``video`` with its stored analysis (none stored: the picture alone)."""
     results: list[FrameResult] = []
+    profile: ModelProfile | None = None
     areas: list[BlankArea] = []
     store_path = case_store_path(video)
     if store_path.is_file():
@@ -313,10 +357,12 @@ def clip_for_video(
                 areas = store.blank_areas()
                 if store.analyses():
                     a = choose_analysis(store, model_id, task)
+                    profile = a.profile
                     info = store.case_info()
                     fps = (info.fps if info and info.fps else None) or 25.0
                     first = max(0, options.start - round(TimelineConfig().max_gap_s * fps))
-                    results = store.results(a.model_id, a.prompt_version, a.task, start=first, stop=options.stop + 1)
+                    for t in a.tasks:
+                        results += store.results(a.model_id, a.prompt_version, t, start=first, stop=options.stop + 1)
         except StoreError as exc:
             raise ReportError(str(exc)) from None
-    return export_clip(video, out, results, options, areas=areas, progress=progress, cancel=cancel)
+    return export_clip(video, out, results, options, areas=areas, progress=progress, cancel=cancel, profile=profile)

@@ -117,7 +117,8 @@ def pictures_for(data: ReportData, video: Path, width: int) -> dict[int, str]:
                 rgb = reader.frame(frame)
                 if data.blanked:
                     blank_areas(rgb, data.blank_areas)
-                chain = entry.chain if entry.result is not None and entry.result.frame == frame else None
+                record = entry.record(rgb.shape[1], rgb.shape[0]) if entry.shown_frame == frame else None
+                chain = record.to_chain() if record is not None else None  # every question's boxes, in video pixels
                 image = frame_picture(rgb, chain, frame, data.summary.fps, width=width)
                 out[i] = data_uri(image, "JPEG", 88)
     except VideoError as exc:
@@ -175,8 +176,7 @@ def _gather(store: CaseStore, options: ReportOptions, fps: float, frame_count: i
     analysis = choose_analysis(store, options.model_id, options.task)
     return gather_report(
         store,
-        model_id=analysis.model_id,
-        task=analysis.task,
+        analysis=analysis,
         manifest=_manifest(options, analysis.model_id),
         title=options.title,
         blank=options.blank,

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer, Signal
@@ -52,7 +52,7 @@ from PySide6.QtWidgets import (
 from app import palette as shared
 from app.state import LayerState
 from engine.chain import Answer, Chain, ChainStatus, Context, LevelState, Mention, Perception, Relations
-from engine.chain_parser import AnswerClosed, ChainParser, LevelClosed, LevelOpened, ProblemFound, TextAdded
+from engine.chain_parser import AnswerClosed, ChainParser, LevelClosed, LevelOpened, TextAdded
 from engine.ontology import Ontology, load_ontology
 
 __all__ = ["SECTIONS", "ReasoningPanel", "SectionState"]
@@ -423,8 +423,304 @@ class _Section(QWidget):
         self.title.setPalette(title_palette)
 
 
+_QUESTION_COLOURS = {
+    "streaming": "streaming",
+    ChainStatus.COMPLETE.value: "done",
+    ChainStatus.PARTIAL.value: "warning",
+    ChainStatus.MALFORMED.value: "warning",
+}
+NOT_ANSWERED = "not answered yet"
+_DEFAULT_QUESTIONS: tuple[tuple[str, str], ...] = (("frame_analysis", ""),)
+
+
+def _plain_label(bold: bool = False, wrap: bool = False) -> QLabel:
+    label = QLabel()
+    label.setTextFormat(Qt.TextFormat.PlainText)  # never rich text: some of it comes from the model
+    label.setWordWrap(wrap)
+    if bold:
+        font = QFont(label.font())
+        font.setBold(True)
+        label.setFont(font)
+    return label
+
+
+class _ChainView:
+    """One question's chain: its sections, its parser, and the text streamed so far.
+
+    A profile that asks one question shows one of these bare, exactly as the panel always looked;
+    with several questions each gets a heading (its title and state), so the reviewer sees which
+    answer said what. The widgets sit directly in the panel's column (no nested layout, so the
+    panel lays out in one pass as it always did).
+    """
+
+    def __init__(
+        self,
+        task: str,
+        title: str,
+        grouped: bool,
+        canonical: Callable[[Mention], str | None],
+        highlight: Callable[[], str | None],
+    ):
+        self.task, self.title, self.grouped = task, title, grouped
+        self._canonical = canonical
+        self._highlight = highlight
+        self.header = QWidget()
+        head = QHBoxLayout(self.header)
+        head.setContentsMargins(0, 8, 0, 0)
+        head.setSpacing(8)
+        self.heading = _plain_label(bold=True)
+        self.heading.setText(title)
+        self.state_label = _plain_label()
+        head.addWidget(self.heading)
+        head.addWidget(self.state_label)
+        head.addStretch(1)
+        self.header.setVisible(False)
+        self.sections = {name: _Section(name) for name in SECTIONS}
+        if grouped:  # a question's levels sit under its heading
+            for section in self.sections.values():
+                section.layout().setContentsMargins(12, 4, 0, 4)
+        self.reset()
+
+    @property
+    def widgets(self) -> list[QWidget]:
+        """What the panel's column holds for this question, top to bottom."""
+        return [self.header, *self.sections.values()]
+
+    def setVisible(self, visible: bool) -> None:
+        """The heading (grouped only); sections show themselves as text arrives."""
+        self.header.setVisible(visible and self.grouped)
+        if not visible:
+            for section in self.sections.values():
+                section.setVisible(False)
+
+    def palette(self) -> QPalette:
+        return self.sections["level1"].palette()
+
+    # ----------------------------------------------------------------- lifecycle
+    def reset(self) -> None:
+        """Nothing asked yet: no parser, sections empty and hidden."""
+        self.parser: ChainParser | None = None
+        self.chain: Chain | None = None  # final, once finished
+        self.raw: list[str] = []
+        self.pending: list[tuple[str, str]] = []
+        self.states_dirty = False
+        self.cut_off = ""  # the section a partial chain stopped in
+        self.levels_seen = 0
+        self.answer_started = self.answer_closed = False
+        self.status_text = ""
+        for section in self.sections.values():
+            section.reset()
+            section.state = ""
+            section.setVisible(False)
+        self._show_heading_state(NOT_ANSWERED, None)
+
+    def begin(self, ontology: Ontology) -> None:
+        self.reset()
+        self.parser = ChainParser(ontology)
+        for section in self.sections.values():
+            if section.name not in ("preamble", "other"):
+                section.setVisible(True)
+        self.refresh_states()
+
+    def feed(self, piece: str) -> bool:
+        """Parse one piece; True when something waits to be shown."""
+        assert self.parser is not None
+        self.raw.append(piece)
+        for event in self.parser.feed(piece):
+            self._on_event(event)
+        return bool(self.pending) or self.states_dirty
+
+    def finish(self, status_text: str) -> Chain:
+        assert self.parser is not None
+        section = self.parser.section
+        for event in self.parser.finish():
+            self._on_event(event)
+        self.flush_text()
+        chain = self.parser.close()
+        self.chain = chain
+        self.cut_off = section if chain.status is ChainStatus.PARTIAL else ""
+        self.status_text = status_text
+        self.refresh_states()
+        return chain
+
+    @property
+    def streaming(self) -> bool:
+        return self.parser is not None and self.chain is None
+
+    @property
+    def snapshot(self) -> Chain | None:
+        """The final chain, else the stream so far; None when not asked."""
+        if self.chain is not None:
+            return self.chain
+        return self.parser.chain if self.parser is not None else None
+
+    @property
+    def raw_text(self) -> str:
+        return "".join(self.raw)
+
+    # ----------------------------------------------------------------- text
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, TextAdded):
+            self._queue_text(event.section, event.text)
+            return
+        self.flush_text()  # spans and states refer to the text so far
+        self.states_dirty = True
+        if isinstance(event, LevelOpened):
+            self.levels_seen += 1
+            self.sections[f"level{event.level}"].new_segment()
+        elif isinstance(event, LevelClosed):
+            self._add_level_spans(event.level, event.fields)
+        elif isinstance(event, AnswerClosed):
+            self.answer_closed = True
+            self._add_answer_spans(event.answer)
+        # ProblemFound: shown by the state refresh
+
+    def _queue_text(self, section: str, text: str) -> None:
+        if section == "other" and not self.levels_seen and not self.answer_started:
+            section = "preamble"  # Surg-R1 writes "This is a Level N task" with no <think>
+        elif section == "answer" and not self.answer_started:
+            self.answer_started = True
+            self.states_dirty = True
+        if self.pending and self.pending[-1][0] == section:
+            self.pending[-1] = (section, self.pending[-1][1] + text)
+        else:
+            self.pending.append((section, text))
+
+    def flush_text(self) -> None:
+        pending, self.pending = self.pending, []
+        for section, text in pending:
+            self.sections[section].append(text)
+
+    # ----------------------------------------------------------------- entities
+    def _add_level_spans(self, level: int, fields: Perception | Relations | Context) -> None:
+        mentions: list[tuple[Mention, str]] = []
+        if isinstance(fields, Perception):
+            mentions += [(s.name, "") for s in fields.instruments]
+            mentions += [(m, "") for m in fields.anatomy]
+        elif isinstance(fields, Relations):
+            for t in fields.triplets:
+                note = f"triplet {t.triplet_id}" if t.known else "triplet not in the CholecT50 map"
+                mentions += [(t.instrument, note), (t.verb, note), (t.target, note)]
+        elif isinstance(fields, Context) and fields.phase is not None:
+            mentions.append((fields.phase, ""))
+        self._add_spans(f"level{level}", mentions)
+
+    def _add_answer_spans(self, answer: Answer) -> None:
+        mentions: list[tuple[Mention, str]] = []
+        shown = self.sections["answer"].segment_text()
+        if answer.phase is not None and answer.phase.text:
+            at = shown.find(answer.phase.text)
+            if at >= 0:
+                mentions.append(
+                    (Mention("phase", answer.phase.text, answer.phase.label, (at, at + len(answer.phase.text))), "")
+                )
+        if answer.option is None and answer.text == shown:  # triplet spans are relative to that text
+            for t in answer.triplets:
+                mentions += [(t.instrument, ""), (t.verb, ""), (t.target, "")]
+        self._add_spans("answer", mentions)
+
+    def _add_spans(self, section: str, mentions: list[tuple[Mention, str]]) -> None:
+        spans = []
+        for mention, note in mentions:
+            if mention.span is None:
+                continue
+            label = self._canonical(mention)
+            kind = "unknown" if label is None else _KINDS.get(mention.vocabulary, mention.vocabulary)
+            if kind not in _COLOURS[True]:
+                kind = "phase"
+            tooltip = "not in the ontology" if label is None else f"{label} ({mention.vocabulary})"
+            if note:
+                tooltip += f" — {note}"
+            spans.append(_Span(mention.span[0], mention.span[1], label, kind, tooltip))
+        self.sections[section].add_spans(spans, self._highlight(), _is_dark(self.palette()))
+
+    def restyle(self, highlight: str | None, dark: bool, force: bool = False) -> None:
+        for section in self.sections.values():
+            section.restyle(highlight, dark, force)
+            if force:
+                section.show_state(dark)
+        if force:
+            self._show_heading_state(self.state_label.text(), self._heading_colour())
+
+    # ----------------------------------------------------------------- states
+    def refresh_states(self) -> None:
+        self.states_dirty = False
+        if self.parser is None:
+            return
+        dark = _is_dark(self.palette())
+        chain = self.snapshot
+        assert chain is not None
+        final = self.chain is not None
+        for number in (1, 2, 3):
+            state = _level_state(chain, number, final)
+            if state == SectionState.DONE and self.cut_off == f"level{number}":
+                state = SectionState.CUT_OFF
+            self.sections[f"level{number}"].set_state(state, dark)
+        if self.answer_closed or (final and chain.answer is not None and self.answer_started):
+            answer = SectionState.DONE if self.answer_closed else SectionState.CUT_OFF
+        elif self.answer_started:
+            answer = SectionState.STREAMING
+        else:
+            answer = SectionState.MISSING if final else SectionState.PENDING
+        self.sections["answer"].set_state(answer, dark)
+        self.sections["other"].set_state(SectionState.OUTSIDE, dark)
+        if final:
+            text = chain.status.value + (f" — {self.status_text}" if self.status_text else "")
+            self._show_heading_state(text, _QUESTION_COLOURS.get(chain.status.value))
+        else:
+            self._show_heading_state("streaming", "streaming")
+
+    def problems(self) -> str:
+        chain = self.snapshot
+        if chain is None or not chain.problems:
+            return ""
+        return f"{chain.status.value}: " + "; ".join(chain.problems)
+
+    def tick(self) -> None:
+        dark = _is_dark(self.palette())
+        for section in self.sections.values():
+            if section.state == SectionState.STREAMING:
+                section.tick(dark)
+
+    def any_section_streaming(self) -> bool:
+        return any(s.state == SectionState.STREAMING for s in self.sections.values())
+
+    def _heading_colour(self) -> str | None:
+        if self.parser is None:
+            return None
+        if self.chain is None:
+            return "streaming"
+        return _QUESTION_COLOURS.get(self.chain.status.value)
+
+    def _show_heading_state(self, text: str, role: str | None) -> None:
+        colours = _COLOURS[_is_dark(self.palette())]
+        palette = self.state_label.palette()
+        colour = QColor(colours[role]) if role else self.palette().color(QPalette.ColorRole.PlaceholderText)
+        palette.setColor(QPalette.ColorRole.WindowText, colour)
+        self.state_label.setPalette(palette)
+        self.state_label.setText(text)
+
+
+def _level_state(chain: Chain, number: int, final: bool) -> str:
+    written = [lv for lv in chain.levels if lv.number == number]
+    if written:
+        states = {lv.state for lv in written}
+        for state in (LevelState.MALFORMED, LevelState.STREAMING):
+            if state in states:
+                return state.value
+        return LevelState.DONE.value
+    if chain.task_level is not None and number > chain.task_level:
+        return SectionState.NOT_IN_TASK
+    return SectionState.MISSING if final else SectionState.PENDING
+
+
 class ReasoningPanel(QWidget):
-    """One frame's reasoning chain: streamed or stored, with entities linked to the video.
+    """One frame's reasoning: each question's chain, streamed or stored, entities linked to the video.
+
+    A model profile may ask several questions of a frame (:meth:`set_questions`); each question's
+    chain is then a titled section of its own, streamed independently (several questions of the
+    frame at the playhead are answered at once by a model server). With one question the panel
+    shows that chain alone.
 
     Signals: ``entityHovered(label | None)`` as the mouse moves over entity names;
     ``reaskRequested(frame)`` from the Re-ask button; ``frameRequested(frame)`` from the
@@ -440,23 +736,16 @@ class ReasoningPanel(QWidget):
         self._ontology = ontology or load_ontology()
         self._frame: int | None = None
         self._source = ""
-        self._parser: ChainParser | None = None
-        self._chain: Chain | None = None
-        self._raw: list[str] = []
-        self._pending: list[tuple[str, str]] = []
+        self._cleared = True  # a message is shown instead of chains
         self._last_flush = 0.0
-        self._states_dirty = False
         self._highlight: str | None = None
         self._hovered: str | None = None
-        self._level_open = False  # a level opened whose fields have not come yet
-        self._cut_off = ""  # the section a partial chain stopped in
-        self._levels_seen = 0
-        self._answer_started = False
-        self._answer_closed = False
         self._label_cache: dict[tuple[str, str], str] = {}
         self._unsubscribe: Callable[[], None] | None = None
         self._layers: LayerState | None = None
         self._format_frame: Callable[[int], str] = lambda frame: f"Frame {frame}"
+        self._questions: tuple[tuple[str, str], ...] = ()
+        self._views: list[_ChainView] = []
         self._build()
         self._flush_timer = QTimer(self)
         self._flush_timer.setSingleShot(True)
@@ -464,7 +753,7 @@ class ReasoningPanel(QWidget):
         self._animation = QTimer(self)
         self._animation.setInterval(_ANIMATION_MS)
         self._animation.timeout.connect(self._tick)
-        self.clear("")
+        self.set_questions(_DEFAULT_QUESTIONS)
 
     # ----------------------------------------------------------------- layout
     def _build(self) -> None:
@@ -472,8 +761,8 @@ class ReasoningPanel(QWidget):
         layout.setContentsMargins(6, 6, 6, 6)
         layout.setSpacing(4)
         head = QHBoxLayout()
-        self._title = self._plain_label(bold=True)
-        self._status = self._plain_label()
+        self._title = _plain_label(bold=True)
+        self._status = _plain_label()
         self._reask = QPushButton("Re-ask")
         self._reask.setToolTip("Ask the model again for this frame")
         self._reask.clicked.connect(self._on_reask)
@@ -486,22 +775,18 @@ class ReasoningPanel(QWidget):
         head.addWidget(self._reask)
         head.addWidget(self._copy)
         layout.addLayout(head)
-        self._problems = self._plain_label(wrap=True)
+        self._problems = _plain_label(wrap=True)
         layout.addWidget(self._problems)
-        self._message = self._plain_label(wrap=True)
+        self._message = _plain_label(wrap=True)
         self._message.setAlignment(Qt.AlignmentFlag.AlignCenter)
         layout.addWidget(self._message)
 
-        self._sections = {name: _Section(name) for name in SECTIONS}
         body = QWidget()
         body.setBackgroundRole(QPalette.ColorRole.Window)
-        column = QVBoxLayout(body)
-        column.setContentsMargins(0, 0, 0, 0)
-        column.setSpacing(2)
-        for name in SECTIONS:
-            column.addWidget(self._sections[name])
-            self._sections[name].view.spanHovered.connect(self._on_span_hovered)
-        column.addStretch(1)
+        self._column = QVBoxLayout(body)
+        self._column.setContentsMargins(0, 0, 0, 0)
+        self._column.setSpacing(2)
+        self._column.addStretch(1)
         self._scroll = QScrollArea()
         self._scroll.setWidgetResizable(True)
         self._scroll.setFrameShape(QFrame.Shape.NoFrame)
@@ -509,9 +794,9 @@ class ReasoningPanel(QWidget):
         self._scroll.setWidget(body)
         layout.addWidget(self._scroll, 1)
 
-        self._stats = self._plain_label()
+        self._stats = _plain_label()
         layout.addWidget(self._stats)
-        nearby_title = self._plain_label()
+        nearby_title = _plain_label()
         nearby_title.setText("Nearby analysed frames")
         layout.addWidget(nearby_title)
         self._nearby = QListWidget()
@@ -525,18 +810,38 @@ class ReasoningPanel(QWidget):
         self._nearby.itemClicked.connect(self._on_nearby_clicked)
         layout.addWidget(self._nearby)
 
-    @staticmethod
-    def _plain_label(bold: bool = False, wrap: bool = False) -> QLabel:
-        label = QLabel()
-        label.setTextFormat(Qt.TextFormat.PlainText)  # never rich text: some of it comes from the model
-        label.setWordWrap(wrap)
-        if bold:
-            font = QFont(label.font())
-            font.setBold(True)
-            label.setFont(font)
-        return label
-
     # ----------------------------------------------------------------- public API
+    def set_questions(self, questions: Iterable[tuple[str, str]]) -> None:
+        """The questions the model profile asks of each frame, as ``(task, title)`` in its order.
+
+        One question: its chain alone, as the panel always showed it. Several: one titled section
+        per question. Changing them clears the panel.
+        """
+        wanted = tuple((str(task), str(title)) for task, title in questions) or _DEFAULT_QUESTIONS
+        if wanted == self._questions:
+            return
+        for view in self._views:
+            for widget in view.widgets:
+                self._column.removeWidget(widget)
+                widget.deleteLater()
+        self._questions = wanted
+        grouped = len(wanted) > 1
+        self._views = [
+            _ChainView(task, title, grouped, self._canonical, lambda: self._highlight) for task, title in wanted
+        ]
+        at = 0
+        for view in self._views:
+            for widget in view.widgets:
+                self._column.insertWidget(at, widget)
+                at += 1
+            for section in view.sections.values():
+                section.view.spanHovered.connect(self._on_span_hovered)
+        self.clear("")
+
+    @property
+    def questions(self) -> tuple[tuple[str, str], ...]:
+        return self._questions
+
     @property
     def frame(self) -> int | None:
         """The frame whose chain is shown (or being streamed); None when cleared."""
@@ -544,35 +849,53 @@ class ReasoningPanel(QWidget):
 
     @property
     def chain(self) -> Chain | None:
-        """The chain shown: final once finished, otherwise a snapshot of the stream so far."""
-        if self._chain is not None:
-            return self._chain
-        return self._parser.chain if self._parser is not None else None
+        """The (first) question's chain: final once finished, otherwise a snapshot of the stream so far."""
+        return self._views[0].snapshot
+
+    def chain_of(self, task: str) -> Chain | None:
+        view = self._view(task)
+        return view.snapshot if view is not None else None
 
     @property
     def raw_text(self) -> str:
-        return "".join(self._raw)
+        """The model's text as received; with several questions, each under its title."""
+        if not self._grouped:
+            return self._views[0].raw_text
+        return "\n\n".join(f"{v.title}:\n{v.raw_text}" for v in self._views if v.parser is not None)
 
     def set_frame_formatter(self, formatter: Callable[[int], str]) -> None:
         """How frames are named (the main window may give timecodes)."""
         self._format_frame = formatter
         self._update_title()
 
-    def begin(self, frame: int, source: str = "live") -> None:
-        """Clear and start a new chain for ``frame``; pieces for other frames are ignored from now on."""
-        self._reset(frame, source)
-        self._parser = ChainParser(self._ontology)
-        self._set_status("streaming")
+    def begin(self, frame: int, source: str = "live", task: str | None = None) -> None:
+        """Start a new chain for ``frame``: every question's (``task`` None) or one question's.
+
+        A new frame clears the panel first, and pieces for other frames are ignored from now on;
+        another question of the frame already shown keeps the answers beside it.
+        """
+        view = self._view(task)
+        if view is None:
+            return
+        if not self._grouped or task is None or frame != self._frame or self._cleared:
+            self._reset(frame, source)
+        elif source != self._source:
+            self._source = source
+            self._update_title()
+        for v in self._views if (self._grouped and task is None) else [view]:
+            v.begin(self._ontology)
+        if self._grouped:
+            self._update_overall_status()
+        else:
+            self._set_status("streaming")
         self._refresh_states()
 
-    def feed(self, frame: int, piece: str) -> None:
+    def feed(self, frame: int, piece: str, task: str | None = None) -> None:
         """Append one streamed piece of model text for ``frame`` (ignored for any other frame)."""
-        if frame != self._frame or self._parser is None or self._chain is not None or not isinstance(piece, str):
+        view = self._view(task)
+        if frame != self._frame or view is None or not view.streaming or not isinstance(piece, str):
             return
-        self._raw.append(piece)
-        for event in self._parser.feed(piece):
-            self._on_event(event)
-        if not self._pending and not self._states_dirty:
+        if not view.feed(piece):
             return
         wait = FLUSH_INTERVAL_S - (time.perf_counter() - self._last_flush)
         if wait <= 0:
@@ -580,27 +903,43 @@ class ReasoningPanel(QWidget):
         elif not self._flush_timer.isActive():
             self._flush_timer.start(max(1, int(wait * 1000)))
 
-    def finish(self, frame: int, status_text: str = "") -> None:
-        """End of the stream for ``frame``: close the parser and show final states and problems."""
-        if frame != self._frame or self._parser is None or self._chain is not None:
+    def finish(self, frame: int, status_text: str = "", task: str | None = None) -> None:
+        """End of the stream for ``frame`` (one question's): close the parser, show final states and problems."""
+        view = self._view(task)
+        if frame != self._frame or view is None or not view.streaming:
             return
-        section = self._parser.section
-        for event in self._parser.finish():
-            self._on_event(event)
-        self._flush_text()
-        chain = self._parser.close()
-        self._chain = chain
-        self._cut_off = section if chain.status is ChainStatus.PARTIAL else ""
-        status = chain.status.value + (f" — {status_text}" if status_text else "")
-        self._set_status(status)
+        chain = view.finish(status_text)
+        if self._grouped:
+            self._update_overall_status()
+        else:
+            self._set_status(chain.status.value + (f" — {status_text}" if status_text else ""))
         self._refresh_states()
         self.flush()
 
-    def show_cached(self, frame: int, raw_text: str, source: str = "stored") -> None:
-        """Show a stored chain at once: parsed whole, rendered once."""
-        self.begin(frame, source)
-        self.feed(frame, raw_text if isinstance(raw_text, str) else "")
-        self.finish(frame)
+    def show_cached(self, frame: int, raw_texts: str | Mapping[str, str], source: str = "stored") -> None:
+        """Show stored chains at once, each parsed whole and rendered once: ``raw_texts`` is the one
+        question's text, or the texts by task (a question without one says it is not answered yet)."""
+        if isinstance(raw_texts, Mapping):
+            texts = {str(k): v if isinstance(v, str) else "" for k, v in raw_texts.items()}
+        else:
+            texts = {self._views[0].task: raw_texts if isinstance(raw_texts, str) else ""}
+        self._reset(frame, source)
+        for view in self._views:
+            text = texts.get(view.task)
+            if text is None and not self._grouped and texts:
+                text = next(iter(texts.values()))  # one question: whatever its task is called
+            if text is None:
+                continue
+            view.begin(self._ontology)
+            view.feed(text)
+            view.finish("")
+        if self._grouped:
+            self._update_overall_status()
+        else:
+            chain = self._views[0].chain
+            self._set_status(chain.status.value if chain is not None else "")
+        self._refresh_states()
+        self.flush()
 
     def clear(self, message: str = "", frame: int | None = None) -> None:
         """Show ``message`` (e.g. "Not analysed yet", an error) instead of a chain.
@@ -608,22 +947,26 @@ class ReasoningPanel(QWidget):
         With ``frame``, Re-ask still asks for that frame.
         """
         self._reset(frame, "")
-        self._parser = None
+        self._cleared = True
         self._message.setText(message)
         self._message.setVisible(bool(message))
-        for section in self._sections.values():
-            section.setVisible(False)
+        for view in self._views:
+            view.setVisible(False)
         self._set_status("")
         self._update_title()
 
     def flush(self) -> None:
         """Bring the display up to date now (normally done on a ~30 Hz timer while streaming)."""
         self._flush_timer.stop()
-        self._flush_text()
-        if self._states_dirty:
+        dirty = False
+        for view in self._views:
+            view.flush_text()
+            dirty = dirty or view.states_dirty
+        if dirty:
             self._refresh_states()
-        for section in self._sections.values():
-            section.update_note()
+        for view in self._views:
+            for section in view.sections.values():
+                section.update_note()
         self._last_flush = time.perf_counter()
 
     def set_highlight(self, label: str | None) -> None:
@@ -632,8 +975,8 @@ class ReasoningPanel(QWidget):
             return
         self._highlight = label
         dark = _is_dark(self.palette())
-        for section in self._sections.values():
-            section.restyle(label, dark)
+        for view in self._views:
+            view.restyle(label, dark)
 
     def bind_layers(self, layers: LayerState | None) -> None:
         """Share the hovered entity with the video: follow ``layers.highlighted`` and set it on hover."""
@@ -683,125 +1026,69 @@ class ReasoningPanel(QWidget):
         """Copy the model's raw text (exactly as received) to the clipboard."""
         QGuiApplication.clipboard().setText(self.raw_text)
 
-    # Read-outs for the main window and tests.
-    def section_state(self, section: str) -> str:
-        return self._sections[section].state
+    # Read-outs for the main window and tests; ``task`` picks a question (default: the first).
+    def section_state(self, section: str, task: str | None = None) -> str:
+        return self._sections_of(task)[section].state
 
-    def section_text(self, section: str) -> str:
-        return self._sections[section].view.toPlainText()
+    def section_text(self, section: str, task: str | None = None) -> str:
+        return self._sections_of(task)[section].view.toPlainText()
 
-    def text_view(self, section: str) -> QTextEdit:
-        return self._sections[section].view
+    def text_view(self, section: str, task: str | None = None) -> QTextEdit:
+        return self._sections_of(task)[section].view
 
-    def entity_spans(self, section: str) -> list[tuple[int, int, str | None]]:
+    def entity_spans(self, section: str, task: str | None = None) -> list[tuple[int, int, str | None]]:
         """``(start, end, label)`` of each entity in a section's document."""
-        return [(s.start, s.end, s.label) for s in self._sections[section].view.spans]
+        return [(s.start, s.end, s.label) for s in self._sections_of(task)[section].view.spans]
 
-    # ----------------------------------------------------------------- streaming internals
+    def question_state(self, task: str) -> str:
+        """What a question's heading says: "not answered yet", "streaming", or its chain's status."""
+        view = self._view(task)
+        return view.state_label.text() if view is not None else ""
+
+    def question_heading(self, task: str) -> QLabel | None:
+        """A question's heading (its title), shown when the profile asks several questions."""
+        view = self._view(task)
+        return view.heading if view is not None else None
+
+    # ----------------------------------------------------------------- internals
+    @property
+    def _grouped(self) -> bool:
+        return len(self._views) > 1
+
+    @property
+    def _sections(self) -> dict[str, _Section]:
+        """The first question's sections (the one chain of a one-question profile)."""
+        return self._views[0].sections
+
+    def _view(self, task: str | None) -> _ChainView | None:
+        """The question ``task`` (None: the first); with one question, any task names it."""
+        if task is None or not self._grouped:
+            return self._views[0]
+        return next((v for v in self._views if v.task == task), None)
+
+    def _sections_of(self, task: str | None) -> dict[str, _Section]:
+        view = self._view(task)
+        if view is None:
+            raise KeyError(f"no question {task!r} in this panel")
+        return view.sections
+
     def _reset(self, frame: int | None, source: str) -> None:
         self._flush_timer.stop()
         self._animation.stop()
         self._frame = frame
         self._source = source
-        self._chain = None
-        self._raw = []
-        self._pending = []
-        self._states_dirty = False
-        self._level_open = False
-        self._cut_off = ""
-        self._levels_seen = 0
-        self._answer_started = self._answer_closed = False
+        self._cleared = False
         self._last_flush = 0.0
         self._message.hide()
         self._problems.hide()
         self._stats.clear()
-        for section in self._sections.values():
-            section.reset()
-            section.state = ""
-            if section.name not in ("preamble", "other"):
-                section.setVisible(True)
+        for view in self._views:
+            view.reset()
+            view.setVisible(True)
         self._set_hover(None)
         self._reask.setEnabled(frame is not None)
         self._update_title()
         self._select_nearby()
-
-    def _on_event(self, event: object) -> None:
-        if isinstance(event, TextAdded):
-            self._queue_text(event.section, event.text)
-            return
-        self._flush_text()  # spans and states refer to the text so far
-        self._states_dirty = True
-        if isinstance(event, LevelOpened):
-            self._levels_seen += 1
-            self._sections[f"level{event.level}"].new_segment()
-            self._level_open = True
-        elif isinstance(event, LevelClosed):
-            self._level_open = False
-            self._add_level_spans(event.level, event.fields)
-        elif isinstance(event, AnswerClosed):
-            self._answer_closed = True
-            self._add_answer_spans(event.answer)
-        elif isinstance(event, ProblemFound):
-            pass  # shown by the state refresh
-
-    def _queue_text(self, section: str, text: str) -> None:
-        if section == "other" and not self._levels_seen and not self._answer_started:
-            section = "preamble"  # Surg-R1 writes "This is a Level N task" with no <think>
-        elif section == "answer" and not self._answer_started:
-            self._answer_started = True
-            self._states_dirty = True
-        if self._pending and self._pending[-1][0] == section:
-            self._pending[-1] = (section, self._pending[-1][1] + text)
-        else:
-            self._pending.append((section, text))
-
-    def _flush_text(self) -> None:
-        pending, self._pending = self._pending, []
-        for section, text in pending:
-            self._sections[section].append(text)
-
-    # ----------------------------------------------------------------- entities
-    def _add_level_spans(self, level: int, fields: Perception | Relations | Context) -> None:
-        mentions: list[tuple[Mention, str]] = []
-        if isinstance(fields, Perception):
-            mentions += [(s.name, "") for s in fields.instruments]
-            mentions += [(m, "") for m in fields.anatomy]
-        elif isinstance(fields, Relations):
-            for t in fields.triplets:
-                note = f"triplet {t.triplet_id}" if t.known else "triplet not in the CholecT50 map"
-                mentions += [(t.instrument, note), (t.verb, note), (t.target, note)]
-        elif isinstance(fields, Context) and fields.phase is not None:
-            mentions.append((fields.phase, ""))
-        self._add_spans(f"level{level}", mentions)
-
-    def _add_answer_spans(self, answer: Answer) -> None:
-        mentions: list[tuple[Mention, str]] = []
-        shown = self._sections["answer"].segment_text()
-        if answer.phase is not None and answer.phase.text:
-            at = shown.find(answer.phase.text)
-            if at >= 0:
-                mentions.append(
-                    (Mention("phase", answer.phase.text, answer.phase.label, (at, at + len(answer.phase.text))), "")
-                )
-        if answer.option is None and answer.text == shown:  # triplet spans are relative to that text
-            for t in answer.triplets:
-                mentions += [(t.instrument, ""), (t.verb, ""), (t.target, "")]
-        self._add_spans("answer", mentions)
-
-    def _add_spans(self, section: str, mentions: list[tuple[Mention, str]]) -> None:
-        spans = []
-        for mention, note in mentions:
-            if mention.span is None:
-                continue
-            label = self._canonical(mention)
-            kind = "unknown" if label is None else _KINDS.get(mention.vocabulary, mention.vocabulary)
-            if kind not in _COLOURS[True]:
-                kind = "phase"
-            tooltip = "not in the ontology" if label is None else f"{label} ({mention.vocabulary})"
-            if note:
-                tooltip += f" — {note}"
-            spans.append(_Span(mention.span[0], mention.span[1], label, kind, tooltip))
-        self._sections[section].add_spans(spans, self._highlight, _is_dark(self.palette()))
 
     def _canonical(self, mention: Mention) -> str | None:
         """The label shared with the video: triplet instruments become Cholec80 tool names."""
@@ -830,50 +1117,37 @@ class ReasoningPanel(QWidget):
         else:
             self.set_highlight(label)
 
-    # ----------------------------------------------------------------- states
     def _refresh_states(self) -> None:
-        self._states_dirty = False
-        dark = _is_dark(self.palette())
-        if self._parser is None:
-            return
-        chain = self._chain if self._chain is not None else self._parser.chain
-        final = self._chain is not None
-        for number in (1, 2, 3):
-            state = self._level_state(chain, number, final)
-            if state == SectionState.DONE and self._cut_off == f"level{number}":
-                state = SectionState.CUT_OFF
-            self._sections[f"level{number}"].set_state(state, dark)
-        if self._answer_closed or (final and chain.answer is not None and self._answer_started):
-            answer = SectionState.DONE if self._answer_closed else SectionState.CUT_OFF
-        elif self._answer_started:
-            answer = SectionState.STREAMING
+        for view in self._views:
+            view.refresh_states()
+        if self._grouped:  # each question's problems under its title
+            text = "\n".join(f"{v.title} — {p}" for v in self._views if (p := v.problems()))
         else:
-            answer = SectionState.MISSING if final else SectionState.PENDING
-        self._sections["answer"].set_state(answer, dark)
-        self._sections["other"].set_state(SectionState.OUTSIDE, dark)
-        if chain.problems:
-            self._problems.setText(f"{chain.status.value}: " + "; ".join(chain.problems))
-            self._show_problems(dark)
+            text = self._views[0].problems()
+        if text:
+            self._problems.setText(text)
+            self._show_problems(_is_dark(self.palette()))
         else:
             self._problems.hide()
-        streaming = any(s.state == SectionState.STREAMING for s in self._sections.values())
+        streaming = any(v.any_section_streaming() for v in self._views)
         if streaming and not self._animation.isActive():
             self._animation.start()
         elif not streaming:
             self._animation.stop()
 
-    @staticmethod
-    def _level_state(chain: Chain, number: int, final: bool) -> str:
-        written = [lv for lv in chain.levels if lv.number == number]
-        if written:
-            states = {lv.state for lv in written}
-            for state in (LevelState.MALFORMED, LevelState.STREAMING):
-                if state in states:
-                    return state.value
-            return LevelState.DONE.value
-        if chain.task_level is not None and number > chain.task_level:
-            return SectionState.NOT_IN_TASK
-        return SectionState.MISSING if final else SectionState.PENDING
+    def _update_overall_status(self) -> None:
+        """Several questions: streaming while any streams, else the weakest status and how many answered."""
+        asked = [v for v in self._views if v.parser is not None]
+        if any(v.streaming for v in asked):
+            text = "streaming"
+        elif asked:
+            order = [ChainStatus.MALFORMED, ChainStatus.PARTIAL, ChainStatus.COMPLETE]
+            text = min((v.chain.status for v in asked if v.chain is not None), key=order.index).value
+        else:
+            text = ""
+        if text and len(asked) < len(self._views):
+            text += f" · {len(asked)} of {len(self._views)} answered"
+        self._set_status(text)
 
     def _show_problems(self, dark: bool) -> None:
         palette = self._problems.palette()
@@ -882,10 +1156,8 @@ class ReasoningPanel(QWidget):
         self._problems.show()
 
     def _tick(self) -> None:
-        dark = _is_dark(self.palette())
-        for section in self._sections.values():
-            if section.state == SectionState.STREAMING:
-                section.tick(dark)
+        for view in self._views:
+            view.tick()
 
     def _set_status(self, text: str) -> None:
         self._status.setText(text)
@@ -910,6 +1182,5 @@ class ReasoningPanel(QWidget):
         super().changeEvent(event)
         if event.type() in (QEvent.Type.PaletteChange, QEvent.Type.StyleChange):
             dark = _is_dark(self.palette())
-            for section in getattr(self, "_sections", {}).values():
-                section.restyle(self._highlight, dark, force=True)
-                section.show_state(dark)
+            for view in getattr(self, "_views", []):
+                view.restyle(self._highlight, dark, force=True)

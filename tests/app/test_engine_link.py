@@ -17,6 +17,7 @@ import pytest
 from app.engine_link import EngineLink, death_reason
 from app.engine_worker import Outbox, WorkerSpec, default_threads
 from engine.modeldir import ModelDirError, inspect_model_dir
+from engine.profiles import get_profile
 from engine.store import CaseStore
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,11 +68,14 @@ def tiny_spec(model: Path, **extra) -> dict:
 
 
 def start_ready(qtbot, link: EngineLink, spec: dict) -> tuple[str, str]:
+    """Start the engine and wait for ready; its (model_id, device) (the profile is checked to be reported)."""
     with qtbot.waitSignal(link.ready, timeout=LOAD_MS) as blocker:
         link.start(spec)
         assert link.state == "starting"
     assert link.state == "ready" and link.alive
-    return tuple(blocker.args)
+    model_id, device, profile = blocker.args
+    assert profile == link.profile and profile["questions"] and profile["version"]
+    return model_id, device
 
 
 def stored_frames(video: Path, info: dict) -> set[int]:
@@ -97,8 +101,8 @@ def test_request_streams_over_ipc_and_the_sweep_runs_and_pauses(qtbot, link, tin
     assert info["frame_count"] == 1500 and (info["width"], info["height"]) == (320, 180)
     link.request(700)
     qtbot.waitUntil(lambda: any(args[0] == 700 for args in events.of("done")), timeout=20_000)
-    assert (700, True) in events.of("started")
-    text = "".join(t for frame, t in events.of("pieces") if frame == 700)
+    assert (700, "frame_analysis", True) in events.of("started")
+    text = "".join(t for frame, _task, t in events.of("pieces") if frame == 700)
     assert text
     (done,) = [i for f, i in events.of("done") if f == 700]
     assert done["requested"] and done["tokens"] == 32 and done["model_id"] == model_id
@@ -125,7 +129,7 @@ def test_request_streams_over_ipc_and_the_sweep_runs_and_pauses(qtbot, link, tin
     # Requested frames are still served while paused; resuming moves the sweep on.
     link.request(1111)
     qtbot.waitUntil(lambda: any(f == 1111 for f, _ in events.of("done", quiet)), timeout=20_000)
-    assert not [f for f, requested in events.of("started", quiet) if not requested]
+    assert not [f for f, _task, requested in events.of("started", quiet) if not requested]
     before = max(d for d, _ in events.of("progress"))
     link.resume()
     qtbot.waitUntil(lambda: any(d > before for d, _ in events.of("progress", quiet)), timeout=20_000)
@@ -157,11 +161,11 @@ def test_a_killed_engine_is_reported_keeps_its_results_and_restarts(qtbot, link,
         link.restart()
     assert link.pid != pid
     qtbot.waitUntil(lambda: any(f == 900 for f, _ in events.of("done", mark)), timeout=30_000)
-    assert (900, True) in events.of("started", mark)
+    assert (900, "frame_analysis", True) in events.of("started", mark)
     assert link.case_info["model_id"] == info["model_id"]
     link.request(1200)
     qtbot.waitUntil(lambda: any(f == 1200 for f, _ in events.of("done", mark)), timeout=30_000)
-    recomputed = {f for f, _ in events.of("started", mark)} & before
+    recomputed = {f for f, *_ in events.of("started", mark)} & before
     assert not recomputed  # the new engine reads the store and never redoes a frame
     assert {700, 900, 1200} <= stored_frames(video, info)
 
@@ -198,7 +202,8 @@ def test_a_bad_model_directory_is_an_error_not_a_crash(qtbot, link, tmp_path, la
 
 def test_an_unknown_task_is_an_error(qtbot, link):
     with qtbot.waitSignal(link.error, timeout=30_000) as error:
-        link.start({"kind": "openai", "url": "http://127.0.0.1:9/v1", "task": "no_such_task"})
+        # A task picks the surgview profile's one question (a server's default profile asks its own).
+        link.start({"kind": "openai", "url": "http://127.0.0.1:9/v1", "profile": "surgview", "task": "no_such_task"})
     assert "no_such_task" in error.args[0] and link.state == "failed"
 
 
@@ -206,7 +211,9 @@ def test_openai_backend_unreachable_server_and_missing_video(qtbot, link, video,
     """The client makes no connection until it generates: ready at once, then a one-line stop."""
     events = Events(link)
     url = f"http://127.0.0.1:{closed_port()}/v1"
-    model_id, device = start_ready(qtbot, link, {"kind": "openai", "model": "surg-r1", "url": url})
+    # give_up_s: the server pool waits this long for an unreachable server before the analysis stops.
+    spec = {"kind": "openai", "model": "surg-r1", "url": url, "give_up_s": 1.0}
+    model_id, device = start_ready(qtbot, link, spec)
     assert model_id.startswith("openai:surg-r1@") and device.startswith("remote:")
 
     with qtbot.waitSignal(link.case_failed, timeout=10_000) as failed:
@@ -297,7 +304,14 @@ def test_death_reasons_are_one_line():
 def test_spec_defaults():
     spec = WorkerSpec.from_dict({"model": "/m"})
     assert spec.backend.kind == "transformers" and spec.backend.threads == default_threads() >= 1
-    assert (spec.task, spec.stride_s, spec.max_new_tokens) == ("frame_analysis", 1.0, 768)
+    # The task and the token cap now come from the model profile (None here): surgview's one question.
+    profile = get_profile(spec.profile, spec.task)
+    assert (profile.tasks[0], spec.stride_s, spec.max_new_tokens or profile.sampling.max_tokens) == (
+        "frame_analysis",
+        1.0,
+        768,
+    )
+    assert (spec.profile, spec.concurrency) == (None, 16)
     remote = WorkerSpec.from_dict({"kind": "openai", "url": "http://h:8000/v1", "api_key": "", "stride_s": 5})
     assert remote.backend.threads is None and remote.backend.api_key is None and remote.stride_s == 5.0
 
@@ -313,34 +327,34 @@ class _Pipe:
 def test_outbox_coalesces_pieces_and_flushes_before_other_messages():
     pipe = _Pipe()
     outbox = Outbox(pipe, flush_s=0.05)
-    outbox.put(("started", 1, True))
+    outbox.put(("started", 1, "phase", True))
     for i in range(200):  # a burst: far faster than the flush interval
-        outbox.put(("pieces", 1, str(i % 10)))
+        outbox.put(("pieces", 1, "phase", str(i % 10)))
     outbox.put(("done", 1, {}))
-    outbox.put(("pieces", 2, "a"))
-    outbox.put(("pieces", 3, "b"))  # another frame: never merged with the last
+    outbox.put(("pieces", 2, "phase", "a"))
+    outbox.put(("pieces", 3, "phase", "b"))  # another frame: never merged with the last
     time.sleep(0.01)
     outbox.close()
     kinds = [m[0] for _, m in pipe.sent]
     assert kinds[0] == "started" and kinds.count("pieces") <= 5
     done_at = kinds.index("done")
-    text = "".join(m[2] for _, m in pipe.sent[:done_at] if m[0] == "pieces")
+    text = "".join(m[3] for _, m in pipe.sent[:done_at] if m[0] == "pieces")
     assert text == "".join(str(i % 10) for i in range(200))  # complete and in order before done
-    assert [m for _, m in pipe.sent[done_at + 1 :]] == [("pieces", 2, "a"), ("pieces", 3, "b")]
+    assert [m for _, m in pipe.sent[done_at + 1 :]] == [("pieces", 2, "phase", "a"), ("pieces", 3, "phase", "b")]
 
 
 def test_outbox_sends_a_lone_piece_within_the_flush_interval():
     pipe = _Pipe()
     outbox = Outbox(pipe, flush_s=0.05)
-    outbox.put(("pieces", 1, "x"))  # first piece: out at once
+    outbox.put(("pieces", 1, "phase", "x"))  # first piece: out at once
     time.sleep(0.01)
-    outbox.put(("pieces", 1, "y"))  # held, but not for longer than flush_s
+    outbox.put(("pieces", 1, "phase", "y"))  # held, but not for longer than flush_s
     t = time.monotonic()
     deadline = t + 2
     while len(pipe.sent) < 2 and time.monotonic() < deadline:
         time.sleep(0.002)
     outbox.close()
-    assert [m for _, m in pipe.sent] == [("pieces", 1, "x"), ("pieces", 1, "y")]
+    assert [m for _, m in pipe.sent] == [("pieces", 1, "phase", "x"), ("pieces", 1, "phase", "y")]
     assert pipe.sent[1][0] - t < 0.1
 
 

@@ -94,6 +94,25 @@ def test_a_server_url_is_checked_and_stored_for_the_openai_backend(qtbot, settin
     assert window.engine_spec["url"] == "http://10.0.0.5:8000/v1" and window.engine_spec["model"] == "surg-r1"
 
 
+def test_first_run_chooses_the_profile_and_several_servers(qtbot, settings, data_home):
+    dialog = make_dialog(qtbot, settings)
+    assert not dialog.concurrency.isEnabled()  # for a server only
+    assert dialog.profile.profile() == "" and "Automatic" in dialog.profile.combo.currentText()
+    dialog.url.setText("http://10.0.0.5:8000/v1,http://10.0.0.6:8000/v1")
+    dialog.url.textEdited.emit(dialog.url.text())  # as typed: the server option follows
+    assert dialog.server_option.isChecked() and dialog.concurrency.isEnabled()
+    dialog.concurrency.setValue(64)
+    dialog.profile.set_profile("qwen-vl")
+    assert "Qwen2.5-VL" in dialog.profile.about.text()
+    dialog.accept()
+    assert dialog.result() == QDialog.DialogCode.Accepted
+    window = SurgviewWindow(settings=settings, start_engine=False)
+    qtbot.addWidget(window)
+    spec = window.engine_spec
+    assert spec["urls"] == ["http://10.0.0.5:8000/v1", "http://10.0.0.6:8000/v1"]
+    assert (spec["profile"], spec["concurrency"]) == ("qwen-vl", 64)
+
+
 def test_later_leaves_the_settings_alone(qtbot, settings, installed_demo):
     dialog = make_dialog(qtbot, settings)
     dialog.reject()

@@ -410,3 +410,106 @@ def test_tooltip_over_an_unknown_name(panel, qtbot):
     QApplication.sendEvent(viewport, QHelpEvent(QEvent.Type.ToolTip, pos, viewport.mapToGlobal(pos)))
     assert QToolTip.text() == "not in the ontology"
     QToolTip.hideText()
+
+
+# ------------------------------------------------------------------ several questions per frame (model profiles)
+SURG_R1 = [("phase", "Phase"), ("triplet", "Action"), ("localisation", "Tools")]
+PHASE_ANSWER = (
+    "<think> Level 1: A grasper and a hook are visible. Level 2: The hook dissects the cystic duct. "
+    "Level 3: The phase is Calot Triangle Dissection. </think><answer>Calot Triangle Dissection</answer>"
+)
+TOOLS_ANSWER = (
+    "<think> Level 1: A grasper and a hook are visible. </think>"
+    "<answer>Grasper (84,42), (252,210), Hook (420,238), (588,406)</answer>"
+)
+
+
+def test_each_question_is_a_titled_section_streamed_on_its_own(panel, qtbot):
+    panel.set_questions(SURG_R1)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.begin(30, "live", "phase")
+    panel.begin(30, "live", "localisation")  # answered side by side
+    headings = [panel.question_heading(task) for task, _ in SURG_R1]
+    assert [h.text() for h in headings] == ["Phase", "Action", "Tools"]
+    assert all(h.isVisibleTo(panel) for h in headings)
+    assert panel.question_state("triplet") == "not answered yet"
+    assert not panel.text_view("level1", "triplet").isVisibleTo(panel)
+    phase, tools = PHASE_ANSWER, TOOLS_ANSWER
+    for i in range(0, max(len(phase), len(tools)), 4):  # the two streams interleave
+        panel.feed(30, phase[i : i + 4], "phase")
+        panel.feed(30, tools[i : i + 4], "localisation")
+    panel.feed(30, "<think> Level 1: stray", "triplet")  # not asked: ignored
+    panel.feed(31, "other frame", "phase")  # another frame: ignored
+    panel.flush()
+    assert panel.question_state("phase") == panel.question_state("localisation") == "streaming"
+    assert panel.section_text("level2", "phase") == "The hook dissects the cystic duct."
+    assert panel.section_text("answer", "localisation") == "Grasper (84,42), (252,210), Hook (420,238), (588,406)"
+    assert panel.section_text("level2", "localisation") == ""
+    panel.finish(30, "stop", task="phase")
+    assert panel.question_state("phase") == "complete — stop"
+    assert panel.question_state("localisation") == "streaming"
+    assert panel.section_text("answer", "phase") == "Calot Triangle Dissection"
+    assert panel.section_state("level3", "phase") == SectionState.DONE
+    panel.finish(30, task="localisation")
+    assert panel.section_state("level1", "localisation") == SectionState.DONE
+    assert panel.chain_of("phase").status.value == "complete"
+    assert panel._status.text().endswith("2 of 3 answered")
+    assert panel.raw_text == f"Phase:\n{PHASE_ANSWER}\n\nTools:\n{TOOLS_ANSWER}"
+    # Entities are linked in every question: the phase, and the same hook seen by two questions.
+    assert {label for _, _, label in panel.entity_spans("level3", "phase")} == {"CalotTriangleDissection"}
+    start, end, _ = next(s for s in panel.entity_spans("level1", "localisation") if s[2] == "Hook")
+    hovered: list[object] = []
+    panel.entityHovered.connect(hovered.append)
+    qtbot.mouseMove(panel.text_view("level1", "localisation").viewport(), span_centre_of(panel, start, end))
+    qtbot.waitUntil(lambda: hovered[-1:] == ["Hook"], timeout=10000)
+    other = next(s for s in panel.entity_spans("level1", "phase") if s[2] == "Hook")
+    cursor = QTextCursor(panel.text_view("level1", "phase").document())
+    cursor.setPosition(other[0] + 1)
+    assert cursor.charFormat().property(ENTITY_HIGHLIGHTED) is True
+
+
+def span_centre_of(panel: ReasoningPanel, start: int, end: int, task: str = "localisation") -> QPoint:
+    view = panel.text_view("level1", task)
+    cursor = QTextCursor(view.document())
+    cursor.setPosition(start)
+    left = view.cursorRect(cursor)
+    cursor.setPosition(end)
+    right = view.cursorRect(cursor)
+    return QPoint((left.left() + right.left()) // 2, left.center().y())
+
+
+def test_stored_answers_show_by_question_and_a_live_one_joins_them(panel):
+    panel.set_questions(SURG_R1)
+    panel.show_cached(60, {"phase": PHASE_ANSWER, "localisation": TOOLS_ANSWER})
+    assert panel.question_state("phase") == "complete"
+    assert panel.question_state("triplet") == "not answered yet"
+    assert panel.section_text("answer", "localisation").startswith("Grasper (84,42)")
+    # The weakest answer speaks for the frame; each question's problems are named by its title.
+    assert panel._status.text() == "malformed · 2 of 3 answered"
+    assert panel._problems.text() == "Tools — malformed: Level 2 missing; Level 3 missing"
+    # The missing question streams beside the stored ones (same frame)...
+    panel.begin(60, "live", "triplet")
+    panel.feed(60, "<think> Level 1: A hook. Level 2: The hook dissects the cystic duct.", "triplet")
+    panel.flush()
+    assert panel.question_state("triplet") == "streaming" and panel._status.text() == "streaming"
+    assert panel.section_text("answer", "phase") == "Calot Triangle Dissection"
+    panel.finish(60, task="triplet")
+    assert panel._status.text() == "malformed"  # the weakest of the three; all answered
+    assert panel.section_state("level2", "triplet") == SectionState.CUT_OFF
+    # ...while another frame starts afresh.
+    panel.begin(61, "live", "phase")
+    assert panel.question_state("localisation") == "not answered yet"
+    assert panel.section_text("answer", "localisation") == ""
+
+
+def test_one_question_keeps_the_bare_layout(panel):
+    panel.set_questions(SURG_R1)
+    panel.set_questions([("frame_analysis", "Frame analysis")])
+    panel.show_cached(5, {"frame_analysis": CANONICAL})
+    assert not panel.question_heading("frame_analysis").isVisibleTo(panel)
+    assert panel.section_text("level1") == LEVEL1 and panel.raw_text == CANONICAL
+    panel.begin(6, "live", "frame_analysis")
+    panel.feed(6, CANONICAL, "frame_analysis")
+    panel.finish(6, task="frame_analysis")
+    assert panel._status.text() == "complete" and panel.section_text("level3") == LEVEL3

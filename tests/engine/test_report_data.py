@@ -136,3 +136,41 @@ def test_the_report_shows_the_held_out_metrics_a_pipeline_export_records():
     )
     shown = manifest_summary(manifest)["evaluation"]
     assert shown == {"held-out phase": 0.817, "held-out format_ok": 1.0, "held-out n": 120.0}
+
+
+def test_a_surg_r1_analysis_reports_the_phase_question_and_the_localisation_boxes(tmp_path):
+    """Three questions per frame form one analysis: phase from the phase answer, tools from every answer,
+    bookmarks with each question's levels under its title and the boxes mapped to the video's pixels."""
+    version = "surg-r1-release"
+
+    def phase(name: str) -> str:
+        levels = "Level 1: A grasper is visible. Level 2: It retracts the gallbladder."
+        return f"<think> {levels} Level 3: The phase is {name}. </think><answer>{name}</answer>"
+
+    tools = "<think> Level 1: A grasper and a hook. </think><answer>Grasper (84,42), (252,210), Hook (420,238), (588,406)</answer>"
+    with CaseStore.open(tmp_path / "s.sqlite") as store:
+        fill(store, [(0, 250, "Preparation", ("met", "met", "met"))])  # an older, surgview analysis
+        for frame in range(0, 1000, 25):
+            name = "Calot Triangle Dissection" if frame < 500 else "Clipping Cutting"
+            store.put_result(FrameResult.from_text(frame, "surg-r1", version, "phase", phase(name)))
+            if frame != 500:
+                store.put_result(FrameResult.from_text(frame, "surg-r1", version, "localisation", tools))
+        store.add_bookmark(500, "first clip")
+        store.add_bookmark(530, "boxes")
+        data = gather_report(store, fps=FPS, frame_count=1000)
+        by_task = gather_report(store, task="localisation", fps=FPS, frame_count=1000)
+    s = data.summary
+    assert (s.model_id, s.profile, s.task) == ("surg-r1", "surg-r1", "phase, triplet, localisation")
+    assert by_task.summary.profile == "surg-r1"
+    assert [p.phase for p in data.phases] == ["CalotTriangleDissection", "ClippingCutting"]
+    usage = {t.tool: t.seconds for t in data.tools}
+    assert usage["Hook"] == pytest.approx(40.0, abs=1.5)  # the localisation answer's tools
+    clip, boxed = data.bookmarks
+    assert clip.shown_frame == 500 and clip.result.status == "complete"
+    assert clip.levels[0][0] == "Phase · Level 1 (Perception)"
+    assert ("Action", "not answered", "") in clip.levels and ("Tools", "not answered", "") in clip.levels
+    record = clip.record(1680, 952)
+    assert record.phase.label == "ClippingCutting" and all(i.box is None for i in record.instruments)
+    assert boxed.shown_frame == 525 and boxed.result.status == "malformed"  # the weakest of its answers
+    found = {i.name.label: i.box for i in boxed.record(1680, 952).instruments}  # 840x476 → 1680x952
+    assert found == {"Grasper": (168.0, 84.0, 504.0, 420.0), "Hook": (840.0, 476.0, 1176.0, 812.0)}
