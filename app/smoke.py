@@ -56,18 +56,19 @@ def _run(video: Path, engine_spec: dict, tmp: Path, timeout_s: float) -> int:
             outcome["error"] = error
             app.quit()
 
-    def on_ready(model_id: str, device: str) -> None:
+    def on_ready(model_id: str, device: str, profile: dict) -> None:
         marks["ready"] = time.monotonic() - t0
-        outcome.update(model_id=model_id, device=device)
+        outcome.update(model_id=model_id, device=device, profile=profile.get("name", "?"))
 
-    def on_pieces(frame: int, text: str) -> None:
+    def on_pieces(frame: int, task: str, text: str) -> None:
         marks.setdefault("first_text", time.monotonic() - t0)
         outcome["pieces"] += 1
         outcome["chars"] += len(text)
 
     def on_done(frame: int, info: dict) -> None:
         outcome.update(frame=frame, info=info)
-        finish()
+        if info.get("frame_complete", True):  # every question of the profile answered
+            finish()
 
     engine.ready.connect(on_ready)
     engine.pieces.connect(on_pieces)
@@ -89,7 +90,7 @@ def _run(video: Path, engine_spec: dict, tmp: Path, timeout_s: float) -> int:
         return 1
     info = outcome["info"]
     print(f"case: {video} ({window.case.frame_count} frames)")
-    print(f"model: {outcome.get('model_id', '?')} on {outcome.get('device', '?')}")
+    print(f"model: {outcome.get('model_id', '?')} on {outcome.get('device', '?')}, profile {outcome.get('profile')}")
     print(
         f"chain: frame {outcome['frame']}, status {info.get('status')}, {info.get('tokens')} tokens, "
         f"{outcome['pieces']} streamed messages ({outcome['chars']} characters)"
