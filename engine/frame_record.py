@@ -28,7 +28,7 @@ from engine.chain import (
 )
 from engine.chain_fields import parse_perception
 from engine.ontology import Ontology, load_ontology
-from engine.profiles import ModelProfile, get_profile, profile_for_version
+from engine.profiles import ModelProfile, Question, get_profile, profile_for_version
 from engine.store import Analysis, CaseStore, FrameResult
 from engine.timeline import TimelineRow
 
@@ -241,7 +241,8 @@ class CaseAnalysis:
 
 def case_analyses(store: CaseStore) -> list[CaseAnalysis]:
     """The analyses in a store, most recent first: the tasks of a multi-question profile form one
-    analysis; each task asked with surgview's own prompts is one of its own."""
+    analysis; each task asked with surgview's own prompts is one of its own; a task this surgview has
+    no prompt for is still listed, so nothing stored is left out of a report or an export."""
     grouped: dict[tuple[str, str, str], list[Analysis]] = {}
     for a in store.analyses():
         name = profile_for_version(a.prompt_version)
@@ -252,8 +253,10 @@ def case_analyses(store: CaseStore) -> list[CaseAnalysis]:
         name = profile_for_version(version)
         try:
             profile = get_profile(name, task or None)
-        except ValueError:
-            continue  # a task this surgview no longer has a prompt for
+        except ValueError:  # a task this surgview has no prompt for (older prompts, another tool): shown as it is
+            tasks = [p.task for p in parts]
+            questions = tuple(Question(t, t.replace("_", " ").capitalize(), "") for t in tasks)
+            profile = ModelProfile(name, "", version, "", questions)
         out.append(
             CaseAnalysis(
                 model_id,

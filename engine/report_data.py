@@ -24,7 +24,7 @@ from engine.frame_record import CaseAnalysis, FrameRecord, case_analyses, merge_
 from engine.modeldir import Manifest
 from engine.ontology import load_ontology
 from engine.phase_labels import Segment
-from engine.profiles import ModelProfile, Question, profile_for_version
+from engine.profiles import ModelProfile
 from engine.store import BlankArea, CaseStore, FrameResult, StoreError
 from engine.timecode import format_timecode
 from engine.timeline import TimelineConfig, Timelines, build_timelines
@@ -40,7 +40,6 @@ __all__ = [
     "choose_analysis",
     "combined_result",
     "gather_report",
-    "stored_analyses",
     "visible_text",
 ]
 
@@ -212,7 +211,7 @@ class ReportData:
 def choose_analysis(store: CaseStore, model_id: str | None = None, task: str | None = None) -> CaseAnalysis:
     """The analysis a report shows: the most recent one matching ``model_id`` and asking ``task``
     (the questions of a multi-question profile form one analysis)."""
-    analyses = stored_analyses(store)
+    analyses = case_analyses(store)
     if model_id:
         analyses = [a for a in analyses if a.model_id == model_id]
     if task:
@@ -220,20 +219,6 @@ def choose_analysis(store: CaseStore, model_id: str | None = None, task: str | N
     if not analyses:
         raise ReportError("no stored analysis matches (analyse the case first)")
     return analyses[0]  # most recent first
-
-
-def stored_analyses(store: CaseStore) -> list[CaseAnalysis]:
-    """Every analysis in the store, most recent first: :func:`case_analyses`, plus each task this
-    surgview has no prompt for (an older prompt set, another tool's) as a one-question analysis of
-    its own, so nothing stored is left out of a report."""
-    analyses = case_analyses(store)
-    covered = {(a.model_id, a.prompt_version, t) for a in analyses for t in a.tasks}
-    for a in store.analyses():
-        if (a.model_id, a.prompt_version, a.task) not in covered:
-            question = Question(a.task, a.task.replace("_", " ").capitalize(), "")
-            profile = ModelProfile(profile_for_version(a.prompt_version), "", a.prompt_version, "", (question,))
-            analyses.append(CaseAnalysis(a.model_id, a.prompt_version, profile, a.frames, a.last_created or 0.0))
-    return sorted(analyses, key=lambda a: a.last_created, reverse=True)
 
 
 def manifest_summary(manifest: Manifest | None) -> dict[str, Any] | None:
