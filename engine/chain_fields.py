@@ -8,7 +8,10 @@ kept as text and flagged (``Mention.label is None``). Nothing here raises on any
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import re
+from collections.abc import Callable
 from functools import cache
 
 from engine.chain import (
@@ -192,11 +195,25 @@ def parse_perception(text: str, ontology: Ontology) -> Perception:
             if not _NONE_ITEM.match(_clean(item)):
                 anatomy.append(_mention(ontology.anatomy, item, offset + start))
     else:
-        taken = [s.name.span for s in instruments if s.name.span]
+        overlaps = _span_index([s.name.span for s in instruments if s.name.span])
         for label, s, e in ontology.anatomy.find(text):
-            if not any(a < e and s < b for a, b in taken):
+            if not overlaps(s, e):
                 anatomy.append(Mention("anatomy", text[s:e], label.name, (s, e)))
     return Perception(tuple(_dedupe_sightings(instruments)), tuple(_dedupe(anatomy)))
+
+
+def _span_index(spans: list[tuple[int, int]]) -> Callable[[int, int], bool]:
+    """Whether ``[s, e)`` overlaps any of ``spans``, in O(log n) a query: scanning every instrument
+    for each anatomy mention was quadratic in a long list."""
+    spans = sorted(spans)
+    starts = [a for a, _ in spans]
+    reach = list(itertools.accumulate((b for _, b in spans), max))  # the furthest end among spans so far
+
+    def overlaps(s: int, e: int) -> bool:
+        i = bisect.bisect_left(starts, e) - 1  # the last span starting before e
+        return i >= 0 and reach[i] > s
+
+    return overlaps
 
 
 def _dedupe(mentions: list[Mention]) -> list[Mention]:

@@ -119,6 +119,7 @@ class ChainParser:
         self._between: list[str] = []
         self._answer: list[str] = []
         self._trailing: list[str] = []
+        self._trailing_text = False  # something other than blanks came after </answer>
         self._levels: list[_LevelDraft] = []
         self._seen_levels: set[int] = set()  # at most {1, 2, 3}: repeated headers stay O(1) each
         self._think_opened = self._think_closed = False
@@ -225,7 +226,8 @@ class ChainParser:
             TRAILING: self._trailing,
         }[section]
         target.append(text)
-        if section == TRAILING and text.strip() and not any(p.strip() for p in target[:-1]):
+        if section == TRAILING and not self._trailing_text and text.strip():  # a flag: O(1) per piece
+            self._trailing_text = True
             self._problem("text after </answer>")
         name = {PRE: "preamble", ANSWER: "answer"}.get(section, "other")
         self._events.append(TextAdded(name, text))

@@ -16,12 +16,13 @@ import hashlib
 import importlib.util
 import json
 import os
+import stat
 import struct
 import tempfile
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 __all__ = [
     "FORMAT_VERSION",
@@ -32,6 +33,7 @@ __all__ = [
     "ModelDirError",
     "ModelInfo",
     "Stage",
+    "check_safe_files",
     "inspect_model_dir",
     "supported_architectures",
 ]
@@ -234,13 +236,7 @@ def inspect_model_dir(path: str | os.PathLike[str]) -> ModelInfo:
         raise ModelDirError(f"model directory {path} does not exist")
     if not path.is_dir():
         raise ModelDirError(f"{path} is not a directory (a model is a folder with config.json and *.safetensors)")
-    pickles = _pickle_files(path)
-    if pickles:
-        names = ", ".join(str(p.relative_to(path)) for p in pickles[:3]) + (" ..." if len(pickles) > 3 else "")
-        raise ModelDirError(
-            f"{path} holds pickle files ({names}), which can run code when loaded: refusing the folder; "
-            "keep the weights as safetensors and remove the pickle files"
-        )
+    check_safe_files(path)
     config_path = path / "config.json"
     if not config_path.is_file():
         raise ModelDirError(f"no config.json in {path}: not a Hugging Face model directory")
@@ -272,9 +268,63 @@ def inspect_model_dir(path: str | os.PathLike[str]) -> ModelInfo:
     )
 
 
+def check_safe_files(path: Path) -> None:
+    """Refuse a folder holding pickle files anywhere (unpickling runs code) or, at its top, a FIFO,
+    socket or device where a file belongs (opening a FIFO waits for a writer: a load that hangs).
+    Every backend that reads a model folder calls this first."""
+    pickles = _pickle_files(path)
+    if pickles:
+        names = ", ".join(str(p.relative_to(path)) for p in pickles[:3]) + (" ..." if len(pickles) > 3 else "")
+        raise ModelDirError(
+            f"{path} holds pickle files ({names}), which can run code when loaded: refusing the folder; "
+            "keep the weights as safetensors and remove the pickle files"
+        )
+    try:
+        entries = sorted(os.scandir(path), key=lambda e: e.name)
+    except OSError as exc:
+        raise ModelDirError(f"cannot list {path}: {exc.strerror or exc}") from exc
+    for entry in entries:
+        try:
+            mode = os.stat(entry.path).st_mode  # through symlinks (a Hugging Face cache links its blobs)
+        except OSError:
+            continue  # a dangling link: the checks of the file it stands for say what is missing
+        if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+            raise ModelDirError(f"{entry.name} in {path} is {_kind(mode)}, not a file: refusing the folder")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+
+
+def _open_file(path: Path) -> IO[bytes]:
+    """Open a regular file for reading, refusing anything else without blocking (O_NONBLOCK makes
+    opening a FIFO return at once; fstat then tells what was opened, with no race against a swap)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ModelDirError(f"cannot read {path.name} in {path.parent}: {exc.strerror or exc}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ModelDirError(f"{path.name} in {path.parent} is {_kind(mode)}, not a file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _read_json(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
+        with _open_file(path) as fh:
+            text = fh.read().decode("utf-8")
     except OSError as exc:
         raise ModelDirError(f"cannot read {path.name} in {path.parent}: {exc.strerror or exc}") from exc
     except UnicodeDecodeError as exc:
@@ -283,6 +333,8 @@ def _read_json(path: Path) -> Any:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelDirError(f"{path.name} in {path.parent} is not valid JSON (line {exc.lineno}: {exc.msg})") from exc
+    except RecursionError:
+        raise ModelDirError(f"{path.name} in {path.parent} is not valid JSON (nested too deeply)") from None
 
 
 def _pickle_files(path: Path) -> list[Path]:
@@ -331,8 +383,8 @@ def _check_weights(path: Path) -> tuple[Path, ...]:
 
 def _safetensors_header(path: Path) -> bytes:
     """The raw JSON header of a safetensors file, after checking the file holds all its data."""
-    size = path.stat().st_size
-    with path.open("rb") as fh:
+    with _open_file(path) as fh:
+        size = os.fstat(fh.fileno()).st_size
         head = fh.read(8)
         if len(head) < 8:
             raise ModelDirError(f"{path.name} in {path.parent} is empty or truncated: a partial download?")
@@ -405,11 +457,12 @@ def _fingerprint(path: Path, weights: tuple[Path, ...]) -> str:
         file = path / name
         if file.is_file():
             digest.update(f"{name}\0".encode())
-            digest.update(hashlib.sha256(file.read_bytes()).digest())
+            with _open_file(file) as fh:
+                digest.update(hashlib.file_digest(fh, "sha256").digest())
     for weight in weights:
-        size = weight.stat().st_size
-        digest.update(f"{weight.name}\0{size}\0".encode())
-        with weight.open("rb") as fh:
+        with _open_file(weight) as fh:
+            size = os.fstat(fh.fileno()).st_size
+            digest.update(f"{weight.name}\0{size}\0".encode())
             if size <= _HASH_WHOLE_BYTES:
                 digest.update(hashlib.file_digest(fh, "sha256").digest())
                 continue

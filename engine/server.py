@@ -9,6 +9,10 @@ bearer token. Without a token it also refuses requests whose Host or Origin is n
 web page cannot reach it through DNS rebinding) and POST bodies that are not application/json
 (a page cannot post a form to it). It never fetches image URLs. Generations run one at a time
 (a backend is not assumed thread-safe); a client that disconnects cancels its generation.
+Every answer is bounded by ``ServerConfig.limits`` (characters, bytes, a no-progress deadline and
+an overall one), whatever the backend: a cut-off answer ends with finish_reason "length". JSON
+nested too deeply for the parser is a 400; a connection over ``max_connections`` gets a 503
+answer (its request read and dropped first, so the client sees the answer, not a reset).
 """
 
 from __future__ import annotations
@@ -30,8 +34,8 @@ import socket
 import socketserver
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
@@ -39,7 +43,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from engine.backends.base import Backend, BackendError, GenerationRequest, TextStream
+from engine.backends.base import Backend, BackendError, GenerationRequest, StreamLimits, TextStream
 from engine.clitools import CliError
 from engine.prompts import IMAGE_PLACEHOLDER
 
@@ -72,6 +76,7 @@ class ServerConfig:
     queue_timeout_s: float = 600.0  # a request waiting longer for its turn gets 503
     max_connections: int = 64  # open connections (one thread each); more are answered 503
     socket_timeout_s: float = 60.0  # a client silent this long while sending a request is dropped
+    limits: StreamLimits = field(default_factory=StreamLimits)  # every answer's bounds, whatever the client asks
 
 
 class RequestError(Exception):
@@ -208,6 +213,8 @@ class EngineServer:
     def parse_chat(self, body: dict) -> tuple[GenerationRequest, bool, bool]:
         """A chat-completions body → (request, stream?, include usage in the stream?)."""
         model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise RequestError(400, "model must be a string")
         if model not in (None, "", self.model_name, self.backend.model_id):
             raise RequestError(
                 404, f"the model {model!r} does not exist; this server has {self.model_name!r}", code="model_not_found"
@@ -241,6 +248,7 @@ class EngineServer:
             temperature=float(temperature),
             top_p=float(top_p),
             seed=seed,
+            limits=self.config.limits,
         )
         return request, stream, usage
 
@@ -260,7 +268,7 @@ class EngineServer:
             with self._active_lock:
                 self._active.add(cancel)
             try:
-                return self.backend.stream(request, cancel)
+                return _Bounded(self.backend.stream(request, cancel), cancel, self.config.limits)
             except BackendError as exc:
                 raise RequestError(500, str(exc), "server_error") from None
         except BaseException:
@@ -278,6 +286,46 @@ class _ClientGone(Exception):
     """The client closed its connection: stop working for it."""
 
 
+class _Bounded(TextStream):
+    """The server's bounds over whatever the backend streams: a backend of ours applies the
+    request's limits itself, another one may not. It shares the request's cancel event (a client
+    gone or a shutdown still reads as cancelled); a bound that is hit halts the backend's stream."""
+
+    def __init__(self, inner: TextStream, cancel: threading.Event, limits: StreamLimits):
+        self._inner = inner
+        super().__init__(self._relay(), cancel, limits, source=inner.source, server=inner.server)
+
+    def cancel(self) -> None:
+        super().cancel()
+        self._inner.cancel()
+
+    def _halt(self) -> None:
+        super()._halt()
+        self._inner._halt()
+
+    def _relay(self) -> Iterator[str]:
+        inner = self._inner
+        try:
+            yield from inner
+        finally:
+            self.stats.tokens = inner.stats.tokens
+            if not inner.finished:  # cut here: release the backend's producer now
+                inner._halt()
+                inner._close_source()
+        self.stats.finish_reason, self.stats.cut_off = inner.stats.finish_reason, inner.stats.cut_off
+
+
+_REFUSERS = 16  # connections over the limit being answered 503 at once; beyond that they are just closed
+_REFUSE_LINGER_S = 2.0
+_BUSY_BODY = json.dumps(
+    {"error": {"message": "the server is busy (too many connections); try again later", "type": "server_busy"}}
+).encode()
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -285,6 +333,7 @@ class _HTTPServer(ThreadingHTTPServer):
     def __init__(self, address, handler, engine: EngineServer):
         self.engine = engine
         self._connections = threading.BoundedSemaphore(engine.config.max_connections)
+        self._refusers = threading.BoundedSemaphore(_REFUSERS)
         super().__init__(address, handler)
 
     def server_bind(self) -> None:
@@ -294,11 +343,34 @@ class _HTTPServer(ThreadingHTTPServer):
 
     def process_request(self, request, client_address) -> None:
         if not self._connections.acquire(blocking=False):
-            with contextlib.suppress(OSError):
-                request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            self.shutdown_request(request)
+            if self._refusers.acquire(blocking=False):
+                threading.Thread(target=self._refuse, args=(request,), name="surgview-server-busy", daemon=True).start()
+            else:  # a flood: answer what fits in the socket buffer and close
+                with contextlib.suppress(OSError):
+                    request.setblocking(False)
+                    request.sendall(_BUSY)
+                self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def _refuse(self, request: socket.socket) -> None:
+        """503, then read and drop the request a while before closing: closing a socket with unread
+        data sends a reset, which can destroy the answer before the client reads it."""
+        try:
+            request.settimeout(0.5)
+            request.sendall(_BUSY)
+            request.shutdown(socket.SHUT_WR)
+            deadline, left = time.monotonic() + _REFUSE_LINGER_S, 4 * self.engine.config.max_body_bytes
+            while time.monotonic() < deadline and left > 0:
+                data = request.recv(1 << 16)
+                if not data:  # the client read the answer and closed
+                    break
+                left -= len(data)
+        except OSError:
+            pass
+        finally:
+            self.shutdown_request(request)
+            self._refusers.release()
 
     def process_request_thread(self, request, client_address) -> None:
         try:
@@ -363,6 +435,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_error(exc)
         except _ClientGone:
             self.close_connection = True
+        except RecursionError:  # a value nested just below the parser's limit, shown in a message
+            self._send_error(RequestError(400, "the request is nested too deeply"))
         except Exception:
             log.exception("internal error answering %s %s", self.command, self.path)
             self._send_error(RequestError(500, "internal server error", "server_error"))
@@ -444,6 +518,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise RequestError(400, "the body is not valid JSON") from None
+        except RecursionError:
+            raise RequestError(400, "the body is JSON nested too deeply") from None
         if not isinstance(body, dict):
             raise RequestError(400, "the body must be a JSON object")
         return body
@@ -648,7 +724,7 @@ def _parse_messages(messages: object, max_pixels: int) -> tuple[str | None, str,
         elif role == "assistant":
             raise RequestError(400, "multi-turn chats are not supported: send a system and a user message")
         else:
-            raise RequestError(400, f"unsupported message role {role!r}")
+            raise RequestError(400, f"unsupported message role {_shown(role)}")
     if user is None:
         raise RequestError(400, "no user message")
     return ("\n".join(system) or None), "\n".join(user), image
@@ -690,7 +766,7 @@ def _text_parts(content: object, role: str, allow_image: bool) -> tuple[list[str
         elif kind == "image_url":
             raise RequestError(400, f"images belong in the user message, not the {role} message")
         else:
-            raise RequestError(400, f"unsupported content part {kind!r}; use text and image_url parts")
+            raise RequestError(400, f"unsupported content part {_shown(kind)}; use text and image_url parts")
     return texts, images
 
 
@@ -707,6 +783,15 @@ def _number(body: dict, name: str, default: float, low: float, high: float) -> f
     return float(value)
 
 
+def _shown(value: object) -> str:
+    """A client's value for an error message: short, and never repr() of a hostile nested structure."""
+    if value is None or isinstance(value, bool | int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:40] + "…")
+    return f"of type {type(value).__name__}"
+
+
 def _host_part(host: str) -> str:
     """The host name of a Host header, without the port ("[::1]:8000" → "::1")."""
     host = host.strip()
@@ -717,7 +802,8 @@ def _host_part(host: str) -> str:
 
 
 def _finish(stream: TextStream) -> str:
-    return "length" if stream.stats.finish_reason == "length" else "stop"
+    """OpenAI's finish reasons: a cut-off answer (token cap, a size bound, a deadline) is "length"."""
+    return "length" if stream.stats.finish_reason in ("length", "timeout") else "stop"
 
 
 def _completion_id() -> str:

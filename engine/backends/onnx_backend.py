@@ -11,7 +11,8 @@ provider cannot load, so the provider actually running is read back from the ses
 and shown in ``device``.
 
 Generation runs in the thread that iterates the stream (one decoder step per loop turn), so a
-``cancel()`` from any thread ends it after the step in flight and nothing outlives the stream.
+``cancel()`` from any thread, or a bound of the stream being hit (its deadlines are watched from
+another thread), ends it after the step in flight and nothing outlives the stream.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from engine.backends.base import Backend, BackendError, GenerationRequest, GenerationStats, TextStream
 from engine.backends.transformers_backend import build_messages
-from engine.modeldir import MANIFEST_NAME, Manifest, ModelDirError
+from engine.modeldir import MANIFEST_NAME, Manifest, ModelDirError, check_safe_files
 from engine.onnx_inputs import ModelInputs, OnnxInputBuilder, check_image
 from engine.onnx_layout import OnnxDirError, read_onnx_dir
 from engine.onnx_rope import rope_index, vision_indices
@@ -111,8 +112,12 @@ class OnnxBackend(Backend):
 
         self.path = Path(model_dir).expanduser()
         try:
+            if self.path.is_dir():  # as the transformers path does: no pickle files, no FIFO to hang on
+                check_safe_files(self.path)
+                if (self.path / "onnx").is_dir():
+                    check_safe_files(self.path / "onnx")
             folder, self.meta = read_onnx_dir(self.path, verify=verify)
-        except OnnxDirError as exc:
+        except (OnnxDirError, ModelDirError) as exc:
             raise BackendError(str(exc)) from exc
         self._name = self._model_name()
         try:
@@ -286,18 +291,24 @@ class OnnxBackend(Backend):
             except ValueError as exc:
                 raise BackendError(str(exc)) from exc
         cancel = cancel or threading.Event()
-        holder: dict[str, GenerationStats] = {}
-        text_stream = TextStream(self._pieces(request, cancel, holder), cancel)
-        holder["stats"] = text_stream.stats
+        holder: dict[str, TextStream] = {}
+        text_stream = TextStream(self._pieces(request, cancel, holder), cancel, request.limits)
+        holder["stream"] = text_stream
         return text_stream
 
     def _pieces(self, request: GenerationRequest, cancel: threading.Event, holder: dict) -> Iterator[str]:
-        stats: GenerationStats = holder["stats"]
+        stream: TextStream = holder["stream"]
+        stats: GenerationStats = stream.stats
+        halt = stream.halt_event  # a bound of the stream was hit (the stream says which)
+
+        def stop() -> bool:
+            return cancel.is_set() or halt.is_set()
+
         text = _Text(self.inputs.decode)
         try:
             inputs = self._build([request])
             last = None
-            for tokens in self._decode_steps(inputs, request.max_new_tokens, self._sampling(request), cancel.is_set):
+            for tokens in self._decode_steps(inputs, request.max_new_tokens, self._sampling(request), stop):
                 last = int(tokens[0])
                 stats.tokens += 1
                 piece = text.add(last)
@@ -307,7 +318,7 @@ class OnnxBackend(Backend):
             raise
         except Exception as exc:  # onnxruntime errors: one line, after the text already produced
             raise BackendError(f"generation failed: {type(exc).__name__}: {' '.join(str(exc).split())}") from exc
-        if cancel.is_set():
+        if stop():
             return
         piece = text.flush()
         if piece:

@@ -37,13 +37,18 @@ import numpy as np
 # any length, so lines are split here (with a cap) and handed to the decoder one by one.
 from httpx_sse._decoders import SSEDecoder
 
-from engine.backends.base import Backend, BackendError, GenerationRequest, TextStream
+from engine.backends.base import Backend, BackendError, GenerationRequest, StreamLimits, TextStream
 from engine.prompts import user_content
 
 __all__ = ["OpenAIBackend", "OpenAIConfig", "ServerBusy", "encode_image_data_url"]
 
 MAX_LINE_BYTES = 1 << 20  # one SSE line; a chunk of a few tokens is far smaller
 MAX_JSON_BYTES = 16 << 20  # a whole (non-streamed) answer or the model list
+# A body is read no further than its text may need (StreamLimits.max_bytes of text): an event
+# wraps a token of a few bytes in a few hundred bytes of JSON; a whole answer escapes each byte
+# in at most 6 (\uXXXX), plus its envelope.
+SSE_BYTES_PER_TEXT_BYTE = 64
+JSON_BYTES_PER_TEXT_BYTE, JSON_ENVELOPE_BYTES = 6, 64 << 10
 MAX_ERROR_BYTES = 64 << 10  # an error body read for its message
 MAX_DRAIN_BYTES = 64 << 10  # read after [DONE] so the connection can be pooled again
 DRAIN_TIMEOUT_S = 1.0  # a server that sends [DONE] but never ends the body is not waited on
@@ -171,15 +176,21 @@ class OpenAIBackend(Backend):
         return ids
 
     def stream(self, request: GenerationRequest, cancel: threading.Event | None = None) -> TextStream:
-        return self.stream_body(self.request_body(request), request.max_new_tokens, cancel)
+        return self.stream_body(self.request_body(request), request.max_new_tokens, cancel, request.limits)
 
     def request_body(self, request: GenerationRequest) -> bytes:
         """The JSON body for ``request``; the image is encoded now, so its errors come early."""
         return json.dumps(self._payload(request)).encode("utf-8")
 
-    def stream_body(self, body: bytes, max_new_tokens: int, cancel: threading.Event | None = None) -> TextStream:
+    def stream_body(
+        self,
+        body: bytes,
+        max_new_tokens: int,
+        cancel: threading.Event | None = None,
+        limits: StreamLimits | None = None,
+    ) -> TextStream:
         """A stream for a body from :meth:`request_body` (a server pool encodes once, sends to any replica)."""
-        stream = _SSEStream(self, body, max_new_tokens, cancel)
+        stream = _SSEStream(self, body, max_new_tokens, cancel, limits or StreamLimits())
         with self._lock:
             self._streams.add(stream)
         return stream
@@ -487,26 +498,43 @@ class _CancelWatch:
 
 
 class _SSEStream(TextStream):
-    """A TextStream over one HTTP response of server-sent events; cancel shuts its socket down."""
+    """A TextStream over one HTTP response of server-sent events; cancel, or a bound of the stream
+    being hit (a deadline fires even while the reader is blocked in a socket read), shuts its socket down."""
 
-    def __init__(self, backend: OpenAIBackend, body: bytes, max_pieces: int, cancel: threading.Event | None):
+    def __init__(
+        self,
+        backend: OpenAIBackend,
+        body: bytes,
+        max_pieces: int,
+        cancel: threading.Event | None,
+        limits: StreamLimits,
+    ):
         self._backend = backend
         self._body = body
         self._max_pieces = max_pieces
         self._watched = cancel is not None  # an event the caller may set without calling cancel()
         self._exchange = _Exchange()
         self._counting_chunks = True  # until the server reports usage, one content chunk counts as one token
-        super().__init__(self._generate(), cancel)
+        source = f"the model server at {backend._url}"
+        super().__init__(self._generate(), cancel, limits, source=source, server=backend._url)
 
     def cancel(self) -> None:
         super().cancel()
         self._abort()
 
+    def _halt(self) -> None:
+        super()._halt()
+        self._abort()
+
     def _abort(self) -> None:
         self._exchange.abort()
 
+    @property
+    def _stopping(self) -> bool:
+        return self.cancelled or self.halted
+
     def _generate(self) -> Iterator[str]:
-        if self.cancelled:
+        if self._stopping:
             return
         backend = self._backend
         client = backend._open_client()
@@ -520,7 +548,7 @@ class _SSEStream(TextStream):
         try:
             with self._exchange.sending():
                 response = client.send(request, stream=True)
-            if self.cancelled:
+            if self._stopping:
                 return
             if response.status_code != 200:
                 raise backend._http_error(response)
@@ -534,7 +562,7 @@ class _SSEStream(TextStream):
                     f"the server at {backend._url} sent {kind or 'an untyped body'}, not server-sent events"
                 )
         except (httpx.HTTPError, RuntimeError, OSError, ValueError) as exc:  # RuntimeError: httpx.StreamError
-            if self.cancelled:
+            if self._stopping:  # the socket was shut down on purpose; a halted stream says why
                 return
             raise backend._transport_error(exc, response is not None, self._exchange.heard) from None
         finally:
@@ -545,14 +573,24 @@ class _SSEStream(TextStream):
                     response.close()  # pooled again only when the whole body was read, else closed
 
     def _read_events(self, response: httpx.Response) -> Iterator[str]:
+        limit = SSE_BYTES_PER_TEXT_BYTE * self.limits.max_bytes
+        try:
+            yield from self._events(_capped(response.iter_bytes(), limit))
+        except _BodyTooLong:  # endless events without (much) text: cut, not read on
+            self._cut_short(
+                "length",
+                f"a response larger than {limit} bytes from {self.source}",
+                f"{self.source} sent {limit} bytes of events without an answer",
+            )
+
+    def _events(self, chunks: Iterator[bytes]) -> Iterator[str]:
         url = self._backend._url
-        chunks = response.iter_bytes()
         decoder = SSEDecoder()
         finish: str | None = None
         pieces = 0
         # The end of the body dispatches what is pending, like a blank line.
         for line in itertools.chain(_lines(chunks, MAX_LINE_BYTES), [""]):
-            if self.cancelled:
+            if self._stopping:
                 return
             if line and not line.startswith(":"):  # ":" starts an SSE comment, e.g. a keep-alive
                 field, colon, _ = line.partition(":")
@@ -582,7 +620,7 @@ class _SSEStream(TextStream):
                 if self._counting_chunks:
                     self.stats.tokens += 1
                 yield content
-                if self.cancelled:  # while the caller held the piece: leave without reading on
+                if self._stopping:  # while the caller held the piece: leave without reading on
                     return
             if choice.get("finish_reason"):
                 finish = _finish_reason(choice["finish_reason"], url)
@@ -595,7 +633,12 @@ class _SSEStream(TextStream):
 
     def _read_whole(self, response: httpx.Response) -> Iterator[str]:
         url = self._backend._url
-        answer = _parse_json(_read_limited(response.iter_bytes(), MAX_JSON_BYTES), "the answer")
+        limit = min(MAX_JSON_BYTES, JSON_BYTES_PER_TEXT_BYTE * self.limits.max_bytes + JSON_ENVELOPE_BYTES)
+        try:
+            raw = _read_limited(response.iter_bytes(), limit)
+        except ValueError:  # a JSON prefix cannot be decoded: no part of it can be kept
+            raise self._backend._error(f"the model server at {url} sent an answer larger than {limit} bytes") from None
+        answer = _parse_json(raw, "the answer")
         if not isinstance(answer, dict):
             raise self._malformed("an answer that is not a JSON object")
         _raise_reported_error(answer, url)
@@ -623,7 +666,7 @@ class _SSEStream(TextStream):
                 left -= len(chunk)
                 if left < 0:
                     return
-        except (httpx.HTTPError, httpx.StreamError, OSError):
+        except (httpx.HTTPError, httpx.StreamError, OSError, _BodyTooLong):
             return
         finally:
             if conn is not None:
@@ -666,6 +709,20 @@ def _lines(chunks: Iterable[bytes], limit: int) -> Iterator[str]:
         raise ValueError(too_long)
     if buf:
         yield line.decode("utf-8", errors="replace")
+
+
+class _BodyTooLong(Exception):
+    """A response body went past what the stream's limits allow."""
+
+
+def _capped(chunks: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The body's chunks up to ``limit`` bytes in all; the chunk that would pass it raises :class:`_BodyTooLong`."""
+    left = limit
+    for chunk in chunks:
+        left -= len(chunk)
+        if left < 0:
+            raise _BodyTooLong
+        yield chunk
 
 
 def _read_limited(chunks: Iterable[bytes], limit: int) -> bytes:
@@ -719,6 +776,8 @@ def _parse_json(raw: bytes, what: str) -> object:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{what} is not JSON ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    except RecursionError:  # [[[[...]]]] deeper than the interpreter's stack: hostile, not a model's answer
+        raise ValueError(f"{what} is JSON nested too deeply") from None
 
 
 def _error_detail(body: bytes | dict) -> str:
@@ -727,7 +786,7 @@ def _error_detail(body: bytes | dict) -> str:
     if isinstance(body, bytes):
         try:
             obj = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             text = body.decode("utf-8", errors="replace").strip()
             return _one_line(text) if text and not text.lstrip().startswith("<") else ""
     message: object = ""
@@ -739,7 +798,7 @@ def _error_detail(body: bytes | dict) -> str:
             message = err
         else:
             message = obj.get("message") or obj.get("detail") or ""
-    return _one_line(str(message))
+    return _one_line(message) if isinstance(message, str) else ""  # never str() of a hostile nested value
 
 
 def _one_line(text: str, limit: int = 200) -> str:

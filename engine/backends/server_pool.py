@@ -14,7 +14,9 @@ answer is not silently restarted). Only when every server has been failing for `
 from __future__ import annotations
 
 import collections
+import dataclasses
 import logging
+import math
 import random
 import threading
 import time
@@ -23,7 +25,14 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from engine.backends.base import Backend, BackendError, BackendUnavailable, GenerationRequest, TextStream
+from engine.backends.base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    GenerationRequest,
+    StreamLimits,
+    TextStream,
+)
 from engine.backends.openai_backend import OpenAIBackend, OpenAIConfig, ServerBusy
 
 __all__ = ["PoolConfig", "ServerPool", "ServerStateCallback"]
@@ -134,7 +143,7 @@ class ServerPool(Backend):
 
     def stream(self, request: GenerationRequest, cancel: threading.Event | None = None) -> TextStream:
         body = self._servers[0].backend.request_body(request)  # encoded once, sent to whichever server
-        stream = _PoolStream(self, body, request.max_new_tokens, cancel)
+        stream = _PoolStream(self, body, request.max_new_tokens, cancel, request.limits)
         with self._lock:
             self._streams.add(stream)
         return stream
@@ -239,15 +248,28 @@ class ServerPool(Backend):
 
 
 class _PoolStream(TextStream):
-    """One request, tried on servers until it streams, fails for good, or is cancelled."""
+    """One request, tried on servers until it streams, fails for good, or is cancelled.
 
-    def __init__(self, pool: ServerPool, body: bytes, max_new_tokens: int, cancel: threading.Event | None):
+    Each attempt is bounded by the request's limits (its own deadlines: a server that stalls is
+    one attempt's failure, raised, not retried). The pool stream itself keeps the size caps but
+    no deadline, so waiting for a restarting server is bounded by ``give_up_s`` as before."""
+
+    def __init__(
+        self,
+        pool: ServerPool,
+        body: bytes,
+        max_new_tokens: int,
+        cancel: threading.Event | None,
+        limits: StreamLimits,
+    ):
         self._pool = pool
         self._body = body
         self._max_new_tokens = max_new_tokens
+        self._limits = limits
         self._inner: TextStream | None = None
         self._inner_lock = threading.Lock()
-        super().__init__(self._generate(), cancel)
+        untimed = dataclasses.replace(limits, idle_timeout_s=math.inf, total_timeout_s=math.inf)
+        super().__init__(self._generate(), cancel, untimed, source="the model servers")
 
     def cancel(self) -> None:
         super().cancel()
@@ -256,14 +278,21 @@ class _PoolStream(TextStream):
         if inner is not None:
             inner.cancel()  # at once; the inner stream also watches the shared event
 
+    def _halt(self) -> None:
+        super()._halt()
+        with self._inner_lock:
+            inner = self._inner
+        if inner is not None:
+            inner._halt()  # not cancel(): the caller's event is the caller's
+
     def _generate(self) -> Iterator[str]:
         pool = self._pool
-        while True:
+        while not self.halted:
             chosen = pool._acquire(self.cancel_event)
             if chosen is None:
                 return
             server, probe = chosen
-            inner = server.backend.stream_body(self._body, self._max_new_tokens, self.cancel_event)
+            inner = server.backend.stream_body(self._body, self._max_new_tokens, self.cancel_event, self._limits)
             with self._inner_lock:
                 self._inner = inner
             started = False
@@ -294,4 +323,5 @@ class _PoolStream(TextStream):
                 pool._succeeded(server)  # an empty answer proves the server as well
             self.stats.tokens = inner.stats.tokens
             self.stats.finish_reason = inner.stats.finish_reason
+            self.stats.cut_off = inner.stats.cut_off
             return

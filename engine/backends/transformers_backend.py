@@ -7,8 +7,9 @@ queue with a short timeout, so it notices a cancel at once, and the worker alway
 queue (in ``finally``), so an exception there is re-raised in the consumer as
 :class:`BackendError`, after the text already produced, instead of a hang. A stopping
 criterion polls the cancel event, so generation ends within one decoding step of
-``TextStream.cancel()``. One generation runs at a time per model (a lock); a stream
-that is dropped unread is cancelled when it is garbage-collected.
+``TextStream.cancel()`` or of a bound of the stream (:class:`~engine.backends.base.StreamLimits`)
+being hit. One generation runs at a time per model (a lock); a stream that is dropped unread is
+cancelled when it is garbage-collected.
 """
 
 from __future__ import annotations
@@ -134,12 +135,13 @@ class _Run:
     streamer: _PieceStreamer
     stats: GenerationStats
     abandoned: threading.Event = field(default_factory=threading.Event)
+    halt: threading.Event = field(default_factory=threading.Event)  # the stream's: a size or time bound was hit
     error: BaseException | None = None
     finish_reason: str = ""
     thread: threading.Thread | None = None
 
     def stopped(self) -> bool:
-        return self.cancel.is_set() or self.abandoned.is_set()
+        return self.cancel.is_set() or self.abandoned.is_set() or self.halt.is_set()
 
 
 class TransformersBackend(Backend):
@@ -226,8 +228,8 @@ class TransformersBackend(Backend):
             _to_pil(request.image)  # reject a malformed frame here, before any thread starts
         cancel = cancel or threading.Event()
         run = _Run(request, cancel, _PieceStreamer(self._decode), GenerationStats())
-        text_stream = TextStream(self._pieces(run), cancel)
-        run.stats = text_stream.stats
+        text_stream = TextStream(self._pieces(run), cancel, request.limits)
+        run.stats, run.halt = text_stream.stats, text_stream.halt_event
         weakref.finalize(text_stream, run.abandoned.set)  # dropped unread: stop the worker
         run.thread = threading.Thread(target=self._work, args=(run,), name="surgview-generate", daemon=True)
         self._active.add(run)
@@ -280,7 +282,7 @@ class TransformersBackend(Backend):
 
     def _pieces(self, run: _Run) -> Iterator[str]:
         try:
-            while not run.cancel.is_set():
+            while not (run.cancel.is_set() or run.halt.is_set()):  # halted: the stream says why
                 try:
                     piece = run.streamer.queue.get(timeout=_POLL_S)
                 except queue.Empty:

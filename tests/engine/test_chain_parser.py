@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from engine.chain import (
@@ -17,7 +19,16 @@ from engine.chain import (
     render_perception,
     render_relations,
 )
-from engine.chain_parser import AnswerClosed, ChainParser, LevelClosed, LevelOpened, TextAdded, parse_chain
+from engine.chain_fields import parse_perception
+from engine.chain_parser import (
+    DEFAULT_MAX_CHARS,
+    AnswerClosed,
+    ChainParser,
+    LevelClosed,
+    LevelOpened,
+    TextAdded,
+    parse_chain,
+)
 
 CANONICAL = """<think>
 Level 1 (Perception): Instruments: Grasper [412, 80, 590, 260] (0.93), Hook [120, 300, 260, 420]. Anatomy: gallbladder, liver, cystic duct.
@@ -220,6 +231,46 @@ def test_endless_output_is_capped_and_reported():
     assert chain.status is ChainStatus.MALFORMED
     assert any("longer than 5000" in p for p in chain.problems)
     assert len(chain.raw) == 5_000
+
+
+def _seconds(work, repeats: int = 2) -> float:
+    """The fastest of a few runs: noise from a busy machine only ever adds time."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _feed(text: str, size: int) -> None:
+    parser = ChainParser()
+    for i in range(0, len(text), size):
+        parser.feed(text[i : i + size])
+    parser.close()
+
+
+def test_text_after_the_answer_fed_in_one_character_pieces_costs_linear_time():
+    # Each piece after </answer> used to copy the list of every earlier piece: quadratic.
+    def chain_then(size: int) -> str:
+        return (CANONICAL + " and then the model went on " * size)[:size]
+
+    long, short = chain_then(DEFAULT_MAX_CHARS), chain_then(DEFAULT_MAX_CHARS // 4)
+    piecewise = _seconds(lambda: _feed(long, 1))
+    at_once = _seconds(lambda: _feed(long, len(long)), repeats=5)
+    assert piecewise / at_once < 20_000, (piecewise, at_once)  # per-call overhead only (~1,500 here)
+    assert piecewise / _seconds(lambda: _feed(short, 1)) < 8  # four times the text: about four times the time
+
+
+def test_a_long_instrument_list_without_anatomy_parses_in_linear_time(ontology):
+    # Each anatomy name found in the list was checked against every instrument: quadratic.
+    def parse(items: int) -> None:
+        listed = ", ".join(["grasper", "gallbladder", "hook [1, 2, 3, 4]", "cystic duct"] * (items // 4))
+        perception = parse_perception(f"Instruments: {listed}.", ontology)
+        assert perception.anatomy == ()  # every name is in the instrument list
+        assert len(perception.instruments) == 3 + items // 4  # each unboxed name once, every boxed hook
+
+    assert _seconds(lambda: parse(40_000)) / _seconds(lambda: parse(10_000)) < 8
 
 
 def test_text_to_chain_to_text_round_trips():

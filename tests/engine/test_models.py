@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import gc
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -15,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.backends.base import BackendError, GenerationRequest
+from engine.backends.base import BackendError, GenerationRequest, StreamLimits
 from engine.backends.transformers_backend import TransformersBackend, build_messages
 from engine.chain_parser import parse_chain
 from engine.modeldir import (
@@ -280,6 +282,48 @@ def test_a_broken_model_folder_is_refused_with_one_clear_line(tmp_path, tiny_dir
     assert "\n" not in message and len(message) < 300
 
 
+def refused_in_time(work, seconds: float = 10.0) -> BaseException | None:
+    """Run ``work`` in a thread (an open() of a FIFO would block it for good); its exception, if any."""
+    caught: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as exc:  # handed to the test
+            caught.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "hung opening a FIFO"
+    return caught[0] if caught else None
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("name", ["model.safetensors", "config.json", MANIFEST_NAME, "tokenizer.json", "extra.txt"])
+def test_a_fifo_where_a_file_belongs_is_refused_without_hanging(tmp_path, tiny_dir, name):
+    broken = copy_model(tiny_dir, tmp_path / "fifo")
+    (broken / name).unlink(missing_ok=True)
+    os.mkfifo(broken / name)
+    error = refused_in_time(lambda: inspect_model_dir(broken))
+    assert isinstance(error, ModelDirError)
+    assert str(error) == f"{name} in {broken} is a named pipe (FIFO), not a file: refusing the folder"
+
+
+def test_a_folder_named_like_a_weight_file_is_refused(tmp_path, tiny_dir):
+    broken = copy_model(tiny_dir, tmp_path / "dir")
+    (broken / "extra.safetensors").mkdir()
+    with pytest.raises(ModelDirError, match=r"^extra.safetensors in .* is a directory, not a file$"):
+        inspect_model_dir(broken)
+
+
+def test_deeply_nested_json_in_a_model_folder_is_one_line(tmp_path, tiny_dir):
+    broken = copy_model(tiny_dir, tmp_path / "deep")
+    (broken / "config.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelDirError, match=r"config.json in .* is not valid JSON \(nested too deeply\)"):
+        inspect_model_dir(broken)
+
+
 def test_missing_and_non_directory_paths_are_refused(tmp_path):
     with pytest.raises(ModelDirError, match="does not exist"):
         inspect_model_dir(tmp_path / "nowhere")
@@ -531,6 +575,49 @@ def test_exiting_with_a_generation_in_flight_does_not_abort(tiny_dir):
     )
     assert out.returncode == 0, out.stderr[-500:]
     assert "exiting" in out.stdout and "terminate called" not in out.stderr
+
+
+def test_the_character_cap_of_the_stream_stops_generation(backend):
+    limits = StreamLimits(max_chars=40)
+    stream = backend.stream(
+        GenerationRequest("Describe the frame.", image=frame(), max_new_tokens=20_000, limits=limits)
+    )
+    assert len(stream.text()) == 40
+    assert (stream.stats.finish_reason, stream.stats.cut_off) == ("length", "answer longer than 40 characters")
+    start = time.perf_counter()  # the worker stopped: the model is free again at once
+    assert backend.generate(GenerationRequest("hi", max_new_tokens=3)) is not None
+    assert time.perf_counter() - start < 2.0
+
+
+def test_the_deadlines_of_the_stream_stop_generation(backend, monkeypatch):
+    model = backend.model
+    forward, calls, release = model.forward, [], threading.Event()
+
+    @functools.wraps(forward)  # generate() checks its arguments against forward's signature
+    def stalling_forward(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 12:
+            release.wait(10)  # a device that stops answering mid-answer
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", stalling_forward)
+    endless = GenerationRequest("Describe the frame.", image=frame(), max_new_tokens=20_000)
+    # 2.5 s: longer than a first token takes on a busy machine (the idle clock runs from the request on)
+    stream = backend.stream(dataclasses.replace(endless, limits=StreamLimits(idle_timeout_s=2.5)))
+    text = stream.text()
+    assert text.strip() and (stream.stats.finish_reason, stream.stats.cut_off) == (
+        "timeout",
+        "no progress for 2.5 s from the model",
+    )
+    release.set()
+    monkeypatch.undo()
+    stream = backend.stream(dataclasses.replace(endless, limits=StreamLimits(total_timeout_s=0.01)))
+    with pytest.raises(BackendError, match=r"^the model sent no answer within 0\.01 s$"):
+        stream.text()  # whatever the model makes after the deadline is past it
+    assert stream.stats.finish_reason == "timeout"
+    start = time.perf_counter()  # the workers stopped: the model is free again
+    assert backend.generate(GenerationRequest("hi", max_new_tokens=3)) is not None
+    assert time.perf_counter() - start < 5.0
 
 
 def test_a_malformed_frame_is_refused_at_once(backend):

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from engine.backend_factory import BackendSpec, open_backend
-from engine.backends.base import BackendError, GenerationRequest
+from engine.backends.base import BackendError, GenerationRequest, StreamLimits
 from tests.engine.onnx_models import FRAME_SIZES, copy_model, exported_model, request
 
 REPO = Path(__file__).resolve().parents[2]
@@ -127,6 +129,54 @@ def test_cancel_from_another_thread_before_iterating(onnx):
     cancel.wait(5)
     assert stream.text() == ""
     assert stream.stats.finish_reason == "cancelled" and stream.stats.tokens == 0
+
+
+def test_the_bounds_of_the_stream_stop_generation(onnx, monkeypatch):
+    capped = dataclasses.replace(request(*FRAME_SIZES[0], max_new_tokens=20_000), limits=StreamLimits(max_chars=30))
+    stream = onnx.stream(capped)
+    assert len(stream.text()) == 30 and stream.stats.tokens < 100
+    assert (stream.stats.finish_reason, stream.stats.cut_off) == ("length", "answer longer than 30 characters")
+    step, steps = onnx._step, []
+
+    def slow_step(*args, **kwargs):  # the 13th decoder step takes 2.5 s: past the idle deadline
+        steps.append(1)
+        if len(steps) == 13:
+            time.sleep(2.5)
+        return step(*args, **kwargs)
+
+    monkeypatch.setattr(onnx, "_step", slow_step)
+    # 1.5 s: longer than the first token takes on a busy machine (the idle clock runs from the request on)
+    stream = onnx.stream(dataclasses.replace(capped, limits=StreamLimits(idle_timeout_s=1.5)))
+    assert stream.text().strip() and len(steps) == 13  # the loop ended after the step in flight
+    assert (stream.stats.finish_reason, stream.stats.cut_off) == ("timeout", "no progress for 1.5 s from the model")
+    monkeypatch.undo()
+    stream = onnx.stream(dataclasses.replace(capped, limits=StreamLimits(total_timeout_s=0.001)))
+    with pytest.raises(BackendError, match=r"^the model sent no answer within 0\.001 s$"):
+        stream.text()
+
+
+def test_a_folder_with_pickle_files_or_a_fifo_is_refused_as_transformers_refuses_it(model, tmp_path):
+    broken = copy_model(model, tmp_path / "pickled")
+    (broken / "training_args.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(BackendError, match=r"holds pickle files \(training_args.bin\)"):
+        open_backend(BackendSpec(kind="onnx", model=str(broken)))
+    if not hasattr(os, "mkfifo"):
+        return
+    (broken / "training_args.bin").unlink()
+    os.mkfifo(broken / "onnx" / "extra.onnx")
+    caught: list[BackendError] = []
+
+    def open_it() -> None:  # in a thread: an open() of the FIFO would block for good
+        try:
+            open_backend(BackendSpec(kind="onnx", model=str(broken)))
+        except BackendError as exc:
+            caught.append(exc)
+
+    opening = threading.Thread(target=open_it, daemon=True)
+    opening.start()
+    opening.join(10)
+    assert not opening.is_alive() and len(caught) == 1
+    assert str(caught[0]) == f"extra.onnx in {broken / 'onnx'} is a named pipe (FIFO), not a file: refusing the folder"
 
 
 def test_reports_the_provider_that_runs(onnx):
