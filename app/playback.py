@@ -8,9 +8,10 @@ mailbox: if the UI has not taken the last frame yet the new one replaces it, so 
 never floods the event loop with frames nobody can paint. Every public signal is emitted on the
 UI thread, whatever the receiver.
 
-Timed play keeps the source frame rate: the frame due is ``start + elapsed × fps × speed`` by a
-monotonic clock; the worker decodes forward to it and, when it cannot keep up, skips the late
-frames (it drops display frames, never time).
+Timed play keeps the source timing: the frame due is the one on screen at ``time of the start
+frame + elapsed × speed`` by a monotonic clock and the frames' presentation timestamps (a
+variable-frame-rate file plays as recorded, not at its average rate); the worker decodes forward
+to it and, when it cannot keep up, skips the late frames (it drops display frames, never time).
 
 Stepping back across a keyframe costs a whole GOP's decode. To hide it, a second reader (the
 *spare*) decodes the GOP before the playhead's keyframe in idle time, one frame at a time with
@@ -41,7 +42,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, SignalInstance, Slot
 from PySide6.QtGui import QImage
 
-from engine.video import VideoError, VideoReader, VideoReaderConfig
+from engine.video import FrameTimes, VideoError, VideoReader, VideoReaderConfig
 
 __all__ = [
     "MAX_SPEED",
@@ -407,6 +408,7 @@ class _Worker:
             "codec": r.codec,
             "duration_s": r.duration_s,
             "keyframes": len(r.keyframes),
+            "times": r.times,  # when each frame shows (FrameTimes): timecodes of variable-rate files
         }
         self._emit(("opened", gen, info))
         self._show(0)
@@ -441,15 +443,16 @@ class _Worker:
     def _tick(self) -> float | None:
         """Show the frame due now; the seconds until the next one is due (0: call again at once)."""
         assert self._source is not None
-        last = self._source.reader.frame_count - 1
-        rate = float(self._source.reader.fps) * abs(self._speed)
-        if rate <= 0:
+        times = self._source.reader.times
+        last = len(times) - 1
+        speed = abs(self._speed)
+        if times.end <= 0:  # no time to play by (no timestamps and no rate)
             self._set_playing(False)
             return None
         t0, f0 = self._anchor
         sign = 1 if self._speed > 0 else -1
-        steps = math.floor((time.monotonic() - t0) * rate + 1e-9)
-        due = min(max(f0 + sign * steps, 0), last)
+        now = times.time_of(f0) + sign * (time.monotonic() - t0) * speed  # in the video's time
+        due, next_at = _due(times, now, sign)
         if due != self._pos:
             skipped = abs(due - self._pos) - 1
             if not self._show(due, playing=True):
@@ -461,7 +464,7 @@ class _Worker:
             if sign > 0:
                 self._emit(("ended", self._gen))
             return None
-        wait = t0 + (steps + 1) / rate - time.monotonic()
+        wait = t0 + abs(next_at - times.time_of(f0)) / speed - time.monotonic()
         # Playing backwards walks into the GOP before: prefetch it in the gaps between frames.
         if sign < 0 and self._config.prefetch and wait > 2 * self._source.prefetch_cost and self._prefetch():
             return 0
@@ -489,6 +492,22 @@ class _Worker:
         if worked:
             self._counters.add(prefetched=1)
         return worked
+
+
+def _due(times: FrameTimes, now: float, sign: int) -> tuple[int, float]:
+    """The frame to show at video time ``now`` and the time the next one is due.
+
+    Forwards, the frame on screen then; backwards, the first frame not yet passed (time runs down
+    from a frame's start), so a frame shows for its own duration either way.
+    """
+    last = len(times) - 1
+    if sign > 0:
+        due = times.index_at(now)
+        return due, times.time_of(due + 1) if due < last else times.duration_s
+    due = times.index_at(now)
+    if times.time_of(due) < now - 1e-6 and due < last:
+        due += 1  # between frames: the later one still shows
+    return due, times.time_of(due - 1) if due > 0 else 0.0
 
 
 class _Counters:
@@ -532,7 +551,7 @@ class PlaybackController(QObject):
     arrive on the UI thread. ``frameReady``'s index is always the frame actually decoded.
     """
 
-    opened = Signal(dict)  # path, fps, frame_count, width, height, codec, duration_s, keyframes
+    opened = Signal(dict)  # path, fps, frame_count, width, height, codec, duration_s, keyframes, times
     frameReady = Signal(int, QImage)
     playingChanged = Signal(bool)
     failed = Signal(str)  # one line, naming the file
@@ -628,6 +647,14 @@ class PlaybackController(QObject):
     def info(self) -> dict | None:
         """What ``opened`` said about the open video; None while nothing is open."""
         return self._info
+
+    def time_of(self, index: int) -> float | None:
+        """Seconds from the first frame to frame ``index`` of the open video, by its timestamp
+        (None while nothing is open): what the time label shows, also for variable frame rates."""
+        times = self._info.get("times") if self._info else None
+        if not isinstance(times, FrameTimes) or not 0 <= index < len(times):
+            return None
+        return times.time_of(index)
 
     @property
     def running(self) -> bool:

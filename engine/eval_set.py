@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import struct
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -18,12 +20,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from engine.backends.base import Backend, GenerationRequest
 from engine.profiles import ModelProfile
 from engine.textfiles import read_lines
 
-__all__ = ["EvalRow", "EvalSetError", "read_eval_set", "run_eval"]
+__all__ = ["MAX_IMAGE_PIXELS", "EvalRow", "EvalSetError", "load_rgb", "read_eval_set", "run_eval"]
+
+MAX_IMAGE_PIXELS = 178_956_970
+"""Largest image read (Pillow's decompression-bomb limit, ~537 MB as RGB); the model sees ~1 M pixels."""
 
 _IMAGE_TAG = re.compile(r"\s*<image>\s*")
 
@@ -80,7 +86,52 @@ def read_eval_set(path: Path) -> list[EvalRow]:
     return rows
 
 
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """(width, height) a PNG or JPEG declares, from its header alone (None: not found)."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(24)
+            if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+                return struct.unpack(">II", head[16:24])
+            if head[:2] != b"\xff\xd8":
+                return None
+            fh.seek(2)
+            while (marker := fh.read(4)) and len(marker) == 4 and marker[0] == 0xFF:
+                kind, length = marker[1], struct.unpack(">H", marker[2:])[0]
+                if 0xC0 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):  # a start of frame
+                    height, width = struct.unpack(">xHH", fh.read(5))
+                    return width, height
+                fh.seek(length - 2, os.SEEK_CUR)
+    except (OSError, struct.error):
+        pass
+    return None
+
+
+def _too_big(path: Path) -> str | None:
+    """Why the image is too big to read, judged by its header (nothing decoded); None if it is not."""
+    size = _header_size(path)
+    if size is None:  # another format: Pillow reads its header (it refuses what is far too big)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    size = image.size
+        except Image.DecompressionBombError:
+            return f"image is larger than the {MAX_IMAGE_PIXELS:,} pixels surgview reads"
+        except (OSError, ValueError, SyntaxError, struct.error):
+            return None  # not an image Pillow knows: OpenCV may still read it
+    w, h = size
+    if w * h <= MAX_IMAGE_PIXELS:
+        return None
+    return f"image is {w}x{h} pixels, larger than the {MAX_IMAGE_PIXELS:,} pixels surgview reads"
+
+
 def load_rgb(path: Path) -> np.ndarray:
+    """The image as RGB. One that declares more than ``MAX_IMAGE_PIXELS`` is refused, saying so,
+    before anything is decoded (OpenCV would allocate it, or call it merely "not readable")."""
+    reason = _too_big(path)
+    if reason is not None:
+        raise EvalSetError(f"{path}: {reason}")
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise EvalSetError(f"{path}: not a readable image")

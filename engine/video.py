@@ -13,9 +13,16 @@ hit, and stepping forward continues the running decoder without a seek. RGB come
 ``cv2.cvtColor`` on the I420 planes, about twice as fast as PyAV's own conversion, and only for
 the frames handed out.
 
+Frames come out as displayed: a display matrix (a phone's ``rotate=90``, in the container or an
+H.264 SEI, read off the first decoded frame) is applied, so pixels are upright and ``width`` x
+``height`` is the displayed size. Time comes from presentation timestamps (:class:`FrameTimes`),
+never from a frame rate: a variable-frame-rate file has no single rate to count frames with.
+
 Every failure of the file (missing, empty, random bytes, corrupt, truncated, deleted or replaced
 after opening) raises :class:`VideoError` with the file name; a frame number outside 0..N-1
-raises :class:`IndexError`.
+raises :class:`IndexError`. A truncated file whose last packet is cut short is counted as a
+decoder counts it (``ffprobe -count_frames``): on open, the last GOPs are decoded and frames that
+do not come out are not frames.
 """
 
 from __future__ import annotations
@@ -28,17 +35,20 @@ import os
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 
 import av
 import cv2
 import numpy as np
+from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import ColorRange, VideoReformatter
 
 __all__ = [
     "VIDEO_SUFFIXES",
+    "FrameTimes",
+    "Orientation",
     "VideoError",
     "VideoReader",
     "VideoReaderConfig",
@@ -86,11 +96,99 @@ class VideoReaderStats:
     converted: int = 0  # frames converted to RGB (only those handed out)
 
 
+@dataclass(frozen=True, eq=False)
+class FrameTimes:
+    """When each frame shows, from presentation timestamps: timecodes, seeking by time, playback
+    and clips go by these (a variable-frame-rate file has no rate to multiply frame numbers by).
+
+    ``ticks[i]`` is frame i's pts minus frame 0's; ``end`` is the last frame's pts plus its
+    duration (the container's, else the interval before it). Streams without timestamps count
+    frames at the nominal rate.
+    """
+
+    ticks: np.ndarray  # int64, ascending, ticks[0] == 0
+    end: int  # the end of the last frame, in ticks
+    time_base: Fraction  # seconds per tick
+
+    def __len__(self) -> int:
+        return len(self.ticks)
+
+    @property
+    def duration_s(self) -> float:
+        """From the first frame's start to the last frame's end."""
+        return float(self.end * self.time_base)
+
+    def time_of(self, i: int) -> float:
+        """Seconds from the first frame to frame ``i``."""
+        return float(int(self.ticks[i]) * self.time_base)
+
+    def index_at(self, seconds: float) -> int:
+        """The frame on screen at ``seconds`` from the first frame (clamped to the video)."""
+        last = len(self.ticks) - 1
+        if not self.end or math.isnan(seconds):
+            return 0  # no time is known: every moment is the first frame's
+        if math.isinf(seconds):
+            return last if seconds > 0 else 0
+        # Floor, but forgive the float's last bits: index_at(time_of(i)) must be i.
+        ticks = math.floor(Fraction(seconds) / self.time_base + Fraction(1, 10**6))
+        return min(max(int(np.searchsorted(self.ticks, ticks, side="right")) - 1, 0), last)
+
+    def seconds(self) -> np.ndarray:
+        """Every frame's time (float64 seconds from the first frame)."""
+        return self.ticks * float(self.time_base)
+
+
+_DISPLAYMATRIX = SideDataType.DISPLAYMATRIX
+
+
+@dataclass(frozen=True)
+class Orientation:
+    """How stored pixels become the displayed picture: transpose, then mirror left-right, top-bottom.
+
+    The eight quarter turns and flips of a display matrix; other angles (never seen from cameras)
+    go to the nearest quarter turn. Decided as ffmpeg's autorotate decides, so frames look as they
+    do in players.
+    """
+
+    transpose: bool = False
+    hflip: bool = False
+    vflip: bool = False
+
+    @classmethod
+    def of(cls, frame: av.VideoFrame) -> Orientation:
+        """The orientation the frame's display matrix side data asks for (none: as stored)."""
+        data = frame.side_data.get(_DISPLAYMATRIX)
+        if data is None or data.buffer_size < 36:
+            return cls()
+        m = np.frombuffer(data, np.int32, count=9).astype(np.int64)
+        a, b, c, d = int(m[0]), int(m[1]), int(m[3]), int(m[4])  # x' = a x + c y, y' = b x + d y
+        if abs(b) + abs(c) > abs(a) + abs(d):
+            return cls(True, c < 0, b < 0)
+        return cls(False, a < 0, d < 0)
+
+    @property
+    def upright(self) -> bool:
+        return not (self.transpose or self.hflip or self.vflip)
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The displayed (width, height) of a stored picture of this size."""
+        return (height, width) if self.transpose else (width, height)
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """The displayed picture (a new array unless already upright)."""
+        if self.transpose:
+            rgb = cv2.transpose(rgb)
+        if self.hflip or self.vflip:
+            rgb = cv2.flip(rgb, -1 if self.hflip and self.vflip else 1 if self.hflip else 0)
+        return rgb
+
+
 @dataclass(frozen=True)
 class _Index:
     """The packet index. A packet's key is its pts (else dts) in the stream's time base."""
 
     pts: np.ndarray  # key of frame i, ascending: frame numbers are presentation order
+    durations: np.ndarray  # frame i's packet duration (0: not given)
     keyframes: list[int]  # frame numbers of the visible keyframes
     dec_key: np.ndarray  # per packet in decode order: key, dts (key if none), size
     dec_dts: np.ndarray
@@ -102,6 +200,7 @@ class _Index:
     first_dpos: int  # decode position of the first keyframe: packets before it cannot be decoded
     tolerance: int  # how far (ticks) a byte-seeking demuxer's timestamps may be off after a seek
     ordinal: bool  # no usable timestamps (e.g. raw H.264): frames are numbered by counting
+    cut_short: bool = False  # the last packet was read short (a truncated file): check what decodes
 
 
 def _reason(exc: BaseException) -> str:
@@ -121,16 +220,20 @@ def _build_index(container: av.container.InputContainer, stream: av.video.stream
     keys: list[int | None] = []
     dts: list[int | None] = []
     sizes: list[int] = []
+    durations: list[int] = []
     key_flags: list[bool] = []
     visible: list[bool] = []
+    corrupt = False
     for packet in container.demux(stream):
         if packet.size == 0:  # PyAV's end-of-stream flush packets
             continue
         keys.append(packet.pts if packet.pts is not None else packet.dts)
         dts.append(packet.dts)
         sizes.append(packet.size)
+        durations.append(packet.duration or 0)
         key_flags.append(packet.is_keyframe)
         visible.append(not packet.is_discard)  # edit lists mark packets decoded but never shown
+        corrupt = packet.is_corrupt  # demuxers flag a packet read short of its size so
     n = len(keys)
     if n and not any(key_flags):
         key_flags[0] = True  # some streams flag no keyframe at all: decoding starts at the first packet
@@ -145,11 +248,26 @@ def _build_index(container: av.container.InputContainer, stream: av.video.stream
         counted = np.arange(len(shown), dtype=np.int64)
         keyframes = [j for j, d in enumerate(shown) if key_flags[d]]
         empty = np.zeros(0, np.int64)
-        return _Index(counted, keyframes, empty, empty, dec_size, empty, empty, empty, empty, first, 0, ordinal=True)
+        return _Index(
+            pts=counted,
+            durations=np.zeros(len(shown), np.int64),
+            keyframes=keyframes,
+            dec_key=empty,
+            dec_dts=empty,
+            dec_size=dec_size,
+            seek_keys=empty,
+            seek_dpos=empty,
+            sorted_keys=empty,
+            sorted_dpos=empty,
+            first_dpos=first,
+            tolerance=0,
+            ordinal=True,
+        )
     dec_key = np.array([k if k is not None else 0 for k in keys], dtype=np.int64)
     dec_dts = np.array([t if t is not None else k for t, k in zip(dts, dec_key.tolist(), strict=True)], np.int64)
     # Leading pictures that show before the first keyframe need the GOP before it: not ours either.
-    pts = np.array(sorted(k for k in shown_keys if k >= keys[first]), dtype=np.int64)
+    frames = sorted((keys[d], durations[d]) for d in shown if keys[d] >= keys[first])
+    pts = np.array([k for k, _ in frames], dtype=np.int64)
     kf = sorted((d for d in range(first, n) if key_flags[d]), key=lambda d: keys[d])
     seek_keys = dec_key[kf] if kf else np.zeros(0, np.int64)
     keyframes = sorted({i for d in kf if visible[d] and (i := _lookup(pts, keys[d])) is not None})
@@ -157,6 +275,7 @@ def _build_index(container: av.container.InputContainer, stream: av.video.stream
     order = np.argsort(dec_key, kind="stable")
     return _Index(
         pts,
+        np.array([t for _, t in frames], dtype=np.int64),
         keyframes,
         dec_key,
         dec_dts,
@@ -168,6 +287,7 @@ def _build_index(container: av.container.InputContainer, stream: av.video.stream
         first,
         tolerance=8 * max(frame_ticks, 1),
         ordinal=False,
+        cut_short=corrupt,
     )
 
 
@@ -229,8 +349,9 @@ def _skip(packets: Iterator[av.Packet], n: int) -> Iterator[av.Packet]:
 class VideoReader:
     """Frame-accurate reader of one video file's first video stream.
 
-    ``frame(i)`` and ``frames()`` return new RGB arrays (H×W×3 uint8) that the caller owns and may
-    keep or modify; the cache holds decoded YUV frames, never the arrays handed out.
+    ``frame(i)`` and ``frames()`` return new RGB arrays (H×W×3 uint8, upright: the stream's
+    ``orientation`` applied) that the caller owns and may keep or modify; the cache holds decoded
+    YUV frames, never the arrays handed out. ``times`` says when each frame shows.
 
     Not thread-safe by design: the decoder has one position. Use one reader per thread (a UI
     reader and a worker's reader on the same file are independent).
@@ -250,6 +371,8 @@ class VideoReader:
         self._live_from_start = False  # it reads the file from the top (no seek to distrust)
         self._undecodable: set[int] = set()  # frames a damaged stream did not produce
         self._reformatter = VideoReformatter()  # swscale context for pixel formats other than yuv420p
+        self.orientation = Orientation()  # until the first frame says otherwise
+        self._one_thread = False  # decode without threads (a truncated file: see _drop_what_does_not_decode)
         if not self.path.is_file():
             raise VideoError(f"{self.path}: no such video file")
         try:
@@ -267,39 +390,40 @@ class VideoReader:
             raise VideoError(f"{self.path}: the video stream holds no frames")
         ctx = stream.codec_context
         self.codec: str = ctx.name
-        self.width: int = ctx.width
-        self.height: int = ctx.height
         self.time_base = Fraction(stream.time_base or Fraction(1, 90000))
         self.fps: Fraction = Fraction(stream.average_rate or stream.guessed_rate or self._rate_from_index())
+        try:
+            if self._index.cut_short:
+                self._one_thread = True
+                self._configure_decoder()
+                self._drop_what_does_not_decode()
+            self._read_orientation()
+        except BaseException:
+            self.close()
+            raise
+        self.width, self.height = self.orientation.size(ctx.width, ctx.height)
         self.frame_count: int = len(self._index.pts)
         self.keyframes: list[int] = self._index.keyframes
+        self.times: FrameTimes = self._frame_times()
+        self.stats = VideoReaderStats()  # what opening decoded is not what frames asked of it cost
 
     # -- public API -------------------------------------------------------------------------
 
     @property
     def duration_s(self) -> float:
-        """Time from the first frame's start to the last frame's end."""
-        return self.time_of(self.frame_count - 1) + (float(1 / self.fps) if self.fps else 0.0)
+        """Time from the first frame's start to the last frame's end (its pts plus its duration)."""
+        return self.times.duration_s
 
     def __len__(self) -> int:
         return self.frame_count
 
     def time_of(self, i: int) -> float:
         """Seconds from the first frame to frame ``i`` (by timestamps; streams need not start at 0)."""
-        i = self._checked(i)
-        if self._index.ordinal:
-            return float(i / self.fps) if self.fps else 0.0
-        return float((int(self._index.pts[i]) - int(self._index.pts[0])) * self.time_base)
+        return self.times.time_of(self._checked(i))
 
     def index_at(self, seconds: float) -> int:
         """The frame on screen at ``seconds`` from the first frame (clamped to 0..N-1)."""
-        if self._index.ordinal:
-            i = int(seconds * self.fps) if self.fps else 0
-        else:
-            # Floor, but forgive the float's last bits: index_at(time_of(i)) must be i.
-            ticks = int(self._index.pts[0]) + math.floor(Fraction(seconds) / self.time_base + Fraction(1, 10**6))
-            i = int(np.searchsorted(self._index.pts, ticks, side="right")) - 1
-        return min(max(i, 0), self.frame_count - 1)
+        return self.times.index_at(seconds)
 
     def keyframe_at_or_before(self, i: int) -> int:
         """The last visible keyframe at or before frame ``i`` (0 if none)."""
@@ -387,9 +511,76 @@ class VideoReader:
         if not self._container.streams.video:
             self.close()
             raise VideoError(f"{self.path}: the file holds no video stream")
+        self._configure_decoder()
+
+    def _configure_decoder(self) -> None:
+        """Frame threads, unless the file is truncated: a frame-threaded decoder that meets the
+        packet cut short at the end reports the error while flushing, and PyAV then drops the
+        frames still queued behind it (frames ``ffprobe`` counts); one thread loses none."""
+        assert self._container is not None
         stream = self._container.streams.video[0]
         stream.thread_type = "AUTO"
-        stream.codec_context.thread_count = self.config.threads
+        stream.codec_context.thread_count = 1 if self._one_thread else self.config.threads
+
+    def _frame_times(self) -> FrameTimes:
+        index = self._index
+        n = len(index.pts)
+        if index.ordinal:
+            if not self.fps:
+                return FrameTimes(np.zeros(n, np.int64), 0, Fraction(1))
+            return FrameTimes(np.arange(n, dtype=np.int64), n, 1 / self.fps)
+        ticks = index.pts - index.pts[0]
+        last = int(index.durations[-1])
+        if last <= 0:  # not given: as long as the interval before it, else one frame at the nominal rate
+            last = int(ticks[-1] - ticks[-2]) if n > 1 else round(1 / (self.fps * self.time_base)) if self.fps else 0
+        return FrameTimes(ticks, int(ticks[-1]) + last, self.time_base)
+
+    def _read_orientation(self) -> None:
+        """The display matrix of the first frame (container side data or an H.264 SEI), for every frame.
+
+        Decoding frame 0 on open is no waste: it is the frame a viewer shows first, and it stays
+        cached. A file whose first frame does not decode is shown as stored.
+        """
+        try:
+            with self._reading():
+                self.orientation = Orientation.of(self._get(0))
+        except VideoError:
+            self._undecodable.clear()  # asked again later, it is tried again
+            self.orientation = Orientation()
+
+    def _drop_what_does_not_decode(self) -> None:
+        """A truncated file ends in a packet cut short: decode the last two GOPs and drop from the
+        index the frames that do not come out, so the count is a decoder's (``ffprobe -count_frames``)."""
+        index = self._index
+        if index.ordinal or not len(index.seek_keys):
+            return
+        last_gop = int(np.argmax(index.seek_dpos))  # the last keyframe in decode order
+        start = int(np.searchsorted(index.pts, index.seek_keys[max(last_gop - 1, 0)]))
+        if start >= len(index.pts):
+            return
+        produced: set[int] = set()
+        try:
+            with self._reading():
+                self._start_before(start)
+                assert self._live is not None
+                produced.update(j for j, _ in self._live)
+        except VideoError:
+            return  # the decoder failed outright: keep the index as it is
+        finally:
+            self._live = None
+            self._cache.clear()
+            self._cache_size = 0
+            self._undecodable.clear()
+        keep = np.ones(len(index.pts), bool)
+        keep[start:] = False
+        keep[sorted(j for j in produced if j >= start)] = True
+        if not keep.any():
+            raise VideoError(f"{self.path}: no frame of the video stream decodes (the file is cut short)")
+        if keep.all():
+            return
+        renumber = np.cumsum(keep) - 1
+        keyframes = [int(renumber[k]) for k in index.keyframes if keep[k]]
+        self._index = replace(index, pts=index.pts[keep], durations=index.durations[keep], keyframes=keyframes)
 
     def _rate_from_index(self) -> Fraction:
         pts = self._index.pts
@@ -399,7 +590,7 @@ class VideoReader:
 
     def _convert(self, frame: av.VideoFrame) -> np.ndarray:
         self.stats.converted += 1
-        return frame_to_rgb(frame, self._reformatter)
+        return self.orientation.apply(frame_to_rgb(frame, self._reformatter))
 
     # The cache: decoded frames (refcounted FFmpeg buffers, no copy), most recent last.
 
@@ -553,7 +744,11 @@ class VideoReader:
                 if not index.ordinal:
                     packet.pts, packet.dts = int(index.dec_key[d]), int(index.dec_dts[d])
                 d += 1
-            for frame in codec.decode(packet):
+            try:
+                decoded = codec.decode(packet)
+            except av.error.InvalidDataError:
+                continue  # a damaged packet gives no picture; as in FFmpeg's tools, the next one may
+            for frame in decoded:
                 self.stats.decoded += 1
                 if index.ordinal:
                     j = 0 if last is None else last + 1
@@ -589,12 +784,21 @@ class VideoReader:
 
 
 def video_size(path: Path) -> tuple[int, int]:
-    """(width, height) of a video's first video stream, from its headers (no frame is decoded)."""
+    """Displayed (width, height) of a video's first video stream, as :class:`VideoReader` gives
+    frames: the headers' size, turned by the first frame's display matrix (one frame is decoded)."""
     try:
         with av.open(str(path)) as container:
             if not container.streams.video:
                 raise VideoError(f"{Path(path).name} has no video stream")
-            context = container.streams.video[0].codec_context
-            return int(context.width), int(context.height)
+            stream = container.streams.video[0]
+            width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+            orientation = Orientation()
+            try:
+                for frame in container.decode(stream):
+                    orientation = Orientation.of(frame)
+                    break
+            except av.FFmpegError:
+                pass  # no frame decodes: as stored, as VideoReader shows such a file
+            return orientation.size(width, height)
     except (av.FFmpegError, OSError) as exc:
         raise VideoError(f"cannot read {Path(path).name}: {exc}") from None

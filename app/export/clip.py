@@ -1,5 +1,10 @@
 """Annotated clips: a range of the case as H.264 MP4 with the overlays and the streaming reasoning
-burned in, at the source frame rate.
+burned in, with the source's timing.
+
+Frames keep their source presentation timestamps (and durations): a variable-frame-rate recording
+plays as it was recorded, not re-timed at its average rate; hold and reveal times, and the panel's
+timecodes, go by those timestamps too. Pixels are the upright ones ``VideoReader`` gives (a
+rotated phone recording is turned), and the clip carries no rotation of its own.
 
 Each output frame is the decoded source frame (burned-in text areas blanked when asked) with the
 overlays of the latest analysed frame painted over it, beside a panel where that frame's chain
@@ -42,9 +47,9 @@ from engine.frame_record import merge_results
 from engine.profiles import ModelProfile, ProfileError, Question, get_profile, profile_for_version
 from engine.report_data import LEVEL_NAMES, ReportError, choose_analysis, visible_text
 from engine.store import BlankArea, CaseStore, FrameResult, StoreError, case_store_path
-from engine.timecode import format_timecode
+from engine.timecode import format_time
 from engine.timeline import TimelineConfig
-from engine.video import VideoError, VideoReader
+from engine.video import FrameTimes, VideoError, VideoReader
 
 __all__ = ["ClipCancelled", "ClipOptions", "ClipStats", "clip_for_video", "export_clip"]
 
@@ -142,11 +147,14 @@ def _by_frame(results: Sequence[FrameResult], profile: ModelProfile) -> dict[int
     return by_frame
 
 
+_EPS = 1e-6  # seconds: timestamps are exact ticks, the thresholds are floats
+
+
 class _Panel:
     """The reasoning panel: header per frame, body cached per (analysed frame, characters shown)."""
 
-    def __init__(self, width: int, height: int, fps: float):
-        self.width, self.height, self.fps = width, height, fps
+    def __init__(self, width: int, height: int, fps: float, times: FrameTimes):
+        self.width, self.height, self.fps, self.times = width, height, fps, times
         self.font = QFont()
         self.font.setPixelSize(max(11, min(20, height // 40)))
         self.bold = QFont(self.font)
@@ -172,7 +180,7 @@ class _Panel:
         p.setPen(QColor(palette.TEXT))
         line = self.fm.height() + 2
         x, w = self.pad, self.width - 2 * self.pad
-        title = f"{format_timecode(index, self.fps)} · frame {index}"
+        title = f"{format_time(self.times.time_of(index), self.fps)} · frame {index}"
         p.drawText(
             QRectF(x, self.pad, w, line), QFontMetrics(self.bold).elidedText(title, Qt.TextElideMode.ElideRight, w)
         )
@@ -181,7 +189,7 @@ class _Panel:
         if current is None:
             text = "no analysed frame nearby"
         else:
-            delta = (index - current.frame) / self.fps
+            delta = self.times.time_of(index) - self.times.time_of(current.frame)
             text = f"reasoning of frame {current.frame} ({delta:+.1f} s) · {current.status}"
         p.drawText(QRectF(x, self.pad + line, w, line), self.fm.elidedText(text, Qt.TextElideMode.ElideRight, w))
         p.fillRect(QRectF(x, self.header_h - 3, w, 1), QColor(palette.TEXT_DIM))
@@ -228,6 +236,19 @@ def _even(n: int) -> int:
     return n + (n & 1)
 
 
+def _timing(times: FrameTimes, start: int, stop: int) -> tuple[Fraction, list[int], list[int]]:
+    """Time base, pts and durations of the output frames: the source's, from the clip's first frame.
+
+    A source without usable time (no timestamps, no rate) is written at 25 frames/s.
+    """
+    if times.end <= 0:
+        n = stop - start + 1
+        return Fraction(1, 25), list(range(n)), [1] * n
+    ticks = [int(t) for t in times.ticks[start : stop + 1]]
+    ends = [*ticks[1:], int(times.ticks[stop + 1]) if stop + 1 < len(times) else times.end]
+    return times.time_base, [t - ticks[0] for t in ticks], [e - t for t, e in zip(ticks, ends, strict=True)]
+
+
 def export_clip(
     video: Path,
     out: Path,
@@ -258,17 +279,18 @@ def export_clip(
         if options.start > stop:
             raise ReportError(f"the clip starts after the video's last frame ({reader.frame_count - 1})")
         fps = float(reader.fps)
+        times = reader.times
         width, height = reader.width, reader.height
         panel_w = (options.panel_width or round(0.6 * height)) if options.panel else 0
         out_w, out_h = _even(width + panel_w), _even(height)
         panel_w = out_w - width if options.panel else 0
         profile = profile or (profile_of(results) if results else None)
         by_frame = _by_frame(results, profile) if profile is not None else {}
-        analysed = [_Analysed.of(profile, by_frame[f], width, height) for f in sorted(by_frame)]
+        shown = [f for f in sorted(by_frame) if 0 <= f < reader.frame_count]  # a stale store may know more
+        analysed = [_Analysed.of(profile, by_frame[f], width, height) for f in shown]
         frames = [a.frame for a in analysed]
-        hold = max(1, round(max_gap_s * fps))
-        box_hold = max(1, round(options.box_hold_s * fps))
-        panel = _Panel(panel_w, out_h, fps) if panel_w else None
+        panel = _Panel(panel_w, out_h, fps, times) if panel_w else None
+        time_base, out_pts, out_durations = _timing(times, options.start, stop)
         canvas = np.zeros((out_h, out_w, 3), np.uint8)
         image = QImage(canvas.data, out_w, out_h, out_w * 3, QImage.Format.Format_RGB888)
         layers_all, layers_nobox = LayerState(), LayerState(boxes=False)
@@ -277,7 +299,8 @@ def export_clip(
         t_decode = t_compose = t_encode = 0.0
         try:
             with atomic_path(out) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
-                stream = container.add_stream("libx264", rate=Fraction(reader.fps).limit_denominator(100000))
+                stream = container.add_stream("libx264", rate=Fraction(reader.fps or 25).limit_denominator(100000))
+                stream.codec_context.time_base = time_base  # the source's clock, not 1/rate
                 stream.width, stream.height = out_w, out_h
                 stream.pix_fmt = "yuv420p"
                 stream.options = {"crf": str(options.crf), "preset": options.preset}
@@ -292,22 +315,26 @@ def export_clip(
                     if options.blank and areas:
                         blank_areas(rgb, areas)
                     canvas[:height, :width] = rgb
+                    now = times.time_of(index)
                     k = bisect.bisect_right(frames, index) - 1
-                    current = analysed[k] if k >= 0 and index - frames[k] <= hold else None
+                    since = now - times.time_of(frames[k]) if k >= 0 else math.inf
+                    current = analysed[k] if since <= max_gap_s + _EPS else None
                     if panel is not None:
-                        shown = 0
+                        chars = 0
                         if current is not None:
-                            nxt = frames[k + 1] if k + 1 < len(frames) else None
-                            span = max(1, round(options.reveal_s * fps))
-                            if nxt is not None:
-                                span = max(1, min(span, nxt - current.frame))
-                            fraction = 1.0 if current.frame < options.start else (index - current.frame + 1) / span
-                            shown = math.ceil(min(1.0, fraction) * current.total_chars)
-                        panel.render(canvas[:, width:], index, current, shown)
+                            span = options.reveal_s  # revealed by the end of this frame, as it streamed
+                            if k + 1 < len(frames):
+                                span = min(span, times.time_of(frames[k + 1]) - times.time_of(current.frame))
+                            shown_until = since + out_durations[n] * float(time_base)
+                            late = current.frame < options.start or span <= 0
+                            fraction = 1.0 if late else shown_until / span
+                            chars = math.ceil(min(1.0, fraction) * current.total_chars)
+                        panel.render(canvas[:, width:], index, current, chars)
                     p = QPainter(image)
                     p.setRenderHint(QPainter.RenderHint.Antialiasing)
                     chain = current.chain if current is not None else None
-                    layers = layers_all if current is not None and index - current.frame < box_hold else layers_nobox
+                    boxes = current is not None and (index == current.frame or since < options.box_hold_s - _EPS)
+                    layers = layers_all if boxes else layers_nobox
                     paint_overlays(p, target, width, height, chain, layers, index=index, fps=fps)
                     p.end()
                     yuv = cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420)
@@ -315,7 +342,7 @@ def export_clip(
                     t_compose += now - tick
                     tick = now
                     frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
-                    frame.pts = n
+                    frame.pts, frame.duration, frame.time_base = out_pts[n], out_durations[n], time_base
                     container.mux(stream.encode(frame))
                     now = time.perf_counter()
                     t_encode += now - tick

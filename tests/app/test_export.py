@@ -20,7 +20,10 @@ from app.export.report import ReportOptions, report_for_video
 from app.main import main
 from engine.report_data import ReportError
 from engine.store import BlankArea, CaseStore, FrameResult, case_store_path
+from engine.timecode import parse_position
 from engine.video import VideoReader
+from engine.video_probe import probe_video
+from tests.engine.test_video_rotation_vfr import UH, UW, close, phone_recording, upright, vfr_ident, write_vfr
 from train.synth.truth_store import TRUTH_MODEL_ID, store_truth_chains
 
 HOSTILE = (
@@ -171,6 +174,38 @@ def test_clip_has_the_range_at_the_source_rate_with_overlays_and_panel(case, tmp
     # boxes go after box_hold_s; the picture is then the source again (apart from badges)
     later = np.abs(frames[140 - 100][:h, :w].astype(int) - source[140].astype(int)).sum(axis=-1)
     assert (later[40:120, 60:230] > 60).mean() < 0.01  # (the blank area starts at x=240)
+
+
+def test_a_clip_of_a_rotated_recording_is_upright_and_carries_no_rotation(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
+    source = phone_recording(tmp_path / "phone.mp4")
+    out = tmp_path / "clip.mp4"
+    clip_for_video(source, out, ClipOptions(0, 9, panel=False))
+    with av.open(str(out)) as clip:  # decoded as stored: no player rotation to help
+        frames = list(clip.decode(video=0))
+    assert len(frames) == 10
+    assert all(f.side_data.get("DISPLAYMATRIX") is None and f.rotation == 0 for f in frames)
+    rgb = frames[3].to_ndarray(format="rgb24")
+    assert rgb.shape == (UH, UW, 3)
+    assert close(rgb[: UH // 2], upright()[: UH // 2])  # the bright block top-left (the OSD sits bottom right)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by ./dev.sh")
+def test_a_clip_starts_at_the_timecode_and_keeps_variable_frame_rate_timing(tmp_path, monkeypatch):
+    """10 fps for 10 s, then 30 fps: 00:00:06.00 is frame 60, not 6 s × the average rate."""
+    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
+    source = write_vfr(tmp_path / "vfr.mp4")
+    facts = probe_video(source)
+    start, stop = (parse_position(t, facts.fps, facts.index_at) for t in ("00:00:06.00", "00:00:12.00"))
+    assert (start, stop) == (60, 160) and round(6 * facts.fps) != 60
+    out = tmp_path / "clip.mp4"
+    stats = clip_for_video(source, out, ClipOptions(start, stop, panel=False))
+    with VideoReader(out) as clip, VideoReader(source) as src:
+        assert clip.frame_count == stats.frames == stop - start + 1
+        assert [vfr_ident(clip.frame(k)) for k in (0, 39, 40, 100)] == [60, 99, 100, 160]
+        for k in (0, 1, 39, 40, 41, 100):  # 0.1 s apart, then 1/30 s: as recorded, not re-timed
+            assert clip.time_of(k) == pytest.approx(src.time_of(start + k) - 6.0, abs=1e-3), k
+        assert clip.duration_s == pytest.approx(src.time_of(stop + 1) - 6.0, abs=1e-3)
 
 
 def _write_room_sound(audio: av.audio.stream.AudioStream, seconds: float) -> None:

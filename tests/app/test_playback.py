@@ -14,7 +14,8 @@ import pytest
 from PySide6.QtGui import QImage
 
 from app.playback import PlaybackConfig, PlaybackController, rgb_to_qimage
-from engine.video import VideoReader, VideoReaderConfig
+from engine.video import FrameTimes, VideoReader, VideoReaderConfig
+from tests.engine.test_video_rotation_vfr import UH, UW, close, phone_recording, upright, write_vfr
 
 TIMEOUT = 10_000  # ms
 
@@ -117,6 +118,33 @@ def test_open_reports_the_video_and_shows_frame_0(make, video, reference, qtbot)
     assert rec.frames[0][1] == 0
     assert rec.threads == {threading.get_ident()}  # delivered on the UI thread
     assert not rec.failed
+
+
+def test_a_rotated_recording_opens_upright_in_its_displayed_size(make, tmp_path, qtbot):
+    _, rec = make(phone_recording(tmp_path / "phone.mp4"))
+    info = rec.opened[0]
+    assert (info["width"], info["height"]) == (UW, UH)
+    assert close(qimage_to_rgb(rec.frames[0][2]), upright())
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by ./dev.sh")
+def test_play_follows_the_timestamps_of_a_variable_rate_file(make, tmp_path, qtbot):
+    """10 fps for 10 s, then 30 fps: the average rate (20) would play the first part twice as fast."""
+    controller, rec = make()
+    assert controller.time_of(0) is None  # nothing open
+    controller.open(write_vfr(tmp_path / "vfr.mp4"))
+    qtbot.waitUntil(lambda: bool(rec.opened and rec.frames), timeout=TIMEOUT)
+    info = rec.opened[0]
+    assert isinstance(info["times"], FrameTimes) and info["duration_s"] == pytest.approx(20.0)
+    assert controller.time_of(160) == pytest.approx(12.0) and controller.time_of(400) is None
+    t0 = time.monotonic()
+    controller.play(1.0)
+    qtbot.wait(1000)
+    controller.pause()
+    qtbot.waitUntil(lambda: not controller.playing, timeout=TIMEOUT)
+    t_last, last, _ = rec.frames[-1]
+    expected = (t_last - t0) * 10
+    assert 0.7 * expected - 2 <= last <= 1.3 * expected + 2
 
 
 @pytest.mark.parametrize("target", [0, 1499, 737, 25, 24])
