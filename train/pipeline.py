@@ -9,6 +9,10 @@ resume from their last checkpoint). Each training stage also writes its own reci
 its output, so any stage can be rerun alone (``surgview-train sft|grpo STAGE.yaml``) or under
 ``accelerate launch`` (recipe key ``accelerate``: ddp, fsdp, zero3 or a config file).
 
+The recipe's ``sft:`` and ``grpo:`` sections (and ``iterate``'s) are the stages' own recipe classes,
+trl's ``SFTConfig`` / ``GRPOConfig`` with surgview's fields, read by trl's parser like every other
+section (:func:`train.stage_inputs.parse_settings`): a misspelt key fails at load, before any stage.
+
 At the end a table shows what each stage bought on held-out cases (the paper's ablation): SFT;
 + GRPO; + each iteration round; and the direct-answer variant of each.
 """
@@ -21,7 +25,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +34,23 @@ import yaml
 from engine.modeldir import Manifest, Stage, inspect_model_dir
 from train.cot.datasets import write_grpo_set, write_sft_set
 from train.data.sample import Sample, Task
-from train.stage_inputs import evenly_spaced, read_mapping, resolve_path
+from train.grpo.rewards import REWARDS
+from train.grpo.stage import GRPORecipe
+from train.iterate import IterationConfig
+from train.sft import SFTRecipe
+from train.stage_inputs import StageRecipe, evenly_spaced, flat_settings, parse_settings, read_mapping, resolve_path
 
-__all__ = ["DataSpec", "PipelineError", "PipelineRecipe", "check_recipe", "load_pipeline_recipe", "run_pipeline"]
+__all__ = [
+    "DataSpec",
+    "IterationRounds",
+    "PipelineError",
+    "PipelineRecipe",
+    "check_recipe",
+    "load_pipeline_recipe",
+    "run_pipeline",
+    "stage_settings",
+    "write_stage_recipe",
+]
 
 Say = Callable[[str], None]
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "accelerate"
@@ -66,6 +84,34 @@ class DataSpec:
     max_train: int | None = None  # evenly spaced subsample of the training samples
     max_test: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.synthetic is None and not (self.cholec80 or self.cholect50 or self.endoscapes):
+            raise ValueError("data needs synthetic settings or a dataset folder")
+        unknown = [t for t in self.tasks if t not in {t.value for t in Task}]
+        if unknown:
+            raise ValueError(f"unknown task {unknown[0]!r}; known: {', '.join(t.value for t in Task)}")
+
+
+@dataclass(frozen=True)
+class IterationRounds(IterationConfig):
+    """Self-iteration: how many rounds, how to sample, and each round's SFT and GRPO settings."""
+
+    rounds: int = 1
+    seed: int | None = None  # None: the pipeline's seed plus the round
+    sft: SFTRecipe = field(default_factory=SFTRecipe)
+    grpo: GRPORecipe = field(default_factory=GRPORecipe)
+
+
+@dataclass
+class EvaluationSpec:
+    max_new_tokens: int = 256
+    batch_size: int = 16
+
+
+@dataclass
+class ExportSpec:
+    onnx: bool = False  # also write the ONNX graphs (train.onnx_export)
+
 
 @dataclass
 class PipelineRecipe:
@@ -75,53 +121,68 @@ class PipelineRecipe:
     seed: int = 0
     base_model: str = "tiny"  # engine.tiny_model size ("tiny", "small") or a model directory
     canonical_chains: bool = False  # one fixed phrasing per level (very small models learn it faster)
-    sft: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields
-    grpo: dict[str, Any] = field(default_factory=dict)  # {rewards: {name: weight}, trainer: GRPOConfig fields}
-    iterate: dict[str, Any] = field(default_factory=dict)  # {rounds, sft, grpo, + IterationConfig fields}
+    sft: SFTRecipe = field(default_factory=SFTRecipe)  # every SFT stage's settings but model, data, folder
+    grpo: GRPORecipe = field(default_factory=GRPORecipe)  # likewise for GRPO (rewards: the chain variant's)
+    iterate: IterationRounds = field(default_factory=IterationRounds)
     ablation: bool = True  # also train and evaluate the direct-answer variant
     direct_rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
-    evaluation: dict[str, Any] = field(default_factory=dict)  # {max_new_tokens, batch_size}
-    export: dict[str, Any] = field(default_factory=dict)  # {onnx: bool}
+    evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
+    export: ExportSpec = field(default_factory=ExportSpec)
     accelerate: str | None = None  # run the training stages under accelerate launch with this config
 
     @property
     def rounds(self) -> int:
-        return int(self.iterate.get("rounds", 1))
+        return self.iterate.rounds
 
 
-def _dataclass(cls, data: Any, where: str):
-    if not isinstance(data, dict):
+PER_STAGE = frozenset(StageRecipe.PATHS) | {"name"}  # set by the pipeline for each stage
+
+
+def _stage_section(cls: type[StageRecipe], section: Any, where: str, managed: frozenset[str] = PER_STAGE):
+    """A trainer section read into its stage recipe class; keys the pipeline sets per stage are refused."""
+    section = section or {}
+    if not isinstance(section, dict):
         raise PipelineError(f"{where} must be a mapping")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise PipelineError(f"{where}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise PipelineError(f"{where}: {exc}") from None
+    recipe = parse_settings(cls, flat_settings(section, where, PipelineError), where, PipelineError)
+    clash = sorted(set(recipe.given) & managed)
+    if clash:
+        raise PipelineError(f"{where}: {', '.join(clash)} are set by the pipeline for each stage")
+    return recipe
 
 
 def load_pipeline_recipe(path: Path) -> PipelineRecipe:
     """Read and check a recipe; relative paths are relative to the recipe file."""
     path = Path(path)
+    where = f"recipe {path}"
     raw = dict(read_mapping(path, PipelineError))
-    data = dict(raw.pop("data", None) or {})
-    if data.get("synthetic") is not None:
-        data["synthetic"] = _dataclass(SyntheticSpec, data["synthetic"], f"{path}: data.synthetic")
-    spec = _dataclass(DataSpec, data, f"{path}: data")
+
+    def section(cls: type, value: Any, key: str) -> Any:
+        return parse_settings(cls, value or {}, f"{where}: {key}", PipelineError)
+
+    data = raw.get("data") or {}
+    if isinstance(data, dict) and data.get("synthetic") is not None:
+        data = {**data, "synthetic": section(SyntheticSpec, data["synthetic"], "data.synthetic")}
+    iterate = raw.get("iterate") or {}
+    if not isinstance(iterate, dict):
+        raise PipelineError(f"{where}: iterate must be a mapping")
+    iterate = {
+        **iterate,
+        "sft": _stage_section(SFTRecipe, iterate.get("sft"), f"{where}: iterate.sft"),
+        "grpo": _stage_section(GRPORecipe, iterate.get("grpo"), f"{where}: iterate.grpo", PER_STAGE | {"rewards"}),
+    }
+    sections = {
+        "data": section(DataSpec, data, "data"),
+        "sft": _stage_section(SFTRecipe, raw.get("sft"), f"{where}: sft"),
+        "grpo": _stage_section(GRPORecipe, raw.get("grpo"), f"{where}: grpo"),
+        "iterate": section(IterationRounds, iterate, "iterate"),
+        "evaluation": section(EvaluationSpec, raw.get("evaluation"), "evaluation"),
+        "export": section(ExportSpec, raw.get("export"), "export"),
+    }
+    recipe = parse_settings(PipelineRecipe, {**raw, **sections}, where, PipelineError)
     for key in ("cholec80", "cholect50", "endoscapes"):
-        value = getattr(spec, key)
+        value = getattr(recipe.data, key)
         if value is not None:
-            setattr(spec, key, str(resolve_path(path.parent, value)))
-    if spec.synthetic is None and not (spec.cholec80 or spec.cholect50 or spec.endoscapes):
-        raise PipelineError(f"{path}: data needs synthetic settings or a dataset folder")
-    for task in spec.tasks:
-        try:
-            Task(task)
-        except ValueError:
-            raise PipelineError(f"{path}: unknown task {task!r}; known: {', '.join(t.value for t in Task)}") from None
-    recipe = _dataclass(PipelineRecipe, {**raw, "data": spec}, str(path))
+            setattr(recipe.data, key, str(resolve_path(path.parent, value)))
     recipe.out = str(resolve_path(path.parent, recipe.out))
     if recipe.base_model not in ("tiny", "small"):
         recipe.base_model = str(resolve_path(path.parent, recipe.base_model))
@@ -131,37 +192,46 @@ def load_pipeline_recipe(path: Path) -> PipelineRecipe:
 
 
 def check_recipe(recipe: PipelineRecipe) -> None:
-    """Catch a misspelt trainer or iteration setting now, not hours into a run."""
-    from trl import GRPOConfig, SFTConfig
-
-    from train.grpo.rewards import REWARDS
-    from train.iterate import IterationConfig
-
-    sft_keys = {f.name for f in fields(SFTConfig)}
-    grpo_keys = {f.name for f in fields(GRPOConfig)}
-    iterate_keys = {f.name for f in fields(IterationConfig)} | {"rounds", "sft", "grpo"}
-
-    def unknown(where: str, given: dict[str, Any], known: set[str]) -> None:
-        bad = sorted(set(given) - known)
-        if bad:
-            raise PipelineError(f"{where}: unknown setting(s) {', '.join(bad)}")
-
-    unknown("sft", recipe.sft, sft_keys)
-    unknown("grpo", recipe.grpo, {"rewards", "trainer"})
-    unknown("grpo.trainer", recipe.grpo.get("trainer", {}), grpo_keys)
-    unknown("iterate", recipe.iterate, iterate_keys)
-    unknown("iterate.sft", recipe.iterate.get("sft", {}), sft_keys)
-    unknown("iterate.grpo", recipe.iterate.get("grpo", {}), grpo_keys)
-    unknown("iterate.thresholds", recipe.iterate.get("thresholds", {}), set(REWARDS))
-    unknown("evaluation", recipe.evaluation, {"max_new_tokens", "batch_size"})
-    unknown("export", recipe.export, {"onnx"})
-    for name in [*recipe.grpo.get("rewards", {}), *recipe.direct_rewards]:
+    """What loading cannot see: the rewards named outside a GRPO section, the accelerate config, the rounds."""
+    for name in [*recipe.direct_rewards, *recipe.iterate.thresholds]:
         if name not in REWARDS:
             raise PipelineError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}")
     if recipe.accelerate and not Path(recipe.accelerate).is_file():
         raise PipelineError(f"no accelerate config {recipe.accelerate}")
     if recipe.rounds < 0:
         raise PipelineError("iterate.rounds must be 0 or more")
+
+
+def recipe_record(value: Any) -> Any:
+    """The recipe as the run folder records it: plain values, each trainer section as given."""
+    if isinstance(value, StageRecipe):
+        return value.given
+    if is_dataclass(value):
+        return {f.name: recipe_record(getattr(value, f.name)) for f in fields(value)}
+    return value
+
+
+def stage_settings(
+    recipe: PipelineRecipe, section: StageRecipe, base: Path, data: Path, folder: Path, name: str, **extra: Any
+) -> dict[str, Any]:
+    """One stage's recipe: its section's settings as given, with this stage's model, data and folder."""
+    return {
+        "seed": recipe.seed,
+        **section.given,
+        "model": str(base),
+        "data": str(data),
+        "output_dir": str(folder),
+        "name": name,
+        **extra,
+    }
+
+
+def write_stage_recipe(kind: str, settings: dict[str, Any], folder: Path) -> Path:
+    """``folder/KIND.yaml``: the stage's recipe, runnable alone (keys in order: rewards pair with their weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    recipe_file = folder / f"{kind}.yaml"
+    recipe_file.write_text(yaml.safe_dump({kind: settings}, sort_keys=False), encoding="utf-8")
+    return recipe_file
 
 
 # ----------------------------------------------------------------------------- data
@@ -271,10 +341,8 @@ class Run:
         return folder.relative_to(self.out).as_posix()
 
     # -- training stages -----------------------------------------------------------------
-    def _train(self, kind: str, recipe_data: dict[str, Any], folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        recipe_file = folder / f"{kind}.yaml"
-        recipe_file.write_text(yaml.safe_dump({kind: recipe_data}, sort_keys=False), encoding="utf-8")
+    def _train(self, kind: str, settings: dict[str, Any], folder: Path) -> Path:
+        recipe_file = write_stage_recipe(kind, settings, folder)
         if self.recipe.accelerate:
             command = [
                 sys.executable, "-m", "accelerate.commands.launch", "--config_file", self.recipe.accelerate,
@@ -291,37 +359,31 @@ class Run:
 
         return run_grpo(load_grpo_recipe(recipe_file))
 
-    def sft(self, variant: str, base: Path, data: Path, folder: Path, trainer: dict[str, Any]) -> Path:
-        return self._training_stage("sft", base, data, folder, {"trainer": trainer})
+    def sft(self, variant: str, base: Path, data: Path, folder: Path, section: SFTRecipe) -> Path:
+        return self._training_stage("sft", section, base, data, folder)
 
-    def grpo(self, variant: str, base: Path, data: Path, folder: Path, trainer: dict[str, Any]) -> Path:
-        rewards = self.recipe.direct_rewards if variant == "direct" else self.recipe.grpo.get("rewards")
-        extra = {"trainer": trainer, **({"rewards": dict(rewards)} if rewards else {})}
-        return self._training_stage("grpo", base, data, folder, extra)
+    def grpo(self, variant: str, base: Path, data: Path, folder: Path, section: GRPORecipe) -> Path:
+        rewards = self.recipe.direct_rewards if variant == "direct" else self.recipe.grpo.rewards
+        return self._training_stage("grpo", section, base, data, folder, rewards=dict(rewards))
 
-    def _training_stage(self, kind: str, base: Path, data: Path, folder: Path, extra: dict[str, Any]) -> Path:
+    def _training_stage(
+        self, kind: str, section: StageRecipe, base: Path, data: Path, folder: Path, **extra: Any
+    ) -> Path:
         """One SFT or GRPO stage from ``base`` on ``data`` into ``folder``, unless done earlier."""
-        recipe = {
-            "model": str(base),
-            "data": str(data),
-            "output_dir": str(folder),
-            "seed": self.recipe.seed,
-            "name": f"{self.recipe.name}-{self._key(folder).replace('/', '-')}",
-            **extra,
-        }
+        name = f"{self.recipe.name}-{self._key(folder).replace('/', '-')}"
+        settings = stage_settings(self.recipe, section, base, data, folder, name, **extra)
         done = folder / "model" / "surgview.json"
-        self.stage(self._key(folder), done, lambda: self._train(kind, recipe, folder))
+        self.stage(self._key(folder), done, lambda: self._train(kind, settings, folder))
         return folder / "model"
 
     def iteration(self, variant: str, model: Path, round_: int, sets: dict[str, Path]) -> Path:
-        from train.iterate import IterationConfig, sample_chains, write_iteration_set
+        from train.iterate import sample_chains, write_iteration_set
 
         folder = self.out / variant / f"iter{round_}"
-        options = {k: v for k, v in self.recipe.iterate.items() if k not in ("rounds", "sft", "grpo")}
+        rounds = self.recipe.iterate
+        config = replace(rounds, seed=self.recipe.seed + round_ if rounds.seed is None else rounds.seed)
         if variant == "direct":
-            options["thresholds"] = {"accuracy": 1.0}
-        options.setdefault("seed", self.recipe.seed + round_)
-        config = IterationConfig(**options)
+            config = replace(config, thresholds={"accuracy": 1.0})
         mixed = folder / "sft.jsonl"
         stats_file = folder / "samples.json"
 
@@ -336,10 +398,8 @@ class Run:
             )
 
         self.stage(f"{variant}/iter{round_}/sample", stats_file, sample)
-        sft_trainer = dict(self.recipe.iterate.get("sft", {}))
-        grpo_trainer = dict(self.recipe.iterate.get("grpo", {}))
-        tuned = self.sft(variant, model, mixed, folder / "sft", sft_trainer)
-        return self.grpo(variant, tuned, sets["grpo"], folder / "grpo", grpo_trainer)
+        tuned = self.sft(variant, model, mixed, folder / "sft", rounds.sft)
+        return self.grpo(variant, tuned, sets["grpo"], folder / "grpo", rounds.grpo)
 
 
 class StopRequested(Exception):
@@ -370,8 +430,8 @@ def _evaluate(run: Run, key: str, model: Path, test: list[Sample]) -> dict[str, 
             model,
             test,
             folder,
-            max_new_tokens=int(options.get("max_new_tokens", 256)),
-            batch_size=int(options.get("batch_size", 16)),
+            max_new_tokens=options.max_new_tokens,
+            batch_size=options.batch_size,
         ),
     )
     return json.loads(report_file.read_text(encoding="utf-8"))
@@ -432,7 +492,7 @@ def _export(run: Run, model: Path, report: dict[str, Any], rows: list[dict[str, 
             "stages": rows,
         }
         manifest.write(staging)
-        if run.recipe.export.get("onnx"):
+        if run.recipe.export.onnx:
             from train.onnx_export import export_onnx
 
             export_onnx(staging)
@@ -449,7 +509,8 @@ def run_pipeline(recipe: PipelineRecipe, say: Say = print, stop_after: str | Non
     run = Run(recipe, say, stop_after)
     out = run.out
     out.mkdir(parents=True, exist_ok=True)
-    (out / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2, default=str) + "\n", encoding="utf-8")
+    record = json.dumps(recipe_record(recipe), indent=2, default=str)
+    (out / "recipe.json").write_text(record + "\n", encoding="utf-8")
     try:
         return _run(run)
     except StopRequested as stop:
@@ -480,9 +541,9 @@ def _run(run: Run) -> dict[str, Any]:
     finals: dict[str, Path] = {}
     for variant in variants:
         models: list[tuple[str, Path]] = []
-        model = run.sft(variant, base, sets[f"sft-{variant}"], out / variant / "sft", dict(recipe.sft))
+        model = run.sft(variant, base, sets[f"sft-{variant}"], out / variant / "sft", recipe.sft)
         models.append(("sft", model))
-        model = run.grpo(variant, model, sets["grpo"], out / variant / "grpo", dict(recipe.grpo.get("trainer", {})))
+        model = run.grpo(variant, model, sets["grpo"], out / variant / "grpo", recipe.grpo)
         models.append(("grpo", model))
         for round_ in range(1, recipe.rounds + 1):
             model = run.iteration(variant, model, round_, sets)

@@ -78,15 +78,13 @@ def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -
             output_dir=str(out / "sft"),
             seed=config.seed,
             name="tiny-sft-synthetic",
-            trainer={
-                "max_steps": config.steps,
-                "per_device_train_batch_size": config.batch_size,
-                "learning_rate": config.learning_rate,
-                "lr_scheduler_type": "cosine",
-                "warmup_steps": min(50, config.steps // 10),
-                "save_steps": 200,
-                "logging_steps": 50,
-            },
+            max_steps=config.steps,
+            per_device_train_batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            lr_scheduler_type="cosine",
+            warmup_steps=min(50, config.steps // 10),
+            save_steps=200,
+            logging_steps=50,
         )
         model_dir = run_sft(recipe)
     say("6/6 evaluation on held-out cases")

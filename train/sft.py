@@ -1,11 +1,11 @@
 """Supervised fine-tuning on chain-of-thought data with trl's SFTTrainer (Surg-R1 stage 1).
 
-A recipe (YAML) names the base model directory, the SFT set written by the CoT builder
-(``messages`` with an ``<image>`` placeholder in the user turn, ``images``), and any
-``SFTConfig`` fields. Loss is on the assistant's tokens only (the chat template's generation
-markers), nothing is truncated (``max_length: null`` keeps every image token), checkpoints make
-a run resumable, and the result is a model directory the engine loads, its manifest extended
-with this stage's lineage.
+A recipe (YAML) is trl's ``SFTConfig`` plus surgview's fields (:class:`SFTRecipe`): the base model
+directory, the SFT set written by the CoT builder (``messages`` with an ``<image>`` placeholder in
+the user turn, ``images``), optional LoRA, beside any ``SFTConfig`` field. Loss is on the
+assistant's tokens only (the chat template's generation markers), nothing is truncated
+(``max_length: null`` keeps every image token), checkpoints make a run resumable, and the result is
+a model directory the engine loads, its manifest extended with this stage's lineage.
 """
 
 from __future__ import annotations
@@ -14,17 +14,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trl import SFTConfig
+
 from engine.modeldir import Stage
 from train.model_output import finish_model_dir, last_logged
 from train.stage_inputs import (
+    StageRecipe,
     checked_model,
     image_dataset,
     jsonl_rows,
+    load_stage_recipe,
     load_trainable,
     placed_turns,
-    recipe_section,
     resolved_images,
-    shared_trainer_settings,
     train_resuming,
 )
 
@@ -35,21 +37,21 @@ class SFTRunError(Exception):
     """A recipe, data set or model that cannot be trained on; the message says why in one line."""
 
 
-@dataclass
-class SFTRecipe:
-    model: str  # base model directory
-    data: str  # SFT JSONL (CoT builder output)
-    output_dir: str
-    seed: int = 0
+@dataclass(kw_only=True)
+class SFTRecipe(StageRecipe, SFTConfig):
+    """An SFT stage: trl's ``SFTConfig`` with surgview's fields and defaults (see :class:`StageRecipe`)."""
+
     name: str = "sft"
-    trainer: dict[str, Any] = field(default_factory=dict)  # SFTConfig fields (max_steps, learning_rate, ...)
-    lora: dict[str, Any] | None = None  # peft LoraConfig fields; None trains all weights
+    lora: dict[str, Any] | None = field(default=None, metadata={"help": "peft LoraConfig fields; none: all weights"})
+    assistant_only_loss: bool = True
+    max_length: int | None = None  # never cut image tokens
+    save_steps: float = 200
+    logging_steps: float = 10
 
 
 def load_recipe(path: Path) -> SFTRecipe:
     """An SFT recipe from YAML (top level, or under ``sft:``); paths relative to the file."""
-    known = {"model", "data", "output_dir", "seed", "name", "trainer", "lora"}
-    return SFTRecipe(**recipe_section(Path(path), "sft", known, ("model", "data", "output_dir"), SFTRunError))
+    return load_stage_recipe(Path(path), SFTRecipe, "sft", SFTRunError)
 
 
 def load_sft_rows(path: Path) -> list[dict]:
@@ -70,31 +72,20 @@ def load_sft_rows(path: Path) -> list[dict]:
 
 def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
     """Train; return the model directory written to ``output_dir/model``."""
-    from trl import SFTConfig, SFTTrainer
+    from trl import SFTTrainer
 
+    recipe.require_paths(SFTRunError)
     info = checked_model(recipe.model, SFTRunError)
     rows = load_sft_rows(Path(recipe.data))
     out = Path(recipe.output_dir)
-    checkpoints = out / "checkpoints"
     model, processor = load_trainable(info, recipe.seed)
     if recipe.lora:
         from peft import LoraConfig, get_peft_model
 
         model = get_peft_model(model, LoraConfig(**recipe.lora))
-    settings = {
-        **shared_trainer_settings(checkpoints, recipe.seed),
-        "assistant_only_loss": True,
-        "max_length": None,  # never cut image tokens
-        "save_steps": 200,
-        "logging_steps": 10,
-        **recipe.trainer,
-    }
-    try:
-        config = SFTConfig(**settings)
-    except TypeError as exc:
-        raise SFTRunError(f"recipe trainer settings: {exc}") from None
-    trainer = SFTTrainer(model=model, args=config, train_dataset=image_dataset(rows), processing_class=processor)
-    train_resuming(trainer, checkpoints, resume)
+    args, dataset = recipe.trainer_args(), image_dataset(rows)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
+    train_resuming(trainer, recipe.checkpoints, resume)
     stage = Stage(
         "sft",
         data=[str(recipe.data)],

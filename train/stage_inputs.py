@@ -2,18 +2,23 @@
 the trainer settings they share, and which of many rows (:func:`evenly_spaced`).
 
 SFT and GRPO (and the pipeline's own recipe) read the same kinds of input with the same rules, so
-the rules live once: a recipe is a YAML mapping whose paths are relative to the file; a user turn is
-laid out exactly as the engine lays it out at run time (:func:`engine.prompts.user_content`); frame
-paths are relative to the JSONL file and must exist; a model folder is checked by the engine's
-contract and loaded from safetensors only.
+the rules live once: a recipe is a YAML mapping whose paths are relative to the file, read into a
+subclass of trl's config by trl's own parser (:func:`parse_settings`, as open-r1 reads its
+recipes), so a key that is no field of it is refused by the library; a user turn is laid out
+exactly as the engine lays it out at run time (:func:`engine.prompts.user_content`); frame paths
+are relative to the JSONL file and must exist; a model folder is checked by the engine's contract
+and loaded from safetensors only.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self, TypeVar
 
 import yaml
 
@@ -22,19 +27,23 @@ from engine.prompts import IMAGE_PLACEHOLDER, user_content
 from train.model_output import has_tensorboard
 
 __all__ = [
+    "StageRecipe",
     "checked_model",
     "evenly_spaced",
+    "flat_settings",
     "image_dataset",
     "jsonl_rows",
+    "load_stage_recipe",
     "load_trainable",
+    "parse_settings",
     "placed_turns",
     "read_mapping",
-    "recipe_section",
     "resolve_path",
     "resolved_images",
 ]
 
 ErrorType = Callable[[str], Exception]
+T = TypeVar("T")
 
 
 def evenly_spaced(n: int, limit: int | None) -> list[int]:
@@ -64,23 +73,55 @@ def read_mapping(path: Path, error: ErrorType) -> dict[str, Any]:
     return data
 
 
-def recipe_section(
-    path: Path, name: str, known: set[str], required: tuple[str, ...], error: ErrorType
-) -> dict[str, Any]:
-    """The stage's settings (top level, or under ``name:``), with unknown and missing keys refused
-    and the ``required`` paths resolved against the recipe's folder."""
+def flat_settings(section: Mapping[str, Any], where: str, error: ErrorType) -> dict[str, Any]:
+    """A section's settings with those grouped under ``trainer:`` lifted beside the rest.
+
+    The shipped pipeline recipes group GRPO's trainer settings under ``trainer:`` (beside
+    ``rewards``), and stage recipes written before the trainer configs became recipes did too.
+    """
+    settings = dict(section)
+    grouped = settings.pop("trainer", None) or {}
+    if not isinstance(grouped, dict):
+        raise error(f"{where}: trainer must be a mapping")
+    twice = sorted(set(grouped) & set(settings))
+    if twice:
+        raise error(f"{where}: {', '.join(twice)} given both in trainer: and beside it")
+    return {**settings, **grouped}
+
+
+def parse_settings(cls: type[T], settings: Any, where: str, error: ErrorType) -> T:
+    """``settings`` read into the dataclass ``cls`` by trl's parser, every failure one line naming ``where``.
+
+    A key that is no field of ``cls`` is refused by the parser itself (``allow_extra_keys=False``);
+    a value the class refuses (trl's own checks in ``__post_init__``) is reported the same way.
+    """
+    from trl import TrlParser
+
+    if not isinstance(settings, Mapping):
+        raise error(f"{where} must be a mapping")
+    try:
+        (parsed,) = TrlParser([cls]).parse_dict(dict(settings), allow_extra_keys=False)
+    except (TypeError, ValueError) as exc:
+        message = " ".join(str(exc).split()).replace("Some keys are not used by the HfArgumentParser", "unknown key(s)")
+        raise error(f"{where}: {message}") from None
+    return parsed
+
+
+def load_stage_recipe(path: Path, cls: type[T], name: str, error: ErrorType) -> T:
+    """A stage's recipe (the top level, or the ``name:`` section) with its paths relative to the file."""
     path = Path(path)
     data = read_mapping(path, error)
-    section = dict(data.get(name, data))
-    unknown = sorted(set(section) - known)
-    if unknown:
-        raise error(f"recipe {path}: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    missing = [k for k in required if k not in section]
+    section = data.get(name, data)
+    where = f"recipe {path}"
+    if not isinstance(section, dict):
+        raise error(f"{where}: {name} must be a mapping")
+    settings = flat_settings(section, where, error)
+    missing = [key for key in cls.PATHS if not settings.get(key)]
     if missing:
-        raise error(f"recipe {path}: missing {', '.join(missing)}")
-    for key in required:
-        section[key] = str(resolve_path(path.parent, section[key]))
-    return section
+        raise error(f"{where}: missing {', '.join(missing)}")
+    for key in cls.PATHS:
+        settings[key] = str(resolve_path(path.parent, settings[key]))
+    return parse_settings(cls, settings, where, error)
 
 
 def jsonl_rows(path: Path, error: ErrorType) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -157,21 +198,80 @@ def load_trainable(info: ModelInfo, seed: int) -> tuple[Any, Any]:
     return model, load_processor(info.path)
 
 
-def shared_trainer_settings(checkpoints: Path, seed: int) -> dict[str, Any]:
-    """The trl config fields SFT and GRPO both set; each stage adds its own, then the recipe's."""
-    import torch
+@dataclass(kw_only=True)
+class StageRecipe:
+    """surgview's fields of a training stage, and the trainer settings SFT and GRPO share.
 
-    on_gpu = torch.cuda.is_available()
-    return {
-        "output_dir": str(checkpoints),
-        "seed": seed,
-        "bf16": on_gpu,  # trl defaults bf16 to True, which fails on CPU
-        "use_cpu": not on_gpu,
-        "save_strategy": "steps",
-        "save_total_limit": 2,
-        "report_to": ["tensorboard"] if has_tensorboard() else [],
-        "dataloader_num_workers": 0,
-    }
+    Mixed in before trl's config class (``class SFTRecipe(StageRecipe, SFTConfig)``), so a recipe
+    *is* the trainer's config and its keys are checked by trl's parser. The defaults here override
+    trl's; ``None`` ones depend on the machine and are settled when the recipe is made.
+    """
+
+    PATHS: ClassVar[tuple[str, ...]] = ("model", "data", "output_dir")  # relative to the recipe file
+
+    model: str | None = field(default=None, metadata={"help": "the model folder this stage starts from"})
+    data: str | None = field(default=None, metadata={"help": "the JSONL set written by the CoT builder"})
+    output_dir: str | None = field(default=None, metadata={"help": "stage folder: checkpoints/ and model/"})
+    name: str = field(default="stage", metadata={"help": "the trained model's name in its manifest"})
+    seed: int = 0
+    bf16: bool | None = None  # None: on a GPU only (trl defaults it to True, which fails on CPU)
+    use_cpu: bool | None = None  # None: when there is no GPU
+    # None: TensorBoard when installed (the union in TrainingArguments' order: trl's parser reads it so)
+    report_to: None | str | list[str] = None  # noqa: RUF036
+    save_strategy: str = "steps"
+    save_total_limit: int | None = 2
+    dataloader_num_workers: int = 0
+    # the settings as given (those that differ from the defaults), taken before anything is resolved: what a
+    # stage's own recipe file repeats, so machine-dependent and derived values are settled where it runs
+    given: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import torch
+
+        self.given = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.init and getattr(self, f.name) != _default(f)
+        }
+        on_gpu = torch.cuda.is_available()
+        if self.bf16 is None:
+            self.bf16 = on_gpu
+        if self.use_cpu is None:
+            self.use_cpu = not on_gpu
+        if self.report_to is None:
+            self.report_to = ["tensorboard"] if has_tensorboard() else []
+        if getattr(self, "activation_checkpointing", False) is None:
+            # trl still defaults the name transformers 5 deprecated; the same value under the new name, so
+            # every run (and every one-line recipe error) is not preceded by a warning about a default
+            self.activation_checkpointing = self.gradient_checkpointing
+        super().__post_init__()  # trl's config, next in the subclass's MRO
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.output_dir) / "checkpoints"
+
+    def trainer_args(self) -> Self:
+        """This recipe as the trainer's config, writing checkpoints under ``output_dir/checkpoints``.
+
+        A copy with one field changed: making it anew would run trl's post-init twice, which GRPO
+        refuses (its generation batch, derived once, would then be given twice).
+        """
+        args = copy.copy(self)
+        args.output_dir = str(self.checkpoints)
+        return args
+
+    def require_paths(self, error: ErrorType) -> None:
+        """A stage runs only with its paths given (a pipeline section leaves them to each stage; trl
+        would have filled ``output_dir`` with ``trainer_output``)."""
+        missing = [key for key in self.PATHS if not self.given.get(key)]
+        if missing:
+            raise error(f"the {self.name} recipe names no {', '.join(missing)}")
+
+
+def _default(f: dataclasses.Field) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None if f.default is dataclasses.MISSING else f.default
 
 
 def train_resuming(trainer: Any, checkpoints: Path, resume: bool) -> None:

@@ -57,13 +57,11 @@ def test_sft_learns_the_set_and_writes_a_loadable_model(base, tmp_path):
         data=str(data),
         output_dir=str(tmp_path / "run"),
         seed=0,
-        trainer={
-            "max_steps": 60,
-            "learning_rate": 3e-3,
-            "per_device_train_batch_size": 8,
-            "save_steps": 30,
-            "report_to": [],
-        },
+        max_steps=60,
+        learning_rate=3e-3,
+        per_device_train_batch_size=8,
+        save_steps=30,
+        report_to=[],
     )
     model_dir = run_sft(recipe)
     manifest = Manifest.read(model_dir)
@@ -78,9 +76,10 @@ def test_sft_learns_the_set_and_writes_a_loadable_model(base, tmp_path):
 def test_sft_resumes_from_its_last_checkpoint(base, tmp_path):
     data = write_set(tmp_path, 16)
     settings = {"learning_rate": 3e-3, "per_device_train_batch_size": 8, "save_steps": 4, "report_to": []}
-    first = SFTRecipe(str(base), str(data), str(tmp_path / "run"), trainer={**settings, "max_steps": 4})
+    paths = {"model": str(base), "data": str(data), "output_dir": str(tmp_path / "run")}
+    first = SFTRecipe(**paths, **settings, max_steps=4)
     run_sft(first)
-    second = SFTRecipe(str(base), str(data), str(tmp_path / "run"), trainer={**settings, "max_steps": 8})
+    second = SFTRecipe(**paths, **settings, max_steps=8)
     model_dir = run_sft(second)
     assert Manifest.read(model_dir).lineage[-1].details["steps"] == 8
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-4").is_dir()
@@ -94,9 +93,11 @@ def test_recipes_and_data_are_checked(tmp_path, base):
     good = tmp_path / "g.yaml"
     good.write_text("sft: {model: m, data: d.jsonl, output_dir: out, trainer: {max_steps: 3}}\n")
     recipe = load_recipe(good)
-    assert recipe.data == str(tmp_path / "d.jsonl") and recipe.trainer == {"max_steps": 3}
+    assert recipe.data == str(tmp_path / "d.jsonl") and recipe.max_steps == 3
     (tmp_path / "d.jsonl").write_text('{"messages": [], "images": ["missing.png"]}\n')
     with pytest.raises(SFTRunError, match=r"missing\.png not found"):
         load_sft_rows(tmp_path / "d.jsonl")
     with pytest.raises(SFTRunError, match=r"config\.json|does not exist|no such"):
-        run_sft(SFTRecipe(str(tmp_path / "nomodel"), str(tmp_path / "d.jsonl"), str(tmp_path / "o")))
+        run_sft(
+            SFTRecipe(model=str(tmp_path / "nomodel"), data=str(tmp_path / "d.jsonl"), output_dir=str(tmp_path / "o"))
+        )

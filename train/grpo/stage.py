@@ -6,7 +6,8 @@ exactly as the engine lays them out at run time (:func:`engine.prompts.user_cont
 processor is passed explicitly (``AutoProcessor`` cannot build the image-only one), and the
 completion length must hold a whole chain: a clipped chain has no ``</answer>`` and earns nothing,
 so the share of clipped completions is recorded in the manifest. vLLM generates when installed and
-asked for (``trainer: {use_vllm: true}``); otherwise transformers' ``generate`` does.
+asked for (``use_vllm: true``); otherwise transformers' ``generate`` does. A recipe is trl's
+``GRPOConfig`` plus surgview's fields (:class:`GRPORecipe`).
 """
 
 from __future__ import annotations
@@ -16,18 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trl import GRPOConfig
+
 from engine.modeldir import Stage
 from train.grpo.rewards import REWARDS, reward_functions
 from train.model_output import finish_model_dir, last_logged
 from train.stage_inputs import (
+    StageRecipe,
     checked_model,
     image_dataset,
     jsonl_rows,
+    load_stage_recipe,
     load_trainable,
     placed_turns,
-    recipe_section,
     resolved_images,
-    shared_trainer_settings,
     train_resuming,
 )
 
@@ -41,22 +44,35 @@ class GRPORunError(Exception):
     """A recipe, data set or model GRPO cannot run on; the message says why in one line."""
 
 
-@dataclass
-class GRPORecipe:
-    model: str  # the SFT model directory
-    data: str  # GRPO JSONL (CoT builder output)
-    output_dir: str
-    seed: int = 0
+@dataclass(kw_only=True)
+class GRPORecipe(StageRecipe, GRPOConfig):
+    """A GRPO stage: trl's ``GRPOConfig`` with the rewards and surgview's defaults (see :class:`StageRecipe`)."""
+
     name: str = "grpo"
-    rewards: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_REWARDS))  # name → weight
-    trainer: dict[str, Any] = field(default_factory=dict)  # GRPOConfig fields
+    rewards: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_REWARDS), metadata={"help": "reward name → weight"}
+    )
+    num_generations: int | None = 4
+    per_device_train_batch_size: int = 8
+    max_completion_length: int | None = 256
+    beta: float = 0.0  # no reference model: half the memory and time; the clipped objective keeps steps small
+    save_steps: float = 50
+    logging_steps: float = 5
 
     def __post_init__(self) -> None:
         unknown = [n for n in self.rewards if n not in REWARDS]
         if unknown:
-            raise GRPORunError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(REWARDS)}")
+            raise ValueError(f"unknown reward(s) {', '.join(unknown)}; known: {', '.join(REWARDS)}")
         if not self.rewards:
-            raise GRPORunError("GRPO needs at least one reward")
+            raise ValueError("GRPO needs at least one reward")
+        super().__post_init__()
+        if self.reward_weights is None:  # set after the settings as given are taken: follows ``rewards``
+            self.reward_weights = [float(w) for w in self.rewards.values()]
+
+
+def load_grpo_recipe(path: Path) -> GRPORecipe:
+    """A GRPO recipe from YAML (top level, or under ``grpo:``); paths relative to the file."""
+    return load_stage_recipe(Path(path), GRPORecipe, "grpo", GRPORunError)
 
 
 def load_grpo_rows(path: Path) -> list[dict[str, Any]]:
@@ -103,39 +119,24 @@ def _decoding(functions):
 
 def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
     """Train; return the model directory written to ``output_dir/model``."""
-    from trl import GRPOConfig, GRPOTrainer
+    from trl import GRPOTrainer
 
+    recipe.require_paths(GRPORunError)
+    if recipe.use_vllm and not _module_exists("vllm"):
+        raise GRPORunError("the recipe asks for vLLM generation (use_vllm: true) but vllm is not installed")
     info = checked_model(recipe.model, GRPORunError)
     rows = load_grpo_rows(Path(recipe.data))
     out = Path(recipe.output_dir)
-    checkpoints = out / "checkpoints"
     model, processor = load_trainable(info, recipe.seed)
     names = list(recipe.rewards)
-    settings: dict[str, Any] = {
-        **shared_trainer_settings(checkpoints, recipe.seed),
-        "num_generations": 4,
-        "per_device_train_batch_size": 8,
-        "max_completion_length": 256,
-        "beta": 0.0,  # no reference model: half the memory and time; the clipped objective keeps steps small
-        "reward_weights": [float(recipe.rewards[n]) for n in names],
-        "save_steps": 50,
-        "logging_steps": 5,
-        **recipe.trainer,
-    }
-    if settings.get("use_vllm") and not _module_exists("vllm"):
-        raise GRPORunError("the recipe asks for vLLM generation (use_vllm: true) but vllm is not installed")
-    try:
-        config = GRPOConfig(**settings)
-    except (TypeError, ValueError) as exc:
-        raise GRPORunError(f"recipe trainer settings: {exc}") from None
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=_decoding(reward_functions(names)),
-        args=config,
+        args=recipe.trainer_args(),
         train_dataset=image_dataset(rows),
         processing_class=processor,
     )
-    train_resuming(trainer, checkpoints, resume)
+    train_resuming(trainer, recipe.checkpoints, resume)
     history = trainer.state.log_history
     stage = Stage(
         "grpo",
@@ -145,8 +146,8 @@ def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
             "steps": int(trainer.state.global_step),
             "rows": len(rows),
             "rewards": dict(recipe.rewards),
-            "num_generations": config.num_generations,
-            "max_completion_length": config.max_completion_length,
+            "num_generations": recipe.num_generations,
+            "max_completion_length": recipe.max_completion_length,
             "clipped_ratio": last_logged(history, "completions/clipped_ratio", mean=True),
             "reward_first": _first_logged(history, "reward"),
             "reward_last": last_logged(history, "reward"),
@@ -167,9 +168,3 @@ def _module_exists(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
-
-
-def load_grpo_recipe(path: Path) -> GRPORecipe:
-    """A GRPO recipe from YAML (top level, or under ``grpo:``); paths relative to the file."""
-    known = {"model", "data", "output_dir", "seed", "name", "rewards", "trainer"}
-    return GRPORecipe(**recipe_section(Path(path), "grpo", known, ("model", "data", "output_dir"), GRPORunError))
