@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.backend_factory import BackendSpec, open_backend
+from engine.backend_factory import default_threads as engine_default_threads
 from engine.backends.base import Backend, BackendError
 from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
@@ -62,8 +63,9 @@ _CLOSE = object()
 
 
 def default_threads() -> int:
-    """Torch CPU threads when none are chosen: every core but one, which the UI keeps (1 on 2 cores)."""
-    return max(1, (os.cpu_count() or 2) - 1)
+    """CPU threads of the viewer's engine when none are chosen: the rule every surgview engine follows
+    (half the cores, never all: the UI keeps one, and another engine running beside it shares the rest)."""
+    return engine_default_threads()
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ __all__ = [
     "BackendSpec",
     "add_backend_arguments",
     "default_kind",
+    "default_threads",
     "has_onnx_export",
     "no_torch_message",
     "open_backend",
@@ -28,6 +30,27 @@ __all__ = [
 
 API_KEY_ENV = "SURGVIEW_API_KEY"
 BACKENDS = ("transformers", "openai", "onnx")
+
+
+def machine_cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s limit, not the whole machine's)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads(cores: int | None = None) -> int:
+    """CPU threads for a local model when none are chosen: half the cores, never all of them.
+
+    Each engine used to take every core, so two engines at once (two ``analyze`` runs, or one
+    beside the viewer's) fought over them: on 2 cores two runs took ~12x as long as one. With half
+    each, two engines fill the machine without oversubscribing it, one core is left for the
+    decoder, the UI and the rest when one runs alone, and a single engine on many cores loses
+    little (a small VLM's decode gains little beyond a few threads). bench/engine_sharing.py.
+    """
+    cores = cores or machine_cores()
+    return max(1, min(cores - 1, cores // 2))
 
 
 def torch_available() -> bool:
@@ -72,7 +95,7 @@ class BackendSpec:
     url: str | None = None  # openai: a server's base URL, e.g. http://127.0.0.1:8000/v1 (callers that know one)
     urls: tuple[str, ...] = ()  # openai: every server's base URL, replicas of one model (wins over url)
     api_key: str | None = None
-    threads: int | None = None  # transformers / onnx on CPU: threads (leave a core for the rest)
+    threads: int | None = None  # transformers / onnx on CPU: threads (None: the library's default)
     give_up_s: float = 120.0  # openai: every server failing this long stops the analysis
 
     def server_urls(self) -> tuple[str, ...]:
@@ -91,6 +114,8 @@ def open_backend(spec: BackendSpec, on_server_state: ServerStateCallback | None 
             raise BackendError(no_torch_message(spec.model))
         from engine.backends.transformers_backend import TransformersBackend
 
+        if spec.threads:
+            _one_interop_thread()
         return TransformersBackend(spec.model, threads=spec.threads)
     if spec.kind == "onnx":
         if not spec.model:
@@ -114,6 +139,14 @@ def open_backend(spec: BackendSpec, on_server_state: ServerStateCallback | None 
     raise BackendError(f"unknown backend {spec.kind!r}; choose from {', '.join(BACKENDS)}")
 
 
+def _one_interop_thread() -> None:
+    """torch's inter-op pool (another pool as large as the machine) does nothing for generation: one thread."""
+    import torch
+
+    with contextlib.suppress(RuntimeError):  # set already, or parallel work has started here: it stays
+        torch.set_num_interop_threads(1)
+
+
 def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", metavar="DIR|NAME", help="model directory (transformers, onnx) or served model name")
     parser.add_argument(
@@ -135,18 +168,26 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="openai backend: stop when no server has answered for this long (default: 120)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="CPU threads for the transformers and onnx backends")
+    parser.add_argument(
+        "--threads",
+        type=_count,
+        default=None,
+        help="CPU threads for the transformers and onnx backends (default: half the cores, so that several "
+        f"engines share the machine; here {default_threads()})",
+    )
 
 
 def spec_from_args(args: argparse.Namespace) -> BackendSpec:
     urls = tuple(args.url or ())
+    kind = args.backend or default_kind(args.model)
+    threads = args.threads or (default_threads() if kind in ("transformers", "onnx") else None)
     return BackendSpec(
-        kind=args.backend or default_kind(args.model),
+        kind=kind,
         model=args.model,
         url=urls[0] if urls else None,
         urls=urls,
         api_key=os.environ.get(API_KEY_ENV) or None,
-        threads=args.threads,
+        threads=threads,
         give_up_s=getattr(args, "give_up_after", 120.0),
     )
 
@@ -159,3 +200,13 @@ def _seconds(text: str) -> float:
 
 
 _seconds.__name__ = "seconds"  # argparse names the type in its message: "invalid seconds value"
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError(text)
+    return value
+
+
+_count.__name__ = "positive int"

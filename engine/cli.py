@@ -7,7 +7,6 @@ surgview-engine probe VIDEO               frame count, rate, keyframes (read, no
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +15,7 @@ from engine.chain import LEVEL_NAMES, Chain, ChainStatus
 from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
 from engine.clitools import ArgumentParser, CliError, run_subcommand
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
+from engine.terminal import safe_for_terminal, safe_json
 from engine.timecode import format_timecode
 from engine.video_probe import VideoError, probe_video
 
@@ -31,10 +31,15 @@ def _read_text(source: str) -> str:
         raise CliError(f"cannot read {source}: {exc.strerror or exc}") from exc
 
 
+def _say(line: str) -> None:
+    """A line of the chain's printout: model text escaped (it may hold terminal escape sequences)."""
+    print(safe_for_terminal(line))
+
+
 def _print_chain(chain: Chain) -> None:
-    print(f"status: {chain.status.value}" + (f" (task stops at Level {chain.task_level})" if chain.task_level else ""))
+    _say(f"status: {chain.status.value}" + (f" (task stops at Level {chain.task_level})" if chain.task_level else ""))
     for problem in chain.problems:
-        print(f"  problem: {problem}")
+        _say(f"  problem: {problem}")
     p, r, c = chain.perception, chain.relations, chain.context
     if p is not None:
         tools = [
@@ -42,7 +47,7 @@ def _print_chain(chain: Chain) -> None:
             for s in p.instruments
         ]
         anatomy = [m.label or m.text + " (unknown)" for m in p.anatomy]
-        print(
+        _say(
             f"Level 1 ({LEVEL_NAMES[1]}): instruments: {', '.join(tools) or 'none'}; "
             f"anatomy: {', '.join(anatomy) or 'none'}"
         )
@@ -52,13 +57,13 @@ def _print_chain(chain: Chain) -> None:
             f"{t.target.label or t.target.text}>" + ("" if t.known else " (not a CholecT50 triplet)")
             for t in r.triplets
         ]
-        print(f"Level 2 ({LEVEL_NAMES[2]}): {', '.join(trips) or 'no triplets'}")
+        _say(f"Level 2 ({LEVEL_NAMES[2]}): {', '.join(trips) or 'no triplets'}")
     if c is not None:
         phase = (c.phase.label or f"{c.phase.text} (unknown)") if c.phase else "not stated"
         cvs = ", ".join(f"C{i + 1} {s.value}" for i, s in enumerate(c.cvs) if s is not None) or "not stated"
-        print(f"Level 3 ({LEVEL_NAMES[3]}): phase: {phase}; CVS: {cvs}")
+        _say(f"Level 3 ({LEVEL_NAMES[3]}): phase: {phase}; CVS: {cvs}")
     if chain.answer is not None:
-        print(f"Answer: {chain.answer.text!r}")
+        _say(f"Answer: {chain.answer.text!r}")
 
 
 def cmd_parse(args) -> int:
@@ -71,10 +76,10 @@ def cmd_parse(args) -> int:
             if isinstance(event, LevelClosed):
                 print(f"[level {event.level} closed]", file=sys.stderr)
             elif isinstance(event, ProblemFound):
-                print(f"[problem: {event.message}]", file=sys.stderr)
+                print(f"[problem: {safe_for_terminal(event.message)}]", file=sys.stderr)
     chain = parser.close()
     if args.json:
-        print(json.dumps(chain.to_dict(), indent=2, ensure_ascii=False))
+        print(safe_json(chain.to_dict(), indent=2))
     else:
         _print_chain(chain)
     if chain.status is ChainStatus.MALFORMED and not args.lenient:
@@ -115,11 +120,13 @@ def cmd_ontology(args) -> int:
 
 
 def cmd_probe(args) -> int:
+    if Path(args.video).is_dir():
+        raise CliError(f"{args.video} is a folder, not a video")
     try:
         facts = probe_video(Path(args.video))
     except VideoError as exc:
         raise CliError(str(exc)) from None
-    print(
+    _say(
         f"{facts.path.name}: {facts.codec} {facts.width}x{facts.height}, {float(facts.fps):.3f} fps, "
         f"{facts.frames} frames ({format_timecode(facts.frames, facts.fps)}), {facts.keyframes} keyframes"
     )
@@ -163,6 +170,9 @@ def _add_profile_arguments(parser) -> None:
     parser.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
 
 
+_OUT_HELP = "a file (replaced whole when complete), a device or FIFO (written in place), or - for standard output"
+
+
 def _add_analysis_commands(sub) -> None:
     from engine import cli_commands as cc
     from engine.backend_factory import add_backend_arguments
@@ -204,7 +214,7 @@ def _add_analysis_commands(sub) -> None:
     e = sub.add_parser("eval", help="run a model over a Surg-R1-format JSONL set")
     e.add_argument("set", metavar="SET.jsonl")
     add_backend_arguments(e)
-    e.add_argument("--out", required=True, metavar="RESULTS.jsonl")
+    e.add_argument("--out", required=True, metavar="RESULTS.jsonl", help=_OUT_HELP)
     e.add_argument(
         "--profile", choices=PROFILE_NAMES, help="system prompt, image size and sampling (default: the model's)"
     )
@@ -214,12 +224,12 @@ def _add_analysis_commands(sub) -> None:
     e.set_defaults(func=cc.cmd_eval)
     s = sub.add_parser("score", help="score a results file (release accuracy + per-class metrics)")
     s.add_argument("results", metavar="RESULTS.jsonl")
-    s.add_argument("--json", metavar="OUT", help="also write the report as JSON (top-level 'accuracy')")
+    s.add_argument("--json", metavar="OUT", help="also write the report as JSON (top-level 'accuracy'); " + _OUT_HELP)
     s.set_defaults(func=cc.cmd_score)
     x = sub.add_parser("export", help="per-frame results and phase segments of an analysed case")
     x.add_argument("case")
-    x.add_argument("--jsonl", metavar="OUT")
-    x.add_argument("--csv", metavar="OUT")
+    x.add_argument("--jsonl", metavar="OUT", help=_OUT_HELP)
+    x.add_argument("--csv", metavar="OUT", help=_OUT_HELP)
     x.add_argument("--model-id", help="which stored analysis (default: the most recent)")
     x.add_argument("--task")
     x.set_defaults(func=cc.cmd_export)
@@ -249,7 +259,12 @@ def build_parser() -> ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_subcommand(PROG, build_parser, argv)
+    from engine.backends.base import BackendError
+    from engine.outputs import OutputError
+    from engine.store import StoreError
+
+    # One-line errors by design: if one escapes a command, it is still the user's line, not an internal error.
+    return run_subcommand(PROG, build_parser, argv, expected=(BackendError, StoreError, VideoError, OutputError))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,15 @@
-"""The analysis commands of ``surgview-engine``: analyze, ask, eval, score, export."""
+"""The analysis commands of ``surgview-engine``: analyze, ask, eval, score, export.
+
+Model and server text reaches the terminal only through :func:`engine.terminal.safe_for_terminal`
+(``CliError`` lines are escaped where they are printed, in :mod:`engine.clitools`). Files go out
+through :mod:`engine.outputs` (``-`` is standard output; a device or FIFO is written in place).
+"""
 
 from __future__ import annotations
 
 import csv
 import io
 import json
-import os
 import sys
 import threading
 from pathlib import Path
@@ -18,9 +22,18 @@ from engine.chain_parser import ChainParser, LevelClosed
 from engine.clitools import CliError
 from engine.eval_set import EvalSetError, read_eval_set, run_eval
 from engine.frame_record import CaseAnalysis, case_analyses, merge_results
+from engine.outputs import STDOUT, OutputError, output_path, write_output
 from engine.profiles import ModelProfile, ProfileError, resolve_profile
-from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
+from engine.scheduler import (
+    AnalysisScheduler,
+    SchedulerConfig,
+    SchedulerListener,
+    VideoChanged,
+    VideoIdentity,
+    failure_reason,
+)
 from engine.store import CaseStore, FrameResult, StoreError
+from engine.terminal import safe_for_terminal
 from engine.timecode import format_timecode
 from engine.timeline import build_timelines
 from engine.video import VIDEO_SUFFIXES, VideoError, VideoReader, video_size
@@ -43,8 +56,18 @@ def _profile(args) -> ModelProfile:
     except ProfileError as exc:
         raise CliError(str(exc)) from None
     if not getattr(args, "profile", None) and not getattr(args, "quiet", False):
-        print(f"[{note}]", file=sys.stderr)
+        print(f"[{safe_for_terminal(note)}]", file=sys.stderr)
     return profile
+
+
+def case_file(name: str) -> Path:
+    """The one video a command works on (ask, export): a folder or a missing path is one clear line."""
+    path = Path(name)
+    if path.is_dir():
+        raise CliError(f"{path} is a folder, not a video")
+    if not path.is_file():
+        raise CliError(f"{path}: no such video file")
+    return path
 
 
 def _open_case(video: Path) -> tuple[VideoReader, CaseStore]:
@@ -61,12 +84,11 @@ def _open_case(video: Path) -> tuple[VideoReader, CaseStore]:
 
 
 class _CaseListener(SchedulerListener):
-    """One case's progress into the shared progress bar; its skipped frames for the summary."""
+    """One case's progress into the shared progress bar (frames settled: stored or failed)."""
 
     def __init__(self, bar: tqdm, lock: threading.Lock):
         self.bar = bar
         self.lock = lock
-        self.failures: list[str] = []
         self.done = 0
         self.total = 0
 
@@ -76,12 +98,9 @@ class _CaseListener(SchedulerListener):
             self.bar.update(done - self.done)
             self.done, self.total = done, total
 
-    def frame_failed(self, frame: int, message: str) -> None:
-        self.failures.append(f"frame {frame}: {message}")
-
 
 def _server_state_printer(up: bool, url: str, message: str) -> None:
-    print(f"[{message}]", file=sys.stderr)
+    print(f"[{safe_for_terminal(message, keep_newlines=False)}]", file=sys.stderr)
 
 
 def _case_parts(case: Path) -> tuple[CaseStore, int, int]:
@@ -106,6 +125,7 @@ def cmd_analyze(args) -> int:
     slots = threading.BoundedSemaphore(concurrency)
     bar_lock = threading.Lock()
     running: list[tuple[Path, AnalysisScheduler, CaseStore, _CaseListener]] = []
+    problems: list[str] = []  # cases not fully analysed, each in a few words
     try:
         with tqdm(
             desc="analyse", unit="frame", file=sys.stderr, disable=args.quiet or None, total=0, smoothing=0.1
@@ -135,7 +155,11 @@ def cmd_analyze(args) -> int:
                         scheduler.stop()
                         running.remove(item)
                         with store:
-                            _report_case(args, case, scheduler, store, backend.model_id, profile, listener)
+                            problem = _report_case(args, case, scheduler, store, backend.model_id, profile)
+                        if problem:
+                            problems.append(problem)
+                        if scheduler.error and not isinstance(scheduler.failure, VideoError):
+                            raise CliError(f"{case.name}: {scheduler.error}")  # the model or the store: stop all
     except BaseException:
         for _, scheduler, store, _ in running:
             scheduler.stop()
@@ -143,6 +167,8 @@ def cmd_analyze(args) -> int:
         raise
     finally:
         backend.close()
+    if problems:
+        raise CliError("; ".join(problems))
     return 0
 
 
@@ -163,19 +189,70 @@ def _case_paths(names: list[str]) -> list[Path]:
     return cases
 
 
-def _report_case(args, case: Path, scheduler, store: CaseStore, model_id: str, profile, listener) -> None:
+def _report_case(
+    args, case: Path, scheduler: AnalysisScheduler, store: CaseStore, model_id: str, profile: ModelProfile
+) -> str | None:
+    """Print what was stored for ``case`` (stdout, in this order: counts, frames not analysed, phase
+    segments); return the problem in a few words when not every frame asked for was stored."""
+    stored, total = scheduler.stored(), scheduler.progress[1]
+    failures = {f: failure_reason(m, case) for f, m in scheduler.failures().items()}
+    unreached = total - stored - len(failures)
+    _say(
+        f"{case}: {stored} of {total} frames analysed and stored with {model_id}, {profile_label(profile)} "
+        f"(store {store.path})"
+    )
+    if failures:
+        for line in _failure_lines(failures, scheduler.fps, args.stride):
+            _say(f"  {line}")
     if scheduler.error:
-        raise CliError(f"{case.name}: {scheduler.error}")
-    done, total = scheduler.progress
-    analysis = CaseAnalysis(model_id, profile.version, profile, done, 0.0)
+        reason = "the analysis stopped" if isinstance(scheduler.failure, VideoChanged) else scheduler.error
+        if unreached > 0:
+            _say(f"  {unreached} not analysed: {reason}")
+    analysis = CaseAnalysis(model_id, profile.version, profile, stored, 0.0)
     timelines = build_timelines(analysis.timeline_rows(store), scheduler.fps, scheduler.frame_count)
-    print(f"{case}: {done}/{total} frames analysed with {model_id}, {profile_label(profile)} (store {store.path})")
     for seg in timelines.phase:
-        print(f"  {format_timecode(seg.start, scheduler.fps)} – {format_timecode(seg.end, scheduler.fps)}  {seg.label}")
-    for failure in listener.failures:
-        print(f"  skipped {failure}", file=sys.stderr)
+        span = f"{format_timecode(seg.start, scheduler.fps)} – {format_timecode(seg.end, scheduler.fps)}"
+        _say(f"  {span}  {seg.label}")
     if args.phases:
         _print_agreement(timelines, Path(args.phases))
+    sys.stdout.flush()
+    if scheduler.error and isinstance(scheduler.failure, VideoError):
+        return scheduler.error if str(case) in scheduler.error else f"{case.name}: {scheduler.error}"
+    if failures:
+        return f"{case.name}: {len(failures)} of {total} frames could not be analysed"
+    return None
+
+
+def _say(line: str) -> None:
+    """One summary line on stdout, above the progress bar (model and file names escaped)."""
+    tqdm.write(safe_for_terminal(line, keep_newlines=False), file=sys.stdout)
+
+
+def _failure_lines(failures: dict[int, str], fps: float, stride_s: float) -> list[str]:
+    """The lines saying K frames could not be analysed: which (runs of the sweep as ranges) and why."""
+    by_reason: dict[str, list[int]] = {}
+    for frame, reason in failures.items():
+        by_reason.setdefault(reason, []).append(frame)
+    step = max(1, round(stride_s * fps)) if fps else 1
+    count = f"{len(failures)} could not be analysed"
+    if len(by_reason) == 1:
+        ((reason, frames),) = by_reason.items()
+        return [f"{count} ({frame_ranges(frames, step)}): {reason}"]
+    return [count + ":"] + [f"  {frame_ranges(frames, step)}: {reason}" for reason, frames in by_reason.items()]
+
+
+def frame_ranges(frames: list[int], step: int = 1) -> str:
+    """Sorted frames as ``frames 0, 250–1000, 1475``: a range is a run of frames ``step`` apart."""
+    runs: list[list[int]] = []
+    for frame in frames:
+        if runs and frame - runs[-1][-1] == step:
+            runs[-1].append(frame)
+        else:
+            runs.append([frame])
+    parts = [f"{run[0]}–{run[-1]}" if len(run) > 2 else ", ".join(str(f) for f in run) for run in runs]
+    every = f", every {step} frames" if step > 1 and any(len(run) > 2 for run in runs) else ""
+    noun = "frame" if len(frames) == 1 else "frames"
+    return f"{noun} {', '.join(parts)}{every}"
 
 
 def profile_label(profile: ModelProfile) -> str:
@@ -201,10 +278,13 @@ def _print_agreement(timelines, phase_file: Path) -> None:
 
 def cmd_ask(args) -> int:
     profile = _profile(args)
-    reader, store = _open_case(Path(args.case))
+    video = case_file(args.case)
+    reader, store = _open_case(video)
     with reader, store:
         try:
             image = profile.prepare_image(reader.frame(args.frame))
+            info = store.case_info()
+            identity = VideoIdentity(video, info.fingerprint if info is not None else None)
         except (IndexError, VideoError) as exc:
             raise CliError(str(exc)) from None
         width, height = reader.width, reader.height
@@ -212,38 +292,54 @@ def cmd_ask(args) -> int:
         try:
             for question in profile.questions:
                 if len(profile.questions) > 1:
-                    print(f"── {question.title} ──", flush=True)
-                _ask_one(args, backend, store, profile, question.task, image, width, height)
+                    print(f"── {safe_for_terminal(question.title)} ──", flush=True)
+                _ask_one(args, backend, store, profile, question.task, image, (width, height), identity)
+        except VideoError as exc:
+            raise CliError(str(exc)) from None
         finally:
             backend.close()
     return 0
 
 
-def _ask_one(args, backend: Backend, store: CaseStore, profile: ModelProfile, task: str, image, w: int, h: int) -> None:
+def _ask_one(
+    args,
+    backend: Backend,
+    store: CaseStore,
+    profile: ModelProfile,
+    task: str,
+    image,
+    size: tuple[int, int],
+    identity: VideoIdentity,
+) -> None:
+    """Stream one question's answer to stdout, escaped piece by piece, and store it."""
     key = (backend.model_id, profile.version, task)
     cached = None if args.reask else store.get_result(args.frame, *key)
     if cached is not None:
-        print(cached.raw_text)
+        print(safe_for_terminal(cached.raw_text))
         print(f"[cached result for frame {args.frame}; --reask generates it again]", file=sys.stderr)
         return
     parser = ChainParser()
-    stream = backend.stream(profile.request(task, image, w, h, max_tokens=args.max_tokens))
     pieces = []
+    stream = None
     try:
+        stream = backend.stream(profile.request(task, image, *size, max_tokens=args.max_tokens))
         for piece in stream:
             pieces.append(piece)
-            sys.stdout.write(piece)
+            sys.stdout.write(safe_for_terminal(piece))  # char by char: a sequence split across pieces stays escaped
             sys.stdout.flush()
             _report_events(parser.feed(piece), args.events)
     except KeyboardInterrupt:
-        stream.cancel()
+        if stream is not None:
+            stream.cancel()
         raise
     except BackendError as exc:
+        print(file=sys.stdout, flush=True)  # end the half-written line before the error
         raise CliError(str(exc)) from None
     print()
     _report_events(parser.finish(), args.events)
     chain = parser.close()
     stats = stream.stats
+    identity.check()  # never file an answer about another file under this video's fingerprint
     store.put_result(
         FrameResult(
             frame=args.frame,
@@ -260,7 +356,7 @@ def _ask_one(args, backend: Backend, store: CaseStore, profile: ModelProfile, ta
     print(
         f"[{chain.status.value}; {stats.tokens} tokens, "
         f"first token {1000 * (stats.first_token_s or 0):.0f} ms, "
-        f"{stats.tokens_per_s:.0f} tokens/s; {stats.finish_reason}]",
+        f"{stats.tokens_per_s:.0f} tokens/s; {safe_for_terminal(str(stats.finish_reason))}]",
         file=sys.stderr,
     )
 
@@ -271,17 +367,24 @@ def cmd_eval(args) -> int:
     except EvalSetError as exc:
         raise CliError(str(exc)) from None
     profile = _profile(args)
+    _check_output(args.out)
     backend = _backend(args)
     try:
-        with tqdm(total=len(rows), desc="eval", unit="row", file=sys.stderr, disable=args.quiet or None) as bar:
-            run_eval(rows, backend, Path(args.out), args.max_tokens, bar.update, profile, args.concurrency)
-    except (EvalSetError, BackendError) as exc:
+        with (
+            tqdm(total=len(rows), desc="eval", unit="row", file=sys.stderr, disable=args.quiet or None) as bar,
+            output_path(args.out, make_parents=True) as tmp,
+        ):
+            run_eval(rows, backend, tmp, args.max_tokens, bar.update, profile, args.concurrency)
+    except (EvalSetError, BackendError, OutputError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:
         raise CliError(f"cannot write {args.out}: {exc.strerror or exc}") from None
     finally:
         backend.close()
-    print(f"{args.out}: {len(rows)} rows (score it with: surgview-engine score {args.out})")
+    if args.out == STDOUT:
+        print(f"standard output: {len(rows)} rows", file=sys.stderr)
+    else:
+        print(f"{args.out}: {len(rows)} rows (score it with: surgview-engine score {args.out})")
     return 0
 
 
@@ -292,26 +395,45 @@ def cmd_score(args) -> int:
         report = score_rows(read_results(Path(args.results)))
     except ResultsFileError as exc:
         raise CliError(str(exc)) from None
-    print("\n".join(report.lines()))
     if args.json:
-        _atomic_write(Path(args.json), json.dumps(report.to_dict(), indent=2) + "\n")
+        _check_output(args.json)
+    print(safe_for_terminal("\n".join(report.lines())), file=_notes_to(args.json))
+    if args.json:
+        _write(args.json, json.dumps(report.to_dict(), indent=2) + "\n")
     return 0
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
+def _write(target: str, text: str) -> None:
+    """``text`` to a file (atomically), a device or FIFO (in place) or ``-`` (stdout): engine.outputs."""
     try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CliError(f"cannot write {path}: {exc.strerror or exc}") from None
+        write_output(target, text)
+    except OutputError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _check_output(target: str) -> None:
+    """Refuse a folder or socket as an output before any work is done (the rest is found on writing)."""
+    if target == STDOUT:
+        return
+    path = Path(target)
+    if path.is_dir():
+        raise CliError(f"cannot write {target}: it is a folder")
+    if path.is_socket():
+        raise CliError(f"cannot write {target}: it is a socket (give a file, a device, a FIFO or -)")
+
+
+def _notes_to(*targets: str | None):
+    """Where a command's own lines go: stderr when its output is standard output, else stdout."""
+    return sys.stderr if STDOUT in targets else sys.stdout
 
 
 def cmd_export(args) -> int:
-    case = Path(args.case)
-    if not case.is_file():
-        raise CliError(f"{case}: no such video file")
+    case = case_file(args.case)
+    if args.jsonl == STDOUT and args.csv == STDOUT:
+        raise CliError("--jsonl and --csv cannot both be standard output (-)")
+    for target in (args.jsonl, args.csv):
+        if target:
+            _check_output(target)
     try:
         store = CaseStore.for_video(case, readonly=True)
     except StoreError as exc:
@@ -350,7 +472,7 @@ def cmd_export(args) -> int:
             for s in timelines.phase
         ]
         lines += [json.dumps(_frame_row(chosen, record, fps), ensure_ascii=False) for record in records.values()]
-        _atomic_write(Path(args.jsonl), "\n".join(lines) + "\n")
+        _write(args.jsonl, "\n".join(lines) + "\n")
     if args.csv:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
@@ -369,11 +491,12 @@ def cmd_export(args) -> int:
                     ";".join(row.tools or ()),
                 ]
             )
-        _atomic_write(Path(args.csv), out.getvalue())
-    print(
+        _write(args.csv, out.getvalue())
+    line = (
         f"exported {len(records)} frames and {len(timelines.phase)} phase segments of {case.name} "
         f"({chosen.model_id}, prompts {chosen.prompt_version}, {', '.join(chosen.tasks)})"
     )
+    print(safe_for_terminal(line, keep_newlines=False), file=_notes_to(args.jsonl, args.csv))
     return 0
 
 

@@ -12,7 +12,6 @@ with autoescape, QTextDocument, QPainter) show a hostile output as literal text.
 from __future__ import annotations
 
 import time
-import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +25,7 @@ from engine.ontology import load_ontology
 from engine.phase_labels import Segment
 from engine.profiles import ModelProfile
 from engine.store import BlankArea, CaseStore, FrameResult, StoreError
+from engine.terminal import visible_text
 from engine.timecode import format_timecode
 from engine.timeline import TimelineConfig, Timelines, build_timelines
 
@@ -44,35 +44,10 @@ __all__ = [
 ]
 
 LEVEL_NAMES = {1: "Perception", 2: "Relation", 3: "Context"}
-_BIDI_CONTROLS = set(range(0x202A, 0x202F)) | set(range(0x2066, 0x206A)) | {0x200E, 0x200F, 0x061C}
 
 
 class ReportError(Exception):
     """The report cannot be made (no analysis stored, nothing matches); one line."""
-
-
-def visible_text(text: str, *, keep_newlines: bool = True) -> str:
-    """Model or user text with every control character made visible as its escape.
-
-    Control characters (C0, DEL, C1), bidirectional overrides (which can reorder what a reader
-    sees) and lone surrogates become ``\\xNN`` / ``\\uNNNN`` text, which every font can draw.
-    Newlines and tabs stay when ``keep_newlines``; ``\\r`` goes. HTML markup is left as typed:
-    escaping is the renderer's job (jinja2 autoescape, QPainter plain text).
-    """
-    out = []
-    for c in str(text):
-        code = ord(c)
-        if c in "\n\t" and keep_newlines:
-            out.append(c)
-        elif c == "\r":
-            out.append("" if keep_newlines else " ")
-        elif code < 0x20 or 0x7F <= code < 0xA0:
-            out.append(f"\\x{code:02x}")
-        elif code in _BIDI_CONTROLS or unicodedata.category(c) == "Cs":
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(c)
-    return "".join(out)
 
 
 # ------------------------------------------------------------------------------------- records

@@ -18,13 +18,19 @@ Two ways to share the model:
 
 Frames already in the case store are never computed again. A job that fails for a reason worth
 retrying (a server restarting mid-answer) returns to the queue after a backoff; one that fails
-for good is reported and skipped; a model that cannot be reached at all stops the scheduler.
+for good is reported and skipped (and counted apart from the frames stored: :meth:`stored`,
+:meth:`failures`); a model that cannot be reached at all stops the scheduler. So does a video
+file that vanishes or is replaced mid-run: its identity is checked before every commit
+(:class:`VideoIdentity`), so results computed from another file are never filed under the
+fingerprint the store belongs to.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import os
+import re
 import threading
 import time
 from collections import OrderedDict, deque
@@ -38,10 +44,10 @@ from engine.backends.base import Backend, BackendError, BackendUnavailable, Text
 from engine.chain_parser import parse_chain
 from engine.profiles import ModelProfile, Question
 from engine.prompts import TaskPrompt
-from engine.store import CaseStore, FrameResult, StoreError
+from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
 from engine.video import VideoError, VideoReader
 
-__all__ = ["AnalysisScheduler", "SchedulerConfig", "SchedulerListener", "sweep_frames"]
+__all__ = ["AnalysisScheduler", "SchedulerConfig", "SchedulerListener", "VideoChanged", "VideoIdentity", "sweep_frames"]
 
 _RETRY_INITIAL_S = 0.5
 _RETRY_MAX_S = 8.0
@@ -96,6 +102,73 @@ def sweep_frames(frame_count: int, fps: float, stride_s: float) -> list[int]:
 Job = tuple[int, str]  # (frame, task)
 
 
+class VideoChanged(VideoError):
+    """The video file vanished or now holds another video: the analysis of this case must stop."""
+
+
+class VideoIdentity:
+    """The video a case store belongs to, checked before each result is filed under its fingerprint.
+
+    A stat of (device, inode, size, mtime) per check costs microseconds; the content fingerprint
+    (2 MiB read) is taken again only when the stat changed, so a file that was merely touched is
+    still the same video, while a deleted, moved or replaced one stops the analysis.
+    """
+
+    def __init__(self, path: Path, fingerprint: str | None = None):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self._signature = self._stat()
+        actual = self._fingerprint()
+        self.fingerprint = fingerprint or actual
+        if actual != self.fingerprint:
+            raise VideoChanged(self._replaced())
+
+    @property
+    def signature(self) -> tuple[int, int, int, int]:
+        """The file's stat when last found to hold the video (it changes when the file is touched)."""
+        return self._signature
+
+    def check(self) -> None:
+        """Raise :class:`VideoError` when the file vanished or holds another video now."""
+        with self._lock:
+            signature = self._stat()
+            if signature == self._signature:
+                return
+            if self._fingerprint() != self.fingerprint:
+                raise VideoChanged(self._replaced())
+            self._signature = signature
+
+    def _stat(self) -> tuple[int, int, int, int]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            message = f"{self.path}: the video file has vanished since it was opened; the analysis stopped"
+            raise VideoChanged(message) from None
+        except OSError as exc:
+            raise VideoChanged(f"{self.path}: cannot check the video file ({exc.strerror or exc})") from None
+        return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _fingerprint(self) -> str:
+        try:
+            return video_fingerprint(self.path)
+        except StoreError as exc:
+            raise VideoChanged(f"{self.path}: {exc}; the analysis stopped") from None
+
+    def _replaced(self) -> str:
+        return (
+            f"{self.path}: the video file was replaced by another since it was opened; the analysis stopped "
+            "(nothing computed from the new file is stored under the old one)"
+        )
+
+
+_FRAME_IN_REASON = re.compile(r"\bframe \d+ ")
+
+
+def failure_reason(message: str, video: Path) -> str:
+    """A failure message without the video's path and frame number, so frames failing alike group."""
+    return _FRAME_IN_REASON.sub("", message.removeprefix(f"{video}: "))
+
+
 @dataclass
 class _Running:
     stream: TextStream | None
@@ -145,9 +218,12 @@ class AnalysisScheduler:
         self._playhead = 0
         self._stride_s = self.config.stride_s
         self._pending: list[int] = []  # sorted sweep frames with a question not yet answered
+        self._sweep: list[int] = []
         self._total = 0
         self._done: set[Job] = set()
         self._failed: set[Job] = set()
+        self._reasons: dict[int, str] = {}  # why a frame's question failed for good (the last reason)
+        self._identity: VideoIdentity | None = None
         self._running: dict[Job, _Running] = {}
         self._not_before: dict[Job, float] = {}
         self._attempts: dict[Job, int] = {}
@@ -155,8 +231,11 @@ class AnalysisScheduler:
         self._stop = False
         self._paused = False
         self._idle = threading.Event()
+        self._reopened = False  # the reader was reopened here (a touched file): close it at the end
+        self._reader_signature: tuple[int, int, int, int] | None = None  # the file's stat the reader opened
         self._thread: threading.Thread | None = None
         self.error: str | None = None
+        self.failure: Exception | None = None  # what stopped it (VideoError: this video; else the model, the store)
         self.frame_count = 0
         self.fps = 0.0
 
@@ -237,9 +316,21 @@ class AnalysisScheduler:
 
     @property
     def progress(self) -> tuple[int, int]:
-        """(frames of the sweep fully answered, frames in the sweep)."""
+        """(frames of the sweep settled: stored, or failed for good; frames in the sweep). For progress
+        bars: what was stored and what failed are :meth:`stored` and :meth:`failures`."""
         with self._lock:
             return self._total - len(self._pending), self._total
+
+    def stored(self) -> int:
+        """Frames of the sweep whose every question is stored (by this run or an earlier one)."""
+        with self._lock:
+            return sum(1 for f in self._sweep if all((f, t) in self._done for t in self._tasks))
+
+    def failures(self) -> dict[int, str]:
+        """Frames with a question that could not be answered in this run, and why (frame order)."""
+        with self._lock:
+            failed = {f for f, _ in self._failed}
+            return {f: self._reasons.get(f, "") for f in sorted(failed)}
 
     def queued(self) -> int:
         """Sweep jobs not started yet (0: the case's tail is in flight; the next case may start)."""
@@ -260,6 +351,7 @@ class AnalysisScheduler:
     # ------------------------------------------------------------------ planning (under the lock)
     def _plan_sweep(self) -> None:
         frames = sweep_frames(self.frame_count, self.fps, self._stride_s) if self.config.sweep else []
+        self._sweep = frames
         self._total = len(frames)
         self._pending = [f for f in frames if not self._settled(f)]
 
@@ -328,6 +420,9 @@ class AnalysisScheduler:
             with self._reader_factory(self.video) as reader:
                 self._reader = reader
                 self.fps, self.frame_count = float(reader.fps), reader.frame_count
+                info = self.store.case_info()
+                self._identity = VideoIdentity(self.video, info.fingerprint if info is not None else None)
+                self._reader_signature = self._identity.signature
                 with self._lock:
                     for task in self._tasks:
                         stored = self.store.analysed_frames(self.backend.model_id, self.profile.version, task)
@@ -348,10 +443,12 @@ class AnalysisScheduler:
                 if failures:
                     raise failures[0]
         except (BackendError, StoreError, VideoError) as exc:
-            reason = str(exc)
+            reason, self.failure = str(exc), exc
         except Exception as exc:  # the worker must report, never die silently
-            reason = f"{type(exc).__name__}: {exc}"
+            reason, self.failure = f"{type(exc).__name__}: {exc}", exc
         finally:
+            if self._reader is not None and self._reopened:
+                self._reader.close()
             self._reader = None
             self.error = reason
             self._idle.set()
@@ -400,8 +497,9 @@ class AnalysisScheduler:
             if image is not None:
                 return image
             try:
-                assert self._reader is not None
-                image = self.profile.prepare_image(self._reader.frame(frame))
+                image = self._decode(frame)
+            except VideoChanged:
+                raise  # stops the analysis (see _work)
             except (VideoError, IndexError) as exc:
                 self._fail_frame(frame, str(exc))
                 return None
@@ -410,8 +508,27 @@ class AnalysisScheduler:
                 self._images.popitem(last=False)
             return image
 
+    def _decode(self, frame: int) -> np.ndarray:
+        """Under the reader lock: the prepared frame. A read that fails because the file vanished or was
+        replaced stops the analysis (raised past the frame); a merely touched file is reopened."""
+        assert self._reader is not None
+        try:
+            return self.profile.prepare_image(self._reader.frame(frame))
+        except VideoError:
+            if self._identity is None:
+                raise
+            self._identity.check()
+            if self._identity.signature == self._reader_signature:
+                raise  # the file is as the reader opened it: this frame cannot be read
+        if self._reopened:
+            self._reader.close()
+        self._reader, self._reopened = VideoReader(self.video), True
+        self._reader_signature = self._identity.signature
+        return self.profile.prepare_image(self._reader.frame(frame))
+
     def _fail_frame(self, frame: int, message: str) -> None:
         with self._lock:
+            self._reasons[frame] = message
             self._failed.update((frame, t) for t in self._tasks)
             self._forced.difference_update((frame, t) for t in self._tasks)
             self._settle(frame)
@@ -484,9 +601,10 @@ class AnalysisScheduler:
                 self._not_before[job] = time.monotonic() + delay
                 self._lock.notify_all()
                 return
+            where = f" ({task})" if len(self._tasks) > 1 else ""
+            self._reasons[frame] = f"{exc}{where}"
             self._failed.add(job)
             self._settle(frame)
-        where = f" ({task})" if len(self._tasks) > 1 else ""
         self._notify(self.listener.frame_failed, frame, f"{exc}{where}")
 
     def _compute_batch(self, jobs: list[Job]) -> None:
@@ -525,6 +643,8 @@ class AnalysisScheduler:
             total_s=total_s,
             tokens=tokens,
         )
+        if self._identity is not None:
+            self._identity.check()  # never file what may come from another file under this one's fingerprint
         self.store.put_result(result)
         with self._lock:
             self._done.add(job)

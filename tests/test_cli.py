@@ -100,6 +100,15 @@ def test_unparseable_text_is_reported_with_what_was_recovered():
     assert "status: malformed" in lenient.stdout and "Answer: 'B. Calot Triangle Dissection'" in lenient.stdout
 
 
+def test_a_malformed_hostile_chain_is_one_escaped_error_line():
+    hostile = "<think>Level 2: \x1b]0;owned\x07 \x1b[2J Level 1: \u202eevil\x9b\n</think>\x00"
+    result = cli("engine.cli", "parse", stdin=hostile)
+    assert_clean_failure(result, 1, "not a well-formed reasoning chain")
+    assert len(result.stderr.strip().splitlines()) == 1
+    for raw in ("\x1b", "\x07", "\x00", "\x9b", "\u202e"):
+        assert raw not in result.stdout + result.stderr
+
+
 def test_parse_prints_each_level(tmp_path):
     text = (
         "<think> L1: a hook and a grasper. L2: hook dissect cystic duct. L3: Phase: Calot Triangle "

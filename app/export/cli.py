@@ -4,7 +4,11 @@
     surgview clip CASE --from T --to T --out FILE.mp4 [--no-panel] [--no-blank] [--crf N] [--preset P]
 
 T is a frame number or a timecode (``hh:mm:ss.ff``, ``mm:ss``). Both read the case's stored
-analysis (the most recent, or ``--model-id``) and never write beside the video.
+analysis (the most recent, or ``--model-id``) and never write beside the video. ``--out`` is
+written as :mod:`engine.outputs` says: a file is replaced whole when the export is complete; a
+symlink's target is written; an existing device or FIFO (a name ending .html/.pdf/.mp4) is written
+in place once the export is complete, never replaced; a folder or socket is refused. Standard
+output (``-``) is refused: the format is chosen by the name's suffix, and a PDF or MP4 is no text.
 """
 
 from __future__ import annotations
@@ -51,8 +55,12 @@ def _parser(prog: str) -> ArgumentParser:
 def export_main(prog: str, argv: Sequence[str]) -> int:
     args = _parser(prog).parse_args(argv)
     case = Path(args.case)
+    if case.is_dir():
+        raise CliError(f"{case} is a folder, not a video")
     if not case.is_file():
         raise CliError(f"{case}: no such video file")
+    if args.out == "-":
+        raise CliError(f"{args.command}: --out - (standard output) is not supported; give a file name")
     out = Path(args.out)
     try:
         if args.command == "report":

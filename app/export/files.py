@@ -1,18 +1,18 @@
-"""Atomic export files: written under a temporary name in the target folder, renamed when complete.
+"""Export files, written as :func:`engine.outputs.output_path` says: complete or not at all.
 
-A failed or cancelled export therefore never leaves half a file at the output path, and never
-replaces a good file with a broken one.
+A regular file is written under a temporary name in its folder and renamed when complete, so a
+failed or cancelled export never leaves half a file and never replaces a good file with a broken
+one; a device or FIFO is written in place (never replaced); a symlink's target is written.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from engine.outputs import OutputError, output_path
 from engine.report_data import ReportError
 
 __all__ = ["atomic_path", "atomic_write"]
@@ -20,33 +20,16 @@ __all__ = ["atomic_path", "atomic_write"]
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path``; renamed over ``path`` when the block ends without error,
-    removed otherwise. The file gets the usual permissions (``mkstemp`` makes it private)."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise ReportError(f"cannot write {path.name}: the folder {folder} does not exist")
-    if path.is_dir():
-        raise ReportError(f"cannot write {path.name}: it is a folder")
+    """A temporary path that becomes ``path`` when the block ends without error (removed otherwise);
+    failures to place it are one-line :class:`ReportError`s, as every export failure is."""
     try:
-        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=folder)
-    except OSError as exc:
-        raise ReportError(f"cannot write in {folder}: {exc.strerror or exc}") from None
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise ReportError(f"cannot write {path.name}: {exc.strerror or exc}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
+        with output_path(path) as tmp:
+            yield tmp
+    except OutputError as exc:
+        raise ReportError(str(exc)) from None
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
-    """Call ``write(tmp)`` for a temporary file beside ``path``, then rename it over ``path``."""
+    """Call ``write(tmp)`` for a temporary file, then place it at ``path``."""
     with atomic_path(path) as tmp:
         write(tmp)

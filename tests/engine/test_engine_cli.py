@@ -62,11 +62,11 @@ def test_analyze_then_reopen_computes_nothing_twice(tiny, video, data_home):
     args = ("analyze", str(video), "--model", str(tiny), "--stride", "10", "--max-tokens", "16", "--quiet")
     first = engine(*args, env_home=data_home)
     assert first.returncode == 0, first.stderr
-    assert "6/6 frames analysed" in first.stdout
+    assert "6 of 6 frames analysed and stored" in first.stdout
     rows = stored_rows(video)
     assert [f for f, _ in rows] == [0, 250, 500, 750, 1000, 1250]
     again = engine(*args, env_home=data_home)
-    assert again.returncode == 0 and "6/6 frames analysed" in again.stdout
+    assert again.returncode == 0 and "6 of 6 frames analysed and stored" in again.stdout
     assert stored_rows(video) == rows  # same rows, same creation times: nothing recomputed
 
 
@@ -269,3 +269,11 @@ def test_read_only_store_location_is_a_clear_error(tiny, video, tmp_path):
         assert "read-only" in result.stderr or "cannot" in result.stderr, result.stderr
     finally:
         subprocess.run(["chattr", "-i", str(home / "cases")], check=False)
+
+
+def test_default_threads_leave_room_for_another_engine():
+    from app.engine_worker import default_threads as viewer_threads
+    from engine.backend_factory import default_threads, machine_cores
+
+    assert [default_threads(n) for n in (1, 2, 3, 4, 8, 16)] == [1, 1, 1, 2, 4, 8]
+    assert viewer_threads() == default_threads(machine_cores())

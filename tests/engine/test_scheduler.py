@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 
@@ -9,8 +11,17 @@ import pytest
 
 from engine.backends.base import Backend, GenerationRequest, TextStream
 from engine.prompts import frame_prompt
-from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener, sweep_frames
-from engine.store import CaseStore
+from engine.scheduler import (
+    AnalysisScheduler,
+    SchedulerConfig,
+    SchedulerListener,
+    VideoChanged,
+    VideoIdentity,
+    failure_reason,
+    sweep_frames,
+)
+from engine.store import CaseStore, video_fingerprint
+from engine.video import VideoError, VideoReader
 
 CHAIN = (
     "<think>\nLevel 1 (Perception): Instruments: Hook [1, 2, 30, 40]. Anatomy: liver.\n"
@@ -214,3 +225,92 @@ def test_pause_holds_the_sweep_but_serves_requests(case, store):
     assert scheduler.wait_idle(30)
     scheduler.stop()
     assert sorted(rec.done) == [0, 42, 250, 500, 750, 1000, 1250]
+
+
+class DamagedReader(VideoReader):
+    """A reader of the case whose frames in ``damaged`` cannot be decoded."""
+
+    damaged: frozenset[int] = frozenset()
+
+    def frame(self, i):
+        if i in self.damaged:
+            raise VideoError(f"{self.path}: frame {i} cannot be decoded (the stream is damaged)")
+        return super().frame(i)
+
+
+def test_failed_frames_are_counted_apart_from_stored_ones(case, store):
+    video, _ = case
+    reader = type("Reader", (DamagedReader,), {"damaged": frozenset({250, 1000})})
+    scheduler = AnalysisScheduler(
+        video, CountingBackend(0), store, frame_prompt("frame_analysis", 320, 180), SchedulerConfig(stride_s=10.0),
+        reader_factory=reader,
+    )  # fmt: skip
+    scheduler.start()
+    assert scheduler.wait_idle(30)
+    scheduler.stop()
+    assert scheduler.progress == (6, 6)  # settled: the progress bar ends
+    assert scheduler.stored() == 4
+    failures = scheduler.failures()
+    assert sorted(failures) == [250, 1000] and "cannot be decoded" in failures[250]
+    assert failure_reason(failures[250], video) == "cannot be decoded (the stream is damaged)"
+
+
+class HookBackend(CountingBackend):
+    """Calls ``hook`` when the ``at``-th generation starts."""
+
+    def __init__(self, at: int, hook):
+        super().__init__(0)
+        self.at, self.hook = at, hook
+
+    def stream(self, request, cancel=None):
+        if len(self.calls) + 1 == self.at:
+            self.hook()
+        return super().stream(request, cancel)
+
+
+@pytest.fixture
+def copy(case, tmp_path):
+    path = tmp_path / "copy.mp4"
+    shutil.copy(case[0], path)
+    return path
+
+
+def test_a_touched_video_is_still_the_same_video(copy, store):
+    touch = lambda: os.utime(copy, ns=(time.time_ns(), time.time_ns() + 10**9))  # noqa: E731
+    scheduler = run(copy, HookBackend(3, touch), store, SchedulerConfig(stride_s=10.0))
+    assert scheduler.error is None and scheduler.stored() == 6 and not scheduler.failures()
+
+
+@pytest.mark.parametrize("change", ["delete", "replace"])
+def test_a_video_deleted_or_replaced_mid_run_stops_it_and_nothing_after_is_stored(copy, store, change):
+    other = copy.with_name("other.mp4")
+    other.write_bytes(copy.read_bytes()[:-1] + b"\x00")
+    hook = copy.unlink if change == "delete" else lambda: os.replace(other, copy)
+    rec = Recorder()
+    scheduler = run(copy, HookBackend(3, hook), store, SchedulerConfig(stride_s=10.0), rec)
+    assert isinstance(scheduler.failure, VideoChanged)
+    assert ("vanished" if change == "delete" else "replaced") in scheduler.error
+    assert sorted(
+        store.analysed_frames("counting@1", frame_prompt("frame_analysis", 1, 1).version, "frame_analysis")
+    ) == [
+        0,
+        250,
+    ]
+    assert scheduler.stored() == 2 and rec.stopped_with == [scheduler.error]
+
+
+def test_video_identity_reads_the_fingerprint_again_only_when_the_stat_changes(copy, tmp_path):
+    identity = VideoIdentity(copy)
+    assert identity.fingerprint == video_fingerprint(copy)
+    before = identity.signature
+    identity.check()
+    os.utime(copy, ns=(1, 2))
+    identity.check()  # touched: the same content
+    assert identity.signature != before
+    with pytest.raises(VideoChanged, match="replaced"):
+        VideoIdentity(copy, fingerprint="0" * 32)
+    with open(copy, "r+b") as fh:
+        fh.seek(-1, os.SEEK_END)
+        fh.write(b"\x01")
+    with pytest.raises(VideoChanged, match="replaced"):
+        identity.check()
