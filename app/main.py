@@ -23,7 +23,7 @@ from engine.backend_factory import default_kind
 from engine.clitools import ArgumentParser, CliError, run
 from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
 from engine.profiles import PROFILE_NAMES
-from engine.timecode import format_timecode
+from engine.timecode import format_time, format_timecode
 from engine.userdata import demo_dir, demo_video
 from engine.video_probe import VideoError, probe_video
 
@@ -42,7 +42,7 @@ def describe_case(video: Path) -> list[str]:
         raise CliError(str(exc)) from None
     lines = [
         f"case {video.name}: {facts.width}x{facts.height} {facts.codec}, {float(facts.fps):g} fps, "
-        f"{facts.frames} frames ({format_timecode(facts.frames, facts.fps)}), {facts.keyframes} keyframes"
+        f"{facts.frames} frames ({format_time(facts.duration_s, facts.fps)}), {facts.keyframes} keyframes"
     ]
     labels = phase_file_for(video)
     if labels.exists():

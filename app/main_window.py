@@ -58,7 +58,7 @@ from engine.frame_record import CaseAnalysis, FrameRecord, merge_results
 from engine.phase_labels import LabelFileError, read_cholec80_phases
 from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for_version
 from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
-from engine.timecode import format_timecode, parse_position
+from engine.timecode import format_time, format_timecode, parse_position
 from engine.timeline import build_timelines
 
 ORGANIZATION, APPLICATION = "surgview", "surgview"
@@ -484,7 +484,8 @@ class SurgviewWindow(QMainWindow):
 
     def go_to(self, text: str) -> bool:
         try:
-            frame = parse_position(text, self.case.fps)
+            times = (self.player.info or {}).get("times")
+            frame = parse_position(text, self.case.fps, times.index_at if times is not None else None)
         except ValueError as exc:
             self.statusBar().showMessage(str(exc), 5000)
             return False
@@ -521,7 +522,10 @@ class SurgviewWindow(QMainWindow):
         self.canvas.set_frame(index, image)
         self.playhead.displayed = index
         self.frame_label.setText(f"frame {index} / {self.case.frame_count - 1}")
-        self.time_label.setText(format_timecode(index, self.case.fps))
+        seconds = self.player.time_of(index)  # presentation time: right for variable frame rates too
+        self.time_label.setText(
+            format_time(seconds, self.case.fps) if seconds is not None else format_timecode(index, self.case.fps)
+        )
         self.timeline.set_playhead(index)
         self._show_stored(index)
         if not self.playhead.playing:

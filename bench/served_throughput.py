@@ -7,7 +7,8 @@ Serving is only worth its GPU if the client keeps the server's batch full. The s
 simulated vLLM with ``max_num_seqs`` slots, a prefill time and a token clock, answering ~100-token
 chains. A synthetic clip (320x240, 25 fps) is analysed frame by frame (``--stride 0.04``) with a
 fresh data folder each run, at concurrency 1, 8 and 32 against one server with 32 slots, at 16
-against one with 16, and at 32 against two servers with 16 slots each. Each run gets fresh servers, so their statistics are its own.
+against one with 16, and at 32 against two servers with 16 slots each. Each run gets fresh servers,
+so their statistics are its own.
 
 Capacity at concurrency N is ``min(N, slots) / latency``, latency = prefill + tokens x per-token time:
 the most frames/s the server could finish. Frames/s is taken over the server's busy span (first

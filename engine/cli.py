@@ -16,7 +16,7 @@ from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
 from engine.clitools import ArgumentParser, CliError, run_subcommand
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
 from engine.terminal import safe_for_terminal, safe_json
-from engine.timecode import format_timecode
+from engine.timecode import format_time
 from engine.video_probe import VideoError, probe_video
 
 PROG = "surgview-engine"
@@ -128,7 +128,7 @@ def cmd_probe(args) -> int:
         raise CliError(str(exc)) from None
     _say(
         f"{facts.path.name}: {facts.codec} {facts.width}x{facts.height}, {float(facts.fps):.3f} fps, "
-        f"{facts.frames} frames ({format_timecode(facts.frames, facts.fps)}), {facts.keyframes} keyframes"
+        f"{facts.frames} frames ({format_time(facts.duration_s, facts.fps)}), {facts.keyframes} keyframes"
     )
     return 0
 
@@ -168,6 +168,23 @@ def _add_profile_arguments(parser) -> None:
     )
     parser.add_argument("--task", help="surgview profile: the one question asked (default frame_analysis)")
     parser.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
+    add_limit_arguments(parser)
+
+
+def add_limit_arguments(parser) -> None:
+    """Bounds of each answer: what a flooding or stalling model or server may cost."""
+    parser.add_argument(
+        "--max-chars", type=_positive(int), default=None, help="characters kept of one answer (default 64000)"
+    )
+    parser.add_argument(
+        "--idle-timeout",
+        type=_positive(float),
+        default=None,
+        help="seconds without new text before an answer is given up (default: 60 for a server, 600 for a local model)",
+    )
+    parser.add_argument(
+        "--total-timeout", type=_positive(float), default=None, help="seconds for one whole answer (default 600)"
+    )
 
 
 _OUT_HELP = "a file (replaced whole when complete), a device or FIFO (written in place), or - for standard output"
@@ -220,6 +237,7 @@ def _add_analysis_commands(sub) -> None:
     )
     e.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
     e.add_argument("--concurrency", type=_positive(int), default=16, help="rows in flight to a model server")
+    add_limit_arguments(e)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cc.cmd_eval)
     s = sub.add_parser("score", help="score a results file (release accuracy + per-class metrics)")

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.backend_factory import open_backend, spec_from_args
-from engine.backends.base import Backend, BackendError
+from engine.backends.base import Backend, BackendError, StreamLimits
 from engine.chain_parser import ChainParser, LevelClosed
 from engine.clitools import CliError
 from engine.eval_set import EvalSetError, read_eval_set, run_eval
@@ -44,6 +44,20 @@ def _backend(args) -> Backend:
         return open_backend(spec_from_args(args))
     except BackendError as exc:
         raise CliError(str(exc)) from None
+
+
+def _limits(args) -> StreamLimits:
+    """The answer bounds from the command line; a local model waits longer for its first words
+    (a large model on a CPU may think for minutes) than a server is allowed to stay silent."""
+    local = spec_from_args(args).kind in ("transformers", "onnx")
+    default = StreamLimits()
+    return StreamLimits(
+        max_chars=getattr(args, "max_chars", None) or default.max_chars,
+        max_bytes=max(default.max_bytes, 4 * (getattr(args, "max_chars", None) or 0)),
+        idle_timeout_s=getattr(args, "idle_timeout", None)
+        or (default.total_timeout_s if local else default.idle_timeout_s),
+        total_timeout_s=getattr(args, "total_timeout", None) or default.total_timeout_s,
+    )
 
 
 def _profile(args) -> ModelProfile:
@@ -144,6 +158,7 @@ def cmd_analyze(args) -> int:
                         max_new_tokens=args.max_tokens,
                         concurrency=concurrency,
                         slots=slots,
+                        limits=_limits(args),
                     )
                     scheduler = AnalysisScheduler(case, backend, store, profile, config, listener)
                     scheduler.start()
@@ -322,7 +337,7 @@ def _ask_one(
     pieces = []
     stream = None
     try:
-        stream = backend.stream(profile.request(task, image, *size, max_tokens=args.max_tokens))
+        stream = backend.stream(profile.request(task, image, *size, max_tokens=args.max_tokens, limits=_limits(args)))
         for piece in stream:
             pieces.append(piece)
             sys.stdout.write(safe_for_terminal(piece))  # char by char: a sequence split across pieces stays escaped
@@ -339,6 +354,8 @@ def _ask_one(
     _report_events(parser.finish(), args.events)
     chain = parser.close()
     stats = stream.stats
+    if getattr(stats, "cut_off", None):
+        print(f"[cut off: {safe_for_terminal(stats.cut_off)}]", file=sys.stderr)
     identity.check()  # never file an answer about another file under this video's fingerprint
     store.put_result(
         FrameResult(
@@ -374,7 +391,7 @@ def cmd_eval(args) -> int:
             tqdm(total=len(rows), desc="eval", unit="row", file=sys.stderr, disable=args.quiet or None) as bar,
             output_path(args.out, make_parents=True) as tmp,
         ):
-            run_eval(rows, backend, tmp, args.max_tokens, bar.update, profile, args.concurrency)
+            run_eval(rows, backend, tmp, args.max_tokens, bar.update, profile, args.concurrency, _limits(args))
     except (EvalSetError, BackendError, OutputError) as exc:
         raise CliError(str(exc)) from None
     except OSError as exc:

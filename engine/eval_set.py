@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from engine.backends.base import Backend, GenerationRequest
+from engine.backends.base import Backend, GenerationRequest, StreamLimits
 from engine.profiles import ModelProfile
 from engine.textfiles import read_lines
 
@@ -146,6 +146,7 @@ def run_eval(
     progress: Callable[[int], None] | None = None,
     profile: ModelProfile | None = None,
     concurrency: int = 1,
+    limits: StreamLimits | None = None,
 ) -> int:
     """Generate for every row and write the results file (atomically: complete or not at all).
 
@@ -160,7 +161,9 @@ def run_eval(
     def answer(row: EvalRow) -> str:
         image = load_rgb(row.image)
         if profile is None:
-            request = GenerationRequest(row.prompt, image, row.system, max_new_tokens or 768)
+            request = GenerationRequest(
+                row.prompt, image, row.system, max_new_tokens or 768, limits=limits or StreamLimits()
+            )
         else:
             request = GenerationRequest(
                 prompt=row.prompt,
@@ -169,6 +172,7 @@ def run_eval(
                 max_new_tokens=max_new_tokens or profile.sampling.max_tokens,
                 temperature=profile.sampling.temperature,
                 top_p=profile.sampling.top_p,
+                limits=limits or StreamLimits(),
             )
         return backend.generate(request)
 

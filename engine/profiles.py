@@ -20,7 +20,7 @@ from functools import cache
 import cv2
 import numpy as np
 
-from engine.backends.base import GenerationRequest
+from engine.backends.base import GenerationRequest, StreamLimits
 from engine.prompts import load_prompts
 
 __all__ = [
@@ -156,7 +156,13 @@ class ModelProfile:
         return _fill(self.question(task).prompt, sent_w, sent_h)
 
     def request(
-        self, task: str, image: np.ndarray | None, width: int, height: int, max_tokens: int | None = None
+        self,
+        task: str,
+        image: np.ndarray | None,
+        width: int,
+        height: int,
+        max_tokens: int | None = None,
+        limits: StreamLimits | None = None,
     ) -> GenerationRequest:
         """The generation request of one question about one frame (``image``: the prepared frame)."""
         return GenerationRequest(
@@ -166,6 +172,7 @@ class ModelProfile:
             max_new_tokens=max_tokens or self.sampling.max_tokens,
             temperature=self.sampling.temperature,
             top_p=self.sampling.top_p,
+            limits=limits or StreamLimits(),
         )
 
 

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.backends.base import Backend, BackendError, BackendUnavailable, TextStream
+from engine.backends.base import Backend, BackendError, BackendUnavailable, StreamLimits, TextStream
 from engine.chain_parser import parse_chain
 from engine.profiles import ModelProfile, Question
 from engine.prompts import TaskPrompt
@@ -65,6 +65,7 @@ class SchedulerConfig:
     preempt: bool | None = None  # a request cancels sweep jobs in flight; None: when the backend is local
     stream_sweep_text: bool = True  # False: text pieces only for the frame at the playhead
     slots: threading.Semaphore | None = None  # sweep jobs in flight across several schedulers (cases)
+    limits: StreamLimits | None = None  # size and time bounds of each answer; None: the defaults
 
 
 class SchedulerListener:
@@ -563,7 +564,9 @@ class AnalysisScheduler:
             image = self._image(frame)
             if image is None:
                 return
-            request = self.profile.request(task, image, *self._source_size(), max_tokens=self.config.max_new_tokens)
+            request = self.profile.request(
+                task, image, *self._source_size(), max_tokens=self.config.max_new_tokens, limits=self.config.limits
+            )
             self._notify(self.listener.question_started, frame, task, requested)
             pieces: list[str] = []
             try:
@@ -615,7 +618,9 @@ class AnalysisScheduler:
                 return
             width, height = self._source_size()
             requests = [
-                self.profile.request(task, img, width, height, max_tokens=self.config.max_new_tokens)
+                self.profile.request(
+                    task, img, width, height, max_tokens=self.config.max_new_tokens, limits=self.config.limits
+                )
                 for (_, task), img in ready
             ]
             start = time.perf_counter()

@@ -97,7 +97,7 @@ def _clip(case: Path, out: Path, args) -> int:
         raise CliError(f"{out.name}: clips are written as .mp4")
     facts = probe_video(case)
     try:
-        start, stop = (parse_position(t, facts.fps) for t in (args.start, args.stop))
+        start, stop = (parse_position(t, facts.fps, facts.index_at) for t in (args.start, args.stop))
     except ValueError as exc:
         raise CliError(str(exc)) from None
     if not 0 <= start <= stop < facts.frames:
