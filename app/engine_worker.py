@@ -49,7 +49,7 @@ from typing import Any
 
 from engine.backend_factory import BackendSpec, open_backend
 from engine.backend_factory import default_threads as engine_default_threads
-from engine.backends.base import Backend, BackendError
+from engine.backends.base import Backend, BackendError, StreamLimits
 from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
 from engine.store import CaseStore, FrameResult, StoreError
@@ -263,6 +263,7 @@ class _Engine:
             sweep=self.spec.sweep,
             concurrency=self.spec.concurrency,
             stream_sweep_text=False,
+            limits=answer_limits(self.spec.backend.kind),
         )
         handover = reader
         scheduler = AnalysisScheduler(
@@ -326,6 +327,13 @@ class _Engine:
     def close(self) -> None:
         self.close_case()
         self.backend.close()
+
+
+def answer_limits(kind: str) -> StreamLimits:
+    """A local model may take minutes for its first words on a CPU; a server silent for 60 s is stuck."""
+    default = StreamLimits()
+    local = kind in ("transformers", "onnx")
+    return StreamLimits(idle_timeout_s=default.total_timeout_s) if local else default
 
 
 def profile_info(profile: ModelProfile, note: str) -> dict[str, Any]:
