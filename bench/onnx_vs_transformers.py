@@ -103,7 +103,7 @@ def run_once(backend: Backend, request: GenerationRequest) -> tuple[float, float
 
 
 def compare(model: Path, device: str, tokens: int, repeats: int, threads: int | None) -> None:
-    from engine.backends.onnx_backend import OnnxBackend
+    from engine.backends.onnx import OnnxBackend
     from engine.backends.transformers_backend import TransformersBackend
 
     dtype = "float16" if device == "cuda" else None

@@ -60,7 +60,7 @@ def torch_available() -> bool:
 
 def has_onnx_export(model_dir: str | os.PathLike[str]) -> bool:
     """A complete ``onnx/`` export in ``model_dir`` (sizes checked; checksums are the backend's job at load)."""
-    from engine.onnx_layout import OnnxDirError, read_onnx_dir
+    from engine.backends.onnx.layout import OnnxDirError, read_onnx_dir
 
     try:
         read_onnx_dir(model_dir, verify=False)
@@ -120,7 +120,7 @@ def open_backend(spec: BackendSpec, on_server_state: ServerStateCallback | None 
     if spec.kind == "onnx":
         if not spec.model:
             raise BackendError("give the model directory (holding an onnx/ export) with --model DIR")
-        from engine.backends.onnx_backend import OnnxBackend
+        from engine.backends.onnx import OnnxBackend
 
         return OnnxBackend(spec.model, threads=spec.threads)
     if spec.kind == "openai":

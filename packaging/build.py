@@ -125,7 +125,7 @@ def build_demo(demo_dir: Path, refresh: bool) -> None:
 def check_demo_export(model_dir: Path) -> None:
     """The onnx bundle runs the demo model from its onnx/ export: refuse to ship one without it."""
     sys.path.insert(0, str(ROOT))
-    from engine.onnx_layout import OnnxDirError, read_onnx_dir
+    from engine.backends.onnx.layout import OnnxDirError, read_onnx_dir
 
     try:
         read_onnx_dir(model_dir)

@@ -4,7 +4,7 @@ No exporter covers this model (optimum-onnx registers no qwen2_vl / qwen2_5_vl a
 older transformers), so the parts are exported with ``torch.onnx.export(dynamo=True)``:
 
 - ``vision.onnx``: patches → image embeddings. The grid-dependent indices (rotary positions,
-  window order, attention segments) come in as inputs, computed by :mod:`engine.onnx_rope`;
+  window order, attention segments) come in as inputs, computed by :mod:`engine.backends.onnx.rope`;
   attention is masked by segment ids in the graph instead of transformers' per-window split,
   whose split sizes are data the graph cannot hold.
 - ``decoder.onnx``: the language model with the LM head: ``inputs_embeds``, ``attention_mask``,
@@ -30,8 +30,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.backends.onnx.layout import META_NAME, ONNX_DIR, OnnxMeta, file_record
 from engine.modeldir import Manifest, ModelDirError, inspect_model_dir
-from engine.onnx_layout import META_NAME, ONNX_DIR, OnnxMeta, file_record
 
 __all__ = ["DTYPES", "OnnxExportError", "export_onnx"]
 
@@ -153,7 +153,7 @@ def _export_vision(model, tmp: Path, image_grid: tuple[int, int, int], opset: in
     import torch
     from torch.export import Dim
 
-    from engine.onnx_rope import vision_indices
+    from engine.backends.onnx.rope import vision_indices
 
     vcfg = model.config.vision_config
     t, h, w = image_grid

@@ -29,7 +29,7 @@ def model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def onnx(model):
-    from engine.backends.onnx_backend import OnnxBackend
+    from engine.backends.onnx import OnnxBackend
 
     backend = OnnxBackend(model, threads=1)
     yield backend
@@ -98,7 +98,7 @@ def test_batch_of_different_frames_matches_transformers(onnx, reference):
 
 def test_io_binding_path_gives_the_same_tokens(model, onnx):
     """The CUDA path's IO binding (cache kept as provider values between steps), run on this machine's provider."""
-    from engine.backends.onnx_backend import OnnxBackend
+    from engine.backends.onnx import OnnxBackend
 
     bound = OnnxBackend(model, threads=1, io_binding=True)
     requests = [request(*FRAME_SIZES[1], max_new_tokens=16), request(None, None, max_new_tokens=10)]
@@ -191,7 +191,7 @@ def test_reports_the_provider_that_runs(onnx):
 
 @pytest.mark.skipif("CUDAExecutionProvider" in __import__("onnxruntime").get_available_providers(), reason="has CUDA")
 def test_asking_for_cuda_without_it_is_one_clear_line(model):
-    from engine.backends.onnx_backend import OnnxBackend
+    from engine.backends.onnx import OnnxBackend
 
     with pytest.raises(BackendError, match="CUDA execution provider is not available"):
         OnnxBackend(model, device="cuda")
@@ -276,7 +276,7 @@ def test_runs_without_torch_or_transformers(model):
 @pytest.mark.parametrize("size", ["tiny", "small"])
 def test_parity_matrix(tmp_path_factory, size):
     """Every frame size, one by one and as one batch, for both model sizes."""
-    from engine.backends.onnx_backend import OnnxBackend
+    from engine.backends.onnx import OnnxBackend
     from engine.backends.transformers_backend import TransformersBackend
 
     model = exported_model(tmp_path_factory.getbasetemp() / "onnx-models", size=size)
@@ -292,7 +292,7 @@ def test_parity_matrix(tmp_path_factory, size):
 @pytest.mark.slow
 def test_fp16_export_runs_on_the_cpu_provider(tmp_path_factory):
     """The CUDA export (fp16) loads and generates; onnxruntime's CPU kernels run it too."""
-    from engine.backends.onnx_backend import OnnxBackend
+    from engine.backends.onnx import OnnxBackend
 
     model = exported_model(tmp_path_factory.getbasetemp() / "onnx-models", dtype="fp16")
     meta = json.loads((model / "onnx" / "onnx.json").read_text(encoding="utf-8"))

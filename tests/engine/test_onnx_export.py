@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.backends.onnx.layout import read_onnx_dir
 from engine.modeldir import Manifest, inspect_model_dir
-from engine.onnx_layout import read_onnx_dir
 from tests.engine.onnx_models import FRAME_SIZES, copy_model, exported_model, frame, request
 
 
@@ -76,8 +76,8 @@ def test_inputs_match_the_transformers_processor(model, sizes):
     """Prompt text, token ids, padding and pixels equal transformers', built without torch."""
     from PIL import Image
 
+    from engine.backends.onnx.inputs import OnnxInputBuilder
     from engine.backends.transformers_backend import build_messages
-    from engine.onnx_inputs import OnnxInputBuilder
     from engine.prompts import system_prompt
     from engine.vlm_processor import load_processor
 
@@ -102,8 +102,8 @@ def test_rope_index_matches_get_rope_index(model):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from engine.onnx_inputs import OnnxInputBuilder
-    from engine.onnx_rope import rope_index
+    from engine.backends.onnx.inputs import OnnxInputBuilder
+    from engine.backends.onnx.rope import rope_index
 
     builder = OnnxInputBuilder(model)
     requests = [request(h, w) for h, w in FRAME_SIZES] + [request(None, None)]
@@ -130,7 +130,7 @@ def test_vision_indices_match_transformers(grids):
     import torch
     from transformers.vision_utils import get_vision_cu_seqlens, get_vision_position_ids, get_vision_window_index
 
-    from engine.onnx_rope import vision_indices
+    from engine.backends.onnx.rope import vision_indices
 
     g = torch.tensor(grids)
     window_index, cu_window = get_vision_window_index(g, 2, 112, 14)
@@ -149,8 +149,8 @@ def test_vision_graph_matches_the_torch_encoder(model):
     import torch
     from transformers import Qwen2_5_VLForConditionalGeneration
 
-    from engine.onnx_inputs import ImageSettings
-    from engine.onnx_rope import vision_indices
+    from engine.backends.onnx.inputs import ImageSettings
+    from engine.backends.onnx.rope import vision_indices
 
     settings = ImageSettings.read(model)
     patches, grids = zip(*(settings.patches(frame(h, w, seed=i)) for i, (h, w) in enumerate(FRAME_SIZES)), strict=True)

@@ -53,7 +53,7 @@ def test_the_onnx_variant_run_needs_nothing_of_the_torch_stack():
     """The onnx variant's recorded run: window, engine worker modules, the demo model's onnx/ export
     streaming tokens, with torch and transformers unimportable as in that bundle."""
     modules = build.runtime_modules(None, "onnx")
-    assert "engine.backends.onnx_backend" in modules and "onnxruntime" in modules and "tokenizers" in modules
+    assert "engine.backends.onnx.backend" in modules and "onnxruntime" in modules and "tokenizers" in modules
     assert "app.engine_worker" in modules and "app.main_window" in modules
     assert not {"torch", "transformers", "safetensors"} & {m.split(".")[0] for m in modules}
     assert build.excluded_but_needed(modules, "onnx", False) == []

@@ -1,9 +1,9 @@
 """The ONNX Runtime backend: an exported model folder run without torch or transformers.
 
-``surgview-train export-onnx`` writes ``onnx/`` into the model folder (:mod:`engine.onnx_layout`).
+``surgview-train export-onnx`` writes ``onnx/`` into the model folder (:mod:`engine.backends.onnx.layout`).
 This backend checks that folder (sizes and checksums; a partial or corrupt one is one
 :class:`BackendError` line), builds the inputs the way the transformers processor does
-(:mod:`engine.onnx_inputs`, :mod:`engine.onnx_rope`) and runs its own decoding loop: vision
+(:mod:`engine.backends.onnx.inputs`, :mod:`engine.backends.onnx.rope`) and runs its own decoding loop: vision
 graph once, then the decoder graph with an empty KV cache (prefill) and once per token. On an
 NVIDIA GPU the CUDA execution provider runs with IO binding, so the cache stays on the device
 between steps; otherwise the CPU provider. onnxruntime falls back to CPU silently when the CUDA
@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import Backend, BackendError, GenerationRequest, GenerationStats, TextStream
+from engine.backends.onnx.inputs import ModelInputs, OnnxInputBuilder, check_image
+from engine.backends.onnx.layout import OnnxDirError, read_onnx_dir
+from engine.backends.onnx.rope import rope_index, vision_indices
 from engine.backends.transformers_backend import build_messages
 from engine.modeldir import MANIFEST_NAME, Manifest, ModelDirError, check_safe_files
-from engine.onnx_inputs import ModelInputs, OnnxInputBuilder, check_image
-from engine.onnx_layout import OnnxDirError, read_onnx_dir
-from engine.onnx_rope import rope_index, vision_indices
 from engine.prompts import system_prompt
 
 __all__ = ["OnnxBackend"]
