@@ -17,6 +17,7 @@ form, so text → Chain → text is stable.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from enum import Enum, StrEnum
 from typing import Any
@@ -37,6 +38,7 @@ __all__ = [
     "Relations",
     "TripletMention",
     "format_box",
+    "neutralize_structure",
     "render_context",
     "render_perception",
     "render_relations",
@@ -245,5 +247,25 @@ def render_context(context: Context, display: dict[str, str] | None = None) -> s
     if cvs:
         parts.append(f"CVS: {', '.join(cvs)}.")
     if context.safety:
-        parts.append(f"Safety: {context.safety}")
+        parts.append(f"Safety: {neutralize_structure(context.safety)}")
     return " ".join(parts)
+
+
+_STRUCTURE = re.compile(
+    r"<\s*/?\s*(?:think|answer)\s*>|(?<![0-9A-Za-z])(?:Level\s*[123](?:\s*\([^()\n]{0,40}\))?|L[123])\s*:",
+    re.IGNORECASE,
+)
+
+
+def neutralize_structure(text: str) -> str:
+    """Free text written into a chain (a safety remark), with what the parser would read as structure
+    made inert: ``<think>``/``<answer>`` tags get angle quotes (‹think›), a "Level 2:" header a ratio
+    sign (Level 2∶), so a chain built from labels parses back as written, never as another level."""
+
+    def inert(match: re.Match[str]) -> str:
+        found = match.group(0)
+        if found.lstrip().startswith("<"):
+            return found.replace("<", "\u2039").replace(">", "\u203a")
+        return found[:-1] + "\u2236"
+
+    return _STRUCTURE.sub(inert, text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.chain import (
@@ -14,6 +14,7 @@ from engine.chain import (
     Perception,
     Relations,
     TripletMention,
+    neutralize_structure,
     render_context,
     render_perception,
     render_relations,
@@ -124,6 +125,8 @@ safety = st.one_of(
 
 
 @SETTINGS
+@example([], [], [], None, (None, None, None), "ends <THINK> here")  # found by Hypothesis: read as a tag
+@example([], [], [], None, (None, None, None), "see </answer> and Level 2: more")
 @given(
     st.lists(sightings, max_size=4, unique_by=lambda s: s.name.label),
     st.lists(_mention("anatomy"), max_size=5, unique_by=lambda m: m.label),
@@ -147,4 +150,5 @@ def test_chains_built_from_labels_parse_back_exactly(instruments, anatomy, trips
     assert chain.context.phase == phase
     assert chain.context.cvs == cvs_states
     if remark is not None:
-        assert chain.context.safety == remark
+        assert chain.context.safety == neutralize_structure(remark)
+    assert chain.status.value == "complete" and [lv.number for lv in chain.levels] == [1, 2, 3]

@@ -171,7 +171,8 @@ def test_eval_writes_the_release_format_and_score_reads_it(tiny, video, tmp_path
     scored = engine("score", str(out), "--json", str(tmp_path / "score.json"), env_home=data_home)
     assert scored.returncode == 0, scored.stderr
     assert "accuracy (Surg-R1 release scorer)" in scored.stdout
-    assert 0.0 <= json.loads((tmp_path / "score.json").read_text())["accuracy"] <= 1.0
+    accuracy = json.loads((tmp_path / "score.json").read_text())["accuracy"]
+    assert accuracy * 3 in (0, 1, 2, 3)  # three rows scored: a share of them, as the release scorer counts
 
 
 def test_export_writes_frames_and_segments(tiny, video, tmp_path, data_home):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import av
@@ -23,7 +24,9 @@ from train.data.splits import cholec80_split, cholect50_folds, cholect50_split, 
 from train.data.surgr1 import answer_text, read_jsonl, to_row, write_jsonl
 from train.data.synthetic import synthetic_samples
 
-REAL_MCQ = Path("/work/shared/data/cholec80-phase-mcq/phase_mcq.jsonl")
+# The real Cholec80 sample lies in ../shared/data beside the checkout (never committed); SURGVIEW_SHARED_DATA moves it.
+SHARED_DATA = Path(os.environ.get("SURGVIEW_SHARED_DATA") or Path(__file__).resolve().parents[3] / "shared" / "data")
+REAL_MCQ = SHARED_DATA / "cholec80-phase-mcq" / "phase_mcq.jsonl"
 TOOL_HEADER = "Frame\tGrasper\tBipolar\tHook\tScissors\tClipper\tIrrigator\tSpecimenBag"
 PHASES = ["Preparation"] * 25 + ["CalotTriangleDissection"] * 25 + ["ClippingCutting"] * 25
 
@@ -452,7 +455,7 @@ def test_answer_text_strips_the_option_letter():
     assert answer_text("Preparation") == "Preparation"
 
 
-@pytest.mark.skipif(not REAL_MCQ.exists(), reason="the Surg-R1 phase MCQ sample is not on this machine")
+@pytest.mark.skipif(not REAL_MCQ.exists(), reason=f"the Surg-R1 phase MCQ sample is not at {REAL_MCQ}")
 def test_real_surgr1_phase_mcq_file(tmp_path):
     samples = read_jsonl(REAL_MCQ)
     assert len(samples) == 30
