@@ -30,11 +30,38 @@ from typing import Any
 from PySide6.QtCore import QCoreApplication, QObject, Qt, Signal
 
 from app import engine_worker
+from engine.worker_protocol import (
+    Bye,
+    CaseClosed,
+    CaseFailed,
+    CaseOpened,
+    CloseCase,
+    Command,
+    Crashed,
+    Done,
+    Error,
+    Event,
+    Failed,
+    Idle,
+    OpenCase,
+    Pause,
+    Pieces,
+    Progress,
+    Rate,
+    Ready,
+    Reask,
+    Request,
+    Resume,
+    SchedulerEvent,
+    SetStride,
+    Shutdown,
+    Started,
+    Stopped,
+)
 
 __all__ = ["STATES", "EngineLink", "death_reason"]
 
 STATES = ("stopped", "starting", "ready", "failed", "died")
-_SCHEDULER_EVENTS = {"started", "pieces", "done", "failed", "progress", "rate", "idle", "stopped"}
 
 
 def death_reason(exitcode: int | None, crash: str | None = None) -> str:
@@ -66,6 +93,13 @@ class _Child:
     sender: threading.Thread | None = None
     expected_exit: bool = False  # an error was reported, or we asked it to shut down
     crash: str | None = None  # the child's own last words, if it sent any
+
+
+@dataclass(frozen=True)
+class _Exited:
+    """The reader's last word about a child (not part of the protocol): its pipe closed, it was reaped."""
+
+    exitcode: int | None
 
 
 class EngineLink(QObject):
@@ -215,7 +249,7 @@ class EngineLink(QObject):
         child, self._child = self._child, None
         if child is not None:
             child.expected_exit = True
-            child.outbox.put(("shutdown",))
+            child.outbox.put(Shutdown())
             child.outbox.put(None)
             assert child.reader is not None and child.sender is not None
             if self._state == "starting":  # still loading: nothing to save, and no wait for the load
@@ -240,37 +274,37 @@ class EngineLink(QObject):
         self._case_seq += 1
         self._last_frame = None
         self.case_info = None
-        self._send(("open_case", self._case_seq, self._case_path))
+        self._send(OpenCase(self._case_seq, self._case_path))
 
     def close_case(self) -> None:
         self._case_path, self._last_frame, self.case_info = None, None, None
         self._case_seq += 1
-        self._send(("close_case", self._case_seq))
+        self._send(CloseCase(self._case_seq))
 
     def request(self, frame: int) -> None:
         """The playhead is on ``frame``: analyse it first (no work if it is stored)."""
         self._last_frame = int(frame)
-        self._send(("request", int(frame)))
+        self._send(Request(int(frame)))
 
     def reask(self, frame: int) -> None:
         """Generate ``frame`` again although it is stored."""
         self._last_frame = int(frame)
-        self._send(("reask", int(frame)))
+        self._send(Reask(int(frame)))
 
     def pause(self) -> None:
         """Hold the background sweep; frames the user asks for are still analysed."""
         self._paused = True
-        self._send(("pause",))
+        self._send(Pause())
 
     def resume(self) -> None:
         self._paused = False
-        self._send(("resume",))
+        self._send(Resume())
 
     def set_stride(self, seconds: float) -> None:
         self._stride_s = float(seconds)
-        self._send(("set_stride", float(seconds)))
+        self._send(SetStride(float(seconds)))
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: Command) -> None:
         if self._child is not None:  # no engine: the intent is kept (restart replays it)
             self._child.outbox.put(message)
 
@@ -288,68 +322,64 @@ class EngineLink(QObject):
             if not self._post(child.generation, message):
                 return
         child.process.join(5.0)  # the only thread that waits on the process (reaps it)
-        self._post(child.generation, ("_exit", child.process.exitcode))
+        self._post(child.generation, _Exited(child.process.exitcode))
 
-    def _post(self, generation: int, message: tuple) -> bool:
+    def _post(self, generation: int, message: Event | _Exited) -> bool:
         try:
             self._arrived.emit(generation, message)
         except RuntimeError:  # the link was deleted under us
             return False
         return True
 
-    def _on_message(self, generation: int, message: tuple) -> None:
+    def _on_message(self, generation: int, message: Event | _Exited) -> None:
+        """Every message of the child, on the UI thread: the one place the protocol is dispatched."""
         child = self._child
         if child is None or generation != child.generation:
             return  # from an engine since stopped or replaced
-        kind = message[0]
-        if kind in _SCHEDULER_EVENTS:
-            if self._case_ack == self._case_seq and self._case_path is not None:
-                self._scheduler_event(kind, message[1:])
-        elif kind == "ready":
-            self.model_id, self.device = message[1], message[2]
-            self.profile = message[3] if len(message) > 3 else None
-            self._set_state("ready")
-            self.ready.emit(message[1], message[2], self.profile)
-        elif kind == "error":
-            child.expected_exit = True
-            self._fail(message[1])
-        elif kind == "case_opened":
-            _, seq, path, info = message
-            self._case_ack = seq
-            if seq == self._case_seq:
-                self.case_info = info
-                self.case_opened.emit(path, info)
-        elif kind == "case_failed":
-            _, seq, path, text = message
-            self._case_ack = seq
-            if seq == self._case_seq:
-                self.case_failed.emit(path, text)
-        elif kind == "case_closed":
-            self._case_ack = message[1]
-        elif kind == "crashed":
-            child.crash = message[1]
-        elif kind == "bye":
-            child.expected_exit = True
-        elif kind == "_exit":
-            self._on_exit(child, message[1])
-
-    def _scheduler_event(self, kind: str, args: tuple) -> None:
-        if kind == "pieces":
-            self.pieces.emit(args[0], args[1], args[2])
-        elif kind == "started":
-            self.started.emit(args[0], args[1], bool(args[2]))
-        elif kind == "done":
-            self.done.emit(args[0], args[1])
-        elif kind == "progress":
-            self.progress.emit(args[0], args[1])
-        elif kind == "rate":
-            self.rate.emit(float(args[0]), args[1])
-        elif kind == "failed":
-            self.failed.emit(args[0], args[1])
-        elif kind == "idle":
-            self.idle.emit()
-        elif kind == "stopped" and args[0]:  # a deliberate stop is not news; an error is
-            self.stopped.emit(args[0])
+        if isinstance(message, SchedulerEvent) and (self._case_ack != self._case_seq or self._case_path is None):
+            return  # an event of a case since replaced or closed
+        match message:
+            case Pieces(frame, task, text):
+                self.pieces.emit(frame, task, text)
+            case Started(frame, task, requested):
+                self.started.emit(frame, task, bool(requested))
+            case Done(frame, info):
+                self.done.emit(frame, info)
+            case Progress(done, total):
+                self.progress.emit(done, total)
+            case Rate(frames_per_s, eta_s):
+                self.rate.emit(float(frames_per_s), eta_s)
+            case Failed(frame, text):
+                self.failed.emit(frame, text)
+            case Idle():
+                self.idle.emit()
+            case Stopped(error):
+                if error:  # a deliberate stop is not news; an error is
+                    self.stopped.emit(error)
+            case Ready(model_id, device, profile):
+                self.model_id, self.device, self.profile = model_id, device, profile
+                self._set_state("ready")
+                self.ready.emit(model_id, device, profile)
+            case Error(text):
+                child.expected_exit = True
+                self._fail(text)
+            case CaseOpened(seq, path, info):
+                self._case_ack = seq
+                if seq == self._case_seq:
+                    self.case_info = info
+                    self.case_opened.emit(path, info)
+            case CaseFailed(seq, path, text):
+                self._case_ack = seq
+                if seq == self._case_seq:
+                    self.case_failed.emit(path, text)
+            case CaseClosed(seq):
+                self._case_ack = seq
+            case Crashed(text):
+                child.crash = text
+            case Bye():
+                child.expected_exit = True
+            case _Exited(exitcode):
+                self._on_exit(child, exitcode)
 
     def _on_exit(self, child: _Child, exitcode: int | None) -> None:
         self._child = None

@@ -4,25 +4,15 @@ The viewer runs the engine in a process of its own (:class:`app.engine_link.Engi
 it), so a crash in torch, a CUDA fault or an out-of-memory kill takes down only the engine, and
 generation never competes with the UI for the GIL. This module therefore imports no Qt.
 
-Protocol (small picklable tuples, first item the kind). Parent → child::
+Protocol: the frozen dataclasses of :mod:`engine.worker_protocol` (parent → child: ``OpenCase``,
+``CloseCase``, ``Request``, ``Reask``, ``Pause``, ``Resume``, ``SetStride``, ``Shutdown``; child →
+parent: ``Ready``, ``Error``, ``CaseOpened``/``CaseFailed``/``CaseClosed``, the scheduler's
+``Started``, ``Pieces``, ``Done``, ``Failed``, ``Progress``, ``Rate``, ``Idle``, ``Stopped``, then
+``Crashed`` and ``Bye``), served in one place (:meth:`_Engine.handle`).
 
-    ("open_case", seq, video_path)   ("close_case", seq)   ("request", frame)   ("reask", frame)
-    ("pause",)   ("resume",)   ("set_stride", seconds)   ("shutdown",)
-
-Child → parent::
-
-    ("ready", model_id, device, profile)  # profile: name, note, version, questions [{task, title}]
-    ("error", message)                  # the backend did not load; exits
-    ("case_opened", seq, path, info)    ("case_failed", seq, path, message)   ("case_closed", seq)
-    ("started", frame, task, requested) ("pieces", frame, task, text)   ("done", frame, info)
-    ("failed", frame, message)          ("progress", done, total)   ("rate", frames_per_s, eta_s)
-    ("idle",)   ("stopped", error)
-    ("crashed", message)                # an unexpected exception; the child exits after it
-    ("bye",)                            # the answer to shutdown, the last message
-
-A model profile may ask several questions of a frame (``task`` names the question); ``done`` comes
+A model profile may ask several questions of a frame (``task`` names the question); ``Done`` comes
 once per question, its info saying whether the frame is now complete. ``seq`` lets the parent drop
-scheduler events of a case it has since replaced. ``done`` info holds the store keys (model_id,
+scheduler events of a case it has since replaced. ``Done`` info holds the store keys (model_id,
 prompt_version, task) so the viewer can read the result from the case store, the source of truth,
 plus status, timings and the raw text. Text pieces stream only for the frame at the playhead (the
 sweep's many concurrent answers would flood the pipe); they are coalesced per question (at most
@@ -54,6 +44,33 @@ from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
 from engine.store import CaseStore, FrameResult, StoreError
 from engine.video import VideoError, VideoReader
+from engine.worker_protocol import (
+    Bye,
+    CaseClosed,
+    CaseFailed,
+    CaseOpened,
+    CloseCase,
+    Command,
+    Crashed,
+    Done,
+    Error,
+    Event,
+    Failed,
+    Idle,
+    OpenCase,
+    Pause,
+    Pieces,
+    Progress,
+    Rate,
+    Ready,
+    Reask,
+    Request,
+    Resume,
+    SetStride,
+    Shutdown,
+    Started,
+    Stopped,
+)
 
 __all__ = ["WorkerSpec", "default_threads", "profile_info", "run"]
 
@@ -129,7 +146,7 @@ class Outbox:
         self._thread = threading.Thread(target=self._run, name="surgview-engine-send", daemon=True)
         self._thread.start()
 
-    def put(self, message: tuple) -> None:
+    def put(self, message: Event) -> None:
         self._queue.put(message)
 
     def close(self, timeout: float = 5.0) -> None:
@@ -137,7 +154,7 @@ class Outbox:
         self._queue.put(_CLOSE)
         self._thread.join(timeout)
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: Event) -> None:
         if self.broken.is_set():
             return
         try:
@@ -153,7 +170,7 @@ class Outbox:
         def flush() -> None:
             nonlocal frame, last_flush
             if text:
-                self._send(("pieces", *frame, "".join(text)))
+                self._send(Pieces(*frame, "".join(text)))
                 text.clear()
                 last_flush = time.monotonic()
             frame = None
@@ -168,14 +185,15 @@ class Outbox:
             if message is _CLOSE:
                 flush()
                 return
-            if message[0] != "pieces":
+            if not isinstance(message, Pieces):
                 flush()
                 self._send(message)
                 continue
-            if frame is not None and message[1:3] != frame:
+            key = (message.frame, message.task)
+            if frame is not None and key != frame:
                 flush()
-            frame = message[1:3]
-            text.append(message[3])
+            frame = key
+            text.append(message.text)
             if time.monotonic() - last_flush >= self._flush_s:
                 flush()  # the first piece after a pause goes out at once
 
@@ -187,28 +205,28 @@ class _Forwarder(SchedulerListener):
         self._out = outbox
 
     def question_started(self, frame: int, task: str, requested: bool) -> None:
-        self._out.put(("started", frame, task, requested))
+        self._out.put(Started(frame, task, requested))
 
     def question_piece(self, frame: int, task: str, piece: str) -> None:
-        self._out.put(("pieces", frame, task, piece))
+        self._out.put(Pieces(frame, task, piece))
 
     def question_done(self, result: FrameResult, requested: bool, frame_complete: bool) -> None:
-        self._out.put(("done", result.frame, {**done_info(result, requested), "frame_complete": frame_complete}))
+        self._out.put(Done(result.frame, {**done_info(result, requested), "frame_complete": frame_complete}))
 
     def throughput(self, frames_per_s: float, eta_s: float | None) -> None:
-        self._out.put(("rate", frames_per_s, eta_s))
+        self._out.put(Rate(frames_per_s, eta_s))
 
     def frame_failed(self, frame: int, message: str) -> None:
-        self._out.put(("failed", frame, message))
+        self._out.put(Failed(frame, message))
 
     def progress(self, done: int, total: int) -> None:
-        self._out.put(("progress", done, total))
+        self._out.put(Progress(done, total))
 
     def idle(self) -> None:
-        self._out.put(("idle",))
+        self._out.put(Idle())
 
     def stopped(self, error: str | None) -> None:
-        self._out.put(("stopped", error))
+        self._out.put(Stopped(error))
 
 
 def done_info(result: FrameResult, requested: bool) -> dict[str, Any]:
@@ -254,7 +272,7 @@ class _Engine:
         except (VideoError, StoreError, OSError) as exc:
             if reader is not None:
                 reader.close()
-            self.out.put(("case_failed", seq, path, str(exc)))
+            self.out.put(CaseFailed(seq, path, str(exc)))
             return
         config = SchedulerConfig(
             stride_s=self.stride_s,
@@ -284,7 +302,7 @@ class _Engine:
             "store": str(store.path),
         }
         self.store, self.scheduler = store, scheduler
-        self.out.put(("case_opened", seq, path, info))  # before any event of the new scheduler
+        self.out.put(CaseOpened(seq, path, info))  # before any event of the new scheduler
         scheduler.start()
 
     def close_case(self) -> None:
@@ -295,33 +313,33 @@ class _Engine:
         if store is not None:
             store.close()
 
-    def handle(self, message: tuple) -> bool:
+    def handle(self, message: Command) -> bool:
         """Serve one command; False on shutdown."""
-        kind, args = message[0], message[1:]
         scheduler = self.scheduler
-        if kind == "open_case":
-            self.open_case(*args)
-        elif kind == "close_case":
-            self.close_case()
-            self.out.put(("case_closed", args[0]))
-        elif kind == "request" and scheduler is not None:
-            scheduler.request(int(args[0]))
-        elif kind == "reask" and scheduler is not None:
-            scheduler.reask(int(args[0]))
-        elif kind == "pause":
-            self.paused = True
-            if scheduler is not None:
-                scheduler.pause()
-        elif kind == "resume":
-            self.paused = False
-            if scheduler is not None:
-                scheduler.resume()
-        elif kind == "set_stride":
-            self.stride_s = float(args[0])
-            if scheduler is not None:
-                scheduler.set_stride(self.stride_s)
-        elif kind == "shutdown":
-            return False
+        match message:
+            case OpenCase(seq, path):
+                self.open_case(seq, path)
+            case CloseCase(seq):
+                self.close_case()
+                self.out.put(CaseClosed(seq))
+            case Request(frame) if scheduler is not None:
+                scheduler.request(int(frame))
+            case Reask(frame) if scheduler is not None:
+                scheduler.reask(int(frame))
+            case Pause():
+                self.paused = True
+                if scheduler is not None:
+                    scheduler.pause()
+            case Resume():
+                self.paused = False
+                if scheduler is not None:
+                    scheduler.resume()
+            case SetStride(seconds):
+                self.stride_s = float(seconds)
+                if scheduler is not None:
+                    scheduler.set_stride(self.stride_s)
+            case Shutdown():
+                return False
         return True
 
     def close(self) -> None:
@@ -388,7 +406,7 @@ def run(conn: Connection, spec: dict[str, Any], *, exit_process: bool = True) ->
     try:
         worker_spec = WorkerSpec.from_dict(spec)
     except (TypeError, ValueError) as exc:
-        conn.send(("error", f"bad engine settings: {exc}"))
+        conn.send(Error(f"bad engine settings: {exc}"))
         conn.close()
         return
     outbox = Outbox(conn, worker_spec.flush_s)
@@ -407,21 +425,21 @@ def run(conn: Connection, spec: dict[str, Any], *, exit_process: bool = True) ->
         loaded.set()
         watch.join()
     if backend is None:
-        outbox.put(("error", failure))
+        outbox.put(Error(failure))
         outbox.close()
         conn.close()
         return
     profile, note = _resolve_profile(worker_spec)
     engine = _Engine(backend, worker_spec, outbox, profile)
-    outbox.put(("ready", backend.model_id, backend.device, profile_info(profile, note)))
+    outbox.put(Ready(backend.model_id, backend.device, profile_info(profile, note)))
     try:
         _serve(conn, engine, outbox, sentinel)
     except Exception as exc:  # report and exit: the parent offers a restart
-        outbox.put(("crashed", f"{type(exc).__name__}: {exc}"))
+        outbox.put(Crashed(f"{type(exc).__name__}: {exc}"))
     finally:
         with contextlib.suppress(Exception):
             engine.close()
-        outbox.put(("bye",))
+        outbox.put(Bye())
         outbox.close()
         conn.close()
     if exit_process:

@@ -19,6 +19,7 @@ from app.engine_worker import Outbox, WorkerSpec, default_threads
 from engine.modeldir import ModelDirError, inspect_model_dir
 from engine.profiles import get_profile
 from engine.store import CaseStore
+from engine.worker_protocol import Done, Pieces, Started
 
 ROOT = Path(__file__).resolve().parents[2]
 LOAD_MS = 90_000  # spawn + importing torch/transformers in the child: ~4 s here, more on a busy CI machine
@@ -261,6 +262,7 @@ def test_the_engine_exits_when_its_parent_dies(tmp_path, tiny_model, when):
     script = textwrap.dedent(f"""
         import multiprocessing, os, signal, sys, time
         from app import engine_worker
+        from engine.worker_protocol import Ready
         if __name__ == "__main__":
             ctx = multiprocessing.get_context("spawn")
             ours, theirs = ctx.Pipe()
@@ -268,7 +270,7 @@ def test_the_engine_exits_when_its_parent_dies(tmp_path, tiny_model, when):
             child.start()
             print(child.pid, flush=True)
             if {when!r} == "serving":
-                assert ours.recv()[0] == "ready"
+                assert isinstance(ours.recv(), Ready)
             else:
                 time.sleep(0.5)  # the child is still importing torch
             os.kill(os.getpid(), signal.SIGKILL)  # no cleanup at all: the pipe closes with us
@@ -327,34 +329,34 @@ class _Pipe:
 def test_outbox_coalesces_pieces_and_flushes_before_other_messages():
     pipe = _Pipe()
     outbox = Outbox(pipe, flush_s=0.05)
-    outbox.put(("started", 1, "phase", True))
+    outbox.put(Started(1, "phase", True))
     for i in range(200):  # a burst: far faster than the flush interval
-        outbox.put(("pieces", 1, "phase", str(i % 10)))
-    outbox.put(("done", 1, {}))
-    outbox.put(("pieces", 2, "phase", "a"))
-    outbox.put(("pieces", 3, "phase", "b"))  # another frame: never merged with the last
+        outbox.put(Pieces(1, "phase", str(i % 10)))
+    outbox.put(Done(1, {}))
+    outbox.put(Pieces(2, "phase", "a"))
+    outbox.put(Pieces(3, "phase", "b"))  # another frame: never merged with the last
     time.sleep(0.01)
     outbox.close()
-    kinds = [m[0] for _, m in pipe.sent]
-    assert kinds[0] == "started" and kinds.count("pieces") <= 5
-    done_at = kinds.index("done")
-    text = "".join(m[3] for _, m in pipe.sent[:done_at] if m[0] == "pieces")
+    kinds = [type(m) for _, m in pipe.sent]
+    assert kinds[0] is Started and kinds.count(Pieces) <= 5
+    done_at = kinds.index(Done)
+    text = "".join(m.text for _, m in pipe.sent[:done_at] if isinstance(m, Pieces))
     assert text == "".join(str(i % 10) for i in range(200))  # complete and in order before done
-    assert [m for _, m in pipe.sent[done_at + 1 :]] == [("pieces", 2, "phase", "a"), ("pieces", 3, "phase", "b")]
+    assert [m for _, m in pipe.sent[done_at + 1 :]] == [Pieces(2, "phase", "a"), Pieces(3, "phase", "b")]
 
 
 def test_outbox_sends_a_lone_piece_within_the_flush_interval():
     pipe = _Pipe()
     outbox = Outbox(pipe, flush_s=0.05)
-    outbox.put(("pieces", 1, "phase", "x"))  # first piece: out at once
+    outbox.put(Pieces(1, "phase", "x"))  # first piece: out at once
     time.sleep(0.01)
-    outbox.put(("pieces", 1, "phase", "y"))  # held, but not for longer than flush_s
+    outbox.put(Pieces(1, "phase", "y"))  # held, but not for longer than flush_s
     t = time.monotonic()
     deadline = t + 2
     while len(pipe.sent) < 2 and time.monotonic() < deadline:
         time.sleep(0.002)
     outbox.close()
-    assert [m for _, m in pipe.sent] == [("pieces", 1, "phase", "x"), ("pieces", 1, "phase", "y")]
+    assert [m for _, m in pipe.sent] == [Pieces(1, "phase", "x"), Pieces(1, "phase", "y")]
     assert pipe.sent[1][0] - t < 0.1
 
 
