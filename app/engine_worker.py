@@ -90,7 +90,7 @@ class WorkerSpec:
     """The spec dict, checked: the backend choice plus how to analyse."""
 
     backend: BackendSpec
-    task: str | None = None  # surgview profile: its one question (default frame_analysis)
+    task: str | None = None  # surgview profile: its one question (default Task.FRAME)
     profile: str | None = None  # None: the model manifest's, else the stated default
     stride_s: float = 1.0
     max_new_tokens: int | None = None  # None: the profile's

@@ -15,6 +15,7 @@ from engine.chain import LEVEL_NAMES, Chain, ChainStatus
 from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
 from engine.clitools import ArgumentParser, CliError, run_subcommand
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
+from engine.tasks import Task
 from engine.terminal import safe_for_terminal, safe_json
 from engine.timecode import format_time
 from engine.video_probe import VideoError, probe_video
@@ -162,11 +163,11 @@ def _add_profile_arguments(parser) -> None:
     parser.add_argument(
         "--profile",
         choices=PROFILE_NAMES,
-        help="how the model is asked: surgview (one frame_analysis prompt), surg-r1 (the Surg-R1 release's three "
+        help=f"how the model is asked: surgview (one {Task.FRAME} prompt), surg-r1 (the Surg-R1 release's three "
         "questions at 840x476), qwen-vl (a general Qwen-VL instruct model); default: the model manifest's, else "
         "a stated default",
     )
-    parser.add_argument("--task", help="surgview profile: the one question asked (default frame_analysis)")
+    parser.add_argument("--task", help=f"surgview profile: the one question asked (default {Task.FRAME})")
     parser.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
     add_limit_arguments(parser)
 

@@ -30,6 +30,7 @@ from engine.chain_fields import parse_perception
 from engine.ontology import Ontology, load_ontology
 from engine.profiles import ModelProfile, Question, get_profile, profile_for_version
 from engine.store import Analysis, CaseStore, FrameResult
+from engine.tasks import Task
 from engine.timeline import TimelineRow
 
 __all__ = [
@@ -130,10 +131,10 @@ def _cvs_of(chain: Chain) -> Cvs:
 
 
 _FIELD_TASKS = {
-    "phase": ("phase", "phase_mcq"),
-    "cvs": ("cvs",),
-    "triplets": ("triplet",),
-    "instruments": ("localisation", "tools"),
+    "phase": (Task.PHASE, Task.PHASE_MCQ),
+    "cvs": (Task.CVS,),
+    "triplets": (Task.TRIPLET,),
+    "instruments": (Task.LOCALISATION, Task.TOOLS),
 }
 """The questions that ask for a field directly: their answer is that field's authority."""
 

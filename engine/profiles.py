@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.backends.base import GenerationRequest, StreamLimits
 from engine.prompts import load_prompts
+from engine.tasks import Task
 
 __all__ = [
     "DEFAULT_PROFILE",
@@ -51,18 +52,18 @@ SURG_R1_SYSTEM = (
 
 SURG_R1_QUESTIONS = (
     (
-        "phase",
+        Task.PHASE,
         "Phase",
         "Given the laparoscopic cholecystectomy image <image>, which surgical phase is being performed?",
     ),
     (
-        "triplet",
+        Task.TRIPLET,
         "Action",
         "Given the laparoscopic cholecystectomy image <image>, describe the complete surgical action in terms of "
         "tool, action, and tissue.",
     ),
     (
-        "localisation",
+        Task.LOCALISATION,
         "Tools",
         "Given the laparoscopic cholecystectomy image <image>, locate all the tools in the format of bbox "
         "(x1,y1), (x2,y2).",
@@ -208,7 +209,7 @@ def _surgview(task: str) -> ModelProfile:
         raise ProfileError(f"no prompt for task {task!r}; known: {', '.join(prompts.tasks)}")
     size_fields = {name: "{" + name + "}" for name in ("width", "height") if name in template.fields}
     text = prompts.build(task, **size_fields)
-    title = "Frame analysis" if task == "frame_analysis" else task.replace("_", " ").capitalize()
+    title = "Frame analysis" if task == Task.FRAME else task.replace("_", " ").capitalize()
     return ModelProfile(
         name="surgview",
         description="surgview's own prompts: one question per frame (a model trained by surgview-train)",
@@ -231,7 +232,7 @@ def _surg_r1() -> ModelProfile:
 
 
 def _qwen_vl() -> ModelProfile:
-    base = _surgview("frame_analysis")
+    base = _surgview(Task.FRAME)
     return ModelProfile(
         name="qwen-vl",
         description="a general Qwen2.5-VL / Qwen3-VL instruct model asked for the three levels in surgview's format",
@@ -243,7 +244,7 @@ def _qwen_vl() -> ModelProfile:
     )
 
 
-_BUILDERS = {"surgview": lambda: _surgview("frame_analysis"), "surg-r1": _surg_r1, "qwen-vl": _qwen_vl}
+_BUILDERS = {"surgview": lambda: _surgview(Task.FRAME), "surg-r1": _surg_r1, "qwen-vl": _qwen_vl}
 PROFILE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
@@ -258,7 +259,7 @@ def get_profile(name: str | None = None, task: str | None = None) -> ModelProfil
     name = name or DEFAULT_PROFILE
     if name not in _BUILDERS:
         raise ProfileError(f"unknown model profile {name!r}; choose from {', '.join(PROFILE_NAMES)}")
-    if name == "surgview" and task and task != "frame_analysis":
+    if name == "surgview" and task and task != Task.FRAME:
         return _surgview(task)
     profile = _profile(name)
     if task and task not in profile.tasks:

@@ -202,9 +202,9 @@ def cmd_run(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from engine.tasks import Task
     from train.data.errors import DatasetError
     from train.data.frames import extract_frames, with_cached_frames
-    from train.data.sample import Task
     from train.data.surgr1 import read_jsonl
     from train.data.synthetic import synthetic_samples
     from train.eval.report import to_markdown

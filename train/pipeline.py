@@ -32,8 +32,9 @@ from typing import Any
 import yaml
 
 from engine.modeldir import Manifest, Stage, inspect_model_dir
+from engine.tasks import Task
 from train.cot.datasets import write_grpo_set, write_sft_set
-from train.data.sample import Sample, Task
+from train.data.sample import Sample
 from train.grpo.rewards import REWARDS
 from train.grpo.stage import GRPORecipe
 from train.iterate import IterationConfig

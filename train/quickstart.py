@@ -18,10 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.tasks import Task
 from engine.tiny_model import build_tiny_model
 from train.cot.datasets import write_sft_set
 from train.data.frames import extract_frames, with_cached_frames
-from train.data.sample import Sample, Task
+from train.data.sample import Sample
 from train.data.synthetic import synthetic_samples
 from train.eval.report import to_markdown
 from train.eval.run import evaluate_model

@@ -42,7 +42,8 @@ from collections.abc import Sequence
 from engine.chain import LEVEL_NAMES, CvsState, format_box
 from engine.chain_fields import parse_answer
 from engine.ontology import Ontology, load_ontology
-from train.data.sample import Box, Sample, Task, Truth
+from engine.tasks import Task
+from train.data.sample import Box, Sample, Truth
 
 __all__ = [
     "CotError",

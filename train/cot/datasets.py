@@ -32,8 +32,9 @@ from typing import Any
 
 from engine.ontology import load_ontology
 from engine.prompts import IMAGE_PLACEHOLDER, build_prompt, frame_prompt, system_prompt, user_content
+from engine.tasks import Task
 from train.cot.chains import CanonicalChoices, CotError, build_chain, localisation_target, task_answer, tool_display
-from train.data.sample import Sample, Task
+from train.data.sample import Sample
 
 __all__ = [
     "grpo_row",

@@ -20,9 +20,10 @@ from engine.chain import ChainStatus
 from engine.chain_parser import parse_chain
 from engine.ontology import load_ontology
 from engine.prompts import system_prompt
+from engine.tasks import Task
 from train.cot.chains import CotError, cvs_states, localisation_target, phase_option, reference_boxes
 from train.cot.datasets import sft_row, user_prompt, write_jsonl
-from train.data.sample import Sample, Task
+from train.data.sample import Sample
 
 __all__ = ["Distilled", "answer_matches", "box_iou", "distill", "write_distilled_set"]
 

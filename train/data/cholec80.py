@@ -13,9 +13,10 @@ from pathlib import Path
 
 from engine.ontology import load_ontology
 from engine.phase_labels import LabelFileError, read_cholec80_phases
+from engine.tasks import Task
 from train.data.errors import DatasetError
 from train.data.media import find_video, video_info
-from train.data.sample import FrameRef, Instrument, Sample, Task, Truth
+from train.data.sample import FrameRef, Instrument, Sample, Truth
 from train.data.splits import cholec80_split
 
 CHOLEC80_FPS = 25

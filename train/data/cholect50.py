@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
+from engine.tasks import Task
 from train.data.errors import DatasetError, line_of, read_json
 from train.data.media import find_video, image_size, video_info
-from train.data.sample import Box, FrameRef, Instrument, Sample, Task, TripletLabel, Truth
+from train.data.sample import Box, FrameRef, Instrument, Sample, TripletLabel, Truth
 from train.data.splits import cholect50_fold, cholect50_split, video_number
 
 INSTANCE_FIELDS = 15

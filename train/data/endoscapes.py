@@ -10,9 +10,10 @@ import math
 from collections.abc import Iterable
 from pathlib import Path
 
+from engine.tasks import Task
 from train.data.errors import DatasetError
 from train.data.media import find_video, image_size, video_info
-from train.data.sample import FrameRef, Sample, Task, Truth
+from train.data.sample import FrameRef, Sample, Truth
 from train.data.splits import endoscapes_split
 
 REQUIRED_COLUMNS = ("vid", "frame", "C1", "C2", "C3")

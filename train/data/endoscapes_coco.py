@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.ontology import load_ontology
+from engine.tasks import Task
 from train.data.errors import DatasetError, read_json
-from train.data.sample import Box, FrameRef, Sample, Task, Truth
+from train.data.sample import Box, FrameRef, Sample, Truth
 
 SPLITS = ("train", "val", "test")
 ANNOTATION_FILES = ("annotation_coco.json", "annotation_ds_coco.json")

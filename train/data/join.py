@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import replace
 
-from train.data.sample import Box, Sample, Task, TripletLabel, Truth
+from engine.tasks import Task
+from train.data.sample import Box, Sample, TripletLabel, Truth
 
 
 def frame_key(sample: Sample) -> tuple[str, int | None]:

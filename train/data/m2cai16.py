@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.ontology import load_ontology
+from engine.tasks import Task
 from train.data.errors import DatasetError
 from train.data.media import image_size
-from train.data.sample import Box, FrameRef, Instrument, Sample, Task, Truth
+from train.data.sample import Box, FrameRef, Instrument, Sample, Truth
 
 SPLITS = ("train", "val", "test")
 _CASE = re.compile(r"^(.+?)_\d+$")

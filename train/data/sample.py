@@ -1,32 +1,18 @@
 """The one record every dataset adapter produces and every later stage (CoT builder, SFT, GRPO,
-evaluation) consumes: where the frame is, which task it poses, and the ground truth."""
+evaluation) consumes: where the frame is, which task it poses, and the ground truth.
+
+``Task`` and ``TASK_LEVEL`` live in :mod:`engine.tasks` (one vocabulary for engine, viewer and training)
+and are re-exported here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 
+from engine.tasks import TASK_LEVEL, Task
 
-class Task(StrEnum):
-    PHASE = "phase"  # Level 3: surgical phase (free answer)
-    PHASE_MCQ = "phase_mcq"  # Level 3: phase as a multiple-choice question (Surg-R1 release form)
-    TOOLS = "tools"  # Level 1: instruments present
-    LOCALISATION = "localisation"  # Level 1: box of one instrument
-    TRIPLET = "triplet"  # Level 2: instrument-verb-target triplets
-    CVS = "cvs"  # Level 3: Critical View of Safety criteria
-    FRAME = "frame_analysis"  # all three levels at once (the viewer's task)
+__all__ = ["TASK_LEVEL", "Box", "FrameRef", "Instrument", "Sample", "Task", "TripletLabel", "Truth"]
 
-
-TASK_LEVEL = {
-    Task.TOOLS: 1,
-    Task.LOCALISATION: 1,
-    Task.TRIPLET: 2,
-    Task.PHASE: 3,
-    Task.PHASE_MCQ: 3,
-    Task.CVS: 3,
-    Task.FRAME: 3,
-}
 
 Box = tuple[float, float, float, float]  # x1, y1, x2, y2 in pixels of the frame
 

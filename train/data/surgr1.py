@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.ontology import Ontology, load_ontology
+from engine.tasks import Task
 from train.data.errors import DatasetError
 from train.data.media import image_size
-from train.data.sample import FrameRef, Instrument, Sample, Task, TripletLabel, Truth
+from train.data.sample import FrameRef, Instrument, Sample, TripletLabel, Truth
 
 _OPTION = re.compile(r"^\s*([A-Z])[.)]\s+(.+?)\s*$", re.M)
 _LETTER = re.compile(r"^\s*\(?([A-Z])[.)]\s*")

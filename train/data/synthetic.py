@@ -10,12 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 
 from engine.ontology import load_ontology
+from engine.tasks import Task
 from train.data.cholec80 import cholec80_samples
 from train.data.cholect50 import cholect50_samples
 from train.data.endoscapes import endoscapes_samples
 from train.data.errors import DatasetError
 from train.data.join import frame_view, merge_truths
-from train.data.sample import Instrument, Sample, Task, Truth
+from train.data.sample import Instrument, Sample, Truth
 
 DATASET = "synthetic"
 

@@ -36,7 +36,8 @@ from typing import Any
 from engine.chain import Chain, CvsState
 from engine.chain_parser import parse_chain
 from engine.ontology import load_ontology
-from train.data.sample import Sample, Task, Truth
+from engine.tasks import Task
+from train.data.sample import Sample, Truth
 from train.eval.metrics import (
     PHASES,
     box_metrics,

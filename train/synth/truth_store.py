@@ -11,9 +11,9 @@ import random
 from pathlib import Path
 
 from engine.store import CaseStore, FrameResult
+from engine.tasks import Task
 from engine.video_probe import probe_video
 from train.cot.chains import build_chain
-from train.data.sample import Task
 from train.data.synthetic import synthetic_samples
 
 __all__ = ["TRUTH_MODEL_ID", "store_truth_chains"]
