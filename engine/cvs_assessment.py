@@ -1,0 +1,225 @@
+"""The Critical View of Safety as a reviewing surgeon reads it: established on a stable run, before the first clip.
+
+Per-frame answers flicker; a single frame on which a model says "C1, C2 and C3 met" is no reason to clip.
+This module turns the analysed frames' answers into *episodes* (runs of consecutive analysed frames on which
+all three criteria are met) and says, in one statement, whether CVS was **established** — all three met on a
+run lasting at least ``min_duration_s`` over at least ``min_frames`` analysed frames — before the first clip,
+whether it held until then, or was lost, or came only after clipping, or never. Shorter runs are *doubtful*:
+shown, never a green light. Nothing here reads pixels; it reads what the model said, with its times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.chain import CvsState
+from engine.timecode import format_time
+from engine.timeline import TimelineRow
+
+__all__ = ["CvsAssessment", "CvsEpisode", "CvsRule", "assess_cvs"]
+
+ESTABLISHED = "established"
+DOUBTFUL = "doubtful"
+
+
+@dataclass(frozen=True)
+class CvsRule:
+    """What counts as established; configurable because practice and strides differ."""
+
+    min_duration_s: float = 5.0  # all three met for at least this long
+    min_frames: int = 3  # ... on at least this many analysed frames
+    max_gap_s: float = 30.0  # analysed frames further apart than this do not make one run
+
+
+@dataclass(frozen=True)
+class CvsEpisode:
+    start_frame: int
+    end_frame: int  # the last analysed frame of the run
+    start_s: float
+    end_s: float
+    frames: int  # analysed frames in the run
+    status: str  # "established" or "doubtful"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "start_s": round(self.start_s, 3),
+            "end_s": round(self.end_s, 3),
+            "start_frame": self.start_frame,
+            "end_frame": self.end_frame,
+            "frames": self.frames,
+            "status": self.status,
+        }
+
+
+@dataclass(frozen=True)
+class CvsAssessment:
+    established: bool  # established before the first clip (or at all, when no clip was found)
+    established_at_s: float | None
+    established_frame: int | None
+    held_until_clip: bool | None  # None: not established, or no clip found
+    lost_at_s: float | None  # established, then a frame said otherwise before the clip
+    first_clip_s: float | None
+    first_clip_frame: int | None
+    episodes: tuple[CvsEpisode, ...] = ()
+    statement: str = ""
+    rule: CvsRule = field(default_factory=CvsRule)
+
+    @property
+    def green_light(self) -> bool:
+        """Whether the viewer and report may show CVS as established before clipping: only then."""
+        return self.established and self.held_until_clip is not False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "established": self.established,
+            "established_at_s": _round(self.established_at_s),
+            "established_frame": self.established_frame,
+            "held_until_clip": self.held_until_clip,
+            "lost_at_s": _round(self.lost_at_s),
+            "first_clip_s": _round(self.first_clip_s),
+            "first_clip_frame": self.first_clip_frame,
+            "episodes": [e.to_json() for e in self.episodes],
+            "statement": self.statement,
+            "rule": {
+                "min_duration_s": self.rule.min_duration_s,
+                "min_frames": self.rule.min_frames,
+                "max_gap_s": self.rule.max_gap_s,
+            },
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return round(value, 3) if value is not None else None
+
+
+def _all_met(row: TimelineRow) -> bool:
+    return all(state is CvsState.MET for state in row.cvs)
+
+
+def _said_otherwise(row: TimelineRow) -> bool:
+    """A frame that states a criterion is not met (silence, or 'not assessable', is not a contradiction)."""
+    return any(state is CvsState.NOT_MET for state in row.cvs)
+
+
+def episodes_of(rows: Sequence[TimelineRow], time_of: Callable[[int], float], rule: CvsRule) -> list[CvsEpisode]:
+    """Runs of consecutive analysed frames on which all three criteria are met."""
+    found: list[CvsEpisode] = []
+    run: list[int] = []
+
+    def close() -> None:
+        if run:
+            start, end = run[0], run[-1]
+            start_s, end_s = time_of(start), time_of(end)
+            stable = len(run) >= rule.min_frames and end_s - start_s >= rule.min_duration_s
+            found.append(CvsEpisode(start, end, start_s, end_s, len(run), ESTABLISHED if stable else DOUBTFUL))
+            run.clear()
+
+    for row in sorted(rows, key=lambda r: r.frame):
+        if run and time_of(row.frame) - time_of(run[-1]) > rule.max_gap_s:
+            close()
+        if _all_met(row):
+            run.append(row.frame)
+        else:
+            close()
+    close()
+    return found
+
+
+def assess_cvs(
+    rows: Sequence[TimelineRow],
+    fps: float,
+    first_clip_frame: int | None,
+    rule: CvsRule | None = None,
+    time_of: Callable[[int], float] | None = None,
+) -> CvsAssessment:
+    """What the analysed frames say about CVS before the first clip (``first_clip_frame``: where the
+    clipping phase begins, None when the analysis found none). ``time_of`` maps a frame to seconds
+    (presentation time); by default frame / fps."""
+    rule = rule or CvsRule()
+    time_of = time_of or (lambda frame: frame / fps)
+    episodes = episodes_of(rows, time_of, rule)
+    clip_s = time_of(first_clip_frame) if first_clip_frame is not None else None
+
+    def at(seconds: float | None, frame: int | None) -> str:
+        return f"{format_time(seconds or 0.0, fps)[:8]} (frame {frame})"  # hh:mm:ss: the frame says the rest
+
+    stable = [e for e in episodes if e.status == ESTABLISHED]
+    before = [e for e in stable if first_clip_frame is None or e.start_frame < first_clip_frame]
+    doubtful = [
+        e for e in episodes if e.status == DOUBTFUL and (first_clip_frame is None or e.start_frame < first_clip_frame)
+    ]
+    clip_text = f"clipping began at {at(clip_s, first_clip_frame)}" if clip_s is not None else ""
+    if before:
+        first = before[0]
+        if first_clip_frame is None:
+            statement = (
+                f"CVS was established at {at(first.start_s, first.start_frame)} (all three criteria met on "
+                f"{first.frames} analysed frames over {first.end_s - first.start_s:.0f} s); "
+                "no clipping phase was found."
+            )
+            return CvsAssessment(
+                True, first.start_s, first.start_frame, None, None, None, None, tuple(episodes), statement, rule
+            )
+        last = before[-1]
+        contradicted = [
+            r
+            for r in rows
+            if last.end_frame < r.frame < first_clip_frame
+            and (_said_otherwise(r) or not _all_met(r))
+            and any(state is not None for state in r.cvs)
+        ]
+        if contradicted:
+            lost = min(r.frame for r in contradicted)
+            statement = (
+                f"CVS was established at {at(first.start_s, first.start_frame)} but lost at "
+                f"{at(time_of(lost), lost)}, before {clip_text}: not held until clipping."
+            )
+            return CvsAssessment(
+                True,
+                first.start_s,
+                first.start_frame,
+                False,
+                time_of(lost),
+                clip_s,
+                first_clip_frame,
+                tuple(episodes),
+                statement,
+                rule,
+            )
+        statement = f"CVS was established at {at(first.start_s, first.start_frame)} and held until {clip_text}."
+        if last is not first:
+            statement = (
+                f"CVS was established at {at(first.start_s, first.start_frame)}, lost, established again at "
+                f"{at(last.start_s, last.start_frame)} and held until {clip_text}."
+            )
+        return CvsAssessment(
+            True,
+            first.start_s,
+            first.start_frame,
+            True,
+            None,
+            clip_s,
+            first_clip_frame,
+            tuple(episodes),
+            statement,
+            rule,
+        )
+    after = [e for e in stable if first_clip_frame is not None and e.start_frame >= first_clip_frame]
+    if first_clip_frame is None:
+        statement = "CVS was never established (all three criteria were not met together on a stable run)"
+        statement += "; no clipping phase was found."
+    else:
+        statement = f"CVS was NOT established before {clip_text}."
+        if after:
+            statement += (
+                f" All three criteria were met only after it, from {at(after[0].start_s, after[0].start_frame)}."
+            )
+    if doubtful:
+        frames = ", ".join(str(e.start_frame) for e in doubtful[:5]) + (" …" if len(doubtful) > 5 else "")
+        statement += (
+            f" Isolated frames said all three were met (doubtful, shorter than {rule.min_duration_s:g} s or fewer than "
+            f"{rule.min_frames} analysed frames): frame(s) {frames}."
+        )
+    return CvsAssessment(False, None, None, None, None, clip_s, first_clip_frame, tuple(episodes), statement, rule)

@@ -1,0 +1,83 @@
+"""CVS as a surgeon reads it, on crafted histories (one analysed frame a second, 25 fps): established on a
+stable run before the first clip and held; established then lost; met only after clipping; never met; a single
+spurious 'met' frame, which must never read as a green light."""
+
+from __future__ import annotations
+
+from engine.chain import CvsState
+from engine.cvs_assessment import CvsRule, assess_cvs
+from engine.timeline import TimelineRow
+
+FPS = 25.0
+MET, NOT, NA = CvsState.MET, CvsState.NOT_MET, CvsState.NOT_ASSESSABLE
+
+
+def history(spec: str) -> list[TimelineRow]:
+    """One analysed frame per second: 'M' all three met, 'n' C3 not met, '.' not assessable, ' ' unsaid."""
+    states = {"M": (MET, MET, MET), "n": (MET, MET, NOT), ".": (NA, NA, NA), " ": (None, None, None)}
+    return [TimelineRow(i * 25, None, states[c], ()) for i, c in enumerate(spec)]
+
+
+CLIP = 30 * 25  # clipping begins at 30 s
+
+
+def test_established_on_a_stable_run_and_held_until_the_clip():
+    a = assess_cvs(history("nnnnnnnnnn" + "M" * 25), FPS, CLIP)
+    assert a.established and a.held_until_clip and a.green_light
+    assert a.established_at_s == 10.0 and a.established_frame == 250 and a.first_clip_s == 30.0
+    assert "established at 00:00:10 (frame 250) and held until clipping began at 00:00:30 (frame 750)" in a.statement
+    data = a.to_json()
+    assert data["established"] is True and data["held_until_clip"] is True and data["first_clip_s"] == 30.0
+    assert [e["status"] for e in data["episodes"]] == ["established"]
+
+
+def test_met_then_lost_before_the_clip_is_no_green_light():
+    a = assess_cvs(history("nnnnn" + "M" * 10 + "nnnnnnnnnnnnnnn"), FPS, CLIP)
+    assert a.established and a.held_until_clip is False and not a.green_light
+    assert a.lost_at_s == 15.0 and "lost at 00:00:15 (frame 375)" in a.statement
+
+
+def test_lost_and_established_again_before_the_clip_says_so():
+    a = assess_cvs(history("M" * 8 + "nnnn" + "M" * 18), FPS, CLIP)
+    assert a.green_light and a.established_at_s == 0.0
+    assert "established again at 00:00:12 (frame 300)" in a.statement
+
+
+def test_met_only_after_clipping_is_not_established():
+    a = assess_cvs(history("n" * 30 + "M" * 10), FPS, CLIP)
+    assert not a.established and not a.green_light and a.established_at_s is None
+    assert "NOT established before clipping began at 00:00:30" in a.statement
+    assert "met only after it, from 00:00:30 (frame 750)" in a.statement
+
+
+def test_never_met():
+    a = assess_cvs(history("n" * 20 + "." * 20), FPS, CLIP)
+    assert not a.established and a.episodes == () and "NOT established" in a.statement
+
+
+def test_a_single_spurious_met_frame_is_doubtful_never_a_green_light():
+    a = assess_cvs(history("M" + "n" * 29), FPS, CLIP)  # frame 0 says all met, as the demo model did
+    assert not a.established and not a.green_light
+    assert [e.status for e in a.episodes] == ["doubtful"]
+    assert "doubtful" in a.statement and "frame(s) 0" in a.statement
+
+
+def test_unsaid_frames_do_not_break_or_lose_a_run_but_gaps_do():
+    a = assess_cvs(history("M" * 10 + "     " + "M"), FPS, CLIP)  # silence after: not a contradiction
+    assert a.held_until_clip is True
+    sparse = [TimelineRow(0, None, (MET, MET, MET), ()), TimelineRow(60 * 25, None, (MET, MET, MET), ())]
+    b = assess_cvs(sparse, FPS, 90 * 25, CvsRule(max_gap_s=30.0))  # two frames a minute apart are two runs
+    assert [e.frames for e in b.episodes] == [1, 1] and not b.established
+
+
+def test_the_rule_is_configurable_and_times_come_from_the_video():
+    rows = history("M" * 4 + "n" * 26)
+    assert not assess_cvs(rows, FPS, CLIP).established  # 3 s < 5 s
+    assert assess_cvs(rows, FPS, CLIP, CvsRule(min_duration_s=3.0)).established
+    doubled = assess_cvs(rows, FPS, CLIP, time_of=lambda frame: 2 * frame / FPS)  # a slower clock: 6 s
+    assert doubled.established and doubled.first_clip_s == 60.0
+
+
+def test_no_clipping_found():
+    a = assess_cvs(history("M" * 10), FPS, None)
+    assert a.established and a.held_until_clip is None and "no clipping phase was found" in a.statement
