@@ -20,6 +20,7 @@ __all__ = [
     "TEXT",
     "TEXT_DIM",
     "UNKNOWN",
+    "WHITE",
     "phase_color",
 ]
 
@@ -47,6 +48,7 @@ CVS_COLORS: dict[str, str] = {
 BACKGROUND = "#000000"  # around the video (letterbox bars)
 SURFACE = "#1E1F22"  # panels
 TEXT = "#E8E8E8"
+WHITE = "#FFFFFF"  # text on a dark badge
 TEXT_DIM = "#A0A4AA"
 ACCENT = "#56B4E9"
 

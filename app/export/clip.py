@@ -335,7 +335,9 @@ def export_clip(
                     chain = current.chain if current is not None else None
                     boxes = current is not None and (index == current.frame or since < options.box_hold_s - _EPS)
                     layers = layers_all if boxes else layers_nobox
-                    paint_overlays(p, target, width, height, chain, layers, index=index, fps=fps)
+                    paint_overlays(
+                        p, target, width, height, chain, layers, index=index, fps=fps, seconds=times.time_of(index)
+                    )
                     p.end()
                     yuv = cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420)
                     now = time.perf_counter()

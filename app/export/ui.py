@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QObject, QPointF, QRectF, QSize, Qt, QThread, Signal, Slot
+from PySide6.QtCore import QObject, QPointF, QRectF, QSettings, QSize, Qt, QThread, Signal, Slot
 from PySide6.QtGui import QAction, QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -31,14 +31,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import palette
 from app.export.clip import ClipCancelled, ClipOptions, clip_for_video
 from app.export.report import ReportOptions, report_for_video
+from app.session import CaseSession
 from engine.report_data import ReportError
 from engine.store import BlankArea, StoreError
 from engine.timecode import format_timecode, parse_position
 from engine.video import VideoError
 
-__all__ = ["BlankAreasDialog", "ClipDialog", "ExportWorker", "add_export_actions"]
+__all__ = ["BlankAreasDialog", "ClipDialog", "ExportWorker", "Exports"]
 
 
 class ExportWorker(QThread):
@@ -67,10 +69,10 @@ class ExportWorker(QThread):
 class _Progress(QObject):
     """Receives the worker's signals on the UI thread (a QObject living there: queued delivery)."""
 
-    def __init__(self, window, title: str, worker: ExportWorker, determinate: bool):
-        super().__init__(window)
-        self.window, self.title, self.worker = window, title, worker
-        dialog = QProgressDialog(title, "Cancel", 0, 100 if determinate else 0, window)
+    def __init__(self, exports: Exports, title: str, worker: ExportWorker, determinate: bool):
+        super().__init__(exports.parent_widget)
+        self.exports, self.title, self.worker = exports, title, worker
+        dialog = QProgressDialog(title, "Cancel", 0, 100 if determinate else 0, exports.parent_widget)
         dialog.setWindowTitle(title)
         dialog.setWindowModality(Qt.WindowModality.WindowModal)
         dialog.setMinimumDuration(0)
@@ -90,69 +92,15 @@ class _Progress(QObject):
     @Slot(str)
     def succeeded(self, path: str) -> None:
         self.dialog.close()
-        self.window.statusBar().showMessage(f"exported {Path(path).name}", 8000)
+        self.exports.status(f"exported {Path(path).name}", 8000)
 
     @Slot(str)
     def failed(self, message: str) -> None:
         self.dialog.close()
         if self.worker.cancel.is_set():
-            self.window.statusBar().showMessage("export cancelled; nothing was written", 8000)
+            self.exports.status("export cancelled; nothing was written", 8000)
         else:
-            QMessageBox.warning(self.window, f"{self.title} failed", message)
-
-
-def _run_with_progress(window, title: str, worker: ExportWorker, determinate: bool) -> ExportWorker:
-    window.export_progress = _Progress(window, title, worker, determinate)
-    window.export_worker = worker
-    worker.start()
-    return worker
-
-
-def _model_dir(window) -> Path | None:
-    model = (window.engine_spec or {}).get("model")
-    return Path(model) if model and Path(model).is_dir() else None
-
-
-def _output_path(window, path: str | Path | None, title: str, name: str, filters: str) -> Path | None:
-    """``path``, or the file the user picks (starting in the last export folder); None if cancelled.
-    The chosen folder is remembered for the next export."""
-    if path is None:
-        start = str(Path(window.settings.value("export/last_dir", str(Path.home()))) / name)
-        path, _ = QFileDialog.getSaveFileName(window, title, start, filters)
-        if not path:
-            return None
-    out = Path(path)
-    window.settings.setValue("export/last_dir", str(out.parent))
-    return out
-
-
-def export_report(window, path: str | Path | None = None) -> ExportWorker | None:
-    """Ask for a file (unless given) and write the case report there in a worker thread."""
-    video = window.case.video
-    if video is None:
-        return None
-    out = _output_path(window, path, "Export report", "case-report.pdf", "PDF (*.pdf);;HTML (*.html)")
-    if out is None:
-        return None
-    options = ReportOptions(model_dir=_model_dir(window))
-    worker = ExportWorker(lambda progress, cancel: report_for_video(Path(video), out, options), out, window)
-    return _run_with_progress(window, "Export report", worker, determinate=False)
-
-
-def _default_range(window) -> tuple[int, int]:
-    """The range selected on the timeline, else the phase segment under the playhead, else ten seconds
-    around it."""
-    here = max(0, window.playhead.displayed)
-    last = max(0, window.case.frame_count - 1)
-    if window.case.selection is not None:
-        first, final = window.case.selection
-        return min(first, last), min(final, last)
-    if window.timelines is not None:
-        for seg in window.timelines.phase:
-            if seg.start <= here < seg.end:
-                return seg.start, min(last, seg.end - 1)
-    half = round(5 * (window.case.fps or 25))
-    return max(0, here - half), min(last, here + half)
+            QMessageBox.warning(self.exports.parent_widget, f"{self.title} failed", message)
 
 
 class ClipDialog(QDialog):
@@ -195,41 +143,6 @@ class ClipDialog(QDialog):
             self.error.setText(str(exc))
             return
         self.accept()
-
-
-def export_clip(
-    window, path: str | Path | None = None, frames: tuple[int, int] | None = None, panel: bool = True
-) -> ExportWorker | None:
-    """Ask for a range and a file (unless given) and export the clip in a worker thread."""
-    video = window.case.video
-    if video is None or window.case.frame_count <= 0:
-        return None
-    areas = _blank_areas(window)
-    blank = bool(areas)
-    if frames is None:
-        dialog = ClipDialog(window, window.case.fps, window.case.frame_count, *_default_range(window), len(areas))
-        if dialog.exec() != QDialog.DialogCode.Accepted:
-            return None
-        frames, panel, blank = dialog.range(), dialog.panel.isChecked(), dialog.blank.isChecked()
-    out = _output_path(window, path, "Export clip", "clip.mp4", "MP4 video (*.mp4)")
-    if out is None:
-        return None
-    options = ClipOptions(frames[0], frames[1], panel=panel, blank=blank)
-    worker = ExportWorker(
-        lambda progress, cancel: clip_for_video(Path(video), out, options, progress=progress, cancel=cancel),
-        out,
-        window,
-    )
-    return _run_with_progress(window, "Export clip", worker, determinate=True)
-
-
-def _blank_areas(window) -> list[BlankArea]:
-    if window.store is None:
-        return []
-    try:
-        return window.store.blank_areas()
-    except StoreError:
-        return []
 
 
 class _RectCanvas(QWidget):
@@ -284,9 +197,9 @@ class _RectCanvas(QWidget):
 
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
-        p.fillRect(self.rect(), QColor("#000000"))
+        p.fillRect(self.rect(), QColor(palette.BACKGROUND))
         p.drawImage(self._target(), self.image)
-        p.setPen(QPen(QColor("#F0E442"), 2))
+        p.setPen(QPen(QColor(palette.BOX_HIGHLIGHT), 2))
         for area in self.areas:
             rect = self._to_widget(area)
             p.fillRect(rect, QColor(0, 0, 0, 200))
@@ -295,7 +208,7 @@ class _RectCanvas(QWidget):
             t = self._target()
             sx, sy = t.width() / self.image.width(), t.height() / self.image.height()
             a, b = self._drag
-            p.setPen(QPen(QColor("#F0E442"), 1, Qt.PenStyle.DashLine))
+            p.setPen(QPen(QColor(palette.BOX_HIGHLIGHT), 1, Qt.PenStyle.DashLine))
             p.drawRect(QRectF(t.x() + a.x() * sx, t.y() + a.y() * sy, (b.x() - a.x()) * sx, (b.y() - a.y()) * sy))
         p.end()
 
@@ -343,56 +256,149 @@ class BlankAreasDialog(QDialog):
             self.canvas.update()
 
 
-def edit_blank_areas(window) -> BlankAreasDialog | None:
-    """Open the blank-areas dialog on the frame on screen; Save stores the rectangles."""
-    image = window.canvas.image
-    if window.store is None or image is None:
-        QMessageBox.information(window, "Blank areas", "Open a case first: the areas are drawn on its picture.")
-        return None
-    dialog = BlankAreasDialog(window, image, _blank_areas(window))
-    window.blank_dialog = dialog
+class Exports:
+    """The export actions of one case session: what they need is given, never read off a window.
 
-    def save() -> None:
-        try:
-            window.store.set_blank_areas(dialog.areas)
-        except StoreError as exc:
-            QMessageBox.warning(window, "Blank areas not saved", str(exc))
-            return
-        n = len(dialog.areas)
-        window.statusBar().showMessage(f"{n} blank area{'s' if n != 1 else ''} saved for this case", 6000)
+    ``session``: the open case (video, store, playhead, selection, timelines); ``parent``: the
+    widget dialogs open over; ``settings``: where the last export folder is kept; ``status``: a
+    status-bar line (text, ms); ``model_dir``: the model folder for the report (or None);
+    ``frame_image``: the picture on screen, for drawing blank areas.
+    """
 
-    dialog.accepted.connect(save)
-    dialog.open()
-    return dialog
-
-
-def add_export_actions(window, menu: QMenu) -> dict[str, QAction]:
-    """Add Export report…, Export clip… and Blank areas… to ``menu``, and Export clip of selection… to
-    the timeline's context menu (enabled while a range is selected there)."""
-    actions = {}
-    for name, text, slot in (
-        ("export_report", "Export report…", lambda: export_report(window)),
-        ("export_clip", "Export clip…", lambda: export_clip(window)),
-        ("blank_areas", "Blank areas…", lambda: edit_blank_areas(window)),
+    def __init__(
+        self,
+        session: CaseSession,
+        parent: QWidget,
+        settings: QSettings,
+        status: Callable[[str, int], None],
+        model_dir: Callable[[], Path | None],
+        frame_image: Callable[[], QImage | None],
     ):
-        action = QAction(text, window)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        actions[name] = action
-    selection = QAction("Export clip of selection…", window)
-    selection.triggered.connect(lambda: export_clip(window))
-    selection.setEnabled(window.case.selection is not None)
-    window.timeline.addAction(selection)
-    actions["export_clip_selection"] = selection
+        self.session, self.parent_widget, self.settings = session, parent, settings
+        self.status, self.model_dir, self.frame_image = status, model_dir, frame_image
+        self.progress: _Progress | None = None
+        self.worker: ExportWorker | None = None
+        self.blank_dialog: BlankAreasDialog | None = None
 
-    def on_case(name: str, value: Any) -> None:
-        if name != "selection":
-            return
-        selection.setEnabled(value is not None)
-        if value is not None:
-            fps = window.case.fps
-            span = format_timecode(value[0], fps) + " – " + format_timecode(value[1], fps)
-            window.statusBar().showMessage(f"selected {span}; right-click the timeline to export it as a clip", 8000)
+    def _run(self, title: str, worker: ExportWorker, determinate: bool) -> ExportWorker:
+        self.progress = _Progress(self, title, worker, determinate)
+        self.worker = worker
+        worker.start()
+        return worker
 
-    window.case.subscribe(on_case)
-    return actions
+    def _output_path(self, path: str | Path | None, title: str, name: str, filters: str) -> Path | None:
+        """``path``, or the file the user picks (starting in the last export folder); None if cancelled.
+        The chosen folder is remembered for the next export."""
+        if path is None:
+            start = str(Path(self.settings.value("export/last_dir", str(Path.home()))) / name)
+            path, _ = QFileDialog.getSaveFileName(self.parent_widget, title, start, filters)
+            if not path:
+                return None
+        out = Path(path)
+        self.settings.setValue("export/last_dir", str(out.parent))
+        return out
+
+    def report(self, path: str | Path | None = None) -> ExportWorker | None:
+        """Ask for a file (unless given) and write the case report there in a worker thread."""
+        video = self.session.case.video
+        if video is None:
+            return None
+        out = self._output_path(path, "Export report", "case-report.pdf", "PDF (*.pdf);;HTML (*.html)")
+        if out is None:
+            return None
+        options = ReportOptions(model_dir=self.model_dir())
+        worker = ExportWorker(
+            lambda progress, cancel: report_for_video(Path(video), out, options), out, self.parent_widget
+        )
+        return self._run("Export report", worker, determinate=False)
+
+    def clip(
+        self, path: str | Path | None = None, frames: tuple[int, int] | None = None, panel: bool = True
+    ) -> ExportWorker | None:
+        """Ask for a range and a file (unless given) and export the clip in a worker thread."""
+        case = self.session.case
+        video = case.video
+        if video is None or case.frame_count <= 0:
+            return None
+        areas = self._blank_areas()
+        blank = bool(areas)
+        if frames is None:
+            start, stop = self.session.default_range()
+            dialog = ClipDialog(self.parent_widget, case.fps, case.frame_count, start, stop, len(areas))
+            if dialog.exec() != QDialog.DialogCode.Accepted:
+                return None
+            frames, panel, blank = dialog.range(), dialog.panel.isChecked(), dialog.blank.isChecked()
+        out = self._output_path(path, "Export clip", "clip.mp4", "MP4 video (*.mp4)")
+        if out is None:
+            return None
+        options = ClipOptions(frames[0], frames[1], panel=panel, blank=blank)
+        worker = ExportWorker(
+            lambda progress, cancel: clip_for_video(Path(video), out, options, progress=progress, cancel=cancel),
+            out,
+            self.parent_widget,
+        )
+        return self._run("Export clip", worker, determinate=True)
+
+    def _blank_areas(self) -> list[BlankArea]:
+        store = self.session.store
+        if store is None:
+            return []
+        try:
+            return store.blank_areas()
+        except StoreError:
+            return []
+
+    def blank_areas(self) -> BlankAreasDialog | None:
+        """Open the blank-areas dialog on the frame on screen; Save stores the rectangles."""
+        image = self.frame_image()
+        parent = self.parent_widget
+        if self.session.store is None or image is None:
+            QMessageBox.information(parent, "Blank areas", "Open a case first: the areas are drawn on its picture.")
+            return None
+        dialog = BlankAreasDialog(parent, image, self._blank_areas())
+        self.blank_dialog = dialog
+
+        def save() -> None:
+            try:
+                self.session.store.set_blank_areas(dialog.areas)
+            except StoreError as exc:
+                QMessageBox.warning(parent, "Blank areas not saved", str(exc))
+                return
+            n = len(dialog.areas)
+            self.status(f"{n} blank area{'s' if n != 1 else ''} saved for this case", 6000)
+
+        dialog.accepted.connect(save)
+        dialog.open()
+        return dialog
+
+    def add_actions(self, menu: QMenu, timeline: QWidget) -> dict[str, QAction]:
+        """Add Export report…, Export clip… and Blank areas… to ``menu``, and Export clip of selection… to
+        the timeline's context menu (enabled while a range is selected there)."""
+        parent = self.parent_widget
+        actions = {}
+        for name, text, slot in (
+            ("export_report", "Export report…", lambda: self.report()),
+            ("export_clip", "Export clip…", lambda: self.clip()),
+            ("blank_areas", "Blank areas…", self.blank_areas),
+        ):
+            action = QAction(text, parent)
+            action.triggered.connect(slot)
+            menu.addAction(action)
+            actions[name] = action
+        case = self.session.case
+        selection = QAction("Export clip of selection…", parent)
+        selection.triggered.connect(lambda: self.clip())
+        selection.setEnabled(case.selection is not None)
+        timeline.addAction(selection)
+        actions["export_clip_selection"] = selection
+
+        def on_case(name: str, value: Any) -> None:
+            if name != "selection":
+                return
+            selection.setEnabled(value is not None)
+            if value is not None:
+                span = self.session.timecode(value[0]) + " – " + self.session.timecode(value[1])
+                self.status(f"selected {span}; right-click the timeline to export it as a clip", 8000)
+
+        case.subscribe(on_case)
+        return actions

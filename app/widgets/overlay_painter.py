@@ -19,7 +19,7 @@ from app import palette
 from app.state import LayerState
 from engine.chain import Chain, CvsState, InstrumentSighting, Mention
 from engine.ontology import load_ontology
-from engine.timecode import format_timecode
+from engine.timecode import format_time, format_timecode
 
 __all__ = ["FrameBox", "chain_boxes", "overlay_font_px", "paint_overlays", "plain_text"]
 
@@ -103,10 +103,14 @@ def paint_overlays(
     *,
     index: int = -1,
     fps: float = 0.0,
+    seconds: float | None = None,
     osd: bool = True,
     base_font: QFont | None = None,
 ) -> None:
-    """Paint the overlays of ``chain`` over a frame already drawn into ``target``."""
+    """Paint the overlays of ``chain`` over a frame already drawn into ``target``.
+
+    ``seconds``: the frame's presentation time, for the OSD's timecode (right for variable frame
+    rates); without it the timecode is counted from ``index`` at ``fps``."""
     font = QFont(base_font) if base_font is not None else QFont(p.font())
     font.setPixelSize(overlay_font_px(target.height()))
     p.setFont(font)
@@ -117,7 +121,7 @@ def paint_overlays(
             _paint_phase(p, target, chain.context.phase)
         if layers.cvs and chain.context is not None and any(c is not None for c in chain.context.cvs):
             _paint_cvs(p, target, chain.context.cvs)
-    osd_width = _paint_osd(p, target, index, fps) if osd else 0.0
+    osd_width = _paint_osd(p, target, index, fps, seconds) if osd else 0.0
     if chain is not None and layers.triplets and chain.relations is not None and chain.relations.triplets:
         _paint_triplets(p, target, chain, layers.highlighted, osd_width)
 
@@ -144,7 +148,7 @@ def _paint_boxes(p: QPainter, target: QRectF, boxes: list[FrameBox], highlighted
         x = min(max(box.rect.left(), target.left()), target.right() - w)
         tag = QRectF(x, y, w, h)
         p.fillRect(tag, colour if lit else QColor(0, 0, 0, 170))
-        p.setPen(QColor("#000000") if lit else colour)
+        p.setPen(QColor(palette.BACKGROUND) if lit else colour)
         p.drawText(tag, Qt.AlignmentFlag.AlignCenter, text)
 
 
@@ -160,7 +164,7 @@ def _paint_phase(p: QPainter, target: QRectF, phase: Mention) -> None:
     rect = QRectF(target.left() + 8, target.top() + 8, fm.horizontalAdvance(text) + 16, fm.height() + 8)
     fill = QColor(palette.phase_color(phase.label))
     _badge(p, rect, fill)
-    p.setPen(QColor("#000000") if fill.lightnessF() > 0.5 else QColor("#FFFFFF"))
+    p.setPen(QColor(palette.BACKGROUND) if fill.lightnessF() > 0.5 else QColor(palette.WHITE))
     p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
 
@@ -208,11 +212,12 @@ def _paint_triplets(p: QPainter, target: QRectF, chain: Chain, highlighted: str 
         p.drawText(row, Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignLeft, text)
 
 
-def _paint_osd(p: QPainter, target: QRectF, index: int, fps: float) -> float:
-    """Frame number and timecode, bottom right; returns the width used."""
+def _paint_osd(p: QPainter, target: QRectF, index: int, fps: float, seconds: float | None = None) -> float:
+    """Frame number and timecode (of ``seconds``, the presentation time, when given), bottom right;
+    returns the width used."""
     text = f"{index}"
     if fps > 0:
-        text += f"  {format_timecode(index, fps)}"
+        text += f"  {format_time(seconds, fps) if seconds is not None else format_timecode(index, fps)}"
     fm = QFontMetrics(p.font())
     w, h = fm.horizontalAdvance(text) + 12, fm.height() + 6
     rect = QRectF(target.right() - 8 - w, target.bottom() - 8 - h, w, h)

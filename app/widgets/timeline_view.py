@@ -23,6 +23,7 @@ import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
@@ -38,8 +39,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.session import CaseSession
 from engine.phase_labels import Segment
-from engine.timecode import format_timecode
+from engine.timecode import format_time
 from engine.timeline import Timelines
 
 try:  # the shared palette (video overlay, badges and timelines agree); a fallback until it exists
@@ -278,6 +280,15 @@ class _TimeAxis(pg.AxisItem):
     def __init__(self) -> None:
         super().__init__("bottom")
         self.fps = 25.0
+        self.times: Any = None  # engine.video.FrameTimes: presentation times of variable-rate videos
+
+    def seconds(self, x: float) -> float:
+        """The presentation time at axis position ``x`` (the axis is laid out at the nominal rate)."""
+        times = self.times
+        if times is None or len(times) == 0:
+            return x
+        frame = min(max(0, round(x * self.fps)), len(times) - 1)
+        return float(times.time_of(frame)) + (x - frame / self.fps)
 
     def tickSpacing(self, minVal: float, maxVal: float, size: float) -> list[tuple[float, float]]:
         span = maxVal - minVal
@@ -291,8 +302,8 @@ class _TimeAxis(pg.AxisItem):
 
     def tickStrings(self, values: list[float], scale: float, spacing: float) -> list[str]:
         if spacing < 1:
-            return [format_timecode(round(v * self.fps), self.fps) for v in values]
-        return [_clock(v) for v in values]
+            return [format_time(self.seconds(v), self.fps) for v in values]
+        return [_clock(self.seconds(v)) for v in values]
 
 
 def _clock(seconds: float) -> str:
@@ -403,12 +414,30 @@ class TimelineView(QWidget):
         self._relayout()
 
     # ----------------------------------------------------------------------------- public API
-    def set_case(self, fps: float, frame_count: int) -> None:
-        """A new case: clears every track and shows the whole case."""
+    def follow(self, session: CaseSession) -> None:
+        """Subscribe to ``session``: its timelines and statuses, bookmarks, ground truth, selection
+        and the playhead's displayed frame (the time axis shows its presentation times)."""
+
+        def on_session(name: str, value: Any) -> None:
+            if name == "timelines":
+                self.set_timelines(value)
+                self.set_confidence([f for f, _ in session.statuses], [s or None for _, s in session.statuses])
+            elif name == "bookmarks":
+                self.set_bookmarks([(b.frame, b.title) for b in value])
+            elif name == "ground_truth":
+                self.set_ground_truth(value)
+
+        session.subscribe(on_session)
+        session.playhead.subscribe(lambda name, value: self.set_playhead(value) if name == "displayed" else None)
+        session.case.subscribe(lambda name, value: self.set_selection(value) if name == "selection" else None)
+
+    def set_case(self, fps: float, frame_count: int, times: Any = None) -> None:
+        """A new case: clears every track and shows the whole case. ``times`` (``FrameTimes``): the
+        frames' presentation times, shown by the time axis and tooltips (variable frame rates)."""
         if not fps or fps <= 0 or not math.isfinite(fps):
             raise ValueError(f"fps must be positive, got {fps!r}")
         self._fps, self._frame_count = float(fps), max(0, int(frame_count))
-        self._time_axis.fps = self._fps
+        self._time_axis.fps, self._time_axis.times = self._fps, times
         self._timelines, self._truth, self._bookmarks = None, None, []
         self._confidence_frames, self._confidence = np.zeros(0, np.int64), _Runs.empty()
         self.set_selection(None)
@@ -584,9 +613,12 @@ class TimelineView(QWidget):
         frame = math.floor(view.x() * self._fps)
         i = track.runs.at(frame)
         value = track.runs.labels[i] if i is not None else "—"
-        return f"{track.title}: {value}\n{format_timecode(frame, self._fps)}"
+        return f"{track.title}: {value}\n{self._timecode(frame)}"
 
     # ----------------------------------------------------------------------------- layout
+    def _timecode(self, frame: int) -> str:
+        return format_time(self._time_axis.seconds(frame / self._fps), self._fps)
+
     def _relayout(self) -> None:
         """Recompute which tracks exist and where, and render them all."""
         self.build_count += 1
@@ -680,7 +712,7 @@ class TimelineView(QWidget):
         best = min(self._bookmarks, key=lambda b: abs((b[0] + 0.5) / self._fps - x))
         if abs((best[0] + 0.5) / self._fps - x) > _BOOKMARK_HIT_PX * px:
             return None
-        return f"{best[1]}\n{format_timecode(best[0], self._fps)}"
+        return f"{best[1]}\n{self._timecode(best[0])}"
 
     def _coverage(self) -> _Runs:
         frames = self._confidence_frames

@@ -22,6 +22,7 @@ from PySide6.QtWidgets import QWidget
 
 from app import palette
 from app.playback import safe_emit
+from app.session import CaseSession
 from app.state import LayerState
 from app.widgets.overlay_painter import FrameBox, chain_boxes, paint_overlays, plain_text
 from engine.chain import Chain, InstrumentSighting
@@ -46,6 +47,7 @@ class VideoCanvas(QWidget):
         self._chain: Chain | None = None
         self._chain_index = -1
         self._fps = 0.0
+        self._time_of: Callable[[int], float] | None = None  # presentation time of a frame, for the OSD
         self._osd = True
         self._smooth = True
         self._hovered: str | None = None
@@ -104,6 +106,32 @@ class VideoCanvas(QWidget):
         """Frame rate of the video, for the OSD's timecode."""
         self._fps = float(fps)
         self.update()
+
+    def set_time_source(self, time_of: Callable[[int], float] | None) -> None:
+        """Presentation time (seconds) of a frame index: the OSD's timecode, right for variable rates."""
+        self._time_of = time_of
+        self.update()
+
+    def follow(self, session: CaseSession) -> Callable[[], None]:
+        """Subscribe to ``session``: the playhead's displayed frame and that frame's record (served
+        from the session's cache) decide the overlay; the OSD shows the session's presentation times."""
+        self.set_time_source(session.time_of)
+
+        def show(frame: int) -> None:
+            record = session.record(frame) if frame >= 0 else None
+            self.set_chain(frame, record.to_chain() if record is not None else None)
+
+        def on_playhead(name: str, value: object) -> None:
+            if name == "displayed" and isinstance(value, int):
+                show(value)
+
+        def on_session(name: str, value: object) -> None:
+            here = session.playhead.displayed
+            if (name == "results" and value in (None, here)) or name == "analysis":
+                show(here)
+
+        unsubscribe = [session.playhead.subscribe(on_playhead), session.subscribe(on_session)]
+        return lambda: [u() for u in unsubscribe]
 
     def set_osd_visible(self, visible: bool) -> None:
         self._osd = bool(visible)
@@ -221,6 +249,7 @@ class VideoCanvas(QWidget):
             self._layers,
             index=self._index,
             fps=self._fps,
+            seconds=self._time_of(self._index) if self._time_of is not None and self._index >= 0 else None,
             osd=self._osd,
             base_font=self.font(),
         )

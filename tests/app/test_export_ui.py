@@ -10,7 +10,6 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 from PySide6.QtWidgets import QPushButton
 
-from app.export import ui
 from engine.store import BlankArea, CaseStore, case_store_path
 from train.synth.truth_store import store_truth_chains
 
@@ -30,23 +29,23 @@ def test_menu_has_the_exports(window):
 
 def test_clip_export_runs_off_the_ui_thread_and_cancel_leaves_nothing(qtbot, window, tmp_path):
     out = tmp_path / "clip.mp4"
-    worker = ui.export_clip(window, out, frames=(0, 49))
+    worker = window.exports.clip(out, frames=(0, 49))
     qtbot.waitUntil(lambda: worker.isFinished() and out.exists(), timeout=30000)
     with av.open(str(out)) as container:
         assert sum(1 for _ in container.decode(video=0)) == 50
     qtbot.waitUntil(lambda: "exported clip.mp4" in window.statusBar().currentMessage(), timeout=5000)
 
     target = tmp_path / "cancelled.mp4"
-    worker = ui.export_clip(window, target, frames=(0, 1499))
-    qtbot.waitUntil(lambda: window.export_progress.dialog.value() >= 3, timeout=30000)
-    qtbot.mouseClick(window.export_progress.dialog.findChild(QPushButton), Qt.MouseButton.LeftButton)  # Cancel
+    worker = window.exports.clip(target, frames=(0, 1499))
+    qtbot.waitUntil(lambda: window.exports.progress.dialog.value() >= 3, timeout=30000)
+    qtbot.mouseClick(window.exports.progress.dialog.findChild(QPushButton), Qt.MouseButton.LeftButton)  # Cancel
     qtbot.waitUntil(worker.isFinished, timeout=30000)
     qtbot.waitUntil(lambda: "export cancelled" in window.statusBar().currentMessage(), timeout=5000)
     assert not target.exists() and not list(tmp_path.glob(".cancelled*"))
 
 
 def test_blank_areas_are_drawn_on_the_frame_and_stored(qtbot, window):
-    dialog = ui.edit_blank_areas(window)
+    dialog = window.exports.blank_areas()
     canvas = dialog.canvas
     qtbot.waitUntil(canvas.isVisible, timeout=5000)
     target = canvas._target()
@@ -66,13 +65,13 @@ def test_blank_areas_are_drawn_on_the_frame_and_stored(qtbot, window):
     with CaseStore.open(case_store_path(window.case.video), readonly=True) as store:
         assert store.blank_areas() == dialog.areas
     window.store.set_blank_areas([BlankArea(0, 0, 5, 5)])
-    again = ui.edit_blank_areas(window)
+    again = window.exports.blank_areas()
     assert again.areas == [BlankArea(0, 0, 5, 5)]
     again.reject()
 
 
 def test_report_from_the_menu_path(qtbot, window, tmp_path):
     out = tmp_path / "case.html"
-    worker = ui.export_report(window, out)
+    worker = window.exports.report(out)
     qtbot.waitUntil(lambda: worker.isFinished() and out.exists(), timeout=30000)
     assert "Critical view of safety" in Path(out).read_text(encoding="utf-8")

@@ -1,0 +1,106 @@
+"""The Bookmarks dock: the open case's bookmarks listed, added, renamed, deleted and jumped to.
+
+The list follows :class:`app.session.CaseSession` (its ``bookmarks`` event); edits go through the
+session (which writes the case store and reads the list back), never onto the widget directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QHBoxLayout,
+    QInputDialog,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from app.session import BookmarkRow, CaseSession
+from engine.store import StoreError
+
+__all__ = ["BookmarkDialog", "BookmarksPanel"]
+
+
+class BookmarkDialog(QDialog):
+    def __init__(self, parent: QWidget, where: str):
+        super().__init__(parent)
+        self.setWindowTitle(f"Bookmark — {where}")
+        form = QFormLayout(self)
+        self.title = QLineEdit()
+        self.title.setPlaceholderText("e.g. critical view achieved")
+        self.note = QLineEdit()
+        self.note.setPlaceholderText("reviewer's note (optional)")
+        form.addRow("Title", self.title)
+        form.addRow("Note", self.note)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+
+class BookmarksPanel(QWidget):
+    """List + Add / Edit / Delete; activating a row calls ``seek(frame)``."""
+
+    def __init__(self, session: CaseSession, seek: Callable[[int], Any], parent: QWidget | None = None):
+        super().__init__(parent)
+        self.session = session
+        self.list = QListWidget()
+        col = QVBoxLayout(self)
+        col.setContentsMargins(4, 4, 4, 4)
+        col.addWidget(self.list)
+        row = QHBoxLayout()
+        for text, slot in (("Add", self.add), ("Edit", self.edit), ("Delete", self.delete)):
+            b = QPushButton(text)
+            b.clicked.connect(slot)
+            row.addWidget(b)
+        col.addLayout(row)
+        self.list.itemActivated.connect(lambda item: seek(item.data(Qt.ItemDataRole.UserRole)[1]))
+        session.subscribe(lambda name, value: self._show(value) if name == "bookmarks" else None)
+
+    def _show(self, rows: list[BookmarkRow]) -> None:
+        self.list.clear()
+        for mark in rows:
+            item = QListWidgetItem(f"{self.session.timecode(mark.frame)}  {mark.title}")
+            item.setToolTip(mark.note or mark.title)
+            item.setData(Qt.ItemDataRole.UserRole, (mark.id, mark.frame))
+            self.list.addItem(item)
+
+    def add(self) -> None:
+        frame = self.session.playhead.displayed
+        if self.session.store is None or frame < 0:
+            return
+        dialog = BookmarkDialog(self, f"Frame {frame} ({self.session.timecode(frame)})")
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.save(frame, dialog.title.text(), dialog.note.text())
+
+    def save(self, frame: int, title: str, note: str = "") -> None:
+        try:
+            self.session.add_bookmark(frame, title, note)
+        except StoreError as exc:
+            QMessageBox.warning(self, "Bookmark not saved", str(exc))
+
+    def edit(self) -> None:
+        item = self.list.currentItem()
+        if item is None or self.session.store is None:
+            return
+        mark_id, _ = item.data(Qt.ItemDataRole.UserRole)
+        title, ok = QInputDialog.getText(self, "Edit bookmark", "Title:", text=item.text().split("  ", 1)[-1])
+        if ok:
+            self.session.rename_bookmark(mark_id, title)
+
+    def delete(self) -> None:
+        item = self.list.currentItem()
+        if item is None or self.session.store is None:
+            return
+        mark_id, _ = item.data(Qt.ItemDataRole.UserRole)
+        self.session.delete_bookmark(mark_id)

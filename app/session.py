@@ -1,0 +1,368 @@
+"""The open case as a Qt-free model: what the viewer shows, parsed once, with change events.
+
+``CaseSession`` owns the case store handle, the engine's current analysis (model id + profile:
+:class:`engine.frame_record.CaseAnalysis`), the stored answers read in bulk and their merged
+:class:`FrameRecord`\\ s (each computed once, invalidated when a new answer for that frame
+arrives), the timelines, the bookmarks, the ground truth, and the reviewer's position
+(:class:`app.state.Playhead`, clamped here and only here). Widgets subscribe to it (and to its
+``case`` and ``playhead`` models) like to the models of :mod:`app.state`; the window only wires.
+
+Nothing here runs SQL or parses a chain per displayed frame: answers are read when the analysis
+becomes known (one query) and when the engine says a frame's answer was committed (one query for
+that frame); records are merged by a warm-up thread in bulk, or on first use of a frame the
+warm-up has not reached yet, and then served from the cache. Events are ``(name, value)``:
+``analysis`` (profile), ``results`` (a frame index, or None for all), ``timelines``,
+``bookmarks``, ``ground_truth``, ``store``; like :mod:`app.state` they are called synchronously
+on the thread that changed the session (the UI thread; the warm-up thread emits nothing).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from app.state import CaseState, Listener, Playhead
+from engine.frame_record import CaseAnalysis, FrameRecord, merge_results
+from engine.phase_labels import LabelFileError, read_cholec80_phases
+from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for_version
+from engine.store import CaseStore, FrameResult, StoreError
+from engine.timecode import format_time, format_timecode
+from engine.timeline import Timelines, build_timelines
+
+__all__ = ["BookmarkRow", "CaseSession", "ground_truth_path", "profile_from_info"]
+
+
+def profile_from_info(info: Mapping[str, Any] | None) -> ModelProfile:
+    """The engine's model profile from what it reports (``ready``'s dict: name, version, questions).
+
+    The store keys come from the engine: its version wins over this process's, so the viewer reads
+    exactly what the engine writes. Nothing reported: surgview's own profile.
+    """
+    if not info:
+        return get_profile()
+    version = str(info.get("version") or "")
+    name = str(info.get("name") or "") or profile_for_version(version)
+    questions = [q for q in info.get("questions") or [] if isinstance(q, Mapping)]
+    task = None  # the surgview profile asks one question, the one the engine names
+    if name == "surgview" and questions:
+        task = str(questions[0].get("task") or "") or None
+    try:
+        profile = get_profile(name, task)
+    except ProfileError:
+        profile = get_profile()
+    return replace(profile, version=version) if version and version != profile.version else profile
+
+
+def ground_truth_path(video: Path) -> Path:
+    """Where Cholec80 phase labels of ``video`` sit beside it."""
+    return video.parent.parent / "phase_annotations" / f"{video.stem}-phase.txt"
+
+
+_ORDER = ("malformed", "partial", "complete")
+
+
+def _weakest(statuses: Any) -> str:
+    """The weakest chain status (malformed < partial < complete), as ``FrameRecord.status`` says."""
+    listed = list(statuses) or ["partial"]
+    return min(listed, key=lambda s: _ORDER.index(s) if s in _ORDER else 0)
+
+
+@dataclass(frozen=True)
+class BookmarkRow:
+    id: int
+    frame: int
+    title: str
+    note: str = ""
+
+
+class CaseSession:
+    """One open case and what is known of it (see the module's docstring)."""
+
+    def __init__(self) -> None:
+        self.case = CaseState()
+        self.playhead = Playhead()
+        self.store: CaseStore | None = None
+        self.model_id = ""
+        self.profile: ModelProfile = get_profile()  # until the engine says which it asks with
+        self.times: Any = None  # engine.video.FrameTimes of the open video (presentation times)
+        self.timelines: Timelines | None = None
+        self.statuses: list[tuple[int, str]] = []
+        self.ground_truth: list[str] | None = None
+        self.bookmarks: list[BookmarkRow] = []
+        self._listeners: list[Listener] = []
+        self._results: dict[int, dict[str, FrameResult]] = {}
+        self._records: dict[int, FrameRecord] = {}
+        self._lock = threading.Lock()
+        self._generation = 0  # bumped whenever the cache is dropped: a stale warm-up stops storing
+
+    # ------------------------------------------------------------------ events
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def _emit(self, name: str, value: Any = None) -> None:
+        for listener in list(self._listeners):
+            listener(name, value)
+
+    # ------------------------------------------------------------------ position
+    @property
+    def prompt_version(self) -> str:
+        return self.profile.version
+
+    def clamp(self, frame: int) -> int:
+        return self.playhead.clamp(int(frame), self.case.frame_count)
+
+    def seek(self, frame: int) -> int | None:
+        """Ask for ``frame`` (clamped to the case); the index to decode, None without a case."""
+        if self.case.frame_count <= 0:
+            return None
+        frame = self.clamp(frame)
+        self.playhead.requested = frame
+        return frame
+
+    @property
+    def here(self) -> int:
+        """The frame on screen, else the one asked for."""
+        return self.playhead.displayed if self.playhead.displayed >= 0 else self.playhead.requested
+
+    def time_of(self, frame: int) -> float:
+        """Presentation time of ``frame`` in seconds (right for variable frame rates too)."""
+        times = self.times
+        if times is not None and 0 <= frame < len(times):
+            return float(times.time_of(frame))
+        return frame / (self.case.fps or 25.0)
+
+    def timecode(self, frame: int) -> str:
+        if self.times is not None and 0 <= frame < len(self.times):
+            return format_time(self.times.time_of(frame), self.case.fps)
+        return format_timecode(frame, self.case.fps)
+
+    # ------------------------------------------------------------------ case
+    def open_store(self, path: Path, facts: Mapping[str, Any]) -> str | None:
+        """The video opened (``PlaybackController.opened``'s facts): its store, ground truth, bookmarks.
+        Returns a line for the status bar when something could not be read, else None."""
+        self.case.update(
+            fps=float(facts["fps"]),
+            frame_count=int(facts["frame_count"]),
+            width=int(facts["width"]),
+            height=int(facts["height"]),
+        )
+        self.times = facts.get("times")
+        self.close_store()
+        problem = None
+        try:
+            self.store = CaseStore.for_video(path, fps=self.case.fps, frame_count=self.case.frame_count)
+        except (StoreError, OSError) as exc:
+            problem = f"analysis will not be kept: {exc}"
+        self._emit("store", self.store)
+        problem = self._load_ground_truth(path) or problem
+        problem = self.load_bookmarks() or problem
+        self.reload()
+        return problem
+
+    def close_store(self) -> None:
+        self._drop_cache()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _load_ground_truth(self, video: Path) -> str | None:
+        labels, problem = ground_truth_path(video), None
+        self.ground_truth = None
+        if labels.exists():
+            try:
+                self.ground_truth = read_cholec80_phases(labels)
+            except LabelFileError as exc:
+                problem = f"ground truth ignored: {exc}"
+        self._emit("ground_truth", self.ground_truth)
+        return problem
+
+    # ------------------------------------------------------------------ analysis
+    def set_engine(self, model_id: str | None = None, info: Mapping[str, Any] | None = None) -> None:
+        """The engine's model (``ready``) and profile: which store keys to read; reloads the cache."""
+        if model_id is not None:
+            self.model_id = model_id
+        self.profile = profile_from_info(info)
+        self._emit("analysis", self.profile)
+        self.reload()
+
+    def analysis(self) -> CaseAnalysis | None:
+        """The engine's analysis of the open case: its model, profile and store keys (None without either)."""
+        if self.store is None or not self.model_id:
+            return None
+        return CaseAnalysis(self.model_id, self.profile.version, self.profile, frames=0, last_created=0.0)
+
+    def _drop_cache(self) -> None:
+        with self._lock:
+            self._generation += 1
+            self._results, self._records = {}, {}
+
+    def reload(self) -> str | None:
+        """Read every stored answer of the analysis in bulk (one query), then warm the records off
+        this thread; rebuild the timelines. A line for the status bar if the store failed."""
+        self._drop_cache()
+        analysis = self.analysis()
+        problem = None
+        if analysis is not None:
+            try:
+                results = analysis.results(self.store)
+            except StoreError as exc:
+                results, problem = {}, str(exc)
+            with self._lock:
+                self._results = results
+                generation = self._generation
+            threading.Thread(target=self._warm, args=(generation,), name="records-warm-up", daemon=True).start()
+        self._emit("results", None)
+        return self.refresh_timelines() or problem
+
+    def _warm(self, generation: int) -> None:
+        with self._lock:
+            todo = list(self._results.items())
+        for frame, results in todo:
+            record = self._merge(results)
+            with self._lock:
+                if self._generation != generation:
+                    return
+                if self._results.get(frame) is results and frame not in self._records:
+                    self._records[frame] = record
+
+    def _merge(self, results: Mapping[str, FrameResult]) -> FrameRecord:
+        return merge_results(self.profile, results, self.case.width, self.case.height)
+
+    def answer_arrived(self, frame: int) -> None:
+        """The engine committed an answer of ``frame``: read that frame again (one query), drop its record."""
+        analysis = self.analysis()
+        if analysis is None or frame < 0:
+            return
+        try:
+            results = analysis.frame_results(self.store, frame)
+        except StoreError:
+            return
+        with self._lock:
+            self._records.pop(frame, None)
+            if results:
+                self._results[frame] = results
+            else:
+                self._results.pop(frame, None)
+        self._emit("results", frame)
+
+    def results(self, frame: int) -> dict[str, FrameResult]:
+        """Every stored answer of ``frame``, by question (from the cache)."""
+        with self._lock:
+            return dict(self._results.get(frame) or {})
+
+    def record(self, frame: int) -> FrameRecord | None:
+        """The merged record of ``frame`` (all its questions, boxes in video pixels); None if not analysed.
+        Merged once per answer set and cached."""
+        with self._lock:
+            record = self._records.get(frame)
+            results = self._results.get(frame)
+        if record is not None or not results:
+            return record
+        record = self._merge(results)
+        with self._lock:
+            if self._results.get(frame) is results:
+                self._records[frame] = record
+        return record
+
+    def answered(self, frame: int) -> int:
+        with self._lock:
+            return len(self._results.get(frame) or ())
+
+    def needs_answer(self, frame: int) -> bool:
+        """A question of ``frame`` is not answered yet."""
+        return frame >= 0 and self.answered(frame) < len(self.profile.tasks)
+
+    def nearby(self, frame: int, count: int = 9) -> list[tuple[int, str]]:
+        """Analysed frames nearest ``frame`` (it excluded), in order, with their weakest status."""
+        with self._lock:
+            frames = list(self._results)
+        near = sorted(frames, key=lambda f: abs(f - frame))[:count]
+        with self._lock:
+            statuses = {f: _weakest(r.status for r in (self._results.get(f) or {}).values()) for f in near}
+        return [(f, statuses[f]) for f in sorted(statuses) if f != frame]
+
+    def refresh_timelines(self) -> str | None:
+        """Rebuild the timelines from the store's merged rows (throttled by the caller)."""
+        analysis = self.analysis()
+        problem = None
+        if analysis is None or self.case.frame_count <= 0:
+            self.timelines, self.statuses = None, []
+        else:
+            try:
+                rows = analysis.timeline_rows(self.store)  # merged: the phase question's phase, every question's tools
+                self.statuses = analysis.statuses(self.store)
+                self.timelines = build_timelines(rows, self.case.fps, self.case.frame_count) if rows else None
+            except StoreError as exc:
+                return str(exc)
+        self._emit("timelines", self.timelines)
+        return problem
+
+    # ------------------------------------------------------------------ bookmarks
+    def load_bookmarks(self) -> str | None:
+        problem = None
+        rows: list[BookmarkRow] = []
+        if self.store is not None:
+            try:
+                notes = {n.frame: n.text for n in self.store.notes() if n.frame is not None}
+                rows = [BookmarkRow(m.id, m.frame, m.title, notes.get(m.frame, "")) for m in self.store.bookmarks()]
+            except StoreError as exc:
+                problem, rows = str(exc), self.bookmarks
+        self.bookmarks = rows
+        self._emit("bookmarks", rows)
+        return problem
+
+    def add_bookmark(self, frame: int, title: str, note: str = "") -> None:
+        """Store a bookmark (StoreError when the store refuses); the list is read again either way."""
+        if self.store is None:
+            return
+        try:
+            self.store.add_bookmark(frame, title or f"frame {frame}")
+            if note:
+                self.store.add_note(note, frame=frame)
+        finally:
+            self.load_bookmarks()
+
+    def rename_bookmark(self, bookmark_id: int, title: str) -> None:
+        if self.store is not None:
+            self.store.update_bookmark(bookmark_id, title=title)
+            self.load_bookmarks()
+
+    def delete_bookmark(self, bookmark_id: int) -> None:
+        if self.store is not None:
+            self.store.delete_bookmark(bookmark_id)
+            self.load_bookmarks()
+
+    # ------------------------------------------------------------------ jumps
+    def phase_target(self, direction: int) -> int | None:
+        """The next (previous) phase boundary from the frame on screen."""
+        if not self.timelines or not self.timelines.phase:
+            return None
+        here = max(0, self.playhead.displayed)
+        starts = sorted({s.start for s in self.timelines.phase} | {s.end for s in self.timelines.phase})
+        targets = [s for s in starts if (s > here if direction > 0 else s < here)]
+        return (targets[0] if direction > 0 else targets[-1]) if targets else None
+
+    def bookmark_target(self, direction: int) -> int | None:
+        here = max(0, self.playhead.displayed)
+        frames = sorted(b.frame for b in self.bookmarks)
+        targets = [f for f in frames if (f > here if direction > 0 else f < here)]
+        return (targets[0] if direction > 0 else targets[-1]) if targets else None
+
+    def default_range(self) -> tuple[int, int]:
+        """The range selected on the timeline, else the phase segment under the playhead, else ten
+        seconds around it (the clip dialog's default)."""
+        here = max(0, self.playhead.displayed)
+        last = max(0, self.case.frame_count - 1)
+        if self.case.selection is not None:
+            first, final = self.case.selection
+            return min(first, last), min(final, last)
+        if self.timelines is not None:
+            for seg in self.timelines.phase:
+                if seg.start <= here < seg.end:
+                    return seg.start, min(last, seg.end - 1)
+        half = round(5 * (self.case.fps or 25))
+        return max(0, here - half), min(last, here + half)
