@@ -4,20 +4,28 @@ POST /v1/chat/completions (streamed as server-sent events or whole), GET /v1/mod
 It takes the message shape :mod:`engine.backends.openai_backend` (and the Surg-R1 release's
 clients) send: optional system text, then one user turn of text and at most one inline image.
 
+A Starlette app served by uvicorn (HTTP/1.1, keep-alive, ``Expect: 100-continue`` and the
+connection handling are theirs); the backends are synchronous, so parsing, image decoding and
+generation run in worker threads and the pieces stream out through ``StreamingResponse``.
+
 Safety: it listens on 127.0.0.1 unless told otherwise, and refuses any other address without a
-bearer token. Without a token it also refuses requests whose Host or Origin is not loopback (a
-web page cannot reach it through DNS rebinding) and POST bodies that are not application/json
-(a page cannot post a form to it). It never fetches image URLs. Generations run one at a time
-(a backend is not assumed thread-safe); a client that disconnects cancels its generation.
-Every answer is bounded by ``ServerConfig.limits`` (characters, bytes, a no-progress deadline and
-an overall one), whatever the backend: a cut-off answer ends with finish_reason "length". JSON
-nested too deeply for the parser is a 400; a connection over ``max_connections`` gets a 503
-answer (its request read and dropped first, so the client sees the answer, not a reset).
+bearer token (compared in constant time). Without a token it also refuses requests whose Host or
+Origin is not loopback (a web page cannot reach it through DNS rebinding) and POST bodies that are
+not application/json (a page cannot post a form to it). It never fetches image URLs. Generations
+run one at a time (a backend is not assumed thread-safe), ``max_waiting`` queue behind and more
+get 503; a client that disconnects (uvicorn's ``http.disconnect``) cancels its generation, queued
+or running, streamed or not. Every answer is bounded by ``ServerConfig.limits`` (characters,
+bytes, a no-progress deadline and an overall one), whatever the backend: a cut-off answer ends
+with finish_reason "length". JSON nested too deeply for the parser is a 400; a body over
+``max_body_bytes`` a 413 and a request on a connection over ``max_connections`` a 503 with
+Retry-After, each answered after the unread body is read and dropped (so the client sees the
+answer, not a reset).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import binascii
 import contextlib
@@ -28,20 +36,28 @@ import json
 import logging
 import os
 import secrets
-import selectors
 import signal
 import socket
-import socketserver
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+import anyio
+import anyio.to_thread
 import cv2
 import numpy as np
+import uvicorn
 from PIL import Image
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.backends.base import Backend, BackendError, GenerationRequest, StreamLimits, TextStream
 from engine.clitools import CliError
@@ -74,8 +90,8 @@ class ServerConfig:
     max_new_tokens_cap: int = 4096  # a client asking for more gets this many
     max_waiting: int = 8  # requests queued behind the running generation; more get 503
     queue_timeout_s: float = 600.0  # a request waiting longer for its turn gets 503
-    max_connections: int = 64  # open connections (one thread each); more are answered 503
-    socket_timeout_s: float = 60.0  # a client silent this long while sending a request is dropped
+    max_connections: int = 64  # open connections; a request on one beyond them is answered 503
+    socket_timeout_s: float = 60.0  # a client silent this long while sending a body gets 408; idle keep-alive ends
     limits: StreamLimits = field(default_factory=StreamLimits)  # every answer's bounds, whatever the client asks
 
 
@@ -138,8 +154,9 @@ def decode_image_data_url(url: str, max_pixels: int = 40_000_000) -> np.ndarray:
 
 
 class EngineServer:
-    """An OpenAI-compatible HTTP server over one Backend. ``start()`` serves from a background
-    thread; ``serve_forever()`` from the caller's; ``shutdown()`` stops and cancels what runs."""
+    """An OpenAI-compatible HTTP server over one Backend: a Starlette app (:attr:`app`) served by
+    uvicorn. ``start()`` serves from a background thread; ``serve_forever()`` from the caller's;
+    ``shutdown()`` stops and cancels what runs. The port is bound on construction (OSError there)."""
 
     def __init__(self, backend: Backend, config: ServerConfig = ServerConfig()):
         check_bind_address(config.host, config.token)
@@ -147,15 +164,31 @@ class EngineServer:
         self.config = config
         self.model_name = config.model_name or backend.model_id
         self._token = config.token.encode("utf-8") if config.token else None
-        self._turn = threading.Lock()  # one generation at a time
-        self._places = threading.BoundedSemaphore(config.max_waiting + 1)  # the running one and its queue
-        self._active: set[threading.Event] = set()
+        self._turn = asyncio.Lock()  # one generation at a time (used on the server's event loop only)
+        self._places = 0  # the running generation and those queued behind it
+        self._active: set[threading.Event] = set()  # cancel events of every request past its body
         self._active_lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self.host = config.host.strip().strip("[]")  # "[::1]" as written in URLs
-        server_class = _HTTPServer6 if ":" in self.host else _HTTPServer
-        self._httpd = server_class((self.host, config.port), _Handler, engine=self)
-        self.port: int = self._httpd.server_address[1]
+        self.app = self._build_app()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        self._socket = socket.create_server((self.host, config.port), family=family, backlog=2048)
+        self.port: int = self._socket.getsockname()[1]
+        self._uvicorn = _Uvicorn(
+            self,
+            uvicorn.Config(
+                self.app,
+                http="h11",  # its unread-body handling is what _Guard relies on
+                ws="none",
+                lifespan="off",
+                log_config=None,  # leave the process's logging alone
+                log_level="warning",
+                server_header=False,
+                headers=[("server", "surgview-engine")],
+                timeout_keep_alive=max(1, round(config.socket_timeout_s)),
+                timeout_graceful_shutdown=5,
+            ),
+        )
 
     @property
     def origin(self) -> str:
@@ -169,24 +202,31 @@ class EngineServer:
         return self.origin + "/v1"
 
     def start(self) -> EngineServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, args=(0.1,), name="surgview-server", daemon=True
-        )
+        self._thread = threading.Thread(target=self.serve_forever, name="surgview-server", daemon=True)
         self._thread.start()
+        deadline = time.monotonic() + 10
+        while not self._uvicorn.started and self._thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
         return self
 
     def serve_forever(self) -> None:
-        self._httpd.serve_forever()
+        """Serve until :meth:`shutdown` (or, in the main thread, SIGINT/SIGTERM: uvicorn stops
+        gracefully and raises the signal again, so Ctrl-C ends as KeyboardInterrupt)."""
+        self._uvicorn.run(sockets=[self._socket])
 
     def shutdown(self) -> None:
+        self.cancel_all()
+        self._uvicorn.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._socket.close()
+
+    def cancel_all(self) -> None:
+        """Cancel every generation, running or queued (shutting down)."""
         with self._active_lock:
             for cancel in self._active:
                 cancel.set()
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(timeout=5)
-            self._thread = None
-        self._httpd.server_close()
 
     def __enter__(self) -> EngineServer:
         return self
@@ -196,7 +236,7 @@ class EngineServer:
 
     # -- requests ------------------------------------------------------------------------------
 
-    def authorize(self, headers) -> None:
+    def authorize(self, headers: Mapping[str, str]) -> None:
         """Check the token, or (without one) that the request comes from this machine's own pages."""
         if self._token is not None:
             scheme, _, given = (headers.get("Authorization") or "").partition(" ")
@@ -209,6 +249,11 @@ class EngineServer:
         origin = headers.get("Origin")
         if origin is not None and not is_loopback(urlsplit(origin).hostname or ""):  # "null" too (sandboxed pages)
             raise RequestError(403, "requests from web pages of other sites are refused", "permission_error")
+
+    def check_capacity(self) -> None:
+        """503 for a request on a connection beyond ``max_connections`` (uvicorn counts them open)."""
+        if len(self._uvicorn.server_state.connections) > self.config.max_connections:
+            raise RequestError(503, "the server is busy (too many connections); try again later", "server_busy")
 
     def parse_chat(self, body: dict) -> tuple[GenerationRequest, bool, bool]:
         """A chat-completions body → (request, stream?, include usage in the stream?)."""
@@ -252,38 +297,332 @@ class EngineServer:
         )
         return request, stream, usage
 
-    def begin(self, request: GenerationRequest, cancel: threading.Event) -> TextStream:
-        """Wait for this request's turn and start it; the caller must call :meth:`end`."""
-        if not self._places.acquire(blocking=False):
-            raise RequestError(503, "the server is busy; try again later", "server_busy")
+    def parse_body(self, raw: bytes) -> tuple[GenerationRequest, bool, bool]:
+        """The raw body → :meth:`parse_chat`'s answer (JSON, images decoded: run in a worker thread)."""
         try:
-            if not self._turn.acquire(timeout=self.config.queue_timeout_s):
-                raise RequestError(503, "the server is busy; timed out waiting for a turn", "server_busy")
-        except BaseException:
-            self._places.release()
-            raise
-        try:
-            if cancel.is_set():
-                raise _ClientGone
-            with self._active_lock:
-                self._active.add(cancel)
-            try:
-                return _Bounded(self.backend.stream(request, cancel), cancel, self.config.limits)
-            except BackendError as exc:
-                raise RequestError(500, str(exc), "server_error") from None
-        except BaseException:
-            self.end(cancel)
-            raise
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise RequestError(400, "the body is not valid JSON") from None
+        except RecursionError:
+            raise RequestError(400, "the body is JSON nested too deeply") from None
+        if not isinstance(body, dict):
+            raise RequestError(400, "the body must be a JSON object")
+        return self.parse_chat(body)
 
-    def end(self, cancel: threading.Event) -> None:
+    # -- the app ---------------------------------------------------------------------------------
+
+    def _build_app(self) -> Starlette:
+        async def health(request: Request) -> JSONResponse:
+            return JSONResponse({"status": "ok", "model": self.model_name})
+
+        async def models(request: Request) -> JSONResponse:
+            model = {"id": self.model_name, "object": "model", "created": 0, "owned_by": "surgview"}
+            return JSONResponse({"object": "list", "data": [model]})
+
+        async def not_routed(request: Request, exc: Exception) -> None:
+            # Starlette's 404 / 405 become OpenAI-shaped errors (answered by _Guard).
+            if isinstance(exc, HTTPException) and exc.status_code == 405:
+                raise RequestError(405, f"{request.method} is not supported here")
+            raise RequestError(404, f"no such endpoint: {request.url.path}")
+
+        return Starlette(
+            routes=[
+                Route("/health", health, methods=["GET"]),
+                Route("/v1/models", models, methods=["GET"]),
+                Route("/v1/chat/completions", _ChatCompletions(self)),
+            ],
+            middleware=[Middleware(_Guard, engine=self)],
+            exception_handlers={HTTPException: not_routed},
+        )
+
+    async def answer(
+        self, scope: Scope, receive: Receive, send: Send, request: GenerationRequest, streaming: bool, usage: bool
+    ) -> None:
+        """Wait for this request's turn, generate in a worker thread, and send the answer; a client
+        that disconnects (seen by a task awaiting uvicorn's ``http.disconnect``) cancels it."""
+        cancel = threading.Event()
+        current: list[TextStream] = []
+        watcher = asyncio.ensure_future(_watch_disconnect(receive, cancel, current))
         with self._active_lock:
-            self._active.discard(cancel)
-        self._turn.release()
-        self._places.release()
+            self._active.add(cancel)
+        try:
+            await self._take_turn(watcher)
+            try:
+                if cancel.is_set():
+                    raise _ClientGone
+                stream = await anyio.to_thread.run_sync(self._begin, request, cancel)
+                current.append(stream)
+                try:
+                    if streaming:
+                        await _stream_answer(self.model_name, stream, usage)(scope, receive, send)
+                    else:
+                        await self._whole_answer(scope, receive, send, stream)
+                finally:
+                    if not stream.finished:
+                        # Stopped early (client gone, shutdown, a failed write): let the backend wind
+                        # down before the next request takes its turn.
+                        stream.cancel()
+                        with anyio.CancelScope(shield=True):
+                            await anyio.to_thread.run_sync(_drain, stream)
+            finally:
+                self._turn.release()
+                self._places -= 1
+        finally:
+            watcher.cancel()
+            with self._active_lock:
+                self._active.discard(cancel)
+
+    async def _take_turn(self, watcher: asyncio.Future) -> None:
+        """Queue for the model (503 when the queue is full or the wait too long; _ClientGone when
+        the client leaves while queued). On return this request holds the turn and a place."""
+        if self._places > self.config.max_waiting:
+            raise RequestError(503, "the server is busy; try again later", "server_busy")
+        self._places += 1
+        acquire = asyncio.ensure_future(self._turn.acquire())
+        try:
+            await asyncio.wait({acquire, watcher}, timeout=self.config.queue_timeout_s, return_when="FIRST_COMPLETED")
+        finally:
+            if not acquire.done():
+                acquire.cancel()  # asyncio.Lock: a cancelled acquire never holds the lock
+            elif not acquire.cancelled() and acquire.exception() is None and not watcher.done():
+                return  # the turn is ours
+            elif not acquire.cancelled() and acquire.exception() is None:
+                self._turn.release()  # got it as the client left
+            self._places -= 1
+        if watcher.done():
+            raise _ClientGone
+        raise RequestError(503, "the server is busy; timed out waiting for a turn", "server_busy")
+
+    def _begin(self, request: GenerationRequest, cancel: threading.Event) -> TextStream:
+        try:
+            return _Bounded(self.backend.stream(request, cancel), cancel, self.config.limits)
+        except BackendError as exc:
+            raise RequestError(500, str(exc), "server_error") from None
+
+    async def _whole_answer(self, scope: Scope, receive: Receive, send: Send, stream: TextStream) -> None:
+        try:
+            text = await anyio.to_thread.run_sync(_join, stream)
+        except BackendError as exc:
+            raise RequestError(500, str(exc), "server_error") from None
+        if stream.cancelled:
+            raise _ClientGone
+        tokens = stream.stats.tokens or (1 if text else 0)
+        body = {
+            "id": _completion_id(),
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": _finish(stream)}
+            ],
+            # The Backend interface does not report prompt length; 0 says "not counted".
+            "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
+        }
+        await JSONResponse(body)(scope, receive, send)
+
+
+class _Uvicorn(uvicorn.Server):
+    def __init__(self, engine: EngineServer, config: uvicorn.Config):
+        super().__init__(config)
+        self._engine = engine
+
+    async def shutdown(self, sockets=None) -> None:
+        self._engine.cancel_all()  # generations end now rather than at the graceful-shutdown timeout
+        await super().shutdown(sockets)
 
 
 class _ClientGone(Exception):
     """The client closed its connection: stop working for it."""
+
+
+_DRAIN_S = 2.0  # how long a refused request's body is read (and dropped) before the answer
+
+
+class _Guard:
+    """ASGI middleware in front of every route: the connection limit, the token or loopback-only
+    check, methods, and every error as an OpenAI-shaped JSON answer. A refused request whose body
+    was not read is read and dropped first (bounded in bytes and time; not under ``Expect:
+    100-continue``, whose client has not sent it): closing a socket with unread data resets the
+    connection, and the reset can destroy the answer before the client reads it."""
+
+    def __init__(self, app: ASGIApp, engine: EngineServer):
+        self.app = app
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        state = {"started": False, "received": False, "body_done": False}
+
+        async def tracked_receive() -> Message:
+            message = await receive()
+            state["received"] = True
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                state["body_done"] = True
+            return message
+
+        async def tracked_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            await send(message)
+
+        headers = Headers(scope=scope)
+        try:
+            try:
+                self.engine.check_capacity()
+                self.engine.authorize(headers)
+                if scope["method"] not in ("GET", "POST"):
+                    raise RequestError(405, f"{scope['method']} is not supported here")
+                await self.app(scope, tracked_receive, tracked_send)
+            except RecursionError:  # a value nested just below the parser's limit, shown in a message
+                raise RequestError(400, "the request is nested too deeply") from None
+            except (RequestError, _ClientGone):
+                raise
+            except Exception:
+                log.exception("internal error answering %s %s", scope["method"], scope["path"])
+                raise RequestError(500, "internal server error", "server_error") from None
+        except _ClientGone:
+            return
+        except RequestError as exc:
+            if state["started"]:  # the status line is out; closing is all that is left to do
+                return
+            if not state["received"] and _has_body(headers) and "100-continue" not in headers.get("expect", "").lower():
+                await self._discard_body(receive)
+            await _error_response(exc)(scope, receive, send)
+
+    async def _discard_body(self, receive: Receive) -> None:
+        left = 4 * self.engine.config.max_body_bytes
+        with anyio.move_on_after(_DRAIN_S):
+            while left > 0:
+                message = await receive()
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
+                left -= len(message.get("body", b""))
+
+
+class _ChatCompletions:
+    """POST /v1/chat/completions (an ASGI endpoint: it reads the body itself, with its limits)."""
+
+    def __init__(self, engine: EngineServer):
+        self.engine = engine
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] != "POST":
+            raise RequestError(405, "use POST for chat completions")
+        headers = Headers(scope=scope)
+        kind = (headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            raise RequestError(415, "the body must be application/json")
+        length = _content_length(headers, self.engine.config.max_body_bytes)
+        raw = await _read_body(receive, length, self.engine.config.socket_timeout_s)
+        request, streaming, usage = await anyio.to_thread.run_sync(self.engine.parse_body, raw)
+        await self.engine.answer(scope, receive, send, request, streaming, usage)
+
+
+def _has_body(headers: Headers) -> bool:
+    return bool(headers.get("Transfer-Encoding")) or (headers.get("Content-Length") or "0").strip() not in ("", "0")
+
+
+def _content_length(headers: Headers, max_body: int) -> int:
+    if headers.get("Transfer-Encoding"):
+        raise RequestError(411, "send the body with a Content-Length (chunked uploads are not supported)")
+    raw = headers.get("Content-Length")
+    if raw is None or not raw.strip().isdigit():
+        raise RequestError(411, "a Content-Length is required")
+    length = int(raw)
+    if length > max_body:
+        raise RequestError(413, f"the request is larger than {max_body} bytes")
+    return length
+
+
+async def _read_body(receive: Receive, length: int, timeout_s: float) -> bytes:
+    """The whole body (h11 holds the client to its Content-Length); a client silent for
+    ``timeout_s`` while sending it gets 408, one that leaves is gone."""
+    parts: list[bytes] = []
+    while True:
+        with anyio.move_on_after(timeout_s) as waited:
+            message = await receive()
+        if waited.cancelled_caught:
+            raise RequestError(408, f"the request body did not arrive within {timeout_s:g} s")
+        if message["type"] == "http.disconnect":
+            raise _ClientGone
+        parts.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(parts)
+
+
+async def _watch_disconnect(receive: Receive, cancel: threading.Event, current: list[TextStream]) -> None:
+    """Cancel the generation when the client closes its connection, without waiting for a write
+    (uvicorn drops writes to a closed connection silently). After the body, uvicorn's receive()
+    returns only ``http.disconnect``: on a disconnect, or once the response is complete."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    cancel.set()
+    for stream in current:
+        stream.cancel()
+
+
+def _error_response(exc: RequestError) -> JSONResponse:
+    error = {"message": exc.message, "type": exc.kind, "param": None, "code": exc.code}
+    headers = {"Connection": "close"}  # simplest after an error: nothing half-read is left to confuse
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="surgview"'
+    if exc.status == 503:
+        headers["Retry-After"] = "1"
+    return JSONResponse({"error": error}, exc.status, headers)
+
+
+def _stream_answer(model: str, stream: TextStream, usage: bool) -> StreamingResponse:
+    """The answer as server-sent events; each piece is taken from the stream in a worker thread."""
+    ident, created = _completion_id(), int(time.time())
+
+    def chunk(delta: dict, finish: str | None = None) -> dict:
+        return {
+            "id": ident,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+
+    def event(obj: dict) -> bytes:
+        return b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n"
+
+    def error(message: str) -> bytes:
+        return event({"error": {"message": message, "type": "server_error", "param": None, "code": None}})
+
+    async def events() -> AsyncIterator[bytes]:
+        yield event(chunk({"role": "assistant", "content": ""}))
+        pieces = 0
+        while True:
+            try:
+                piece = await anyio.to_thread.run_sync(next, stream, None)
+            except BackendError as exc:
+                yield error(str(exc))
+                return
+            except Exception:
+                log.exception("the backend failed mid-stream")
+                yield error("internal server error")
+                return
+            if piece is None:
+                break
+            if piece:
+                pieces += 1
+                yield event(chunk({"content": piece}))
+        if stream.cancelled:
+            raise _ClientGone
+        yield event(chunk({}, _finish(stream)))
+        if usage:
+            tokens = stream.stats.tokens or pieces
+            final = chunk({})
+            final["choices"] = []
+            final["usage"] = {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}
+            yield event(final)
+        yield b"data: [DONE]\n\n"
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), headers=headers, media_type="text/event-stream; charset=utf-8")
 
 
 class _Bounded(TextStream):
@@ -313,389 +652,6 @@ class _Bounded(TextStream):
                 inner._halt()
                 inner._close_source()
         self.stats.finish_reason, self.stats.cut_off = inner.stats.finish_reason, inner.stats.cut_off
-
-
-_REFUSERS = 16  # connections over the limit being answered 503 at once; beyond that they are just closed
-_REFUSE_LINGER_S = 2.0
-_BUSY_BODY = json.dumps(
-    {"error": {"message": "the server is busy (too many connections); try again later", "type": "server_busy"}}
-).encode()
-_BUSY = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
-)
-
-
-class _HTTPServer(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-
-    def __init__(self, address, handler, engine: EngineServer):
-        self.engine = engine
-        self._connections = threading.BoundedSemaphore(engine.config.max_connections)
-        self._refusers = threading.BoundedSemaphore(_REFUSERS)
-        super().__init__(address, handler)
-
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind looks the host up in DNS (getfqdn); nothing here needs the name.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
-
-    def process_request(self, request, client_address) -> None:
-        if not self._connections.acquire(blocking=False):
-            if self._refusers.acquire(blocking=False):
-                threading.Thread(target=self._refuse, args=(request,), name="surgview-server-busy", daemon=True).start()
-            else:  # a flood: answer what fits in the socket buffer and close
-                with contextlib.suppress(OSError):
-                    request.setblocking(False)
-                    request.sendall(_BUSY)
-                self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def _refuse(self, request: socket.socket) -> None:
-        """503, then read and drop the request a while before closing: closing a socket with unread
-        data sends a reset, which can destroy the answer before the client reads it."""
-        try:
-            request.settimeout(0.5)
-            request.sendall(_BUSY)
-            request.shutdown(socket.SHUT_WR)
-            deadline, left = time.monotonic() + _REFUSE_LINGER_S, 4 * self.engine.config.max_body_bytes
-            while time.monotonic() < deadline and left > 0:
-                data = request.recv(1 << 16)
-                if not data:  # the client read the answer and closed
-                    break
-                left -= len(data)
-        except OSError:
-            pass
-        finally:
-            self.shutdown_request(request)
-            self._refusers.release()
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._connections.release()
-
-
-class _HTTPServer6(_HTTPServer):
-    address_family = socket.AF_INET6
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _HTTPServer
-    protocol_version = "HTTP/1.1"
-    server_version = "surgview-engine"
-    sys_version = ""
-
-    def setup(self) -> None:
-        self.timeout = self.server.engine.config.socket_timeout_s
-        super().setup()
-        self._responded = False
-        self._body_read = False
-
-    @property
-    def engine(self) -> EngineServer:
-        return self.server.engine
-
-    def log_message(self, format: str, *args) -> None:
-        log.info("%s %s", self.address_string(), format % args)
-
-    # -- routing -------------------------------------------------------------------------------
-
-    def do_GET(self) -> None:
-        self._dispatch(self._get)
-
-    def do_POST(self) -> None:
-        self._dispatch(self._post)
-
-    def _not_allowed(self) -> None:
-        self._dispatch(lambda: self._raise(RequestError(405, f"{self.command} is not supported here")))
-
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _not_allowed
-
-    def handle_expect_100(self) -> bool:
-        # Refuse before the client sends a large body it may not send.
-        self._body_read = False
-        try:
-            self.engine.authorize(self.headers)
-            self._content_length()
-        except RequestError as exc:
-            self._send_error(exc)
-            return False
-        return super().handle_expect_100()
-
-    def _dispatch(self, route: Callable[[], None]) -> None:
-        self._body_read = False
-        try:
-            self.engine.authorize(self.headers)
-            route()
-        except RequestError as exc:
-            self._send_error(exc)
-        except _ClientGone:
-            self.close_connection = True
-        except RecursionError:  # a value nested just below the parser's limit, shown in a message
-            self._send_error(RequestError(400, "the request is nested too deeply"))
-        except Exception:
-            log.exception("internal error answering %s %s", self.command, self.path)
-            self._send_error(RequestError(500, "internal server error", "server_error"))
-
-    @staticmethod
-    def _raise(exc: Exception) -> None:
-        raise exc
-
-    def _get(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path == "/health":
-            self._send_json(200, {"status": "ok", "model": self.engine.model_name})
-        elif path == "/v1/models":
-            model = {"id": self.engine.model_name, "object": "model", "created": 0, "owned_by": "surgview"}
-            self._send_json(200, {"object": "list", "data": [model]})
-        elif path == "/v1/chat/completions":
-            raise RequestError(405, "use POST for chat completions")
-        else:
-            raise RequestError(404, f"no such endpoint: {path}")
-
-    def _post(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path != "/v1/chat/completions":
-            self.close_connection = True  # its body stays unread
-            raise RequestError(404, f"no such endpoint: {path}")
-        body = self._read_json()
-        request, streaming, usage = self.engine.parse_chat(body)
-        cancel = threading.Event()
-        watcher = _DisconnectWatcher(self.connection, cancel)
-        try:
-            stream = self.engine.begin(request, cancel)
-            try:
-                watcher.stream = stream
-                if streaming:
-                    self._stream_answer(stream, usage)
-                else:
-                    self._whole_answer(stream)
-            except BaseException:
-                # Stopped early (client gone, a failed write): let the backend wind down before the
-                # next request takes its turn.
-                stream.cancel()
-                _drain(stream)
-                raise
-            finally:
-                self.engine.end(cancel)
-        finally:
-            watcher.stop()
-
-    # -- bodies --------------------------------------------------------------------------------
-
-    def _content_length(self) -> int:
-        if self.headers.get("Transfer-Encoding"):
-            self.close_connection = True
-            raise RequestError(411, "send the body with a Content-Length (chunked uploads are not supported)")
-        raw = self.headers.get("Content-Length")
-        if raw is None or not raw.strip().isdigit():
-            self.close_connection = True
-            raise RequestError(411, "a Content-Length is required")
-        length = int(raw)
-        if length > self.engine.config.max_body_bytes:
-            self.close_connection = True
-            raise RequestError(413, f"the request is larger than {self.engine.config.max_body_bytes} bytes")
-        return length
-
-    def _read_json(self) -> dict:
-        kind = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
-        if kind != "application/json":
-            self.close_connection = True
-            raise RequestError(415, "the body must be application/json")
-        length = self._content_length()
-        self._body_read = True
-        try:
-            raw = self.rfile.read(length)
-        except OSError:
-            raise _ClientGone from None
-        if len(raw) < length:
-            raise _ClientGone
-        try:
-            body = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise RequestError(400, "the body is not valid JSON") from None
-        except RecursionError:
-            raise RequestError(400, "the body is JSON nested too deeply") from None
-        if not isinstance(body, dict):
-            raise RequestError(400, "the body must be a JSON object")
-        return body
-
-    def _whole_answer(self, stream: TextStream) -> None:
-        try:
-            text = "".join(stream)
-        except BackendError as exc:
-            raise RequestError(500, str(exc), "server_error") from None
-        if stream.cancelled:
-            raise _ClientGone
-        tokens = stream.stats.tokens or (1 if text else 0)
-        self._send_json(
-            200,
-            {
-                "id": _completion_id(),
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": self.engine.model_name,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": text},
-                        "finish_reason": _finish(stream),
-                    }
-                ],
-                # The Backend interface does not report prompt length; 0 says "not counted".
-                "usage": {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens},
-            },
-        )
-
-    def _stream_answer(self, stream: TextStream, usage: bool) -> None:
-        ident, created, model = _completion_id(), int(time.time()), self.engine.model_name
-
-        def chunk(delta: dict, finish: str | None = None) -> dict:
-            return {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-
-        self._responded = True
-        self.close_connection = True
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("X-Accel-Buffering", "no")
-        self.send_header("Transfer-Encoding", "chunked")
-        self.send_header("Connection", "close")
-        self._end_headers()
-        self._event(chunk({"role": "assistant", "content": ""}))
-        pieces = 0
-        try:
-            for piece in stream:
-                if piece:
-                    pieces += 1
-                    self._event(chunk({"content": piece}))
-        except BackendError as exc:
-            self._event({"error": {"message": str(exc), "type": "server_error", "param": None, "code": None}})
-            self._write_chunk(b"")
-            return
-        except Exception:
-            log.exception("the backend failed mid-stream")
-            self._event(
-                {"error": {"message": "internal server error", "type": "server_error", "param": None, "code": None}}
-            )
-            self._write_chunk(b"")
-            return
-        if stream.cancelled:
-            raise _ClientGone
-        self._event(chunk({}, _finish(stream)))
-        if usage:
-            tokens = stream.stats.tokens or pieces
-            final = chunk({})
-            final["choices"] = []
-            final["usage"] = {"prompt_tokens": 0, "completion_tokens": tokens, "total_tokens": tokens}
-            self._event(final)
-        self._write_chunk(b"data: [DONE]\n\n")
-        self._write_chunk(b"")
-
-    # -- writing -------------------------------------------------------------------------------
-
-    def _event(self, obj: dict) -> None:
-        self._write_chunk(b"data: " + json.dumps(obj, ensure_ascii=False).encode("utf-8") + b"\n\n")
-
-    def _write_chunk(self, data: bytes) -> None:
-        """One piece of a chunked body (empty: the last one). A write that fails means the client left."""
-        try:
-            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        except OSError:
-            raise _ClientGone from None
-
-    def _end_headers(self) -> None:
-        try:
-            self.end_headers()
-        except OSError:
-            raise _ClientGone from None
-
-    def _send_json(self, status: int, obj: dict) -> None:
-        data = json.dumps(obj, ensure_ascii=False).encode("utf-8")
-        self._responded = True
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        if status == 401:
-            self.send_header("WWW-Authenticate", 'Bearer realm="surgview"')
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self._end_headers()
-        try:
-            self.wfile.write(data)
-        except OSError:
-            raise _ClientGone from None
-
-    def _send_error(self, exc: RequestError) -> None:
-        self.close_connection = True  # simplest after an error: nothing half-read is left to confuse
-        if self._responded:  # the status line is out; closing is all that is left to do
-            return
-        error = {"message": exc.message, "type": exc.kind, "param": None, "code": exc.code}
-        try:
-            self._send_json(exc.status, {"error": error})
-        except _ClientGone:
-            return
-        if not self._body_read and (self.headers.get("Content-Length") or self.headers.get("Transfer-Encoding")):
-            self._linger()
-
-    def _linger(self) -> None:
-        """Let a client still sending the body we refused read our answer: closing a socket with
-        unread data resets the connection, and the reset can destroy the answer in flight."""
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(1.0)
-            deadline, discarded = time.monotonic() + 2.0, 0
-            while time.monotonic() < deadline and discarded < 4 * self.engine.config.max_body_bytes:
-                data = self.rfile.read1(1 << 16)
-                if not data:
-                    break
-                discarded += len(data)
-        except OSError:
-            pass
-
-
-class _DisconnectWatcher:
-    """Cancels the generation when the client closes its connection, without waiting for a write to fail."""
-
-    def __init__(self, sock: socket.socket, cancel: threading.Event):
-        self._sock = sock
-        self._cancel = cancel
-        self._stop = threading.Event()
-        self.stream: TextStream | None = None
-        self._thread = threading.Thread(target=self._run, name="surgview-server-watch", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        with selectors.DefaultSelector() as sel:
-            sel.register(self._sock, selectors.EVENT_READ)
-            while not self._stop.is_set():
-                if not sel.select(timeout=0.05):
-                    continue
-                try:
-                    gone = self._sock.recv(1, socket.MSG_PEEK) == b""
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    gone = True
-                if gone:
-                    self._cancel.set()
-                    if self.stream is not None:
-                        self.stream.cancel()
-                return  # a pipelined request waits in the socket: nothing more to learn here
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=1)
 
 
 def _parse_messages(messages: object, max_pixels: int) -> tuple[str | None, str, np.ndarray | None]:
@@ -808,6 +764,10 @@ def _finish(stream: TextStream) -> str:
 
 def _completion_id() -> str:
     return "chatcmpl-" + secrets.token_hex(12)
+
+
+def _join(stream: TextStream) -> str:
+    return "".join(stream)
 
 
 def _drain(stream: TextStream) -> None:
