@@ -24,7 +24,7 @@ from PIL import Image
 
 from engine.backends.base import Backend, GenerationRequest, StreamLimits
 from engine.profiles import ModelProfile
-from engine.textfiles import read_lines
+from engine.textfiles import read_json_lines
 
 __all__ = ["MAX_IMAGE_PIXELS", "EvalRow", "EvalSetError", "load_rgb", "read_eval_set", "run_eval"]
 
@@ -58,16 +58,9 @@ def _text(content) -> str:
 def read_eval_set(path: Path) -> list[EvalRow]:
     """Rows of the set; every problem is reported with its line number before anything runs."""
     path = Path(path)
-    lines = read_lines(path, EvalSetError)
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for number, data in read_json_lines(path, EvalSetError):
         where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise EvalSetError(f"{where}: not JSON ({exc.msg})") from None
         messages = data.get("messages") if isinstance(data, dict) else None
         images = data.get("images") if isinstance(data, dict) else None
         if not isinstance(messages, list) or not isinstance(images, list) or len(images) != 1:

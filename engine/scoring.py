@@ -14,7 +14,6 @@ Two views side by side:
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -26,7 +25,7 @@ from sklearn.metrics import jaccard_score, precision_recall_fscore_support
 from engine.chain_fields import parse_answer
 from engine.chain_parser import parse_chain
 from engine.ontology import load_ontology
-from engine.textfiles import read_lines
+from engine.textfiles import read_json_lines
 
 __all__ = ["ResultsFileError", "ScoreReport", "read_results", "release_correct", "release_normalise", "score_rows"]
 
@@ -110,15 +109,8 @@ class ScoreReport:
 def read_results(path: Path) -> list[dict]:
     """Rows of a results JSONL; every line must be an object with ``response`` and ``labels``."""
     path = Path(path)
-    lines = read_lines(path, ResultsFileError)
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ResultsFileError(f"{path}:{number}: not JSON ({exc.msg})") from None
+    for number, row in read_json_lines(path, ResultsFileError):
         if not isinstance(row, dict) or "response" not in row or "labels" not in row:
             raise ResultsFileError(f"{path}:{number}: expected an object with 'response' and 'labels'")
         rows.append(row)

@@ -10,7 +10,6 @@ phrasing without learning its own mistakes.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import cv2
 
 from engine.backends.base import GenerationRequest
 from engine.prompts import IMAGE_PLACEHOLDER
+from engine.textfiles import read_json_lines
 from train.cot.datasets import write_jsonl
 from train.grpo.rewards import REWARDS
 from train.stage_inputs import evenly_spaced
@@ -69,7 +69,7 @@ def _key(text: str) -> str:
 
 def read_grpo_rows(path: Path) -> list[dict[str, Any]]:
     """The rows of a JSONL file (the GRPO set, or an SFT set)."""
-    return [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [row for _, row in read_json_lines(path, ValueError)]
 
 
 def sample_chains(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import yaml
 
 from engine.modeldir import ModelDirError, ModelInfo, inspect_model_dir
 from engine.prompts import IMAGE_PLACEHOLDER, user_content
+from engine.textfiles import read_json_lines
 from train.model_output import has_tensorboard
 
 __all__ = [
@@ -126,19 +126,7 @@ def load_stage_recipe(path: Path, cls: type[T], name: str, error: ErrorType) -> 
 
 def jsonl_rows(path: Path, error: ErrorType) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) of each non-blank line; unreadable files and bad JSON raise ``error``."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise error(f"cannot read {path}: {exc.strerror or exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            row = None
-        yield number, row
+    yield from read_json_lines(path, error, on_bad_json=lambda number, exc: None)
 
 
 def placed_turns(messages: list[dict[str, Any]], images: int) -> list[dict[str, Any]]:

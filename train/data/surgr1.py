@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.ontology import Ontology, load_ontology
 from engine.tasks import Task
+from engine.textfiles import parse_json_lines
 from train.data.errors import DatasetError
 from train.data.media import image_size
 from train.data.sample import FrameRef, Instrument, Sample, TripletLabel, Truth
@@ -114,13 +115,11 @@ def read_jsonl(
     except UnicodeDecodeError:
         raise DatasetError(path, "not a UTF-8 text file") from None
     out: list[Sample] = []
-    for line, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            row = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise DatasetError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line) from None
+
+    def bad_json(line: int, exc: json.JSONDecodeError) -> DatasetError:
+        return DatasetError(path, f"invalid JSON: {exc.msg} (column {exc.colno})", line)
+
+    for line, row in parse_json_lines(lines, path, ValueError, on_bad_json=bad_json):
         if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
             raise DatasetError(path, "expected an object with a 'messages' list", line)
         messages = row["messages"]
