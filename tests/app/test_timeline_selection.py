@@ -116,7 +116,7 @@ def test_the_selection_is_case_state_and_the_clip_default(qtbot, window, dialogs
     assert window.case.selection is None and timeline.selection_seconds() is None and not action.isEnabled()
     assert "Clear selection" not in [a.text() for a in timeline.context_menu().actions()]
     window.trigger("export_clip")  # without a selection: the range around the playhead, as before
-    assert dialogs[-1].range() == ui._default_range(window) != selected
+    assert dialogs[-1].range() == window.session.default_range() != selected
 
 
 def test_opening_a_case_clears_the_selection(qtbot, window, synth_case):
