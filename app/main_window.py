@@ -41,7 +41,6 @@ from app.widgets.reasoning_panel import ReasoningPanel
 from app.widgets.timeline_view import TimelineView
 from app.widgets.transport_bar import TransportBar
 from app.widgets.video_canvas import VideoCanvas
-from engine.store import video_fingerprint
 from engine.timecode import parse_position
 
 __all__ = ["MAX_RECENT", "PreferencesDialog", "SurgviewWindow", "profile_from_info", "rate_text", "spec_from_settings"]
@@ -267,13 +266,8 @@ class SurgviewWindow(QMainWindow):
 
     def _recall_spot(self, path: Path) -> ReviewSpot | None:
         """Where the reviewer left this case (None for a case never opened here)."""
-        info = self.store.case_info() if self.store is not None else None
-        try:
-            self._fingerprint = info.fingerprint if info is not None else video_fingerprint(path)
-        except OSError:
-            self._fingerprint = None
-            return None
-        spot = self.review_memory.recall(self._fingerprint)
+        self._fingerprint = self.session.fingerprint(path)
+        spot = self.review_memory.recall(self._fingerprint) if self._fingerprint is not None else None
         return spot.clamped(self.case.frame_count) if spot is not None else None
 
     def remember_spot(self) -> None:

@@ -28,7 +28,7 @@ from app.state import CaseState, Listener, Playhead
 from engine.frame_record import CaseAnalysis, FrameRecord, merge_results
 from engine.phase_labels import LabelFileError, read_cholec80_phases
 from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for_version
-from engine.store import CaseStore, FrameResult, StoreError
+from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
 from engine.timecode import format_time, format_timecode
 from engine.timeline import Timelines, build_timelines
 
@@ -168,6 +168,14 @@ class CaseSession:
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def fingerprint(self, video: Path) -> str | None:
+        """The case's identity (the store's, else the video's): where the reviewer's place is kept."""
+        info = self.store.case_info() if self.store is not None else None
+        try:
+            return info.fingerprint if info is not None else video_fingerprint(video)
+        except OSError:
+            return None
 
     def _load_ground_truth(self, video: Path) -> str | None:
         labels, problem = ground_truth_path(video), None
