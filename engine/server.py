@@ -168,6 +168,7 @@ class EngineServer:
         self._places = 0  # the running generation and those queued behind it
         self._active: set[threading.Event] = set()  # cancel events of every request past its body
         self._active_lock = threading.Lock()
+        self._stopping = False
         self._thread: threading.Thread | None = None
         self.host = config.host.strip().strip("[]")  # "[::1]" as written in URLs
         self.app = self._build_app()
@@ -224,6 +225,7 @@ class EngineServer:
 
     def cancel_all(self) -> None:
         """Cancel every generation, running or queued (shutting down)."""
+        self._stopping = True
         with self._active_lock:
             for cancel in self._active:
                 cancel.set()
@@ -349,7 +351,7 @@ class EngineServer:
             await self._take_turn(watcher)
             try:
                 if cancel.is_set():
-                    raise _ClientGone
+                    raise self._cancelled()
                 stream = await anyio.to_thread.run_sync(self._begin, request, cancel)
                 current.append(stream)
                 try:
@@ -393,6 +395,12 @@ class EngineServer:
             raise _ClientGone
         raise RequestError(503, "the server is busy; timed out waiting for a turn", "server_busy")
 
+    def _cancelled(self) -> Exception:
+        """Why a cancelled request ends: the client left (nothing to answer), or the server is stopping."""
+        if self._stopping:
+            return RequestError(503, "the server is shutting down; try again later", "server_busy")
+        return _ClientGone()
+
     def _begin(self, request: GenerationRequest, cancel: threading.Event) -> TextStream:
         try:
             return _Bounded(self.backend.stream(request, cancel), cancel, self.config.limits)
@@ -405,7 +413,7 @@ class EngineServer:
         except BackendError as exc:
             raise RequestError(500, str(exc), "server_error") from None
         if stream.cancelled:
-            raise _ClientGone
+            raise self._cancelled()
         tokens = stream.stats.tokens or (1 if text else 0)
         body = {
             "id": _completion_id(),
@@ -610,8 +618,8 @@ def _stream_answer(model: str, stream: TextStream, usage: bool) -> StreamingResp
             if piece:
                 pieces += 1
                 yield event(chunk({"content": piece}))
-        if stream.cancelled:
-            raise _ClientGone
+        if stream.cancelled:  # the client left (its writes go nowhere) or the server is stopping
+            return  # no finish reason and no [DONE]: the client reads the answer as cut short
         yield event(chunk({}, _finish(stream)))
         if usage:
             tokens = stream.stats.tokens or pieces
