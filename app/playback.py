@@ -42,6 +42,7 @@ import numpy as np
 from PySide6.QtCore import QCoreApplication, QObject, Qt, QThread, Signal, SignalInstance, Slot
 from PySide6.QtGui import QImage
 
+from engine.terminal import one_line
 from engine.video import FrameTimes, VideoError, VideoReader, VideoReaderConfig
 
 __all__ = [
@@ -125,10 +126,6 @@ def safe_emit(signal: SignalInstance, *args: Any) -> None:
     result = signal.emit(*args)
     if _EMIT_LEAKS and (result is True or result is False):
         _incref(result)
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "unknown error"
 
 
 # -- orders: UI thread → worker -----------------------------------------------------------------
@@ -379,7 +376,7 @@ class _Worker:
                     timeout = 0
         except Exception as exc:  # a bug, not the file: report it, pause, and keep serving orders
             self._set_playing(False)
-            self._emit(("failed", self._gen, _one_line(f"playback error: {type(exc).__name__}: {exc}")))
+            self._emit(("failed", self._gen, one_line(f"playback error: {type(exc).__name__}: {exc}")))
             timeout = None
         if timeout != 0:
             self._inbox.wait(timeout)
@@ -393,10 +390,10 @@ class _Worker:
         try:
             self._source = _FrameSource(path, self._factory, self._config, self._inbox.nudge)
         except VideoError as exc:
-            self._emit(("failed", gen, _one_line(str(exc))))
+            self._emit(("failed", gen, one_line(str(exc), empty="unknown error")))
             return
         except Exception as exc:
-            self._emit(("failed", gen, _one_line(f"{path}: cannot open this video ({exc})")))
+            self._emit(("failed", gen, one_line(f"{path}: cannot open this video ({exc})")))
             return
         r = self._source.reader
         info = {
@@ -476,7 +473,7 @@ class _Worker:
             rgb = self._source.get(j)
         except VideoError as exc:
             self._set_playing(False)
-            self._emit(("failed", self._gen, _one_line(str(exc))))
+            self._emit(("failed", self._gen, one_line(str(exc), empty="unknown error")))
             return False
         self._pos = j
         self._counters.add(decoded=1)

@@ -58,3 +58,18 @@ def safe_json(value: Any, **dumps_options: Any) -> str:
     """
     text = json.dumps(value, ensure_ascii=False, **dumps_options)
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+
+
+def one_line(value: object, *, limit: int | None = None, empty: str = "") -> str:
+    """``value`` as one line for a status bar or an error message: runs of whitespace (newlines
+    included) become one space; ``empty`` when nothing is left; cut to ``limit`` characters, the last
+    one an ellipsis. An exception reads ``Type: message`` (just ``Type`` when it has no message)."""
+    if isinstance(value, BaseException):
+        name = type(value).__name__
+        text = " ".join(str(value).split()) or name
+        text = text if text.startswith(name) else f"{name}: {text}"
+    else:
+        text = " ".join(str(value).split()) or empty
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return text

@@ -39,6 +39,7 @@ from httpx_sse._decoders import SSEDecoder
 
 from engine.backends.base import Backend, BackendError, GenerationRequest, StreamLimits, TextStream
 from engine.prompts import user_content
+from engine.terminal import one_line
 
 __all__ = ["OpenAIBackend", "OpenAIConfig", "ServerBusy", "encode_image_data_url"]
 
@@ -278,7 +279,7 @@ class OpenAIBackend(Backend):
                 return self._error(f"the server at {url} closed the connection without answering", retryable=True)
             if text.startswith("peer closed connection"):  # h11: the body ended early
                 return self._error(f"the model server at {url} closed the connection mid-answer", retryable=True)
-            return self._error(f"the server at {url} does not speak HTTP as expected ({_one_line(text, 80)})")
+            return self._error(f"the server at {url} does not speak HTTP as expected ({one_line(text, limit=80)})")
         if isinstance(exc, httpx.NetworkError | OSError):  # ReadError, WriteError: reset, broken pipe, ...
             if isinstance(cause, ConnectionResetError | BrokenPipeError | ConnectionAbortedError) or cause is None:
                 if answered:
@@ -788,7 +789,7 @@ def _error_detail(body: bytes | dict) -> str:
             obj = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             text = body.decode("utf-8", errors="replace").strip()
-            return _one_line(text) if text and not text.lstrip().startswith("<") else ""
+            return one_line(text, limit=200) if text and not text.lstrip().startswith("<") else ""
     message: object = ""
     if isinstance(obj, dict):
         err = obj.get("error")
@@ -798,9 +799,4 @@ def _error_detail(body: bytes | dict) -> str:
             message = err
         else:
             message = obj.get("message") or obj.get("detail") or ""
-    return _one_line(message) if isinstance(message, str) else ""  # never str() of a hostile nested value
-
-
-def _one_line(text: str, limit: int = 200) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return one_line(message, limit=200) if isinstance(message, str) else ""  # never str() of a hostile nested value

@@ -30,6 +30,7 @@ import numpy as np
 from engine.backends.base import Backend, BackendError, GenerationRequest, GenerationStats, TextStream
 from engine.modeldir import ModelDirError, ModelInfo, inspect_model_dir
 from engine.prompts import system_prompt, user_content
+from engine.terminal import one_line
 
 __all__ = ["TransformersBackend", "build_messages"]
 
@@ -300,7 +301,7 @@ class TransformersBackend(Backend):
                 if end:
                     run.thread.join()  # it has only to return: no thread outlives its stream
                     if run.error is not None:
-                        raise BackendError(f"generation failed: {_one_line(run.error)}") from run.error
+                        raise BackendError(f"generation failed: {one_line(run.error)}") from run.error
                     if run.finish_reason:
                         run.stats.finish_reason = run.finish_reason
                     return
@@ -347,7 +348,7 @@ class TransformersBackend(Backend):
                     with torch.inference_mode():
                         out = self.model.generate(**inputs, **self._sampling(batch[0]), max_new_tokens=cap)
             except Exception as exc:
-                raise BackendError(f"generation failed: {_one_line(exc)}") from exc
+                raise BackendError(f"generation failed: {one_line(exc)}") from exc
             prompt_len = inputs["input_ids"].shape[1]
             for row, (i, request) in enumerate(zip(indices, batch, strict=True)):
                 tokens = out[row, prompt_len:].tolist()[: request.max_new_tokens]
@@ -413,8 +414,3 @@ def batch_size_for_memory(free_bytes: int, per_sequence_bytes: int, cap: int = 6
     if per_sequence_bytes <= 0:
         return 1
     return max(1, min(cap, int(free_bytes * headroom // per_sequence_bytes)))
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text}" if not text.startswith(type(exc).__name__) else text
