@@ -27,7 +27,7 @@ from engine.profiles import ModelProfile
 from engine.store import BlankArea, CaseStore, FrameResult, StoreError
 from engine.terminal import visible_text
 from engine.timecode import format_timecode
-from engine.timeline import TimelineConfig, Timelines, build_timelines
+from engine.timeline import TimelineConfig, Timelines, build_timelines, covered_frames
 
 __all__ = [
     "BookmarkEntry",
@@ -260,7 +260,7 @@ def gather_report(
         raise ReportError(str(exc)) from None
     config = config or TimelineConfig()
     timelines = build_timelines(rows, fps, frame_count, config)
-    covered = covered_frames(timelines.frames, timelines.step, max(1, round(config.max_gap_s * fps)), frame_count)
+    covered = covered_frames(timelines.frames, max(1, round(config.max_gap_s * fps)), frame_count, timelines.step)
     counts: dict[str, int] = {}
     for _, status in statuses:
         counts[status or "malformed"] = counts.get(status or "malformed", 0) + 1
@@ -292,16 +292,6 @@ def gather_report(
         blank_areas=areas,
         blanked=blank,
     )
-
-
-def covered_frames(frames: np.ndarray, step: int, max_gap: int, frame_count: int) -> int:
-    """Frames the analysis speaks for: each analysed frame covers half-way to its neighbours when
-    they are at most ``max_gap`` apart, else one stride (the timelines' own rule)."""
-    if frames.size == 0:
-        return 0
-    gaps = np.diff(frames)
-    inner = np.where(gaps <= max_gap, gaps, np.minimum(gaps, step)).sum()
-    return int(min(frame_count, inner + min(step, frame_count - int(frames[-1]))))
 
 
 def phase_durations(segments: list[Segment], fps: float) -> list[PhaseDuration]:

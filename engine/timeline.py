@@ -47,6 +47,8 @@ __all__ = [
     "TimelineRow",
     "Timelines",
     "build_timelines",
+    "coverage_cells",
+    "covered_frames",
     "first_all_met",
     "phase_transition_matrix",
     "viterbi",
@@ -458,19 +460,39 @@ def _run_bounds(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tupl
 
 
 def _cells(frames: np.ndarray, span: _Span) -> tuple[np.ndarray, np.ndarray]:
-    """The frames each analysed frame stands for: half-way to its neighbours, up to ``max_gap``."""
+    return coverage_cells(frames, span.max_gap, span.frame_count, span.step)
+
+
+def coverage_cells(
+    frames: np.ndarray, max_gap: int, frame_count: int | None = None, step: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """**The coverage rule** (timelines, the viewer's strips and the report share it): the frames
+    each analysed frame stands for, ``[starts[i], ends[i])``: half-way to its neighbours when they
+    are at most ``max_gap`` apart, else one stride (``step``; by default the typical gap between
+    near frames), the last cell ending at ``frame_count`` at the latest (never empty).
+    ``frames``: sorted analysed frame indices, at least one."""
+    frames = np.asarray(frames, dtype=np.int64)
+    if step is None:
+        step = _typical_step(frames, max_gap)
     n = frames.size
-    starts = np.empty(n, dtype=np.int64)
-    ends = np.empty(n, dtype=np.int64)
-    starts[0] = frames[0]
-    last_end = int(frames[-1]) + span.step
-    ends[-1] = min(last_end, span.frame_count) if span.frame_count is not None else last_end
+    starts = frames.copy()
+    ends = frames + step
+    if frame_count is not None:
+        ends[-1] = max(frames[-1] + 1, min(ends[-1], frame_count))
     if n > 1:
-        near = np.diff(frames) <= span.max_gap
+        near = np.diff(frames) <= max_gap
         middle = (frames[:-1] + frames[1:] + 1) // 2
         starts[1:] = np.where(near, middle, frames[1:])
-        ends[:-1] = np.where(near, middle, np.minimum(frames[:-1] + span.step, frames[1:]))
+        ends[:-1] = np.where(near, middle, np.minimum(frames[:-1] + step, frames[1:]))
     return starts, ends
+
+
+def covered_frames(frames: np.ndarray, max_gap: int, frame_count: int, step: int | None = None) -> int:
+    """How many frames the analysis speaks for, by :func:`coverage_cells`."""
+    if len(frames) == 0:
+        return 0
+    starts, ends = coverage_cells(frames, max_gap, frame_count, step)
+    return int(min(frame_count, int((ends - starts).sum())))
 
 
 def _absorb_short(segs: list[Segment], min_len: int) -> list[Segment]:

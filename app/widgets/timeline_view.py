@@ -42,7 +42,7 @@ from PySide6.QtWidgets import (
 from app.session import CaseSession
 from engine.phase_labels import Segment
 from engine.timecode import format_time
-from engine.timeline import Timelines
+from engine.timeline import Timelines, coverage_cells
 
 try:  # the shared palette (video overlay, badges and timelines agree); a fallback until it exists
     from app import palette as _palette
@@ -136,20 +136,8 @@ def _run_bounds(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tupl
 
 
 def _cells(frames: np.ndarray, max_gap: int, frame_count: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The frames each analysed frame stands for: half-way to its neighbours, up to ``max_gap``
-    (the same rule as the engine's timelines, so the strips line up)."""
-    n = frames.size
-    gaps = np.diff(frames)
-    near = gaps <= max_gap
-    step = int(np.median(gaps[near])) if near.any() else 1
-    starts, ends = frames.copy(), frames + step
-    if frame_count is not None:
-        ends[-1] = max(frames[-1] + 1, min(ends[-1], frame_count))
-    if n > 1:
-        middle = (frames[:-1] + frames[1:] + 1) // 2
-        starts[1:] = np.where(near, middle, frames[1:])
-        ends[:-1] = np.where(near, middle, np.minimum(frames[:-1] + step, frames[1:]))
-    return starts, ends
+    """The frames each analysed frame stands for: the engine's one coverage rule, so the strips line up."""
+    return coverage_cells(frames, max_gap, frame_count)
 
 
 def _label_runs(labels: Sequence[str | None]) -> _Runs:

@@ -274,3 +274,14 @@ def test_an_hour_at_one_frame_per_second_builds_in_milliseconds():
     per_build = (time.perf_counter() - start) / 5
     assert [s.label for s in tl.phase] == PHASES
     assert per_build < 1.0, f"{per_build * 1000:.1f} ms"  # 10-30 ms on a busy 2-core machine; 0.5 s with the store
+
+
+def test_one_coverage_rule_for_timelines_strips_and_report():
+    from engine.timeline import coverage_cells, covered_frames
+
+    frames = np.array([0, 25, 50, 500, 525])  # a gap of 450 frames > max_gap 100
+    starts, ends = coverage_cells(frames, max_gap=100, frame_count=530)
+    assert starts.tolist() == [0, 13, 38, 500, 513] and ends.tolist() == [13, 38, 75, 513, 530]
+    assert covered_frames(frames, 100, 530) == int((ends - starts).sum()) == 105
+    assert coverage_cells(np.array([600]), 100, 530)[1].tolist() == [601]  # never an empty cell
+    assert covered_frames(np.array([], dtype=np.int64), 100, 530) == 0
