@@ -61,3 +61,24 @@ BOX_UNKNOWN = "#CC79A7"  # a tool name the ontology does not know (drawn dashed,
 def phase_color(label: str | None) -> str:
     """Colour of a canonical phase name (``Mention.label``); grey for None or an unknown name."""
     return PHASE_COLORS.get(label or "", UNKNOWN)
+
+
+# Timelines (app.widgets.timeline_view): lanes, tools, coverage, bookmarks, playhead, selection.
+TIMELINE_BACKGROUND = "#1b1d21"
+TIMELINE_LANE = "#272a30"
+TIMELINE_TEXT = "#c8ccd2"
+TOOL_COLORS: dict[str, str] = {
+    "Grasper": "#a0cbe8",
+    "Bipolar": "#ffbe7d",
+    "Hook": "#ff9d9a",
+    "Scissors": "#8cd17d",
+    "Clipper": "#f1ce63",
+    "Irrigator": "#86bcb6",
+    "SpecimenBag": "#d4a6c8",
+}
+COVERAGE = "#8aa1b1"
+BOOKMARK = "#f5f5f5"
+PLAYHEAD = "#ffffff"
+SELECTION_FILL = (120, 170, 255, 60)  # translucent: the tracks stay readable under it
+SELECTION_EDGE = "#78aaff"
+CONFIDENCE_RAMP = ((225, 87, 89), (237, 201, 72), (89, 161, 79))  # red (0) → amber (0.5) → green (1), RGB

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,145 +39,34 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app import palette
 from app.session import CaseSession
-from engine.phase_labels import Segment
+from app.timeline_model import Runs as _Runs
+from app.timeline_model import confidence_color as _confidence_color
+from app.timeline_model import confidence_runs as _confidence_runs
+from app.timeline_model import coverage_runs as _coverage_runs
+from app.timeline_model import label_runs as _label_runs
 from engine.timecode import format_time
-from engine.timeline import Timelines, coverage_cells
-
-try:  # the shared palette (video overlay, badges and timelines agree); a fallback until it exists
-    from app import palette as _palette
-except ImportError:
-    _palette = None
-
-# Cholec80 order, Tableau 10 hues; keyed like engine.chain.CvsState values for CVS.
-_FALLBACK_PHASE_COLORS = {
-    "Preparation": "#4e79a7",
-    "CalotTriangleDissection": "#f28e2b",
-    "ClippingCutting": "#e15759",
-    "GallbladderDissection": "#76b7b2",
-    "GallbladderPackaging": "#59a14f",
-    "CleaningCoagulation": "#edc948",
-    "GallbladderRetraction": "#b07aa1",
-}
-_FALLBACK_CVS_COLORS = {"met": "#59a14f", "not met": "#e15759", "not assessable": "#6b7079"}
-PHASE_COLORS: dict[str, str] = getattr(_palette, "PHASE_COLORS", _FALLBACK_PHASE_COLORS)
-CVS_COLORS: dict[str, str] = getattr(_palette, "CVS_COLORS", _FALLBACK_CVS_COLORS)
-UNKNOWN: str = getattr(_palette, "UNKNOWN", "#8a8f98")  # a label without a colour of its own
+from engine.timeline import Timelines
 
 __all__ = ["CHAIN_STATUS_CONFIDENCE", "CVS_COLORS", "PHASE_COLORS", "TOOL_COLORS", "TimelineView"]
 
-BACKGROUND = "#1b1d21"
-LANE = "#272a30"
-TEXT = "#c8ccd2"
-TOOL_COLORS: dict[str, str] = {
-    "Grasper": "#a0cbe8",
-    "Bipolar": "#ffbe7d",
-    "Hook": "#ff9d9a",
-    "Scissors": "#8cd17d",
-    "Clipper": "#f1ce63",
-    "Irrigator": "#86bcb6",
-    "SpecimenBag": "#d4a6c8",
-}
+PHASE_COLORS, CVS_COLORS, UNKNOWN = palette.PHASE_COLORS, palette.CVS_COLORS, palette.UNKNOWN
+BACKGROUND, LANE, TEXT = palette.TIMELINE_BACKGROUND, palette.TIMELINE_LANE, palette.TIMELINE_TEXT
+TOOL_COLORS: dict[str, str] = palette.TOOL_COLORS
 TOOL_ORDER: tuple[str, ...] = tuple(TOOL_COLORS)
-COVERAGE_COLOR = "#8aa1b1"
-BOOKMARK_COLOR = "#f5f5f5"
-PLAYHEAD_COLOR = "#ffffff"
-SELECTION_FILL = (120, 170, 255, 60)  # translucent: the tracks stay readable under it
-SELECTION_EDGE = "#78aaff"
+COVERAGE_COLOR, BOOKMARK_COLOR, PLAYHEAD_COLOR = palette.COVERAGE, palette.BOOKMARK, palette.PLAYHEAD
+SELECTION_FILL, SELECTION_EDGE = palette.SELECTION_FILL, palette.SELECTION_EDGE
 EDGE_GRAB_PX = 5  # how near (pixels) an edge of the selection the mouse must be to move it
 CHAIN_STATUS_CONFIDENCE: dict[str, float] = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
 
 _GAP = 0.14  # between tracks, in track units
 _MAX_GAP_S = 30.0  # analysed frames farther apart than this leave the time between them uncovered
-_CONFIDENCE_STEPS = 20  # confidences are merged into runs at this resolution
 _MIN_BAR = 0.08  # a zero confidence still shows as a sliver
 _BOOKMARK_HIT_PX = 7.0
 _TIME_STEPS_S = (0.1, 0.2, 0.5, 1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 14400)
 
 
-# ------------------------------------------------------------------------------------------ runs
-@dataclass(frozen=True)
-class _Runs:
-    """Runs of one track in video frames: [start, end) with a label, and optionally a bar level."""
-
-    starts: np.ndarray
-    ends: np.ndarray
-    labels: list[str]
-    levels: np.ndarray | None = None  # 0..1 bar height (confidence); None: full height
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    @classmethod
-    def empty(cls) -> _Runs:
-        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
-
-    @classmethod
-    def of_segments(cls, segments: Iterable[Segment]) -> _Runs:
-        segs = list(segments)
-        starts = np.fromiter((s.start for s in segs), np.int64, len(segs))
-        ends = np.fromiter((s.end for s in segs), np.int64, len(segs))
-        return cls(starts, ends, [s.label for s in segs])
-
-    def at(self, frame: int) -> int | None:
-        """Index of the run covering ``frame``."""
-        i = int(np.searchsorted(self.starts, frame, side="right")) - 1
-        return i if i >= 0 and frame < self.ends[i] else None
-
-
-def _run_bounds(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Merge touching cells of equal code: (code, start, end) per run."""
-    if codes.size == 0:
-        return codes, starts, ends
-    breaks = np.flatnonzero((codes[1:] != codes[:-1]) | (ends[:-1] != starts[1:])) + 1
-    first = np.concatenate(([0], breaks))
-    last = np.concatenate((breaks, [codes.size])) - 1
-    return codes[first], starts[first], ends[last]
-
-
-def _cells(frames: np.ndarray, max_gap: int, frame_count: int | None) -> tuple[np.ndarray, np.ndarray]:
-    """The frames each analysed frame stands for: the engine's one coverage rule, so the strips line up."""
-    return coverage_cells(frames, max_gap, frame_count)
-
-
-def _label_runs(labels: Sequence[str | None]) -> _Runs:
-    """Runs of equal consecutive per-frame labels (None: nothing drawn)."""
-    names = sorted({label for label in labels if label is not None})
-    if not names:
-        return _Runs.empty()
-    index = {name: i for i, name in enumerate(names)}
-    index[None] = -1  # type: ignore[index]
-    codes = np.fromiter((index[label] for label in labels), np.int64, len(labels))
-    frames = np.arange(codes.size, dtype=np.int64)
-    c, s, e = _run_bounds(codes, frames, frames + 1)
-    keep = c >= 0
-    return _Runs(s[keep], e[keep], [names[i] for i in c[keep].tolist()])
-
-
-def _confidence_runs(frames: np.ndarray, values: np.ndarray, max_gap: int, frame_count: int | None) -> _Runs:
-    if frames.size == 0:
-        return _Runs.empty()
-    steps = np.rint(np.clip(values, 0.0, 1.0) * _CONFIDENCE_STEPS).astype(np.int64)
-    c, s, e = _run_bounds(steps, *_cells(frames, max_gap, frame_count))
-    levels = c / _CONFIDENCE_STEPS
-    return _Runs(s, e, [f"{v:g}" for v in levels.tolist()], levels)
-
-
-def _coverage_runs(frames: np.ndarray, max_gap: int, frame_count: int | None) -> _Runs:
-    if frames.size == 0:
-        return _Runs.empty()
-    c, s, e = _run_bounds(np.zeros(frames.size, np.int64), *_cells(frames, max_gap, frame_count))
-    return _Runs(s, e, ["analysed"] * len(c))
-
-
-def _confidence_color(level: float) -> str:
-    """Red (0) → amber (0.5) → green (1)."""
-    lo, mid, hi = np.array([225, 87, 89]), np.array([237, 201, 72]), np.array([89, 161, 79])
-    rgb = lo + (mid - lo) * level * 2 if level <= 0.5 else mid + (hi - mid) * (level - 0.5) * 2
-    return "#{:02x}{:02x}{:02x}".format(*np.rint(rgb).astype(int).tolist())
-
-
-# ------------------------------------------------------------------------------------------ items
 class _ColourGroup:
     """The rectangles of one colour in one track, sorted by time (runs of a track never overlap)."""
 

@@ -1,0 +1,103 @@
+"""The timeline's run maths, without Qt: per-track runs of equal values in video frames, the cells
+an analysed frame stands for (the engine's one coverage rule), confidence levels and their colours.
+``app.widgets.timeline_view`` only draws what this computes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from app import palette
+from engine.phase_labels import Segment
+from engine.timeline import coverage_cells
+
+__all__ = ["CONFIDENCE_STEPS", "Runs", "confidence_color", "confidence_runs", "coverage_runs", "label_runs"]
+
+CONFIDENCE_STEPS = 20  # confidences are merged into runs at this resolution
+_CONFIDENCE_STEPS = CONFIDENCE_STEPS
+
+
+@dataclass(frozen=True)
+class Runs:
+    """Runs of one track in video frames: [start, end) with a label, and optionally a bar level."""
+
+    starts: np.ndarray
+    ends: np.ndarray
+    labels: list[str]
+    levels: np.ndarray | None = None  # 0..1 bar height (confidence); None: full height
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    @classmethod
+    def empty(cls) -> Runs:
+        return cls(np.zeros(0, np.int64), np.zeros(0, np.int64), [])
+
+    @classmethod
+    def of_segments(cls, segments: Iterable[Segment]) -> Runs:
+        segs = list(segments)
+        starts = np.fromiter((s.start for s in segs), np.int64, len(segs))
+        ends = np.fromiter((s.end for s in segs), np.int64, len(segs))
+        return cls(starts, ends, [s.label for s in segs])
+
+    def at(self, frame: int) -> int | None:
+        """Index of the run covering ``frame``."""
+        i = int(np.searchsorted(self.starts, frame, side="right")) - 1
+        return i if i >= 0 and frame < self.ends[i] else None
+
+
+def _run_bounds(codes: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge touching cells of equal code: (code, start, end) per run."""
+    if codes.size == 0:
+        return codes, starts, ends
+    breaks = np.flatnonzero((codes[1:] != codes[:-1]) | (ends[:-1] != starts[1:])) + 1
+    first = np.concatenate(([0], breaks))
+    last = np.concatenate((breaks, [codes.size])) - 1
+    return codes[first], starts[first], ends[last]
+
+
+def _cells(frames: np.ndarray, max_gap: int, frame_count: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """The frames each analysed frame stands for: the engine's one coverage rule, so the strips line up."""
+    return coverage_cells(frames, max_gap, frame_count)
+
+
+def label_runs(labels: Sequence[str | None]) -> Runs:
+    """Runs of equal consecutive per-frame labels (None: nothing drawn)."""
+    names = sorted({label for label in labels if label is not None})
+    if not names:
+        return Runs.empty()
+    index = {name: i for i, name in enumerate(names)}
+    index[None] = -1  # type: ignore[index]
+    codes = np.fromiter((index[label] for label in labels), np.int64, len(labels))
+    frames = np.arange(codes.size, dtype=np.int64)
+    c, s, e = _run_bounds(codes, frames, frames + 1)
+    keep = c >= 0
+    return Runs(s[keep], e[keep], [names[i] for i in c[keep].tolist()])
+
+
+def confidence_runs(frames: np.ndarray, values: np.ndarray, max_gap: int, frame_count: int | None) -> Runs:
+    if frames.size == 0:
+        return Runs.empty()
+    steps = np.rint(np.clip(values, 0.0, 1.0) * _CONFIDENCE_STEPS).astype(np.int64)
+    c, s, e = _run_bounds(steps, *_cells(frames, max_gap, frame_count))
+    levels = c / _CONFIDENCE_STEPS
+    return Runs(s, e, [f"{v:g}" for v in levels.tolist()], levels)
+
+
+def coverage_runs(frames: np.ndarray, max_gap: int, frame_count: int | None) -> Runs:
+    if frames.size == 0:
+        return Runs.empty()
+    c, s, e = _run_bounds(np.zeros(frames.size, np.int64), *_cells(frames, max_gap, frame_count))
+    return Runs(s, e, ["analysed"] * len(c))
+
+
+def confidence_color(level: float) -> str:
+    """Red (0) → amber (0.5) → green (1)."""
+    lo, mid, hi = (np.array(palette.CONFIDENCE_RAMP[k]) for k in range(3))
+    rgb = lo + (mid - lo) * level * 2 if level <= 0.5 else mid + (hi - mid) * (level - 0.5) * 2
+    return "#{:02x}{:02x}{:02x}".format(*np.rint(rgb).astype(int).tolist())
+
+
+# ------------------------------------------------------------------------------------------ items
