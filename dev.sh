@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # surgview's two set-up commands (see README):
-#   ./dev.sh run    install everything, then open surgview on the demo case
+#   ./dev.sh run    install everything (surgview[train,dev]), then open surgview on the demo case
 #   ./dev.sh test   install everything, then run the linter and the test suite
 # Both are idempotent: a second run skips what is already installed.
 set -euo pipefail
@@ -66,7 +66,7 @@ install_python_packages() {
         "${pip[@]}" torch==2.13.0
     fi
     log "installing surgview and its dependencies into $VENV"
-    "${pip[@]}" -e ".[dev]"
+    "${pip[@]}" -e ".[train,dev]"  # train: `surgview-train demo` (run) and the training tests
     echo "$want" > "$stamp"
 }
 
