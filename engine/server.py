@@ -382,7 +382,9 @@ class EngineServer:
         self._places += 1
         acquire = asyncio.ensure_future(self._turn.acquire())
         try:
-            await asyncio.wait({acquire, watcher}, timeout=self.config.queue_timeout_s, return_when="FIRST_COMPLETED")
+            await asyncio.wait(
+                {acquire, watcher}, timeout=self.config.queue_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             if not acquire.done():
                 acquire.cancel()  # asyncio.Lock: a cancelled acquire never holds the lock
