@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from engine.chain import Chain, ChainStatus
+from engine.cvs_assessment import CvsAssessment, CvsRule, assess_cvs
 from engine.frame_record import CaseAnalysis, FrameRecord, case_analyses, merge_results
 from engine.modeldir import Manifest
 from engine.ontology import load_ontology
@@ -75,8 +76,9 @@ class CvsSummary:
     first_all_met: int | None  # smoothed tracks
     first_all_met_raw: int | None  # an analysed frame whose own answer says all three are met
     clipping_start: int | None  # first frame of the first ClippingCutting segment
-    statement: str  # one sentence for the reader
+    statement: str  # what a reviewing surgeon reads first: established before the first clip, and held?
     tracks: tuple[list[Segment], list[Segment], list[Segment]]
+    assessment: CvsAssessment | None = None  # the episodes behind the statement
 
 
 @dataclass(frozen=True)
@@ -317,25 +319,15 @@ def tool_usage(tracks: dict[str, list[Segment]], fps: float, frame_count: int) -
     return out
 
 
-def cvs_summary(timelines: Timelines, fps: float) -> CvsSummary:
-    """When the critical view of safety was first achieved, relative to the first clip."""
+def cvs_summary(timelines: Timelines, fps: float, rule: CvsRule | None = None) -> CvsSummary:
+    """Whether the critical view of safety was established on a stable run before the first clip, and held
+    (:mod:`engine.cvs_assessment`); the first frames answering all three met are kept beside it."""
     first = timelines.first_all_met()
     raw = timelines.first_all_met(raw=True)
     clipping = next((s.start for s in timelines.phase if s.label == "ClippingCutting"), None)
-    tc = lambda f: format_timecode(f, fps)  # noqa: E731
-    if first is None:
-        statement = "All three CVS criteria were never met together in the analysed frames"
-        statement += f" before clipping began at {tc(clipping)}." if clipping is not None else "."
-    elif clipping is not None and first >= clipping:
-        statement = (
-            f"All three CVS criteria were never met together before clipping began at {tc(clipping)}; "
-            f"they were first met at {tc(first)} (frame {first})."
-        )
-    else:
-        statement = f"All three CVS criteria were first met together at {tc(first)} (frame {first})"
-        statement += f", before clipping began at {tc(clipping)}." if clipping is not None else "."
+    assessment = assess_cvs(timelines.rows, fps, clipping, rule)
     tracks = tuple(t.segments for t in timelines.cvs)
-    return CvsSummary(first, raw, clipping, statement, tracks)  # type: ignore[arg-type]
+    return CvsSummary(first, raw, clipping, assessment.statement, tracks, assessment)  # type: ignore[arg-type]
 
 
 def _shown_frame(analysed: np.ndarray, frame: int, fps: float) -> int | None:
@@ -387,3 +379,46 @@ def combined_result(analysis: CaseAnalysis, answers: Mapping[str, FrameResult]) 
         total_s=max(times) if times else None,
         tokens=sum(a.tokens or 0 for a in answers.values()) or None,
     )
+
+
+def report_json(data: ReportData) -> dict[str, Any]:
+    """The report's data for registries and tests (``surgview report CASE --json OUT``): what page 1 says,
+    times in seconds with their frame numbers, and CVS with its episodes. Model text is not included."""
+    s, fps = data.summary, data.summary.fps
+
+    def seconds(frame: int | None) -> float | None:
+        return round(frame / fps, 3) if frame is not None else None
+
+    assessment = data.cvs.assessment
+    cvs = assessment.to_json() if assessment is not None else {}
+    cvs.update(
+        first_all_met_frame=data.cvs.first_all_met,
+        first_all_met_raw_frame=data.cvs.first_all_met_raw,
+        first_all_met_raw_s=seconds(data.cvs.first_all_met_raw),
+    )
+    return {
+        "case": {
+            "id": s.case_id,
+            "title": s.title,
+            "fps": fps,
+            "frames": s.frame_count,
+            "duration_s": round(s.duration_s, 3),
+            "analysed_frames": s.analysed_frames,
+            "coverage": round(s.coverage, 4),
+            "model": s.model_id,
+            "profile": s.profile,
+            "questions": s.task.split(","),
+        },
+        "phases": [
+            {"phase": p.phase, "display": p.display, "seconds": round(p.seconds, 3), "share": round(p.share, 4)}
+            for p in data.phases
+        ],
+        "cvs": cvs,
+        "instruments": [
+            {"tool": t.tool, "seconds": round(t.seconds, 3), "first_s": seconds(t.first_frame)} for t in data.tools
+        ],
+        "bookmarks": [
+            {"frame": b.frame, "time_s": seconds(b.frame), "title": b.title, "notes": list(b.notes)}
+            for b in data.bookmarks
+        ],
+    }

@@ -13,6 +13,7 @@ output (``-``) is refused: the format is chosen by the name's suffix, and a PDF 
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,7 @@ def _parser(prog: str) -> ArgumentParser:
     report.add_argument("--model", help="the model folder that analysed the case (its manifest goes in the report)")
     report.add_argument("--model-id", help="which stored analysis (default: the most recent)")
     report.add_argument("--no-blank", action="store_true", help="do not blank the case's burned-in text areas")
+    report.add_argument("--json", metavar="OUT", help="also write the report's data as JSON (- for standard output)")
     clip = sub.add_parser("clip", help="write an annotated MP4 clip")
     clip.add_argument("case", help="the case video")
     clip.add_argument("--from", dest="start", required=True, help="first frame: number or hh:mm:ss.ff")
@@ -82,10 +84,19 @@ def _report(case: Path, out: Path, args) -> int:
         blank=not args.no_blank,
     )
     data = report_for_video(case, out, options)
+    if args.json:
+        from engine.outputs import OutputError, write_output
+        from engine.report_data import report_json
+
+        try:
+            write_output(args.json, json.dumps(report_json(data), indent=2, ensure_ascii=False) + "\n")
+        except OutputError as exc:
+            raise CliError(str(exc)) from None
     s = data.summary
     print(
         f"wrote {out}: {s.analysed_frames} analysed frames ({100 * s.coverage:.0f}% covered), "
-        f"{len(data.bookmarks)} bookmarks, {s.model_id}"
+        f"{len(data.bookmarks)} bookmarks, {s.model_id}",
+        file=sys.stderr if args.json == "-" else sys.stdout,  # stdout holds the JSON then
     )
     return 0
 

@@ -5,6 +5,7 @@ no metadata of the source travels with a clip."""
 from __future__ import annotations
 
 import html.parser
+import json
 import shutil
 import threading
 from fractions import Fraction
@@ -280,3 +281,23 @@ def test_report_of_a_case_never_analysed_says_so(synth_case, tmp_path, monkeypat
     with pytest.raises(ReportError, match="no analysis stored"):
         report_for_video(video, tmp_path / "r.html")
     assert not (tmp_path / "r.html").exists()
+
+
+def test_cli_report_json_gives_the_cvs_episodes(case, tmp_path, capsys):
+    out = tmp_path / "r.json"
+    assert main(["report", str(case), "--out", str(tmp_path / "r.html"), "--json", str(out)]) == 0
+    data = json.loads(out.read_text(encoding="utf-8"))
+    cvs = data["cvs"]
+    assert set(cvs) >= {"established", "established_at_s", "held_until_clip", "episodes", "first_clip_s"}
+    assert isinstance(cvs["established"], bool) and cvs["statement"].startswith("CVS was")
+    for episode in cvs["episodes"]:
+        assert set(episode) >= {"start_s", "end_s", "status"} and episode["status"] in ("established", "doubtful")
+        assert episode["start_s"] <= episode["end_s"]
+    if cvs["established"]:  # established means on a stable run, before the first clip
+        assert any(e["status"] == "established" for e in cvs["episodes"])
+        assert cvs["first_clip_s"] is None or cvs["established_at_s"] < cvs["first_clip_s"]
+    assert data["phases"] and data["case"]["profile"]
+    capsys.readouterr()
+    assert main(["report", str(case), "--out", str(tmp_path / "r2.html"), "--json", "-"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["cvs"] == cvs and "wrote" in captured.err

@@ -41,10 +41,9 @@ def test_durations_coverage_cvs_and_tools(tmp_path):
     ]
     assert data.cvs.first_all_met is not None and 475 < data.cvs.first_all_met <= 500  # half-way to the frame before
     assert data.cvs.first_all_met_raw == 500 and data.cvs.clipping_start is not None
-    assert (
-        "first met together at 00:00:19.13 (frame 488)" in data.cvs.statement
-        and "before clipping began" in data.cvs.statement
-    )
+    # Issue 14: the statement says whether CVS was established on a stable run before the first clip, and held.
+    assert data.cvs.statement.startswith("CVS was established at 00:00:20 (frame 500) and held until clipping began")
+    assert data.cvs.assessment.green_light and data.cvs.assessment.established_frame == 500
     usage = {t.tool: t for t in data.tools}
     assert usage["Grasper"].seconds == pytest.approx(40.0) and usage["Grasper"].share == pytest.approx(0.4)
     assert usage["Clipper"].seconds == 0 and usage["Clipper"].first_frame is None
@@ -60,13 +59,14 @@ def test_cvs_never_met_before_clipping_is_said(tmp_path):
         fill(store, [(0, 500, "Calot Triangle Dissection", never), (500, 800, "Clipping Cutting", never)])
         data = gather_report(store, fps=FPS, frame_count=800)
     assert data.cvs.first_all_met is None
-    assert data.cvs.statement.startswith("All three CVS criteria were never met together")
-    assert "before clipping began at 00:00:19.13" in data.cvs.statement
+    assert data.cvs.statement.startswith("CVS was NOT established before clipping began at 00:00:19")
+    assert not data.cvs.assessment.green_light
     with CaseStore.open(tmp_path / "late.sqlite") as store:
         fill(store, [(0, 500, "Calot Triangle Dissection", never)])
         fill(store, [(500, 800, "Clipping Cutting", ("met", "met", "met"))])
         data = gather_report(store, fps=FPS, frame_count=800)
-    assert data.cvs.statement.startswith("All three CVS criteria were never met together before clipping began")
+    assert data.cvs.statement.startswith("CVS was NOT established before clipping began")
+    assert "met only after it" in data.cvs.statement
 
 
 def test_nothing_stored_or_no_frame_rate_is_a_clear_error(tmp_path):
@@ -174,3 +174,16 @@ def test_a_surg_r1_analysis_reports_the_phase_question_and_the_localisation_boxe
     assert boxed.shown_frame == 525 and boxed.result.status == "malformed"  # the weakest of its answers
     found = {i.name.label: i.box for i in boxed.record(1680, 952).instruments}  # 840x476 → 1680x952
     assert found == {"Grasper": (168.0, 84.0, 504.0, 420.0), "Hook": (840.0, 476.0, 1176.0, 812.0)}
+
+
+def test_met_at_the_first_frame_then_lost_is_no_green_light(tmp_path):
+    # The demo report's bug: "all three met at frame 0" while its own chart showed them not met from 0:09 to 0:42.
+    met, never = ("met", "met", "met"), ("not met", "not met", "not met")
+    with CaseStore.open(tmp_path / "s.sqlite") as store:
+        fill(store, [(0, 50, "Preparation", met), (50, 750, "Calot Triangle Dissection", never)])
+        fill(store, [(750, 1000, "Clipping Cutting", never)])
+        data = gather_report(store, fps=FPS, frame_count=1000)
+    assert data.cvs.first_all_met_raw == 0  # the raw answer is kept beside the statement ...
+    assert not data.cvs.assessment.established and not data.cvs.assessment.green_light  # ... but is no green light
+    assert "NOT established before clipping began" in data.cvs.statement and "doubtful" in data.cvs.statement
+    assert [e["status"] for e in data.cvs.assessment.to_json()["episodes"]] == ["doubtful"]
