@@ -15,10 +15,31 @@ __all__ = [
     "BOX_HIGHLIGHT",
     "BOX_UNKNOWN",
     "CVS_COLORS",
+    "HIGHLIGHT_TEXT",
     "PHASE_COLORS",
+    "REPORT_GRID",
+    "REPORT_INK",
+    "REPORT_LANE",
+    "REPORT_PAPER",
+    "REPORT_TOOL",
+    "SECTION_STATE_COLOURS",
     "SURFACE",
     "TEXT",
     "TEXT_DIM",
+    "THEME_ACCENT",
+    "THEME_BACKGROUND",
+    "THEME_BORDER",
+    "THEME_BORDER_FIELD",
+    "THEME_CHECKED",
+    "THEME_ERROR",
+    "THEME_MUTED",
+    "THEME_PANEL",
+    "THEME_PROGRESS",
+    "THEME_RAISED",
+    "THEME_SELECTED_TEXT",
+    "THEME_SELECTION",
+    "THEME_TEXT",
+    "THEME_WARNING",
     "UNKNOWN",
     "WHITE",
     "phase_color",
@@ -82,3 +103,54 @@ PLAYHEAD = "#ffffff"
 SELECTION_FILL = (120, 170, 255, 60)  # translucent: the tracks stay readable under it
 SELECTION_EDGE = "#78aaff"
 CONFIDENCE_RAMP = ((225, 87, 89), (237, 201, 72), (89, 161, 79))  # red (0) → amber (0.5) → green (1), RGB
+
+# The reasoning panel (app.widgets.reasoning_panel): entity kinds and section states, on a dark
+# base (operating-room review: muted, no glare) and on a light one, keyed by "is the base dark".
+# On the dark base, instruments and flagged names take the video overlay's colours (phases take
+# PHASE_COLORS there), so the same thing looks the same everywhere.
+SECTION_STATE_COLOURS: dict[bool, dict[str, str]] = {
+    True: {
+        "instrument": BOX,
+        "anatomy": "#eea58a",
+        "verb": "#a3d69a",
+        "phase": "#c6a7f5",
+        "unknown": BOX_UNKNOWN,
+        "done": "#8fcf9c",
+        "streaming": "#7cc0f5",
+        "warning": "#ff9e7a",
+    },
+    False: {
+        "instrument": "#0b5cad",
+        "anatomy": "#a4401b",
+        "verb": "#2d7a29",
+        "phase": "#6a3db0",
+        "unknown": "#a85600",
+        "done": "#2d7a29",
+        "streaming": "#0b5cad",
+        "warning": "#b3361f",
+    },
+}
+HIGHLIGHT_TEXT = "#1b1d21"  # dark text on BOX_HIGHLIGHT (the hovered entity)
+
+# The dark theme (app.theme): window, panels, raised controls, text, and the stylesheet's edges.
+THEME_BACKGROUND = "#1b1d21"
+THEME_PANEL = "#23262b"
+THEME_RAISED = "#2c3036"
+THEME_TEXT = "#d7dae0"
+THEME_MUTED = "#8b919b"
+THEME_ACCENT = "#4aa3df"
+THEME_WARNING = "#e0a84a"
+THEME_ERROR = "#e06c6c"
+THEME_BORDER = "#3a3f46"  # buttons, tooltips
+THEME_BORDER_FIELD = "#33373d"  # lists, text fields, progress bars
+THEME_CHECKED = "#33475a"  # a checked button
+THEME_SELECTION = "#2f4a61"  # selected text and items
+THEME_SELECTED_TEXT = "#ffffff"
+THEME_PROGRESS = "#2f6f9f"  # a progress bar's chunk
+
+# Report pictures (app.export.pictures): printed on white paper.
+REPORT_PAPER = "#FFFFFF"
+REPORT_INK = "#202124"  # labels and axis text
+REPORT_GRID = "#D0D3D8"  # axis ticks
+REPORT_LANE = "#F1F3F4"  # a timeline row's background
+REPORT_TOOL = "#4C72B0"  # a tool's presence runs

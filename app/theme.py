@@ -5,14 +5,22 @@ from __future__ import annotations
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
-BACKGROUND = "#1b1d21"
-PANEL = "#23262b"
-RAISED = "#2c3036"
-TEXT = "#d7dae0"
-MUTED = "#8b919b"
-ACCENT = "#4aa3df"
-WARNING = "#e0a84a"
-ERROR = "#e06c6c"
+from app import palette
+
+BACKGROUND = palette.THEME_BACKGROUND
+PANEL = palette.THEME_PANEL
+RAISED = palette.THEME_RAISED
+TEXT = palette.THEME_TEXT
+MUTED = palette.THEME_MUTED
+ACCENT = palette.THEME_ACCENT
+WARNING = palette.THEME_WARNING
+ERROR = palette.THEME_ERROR
+BORDER = palette.THEME_BORDER
+BORDER_FIELD = palette.THEME_BORDER_FIELD
+CHECKED = palette.THEME_CHECKED
+SELECTION = palette.THEME_SELECTION
+SELECTED_TEXT = palette.THEME_SELECTED_TEXT
+PROGRESS = palette.THEME_PROGRESS
 
 STYLE = f"""
 QMainWindow, QDialog {{ background: {BACKGROUND}; }}
@@ -21,16 +29,16 @@ QDockWidget::title {{ background: {PANEL}; padding: 4px 8px; }}
 QToolBar {{ background: {PANEL}; border: none; spacing: 4px; }}
 QStatusBar {{ background: {PANEL}; color: {MUTED}; }}
 QStatusBar QLabel {{ color: {MUTED}; padding: 0 6px; }}
-QPushButton, QToolButton {{ background: {RAISED}; color: {TEXT}; border: 1px solid #3a3f46;
+QPushButton, QToolButton {{ background: {RAISED}; color: {TEXT}; border: 1px solid {BORDER};
     border-radius: 4px; padding: 3px 10px; }}
 QPushButton:hover, QToolButton:hover {{ border-color: {ACCENT}; }}
-QPushButton:checked, QToolButton:checked {{ background: #33475a; }}
+QPushButton:checked, QToolButton:checked {{ background: {CHECKED}; }}
 QListWidget, QTreeWidget, QTextEdit, QPlainTextEdit, QLineEdit, QSpinBox, QComboBox {{
-    background: {PANEL}; color: {TEXT}; border: 1px solid #33373d; selection-background-color: #2f4a61; }}
-QProgressBar {{ background: {RAISED}; color: {TEXT}; border: 1px solid #33373d; border-radius: 3px;
+    background: {PANEL}; color: {TEXT}; border: 1px solid {BORDER_FIELD}; selection-background-color: {SELECTION}; }}
+QProgressBar {{ background: {RAISED}; color: {TEXT}; border: 1px solid {BORDER_FIELD}; border-radius: 3px;
     text-align: center; max-height: 14px; }}
-QProgressBar::chunk {{ background: #2f6f9f; }}
-QToolTip {{ background: {RAISED}; color: {TEXT}; border: 1px solid #3a3f46; }}
+QProgressBar::chunk {{ background: {PROGRESS}; }}
+QToolTip {{ background: {RAISED}; color: {TEXT}; border: 1px solid {BORDER}; }}
 """
 
 
@@ -45,8 +53,8 @@ def apply_theme(app: QApplication) -> None:
         QPalette.ColorRole.Text: TEXT,
         QPalette.ColorRole.Button: RAISED,
         QPalette.ColorRole.ButtonText: TEXT,
-        QPalette.ColorRole.Highlight: "#2f4a61",
-        QPalette.ColorRole.HighlightedText: "#ffffff",
+        QPalette.ColorRole.Highlight: SELECTION,
+        QPalette.ColorRole.HighlightedText: SELECTED_TEXT,
         QPalette.ColorRole.ToolTipBase: RAISED,
         QPalette.ColorRole.ToolTipText: TEXT,
         QPalette.ColorRole.PlaceholderText: MUTED,

@@ -32,9 +32,9 @@ __all__ = [
     "timeline_picture",
 ]
 
-TOOL_COLOR = "#4C72B0"
-INK = "#202124"
-GRID = "#D0D3D8"
+TOOL_COLOR = palette.REPORT_TOOL
+INK = palette.REPORT_INK
+GRID = palette.REPORT_GRID
 
 
 def ensure_gui_app() -> QGuiApplication:
@@ -128,7 +128,7 @@ def timeline_picture(data: ReportData, width: int = 1600) -> QImage:
     top, axis_h = round(12 * scale), fm.height() + round(16 * scale)
     height = top + len(rows) * (row_h + gap) + axis_h
     image = QImage(width, height, QImage.Format.Format_RGB32)
-    image.fill(QColor("#FFFFFF"))
+    image.fill(QColor(palette.REPORT_PAPER))
     p = QPainter(image)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     p.setFont(font)
@@ -146,7 +146,7 @@ def timeline_picture(data: ReportData, width: int = 1600) -> QImage:
             Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter,
             name,
         )
-        p.fillRect(QRectF(x0, y, x1 - x0, row_h), QColor("#F1F3F4"))
+        p.fillRect(QRectF(x0, y, x1 - x0, row_h), QColor(palette.REPORT_LANE))
         for start, end, colour in runs:
             p.fillRect(QRectF(x_of(start), y, max(1.0, x_of(end) - x_of(start)), row_h), QColor(colour))
     bottom = top + len(rows) * (row_h + gap) - gap

@@ -50,8 +50,17 @@ from PySide6.QtWidgets import (
 )
 
 from app import palette as shared
+from app.chain_sections import (
+    NOT_ANSWERED,
+    SectionState,
+    cut_off_section,
+    heading_state,
+    section_states,
+    state_role,
+    status_role,
+)
 from app.state import LayerState
-from engine.chain import Answer, Chain, ChainStatus, Context, LevelState, Mention, Perception, Relations
+from engine.chain import Answer, Chain, ChainStatus, Context, Mention, Perception, Relations
 from engine.chain_parser import AnswerClosed, ChainParser, LevelClosed, LevelOpened, TextAdded
 from engine.ontology import Ontology, load_ontology
 
@@ -80,44 +89,9 @@ ENTITY_KIND = QTextFormat.Property.UserProperty + 2
 ENTITY_HIGHLIGHTED = QTextFormat.Property.UserProperty + 3
 
 
-class SectionState:
-    """What a section shows next to its heading."""
-
-    PENDING = "pending"
-    STREAMING = LevelState.STREAMING.value
-    DONE = LevelState.DONE.value
-    MALFORMED = LevelState.MALFORMED.value
-    MISSING = "missing"
-    CUT_OFF = "cut off"
-    NOT_IN_TASK = "not part of this task"
-    OUTSIDE = "outside <think>/<answer>"
-
-
-# Colours on a dark base (operating-room review: muted, no glare) and on a light one. On the
-# dark base, instruments, flagged names, phases and the hovered entity take the colours the
-# video overlay and the timelines use (app.palette), so the same thing looks the same everywhere.
-_COLOURS = {
-    True: {
-        "instrument": shared.BOX,
-        "anatomy": "#eea58a",
-        "verb": "#a3d69a",
-        "phase": "#c6a7f5",
-        "unknown": shared.BOX_UNKNOWN,
-        "done": "#8fcf9c",
-        "streaming": "#7cc0f5",
-        "warning": "#ff9e7a",
-    },
-    False: {
-        "instrument": "#0b5cad",
-        "anatomy": "#a4401b",
-        "verb": "#2d7a29",
-        "phase": "#6a3db0",
-        "unknown": "#a85600",
-        "done": "#2d7a29",
-        "streaming": "#0b5cad",
-        "warning": "#b3361f",
-    },
-}
+# Entity and state colours on a dark base and a light one (app.palette, where the video overlay's
+# and the timelines' colours are too, so the same thing looks the same everywhere).
+_COLOURS = shared.SECTION_STATE_COLOURS
 _KINDS = {"tool": "instrument", "instrument": "instrument", "anatomy": "anatomy", "target": "anatomy"}
 _NEARBY_MARKS = {
     "complete": "✓",
@@ -374,7 +348,7 @@ class _Section(QWidget):
             fmt.setUnderlineColor(QColor(colours["unknown"]))
         if span.highlighted:  # as the hovered box on the video: dark text on its yellow
             fmt.setBackground(QColor(shared.BOX_HIGHLIGHT))
-            fmt.setForeground(QColor("#1b1d21"))
+            fmt.setForeground(QColor(shared.HIGHLIGHT_TEXT))
             fmt.setProperty(ENTITY_HIGHLIGHTED, True)
         cursor = QTextCursor(self.view.document())
         cursor.setPosition(span.start)
@@ -396,17 +370,9 @@ class _Section(QWidget):
         self.show_state(dark)
 
     def show_state(self, dark: bool) -> None:
-        colours = _COLOURS[dark]
-        role = {
-            SectionState.DONE: colours["done"],
-            SectionState.STREAMING: colours["streaming"],
-            SectionState.MALFORMED: colours["warning"],
-            SectionState.MISSING: colours["warning"],
-            SectionState.CUT_OFF: colours["warning"],
-            SectionState.OUTSIDE: colours["warning"],
-        }.get(self.state)
+        role = state_role(self.state)
         palette = self.state_label.palette()
-        colour = QColor(role) if role else self.palette().color(QPalette.ColorRole.PlaceholderText)
+        colour = QColor(_COLOURS[dark][role]) if role else self.palette().color(QPalette.ColorRole.PlaceholderText)
         palette.setColor(QPalette.ColorRole.WindowText, colour)
         self.state_label.setPalette(palette)
         text = self.state + (" " + "·" * self._dots if self.state == SectionState.STREAMING and self._dots else "")
@@ -423,13 +389,6 @@ class _Section(QWidget):
         self.title.setPalette(title_palette)
 
 
-_QUESTION_COLOURS = {
-    "streaming": "streaming",
-    ChainStatus.COMPLETE.value: "done",
-    ChainStatus.PARTIAL.value: "warning",
-    ChainStatus.MALFORMED.value: "warning",
-}
-NOT_ANSWERED = "not answered yet"
 _DEFAULT_QUESTIONS: tuple[tuple[str, str], ...] = (("frame_analysis", ""),)
 
 
@@ -538,7 +497,7 @@ class _ChainView:
         self.flush_text()
         chain = self.parser.close()
         self.chain = chain
-        self.cut_off = section if chain.status is ChainStatus.PARTIAL else ""
+        self.cut_off = cut_off_section(chain, section)
         self.status_text = status_text
         self.refresh_states()
         return chain
@@ -651,24 +610,12 @@ class _ChainView:
         chain = self.snapshot
         assert chain is not None
         final = self.chain is not None
-        for number in (1, 2, 3):
-            state = _level_state(chain, number, final)
-            if state == SectionState.DONE and self.cut_off == f"level{number}":
-                state = SectionState.CUT_OFF
-            self.sections[f"level{number}"].set_state(state, dark)
-        if self.answer_closed or (final and chain.answer is not None and self.answer_started):
-            answer = SectionState.DONE if self.answer_closed else SectionState.CUT_OFF
-        elif self.answer_started:
-            answer = SectionState.STREAMING
-        else:
-            answer = SectionState.MISSING if final else SectionState.PENDING
-        self.sections["answer"].set_state(answer, dark)
-        self.sections["other"].set_state(SectionState.OUTSIDE, dark)
-        if final:
-            text = chain.status.value + (f" — {self.status_text}" if self.status_text else "")
-            self._show_heading_state(text, _QUESTION_COLOURS.get(chain.status.value))
-        else:
-            self._show_heading_state("streaming", "streaming")
+        states = section_states(
+            chain, final, cut_off=self.cut_off, answer_started=self.answer_started, answer_closed=self.answer_closed
+        )
+        for name, state in states.items():
+            self.sections[name].set_state(state, dark)
+        self._show_heading_state(*heading_state(chain, final, self.status_text))
 
     def problems(self) -> str:
         chain = self.snapshot
@@ -690,7 +637,7 @@ class _ChainView:
             return None
         if self.chain is None:
             return "streaming"
-        return _QUESTION_COLOURS.get(self.chain.status.value)
+        return status_role(self.chain.status.value)
 
     def _show_heading_state(self, text: str, role: str | None) -> None:
         colours = _COLOURS[_is_dark(self.palette())]
@@ -699,19 +646,6 @@ class _ChainView:
         palette.setColor(QPalette.ColorRole.WindowText, colour)
         self.state_label.setPalette(palette)
         self.state_label.setText(text)
-
-
-def _level_state(chain: Chain, number: int, final: bool) -> str:
-    written = [lv for lv in chain.levels if lv.number == number]
-    if written:
-        states = {lv.state for lv in written}
-        for state in (LevelState.MALFORMED, LevelState.STREAMING):
-            if state in states:
-                return state.value
-        return LevelState.DONE.value
-    if chain.task_level is not None and number > chain.task_level:
-        return SectionState.NOT_IN_TASK
-    return SectionState.MISSING if final else SectionState.PENDING
 
 
 class ReasoningPanel(QWidget):
