@@ -104,15 +104,34 @@ class _Progress(QObject):
 
 
 class ClipDialog(QDialog):
-    """From / to (frame or timecode), panel and blanking switches."""
+    """From / to (frame or timecode), panel and blanking switches.
 
-    def __init__(self, parent: QWidget, fps: float, frame_count: int, start: int, stop: int, blank_count: int):
+    Timecodes are presentation times where the caller knows them: ``timecode`` (frame → its
+    ``hh:mm:ss.ff``, e.g. :meth:`CaseSession.timecode`) shows the default range and ``index_at``
+    (seconds → the frame on screen then, e.g. ``FrameTimes.index_at``) reads typed timecodes back,
+    so a variable-frame-rate video's range means the frames shown at those times. Without them
+    frames are counted at the nominal ``fps``.
+    """
+
+    def __init__(
+        self,
+        parent: QWidget,
+        fps: float,
+        frame_count: int,
+        start: int,
+        stop: int,
+        blank_count: int,
+        timecode: Callable[[int], str] | None = None,
+        index_at: Callable[[float], int] | None = None,
+    ):
         super().__init__(parent)
         self.setWindowTitle("Export clip")
         self.fps, self.frame_count = fps, frame_count
+        self.index_at = index_at
+        shown = timecode if timecode is not None else (lambda frame: format_timecode(frame, fps))
         form = QFormLayout(self)
-        self.start = QLineEdit(format_timecode(start, fps))
-        self.stop = QLineEdit(format_timecode(stop, fps))
+        self.start = QLineEdit(shown(start))
+        self.stop = QLineEdit(shown(stop))
         self.panel = QCheckBox("Reasoning panel beside the picture")
         self.panel.setChecked(True)
         self.blank = QCheckBox(f"Blank burned-in text ({blank_count} area{'s' if blank_count != 1 else ''} marked)")
@@ -131,7 +150,7 @@ class ClipDialog(QDialog):
 
     def range(self) -> tuple[int, int]:
         """The chosen frames; ValueError with a readable message when they make no clip."""
-        start, stop = parse_position(self.start.text(), self.fps), parse_position(self.stop.text(), self.fps)
+        start, stop = (parse_position(field.text(), self.fps, self.index_at) for field in (self.start, self.stop))
         if not 0 <= start <= stop < self.frame_count:
             raise ValueError(f"choose 0 ≤ from ≤ to ≤ {self.frame_count - 1} (frames)")
         return start, stop
@@ -324,7 +343,17 @@ class Exports:
         blank = bool(areas)
         if frames is None:
             start, stop = self.session.default_range()
-            dialog = ClipDialog(self.parent_widget, case.fps, case.frame_count, start, stop, len(areas))
+            times = self.session.times  # presentation times of the open video, when known
+            dialog = ClipDialog(
+                self.parent_widget,
+                case.fps,
+                case.frame_count,
+                start,
+                stop,
+                len(areas),
+                timecode=self.session.timecode,
+                index_at=times.index_at if times is not None else None,
+            )
             if dialog.exec() != QDialog.DialogCode.Accepted:
                 return None
             frames, panel, blank = dialog.range(), dialog.panel.isChecked(), dialog.blank.isChecked()

@@ -3,14 +3,19 @@ areas drawn on the frame and kept in the case store; the report written from the
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, Qt
-from PySide6.QtWidgets import QPushButton
+from PySide6.QtWidgets import QDialog, QPushButton
 
+from app.export.ui import ClipDialog
 from engine.store import BlankArea, CaseStore, case_store_path
+from engine.timecode import format_time
+from engine.video import FrameTimes
 from train.synth.truth_store import store_truth_chains
 
 
@@ -75,3 +80,48 @@ def test_report_from_the_menu_path(qtbot, window, tmp_path):
     worker = window.exports.report(out)
     qtbot.waitUntil(lambda: worker.isFinished() and out.exists(), timeout=30000)
     assert "Critical view of safety" in Path(out).read_text(encoding="utf-8")
+
+
+def test_clip_dialog_shows_and_reads_presentation_times(qtbot):
+    """A variable-rate video (10 fps for 10 s, then 30 fps): the range is shown as the frames'
+    presentation times and typed timecodes name the frames on screen then."""
+    tb = Fraction(1, 30)
+    times = FrameTimes(np.array([3 * i if i < 100 else 200 + i for i in range(400)], np.int64), 600, tb)
+    fps = 20.0  # the average rate: frames × it would be seconds off
+    dialog = ClipDialog(
+        None,
+        fps,
+        400,
+        60,
+        160,
+        0,
+        timecode=lambda frame: format_time(times.time_of(frame), fps),
+        index_at=times.index_at,
+    )
+    qtbot.addWidget(dialog)
+    assert (dialog.start.text(), dialog.stop.text()) == ("00:00:06.00", "00:00:12.00")
+    assert dialog.range() == (60, 160)
+    dialog.stop.setText("00:00:13.00")
+    assert dialog.range() == (60, 190)
+    dialog.start.setText("12")  # a frame number stays a frame number
+    assert dialog.range() == (12, 190)
+    plain = ClipDialog(None, fps, 400, 60, 160, 0)  # no presentation times: nominal-rate timecodes
+    qtbot.addWidget(plain)
+    assert (plain.start.text(), plain.stop.text()) == ("00:00:03.00", "00:00:08.00")
+    assert plain.range() == (60, 160)
+
+
+def test_clip_dialog_from_the_menu_uses_the_session_times(window, monkeypatch):
+    shown: list[ClipDialog] = []
+
+    def exec_(dialog: ClipDialog) -> int:
+        shown.append(dialog)
+        return QDialog.DialogCode.Rejected
+
+    monkeypatch.setattr(ClipDialog, "exec", exec_)
+    session = window.exports.session
+    assert window.exports.clip() is None
+    (dialog,) = shown
+    start, stop = session.default_range()
+    assert (dialog.start.text(), dialog.stop.text()) == (session.timecode(start), session.timecode(stop))
+    assert dialog.index_at is not None and dialog.range() == (start, stop)
