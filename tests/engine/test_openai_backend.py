@@ -12,7 +12,7 @@ import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from engine.server import (
     serve,
     serve_main,
 )
+from tests.engine.loopback import read_request, wait_until
 
 PIECES = ["Level 1 ", "(Perception): ", "grasper ", "and ", "hook ", "visible. ", "Answer: ", "B"]
 TOKEN = "test-token-0123456789abcdef"
@@ -350,24 +351,6 @@ def test_constructing_the_client_validates_and_never_connects():
 # -- the client against bad servers --------------------------------------------------------------
 
 
-def _read_request(conn: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(
-        (int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0
-    )
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        body += chunk
-
-
 @contextmanager
 def raw_server(reply: bytes, hold_s: float = 0.0) -> Iterator[str]:
     """One connection on 127.0.0.1: read the request, send ``reply`` verbatim, maybe stay silent a while."""
@@ -383,7 +366,7 @@ def raw_server(reply: bytes, hold_s: float = 0.0) -> Iterator[str]:
         with conn:
             conn.settimeout(5)
             try:
-                _read_request(conn)
+                read_request(conn)
                 conn.sendall(reply)
             except OSError:
                 return
@@ -628,7 +611,7 @@ def test_cancel_wakes_a_reader_waiting_for_the_response_headers(how):
             conn, _ = listener.accept()
             with conn:
                 conn.settimeout(5)
-                _read_request(conn)
+                read_request(conn)
                 if conn.recv(1) == b"":  # blocks until the client closes its end
                     closed.set()
 
@@ -736,15 +719,6 @@ def uvicorn_server(app) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(5)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def client_sockets_to(port: int) -> int:

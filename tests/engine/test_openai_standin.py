@@ -13,7 +13,7 @@ import select
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -28,6 +28,7 @@ from bench.openai_standin import (
     tokenize,
     user_text,
 )
+from tests.engine.loopback import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ANSWER = "<think> Level 1: x. </think><answer>B</answer>"  # 12 tokens
@@ -48,15 +49,6 @@ def events(response: httpx.Response) -> Iterator[dict | str]:
         if line.startswith("data: "):
             data = line[len("data: ") :]
             yield data if data == "[DONE]" else json.loads(data)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def test_streams_the_answer_token_by_token_and_honours_max_tokens():

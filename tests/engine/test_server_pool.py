@@ -21,6 +21,7 @@ from engine.backend_factory import BackendSpec, add_backend_arguments, open_back
 from engine.backends.base import BackendError, BackendUnavailable, GenerationRequest, TextStream
 from engine.backends.openai_backend import OpenAIBackend, OpenAIConfig
 from engine.backends.server_pool import PoolConfig, ServerPool
+from tests.engine.loopback import read_request, wait_until
 
 FAST = {"retry_initial_s": 0.05, "retry_max_s": 0.2, "give_up_s": 10.0}
 
@@ -87,7 +88,7 @@ class Peer:
 
     def _serve(self, conn: socket.socket, dead: threading.Event) -> None:
         try:
-            while not dead.is_set() and (path := _read_request(conn)) is not None:
+            while not dead.is_set() and (path := read_request(conn)) is not None:
                 if not self._answer(conn, path, dead):
                     return
         except OSError:
@@ -126,25 +127,6 @@ class Peer:
         finally:
             with self._lock:
                 self.active -= 1
-
-
-def _read_request(conn: socket.socket) -> str | None:
-    """The path of the next request on ``conn`` (body read and dropped); None when the client closed."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = next((int(v.split(b":")[1]) for v in lines if v.lower().startswith(b"content-length:")), 0)
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return None
-        body += chunk
-    return lines[0].split(b" ")[1].decode()
 
 
 def _gone(conn: socket.socket, wait_s: float) -> bool:
@@ -201,15 +183,6 @@ def pool_of(*urls: str, events: list | None = None, **config) -> ServerPool:
         read_timeout_s=5.0,
         max_connections=8,
     )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
 
 
 def ask(pool: ServerPool, prompt: str = "q") -> str:

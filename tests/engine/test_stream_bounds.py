@@ -20,6 +20,7 @@ from engine.backends.base import Backend, BackendError, GenerationRequest, Strea
 from engine.backends.openai_backend import OpenAIBackend, OpenAIConfig, ServerBusy
 from engine.backends.server_pool import PoolConfig, ServerPool
 from engine.server import serve
+from tests.engine.loopback import read_request
 
 CHUNK = 900_000  # characters of content in one event: under the 1 MiB line cap
 
@@ -78,7 +79,7 @@ class Hostile:
         with conn:
             conn.settimeout(5)
             try:
-                _read_request(conn)
+                read_request(conn)
                 self.script(conn)
             except OSError:
                 self.gone_at = time.monotonic()
@@ -96,16 +97,6 @@ def hostile(script: Callable[[Hostile, socket.socket], None]) -> Iterator[Hostil
         yield peer
     finally:
         peer.close()
-
-
-def _read_request(conn: socket.socket) -> None:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += conn.recv(65536) or b"\r\n\r\n"
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next((int(v.split(b":")[1]) for v in head.split(b"\r\n") if v.lower().startswith(b"content-length:")), 0)
-    while len(body) < length:
-        body += conn.recv(65536) or b"x" * length
 
 
 # -- TextStream's own bounds, any producer ---------------------------------------------------------
