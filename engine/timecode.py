@@ -20,15 +20,8 @@ def format_timecode(frame: int, fps: float | Fraction) -> str:
     fps = float(fps)
     if fps <= 0:
         return "--:--:--.--"
-    per_second = max(1, math.ceil(fps - 1e-9))
     seconds = int(frame // fps)
-    ff = round(frame - seconds * fps)
-    if ff >= per_second:
-        seconds, ff = seconds + 1, 0
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    width = len(str(per_second - 1))
-    return f"{h:02d}:{m:02d}:{s:02d}.{ff:0{max(2, width)}d}"
+    return _clock(seconds, round(frame - seconds * fps), fps)
 
 
 def format_time(seconds: float, fps: float | Fraction) -> str:
@@ -39,12 +32,16 @@ def format_time(seconds: float, fps: float | Fraction) -> str:
     fps = float(fps)
     if fps <= 0 or not math.isfinite(seconds):
         return "--:--:--.--"
-    per_second = max(1, math.ceil(fps - 1e-9))
     whole = max(0, math.floor(seconds + 1e-9))
-    ff = max(0, round((seconds - whole) * fps))
+    return _clock(whole, max(0, round((seconds - whole) * fps)), fps)
+
+
+def _clock(seconds: int, ff: int, fps: float) -> str:
+    """``hh:mm:ss.ff`` of whole ``seconds`` and ``ff`` frames at ``fps`` (a whole second's worth carries)."""
+    per_second = max(1, math.ceil(fps - 1e-9))
     if ff >= per_second:
-        whole, ff = whole + 1, 0
-    h, rem = divmod(whole, 3600)
+        seconds, ff = seconds + 1, 0
+    h, rem = divmod(seconds, 3600)
     m, s = divmod(rem, 60)
     width = len(str(per_second - 1))
     return f"{h:02d}:{m:02d}:{s:02d}.{ff:0{max(2, width)}d}"
