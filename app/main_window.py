@@ -61,6 +61,7 @@ class SurgviewWindow(QMainWindow):
         self.analysis = AnalysisState()
         self.layers = LayerState()
         self.engine_spec = engine_spec or spec_from_settings(self.settings)
+        self.session.stride_s = float((self.engine_spec or {}).get("stride_s") or 1.0)  # how long answers hold
         self._shuttle = 0.0
         self.review_memory = ReviewMemory(self.settings)
         self._fingerprint: str | None = None  # of the case on screen, once it has opened

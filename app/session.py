@@ -18,6 +18,7 @@ on the thread that changed the session (the UI thread; the warm-up thread emits 
 
 from __future__ import annotations
 
+import bisect
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -95,6 +96,8 @@ class CaseSession:
         self._listeners: list[Listener] = []
         self._results: dict[int, dict[str, FrameResult]] = {}
         self._records: dict[int, FrameRecord] = {}
+        self._frames: list[int] = []  # the analysed frames, sorted (bisected while the video plays)
+        self.stride_s = 1.0  # the sweep's seconds between analysed frames (the engine's setting)
         self._lock = threading.Lock()
         self._generation = 0  # bumped whenever the cache is dropped: a stale warm-up stops storing
 
@@ -206,7 +209,7 @@ class CaseSession:
     def _drop_cache(self) -> None:
         with self._lock:
             self._generation += 1
-            self._results, self._records = {}, {}
+            self._results, self._records, self._frames = {}, {}, []
 
     def reload(self) -> str | None:
         """Read every stored answer of the analysis in bulk (one query), then warm the records off
@@ -221,6 +224,7 @@ class CaseSession:
                 results, problem = {}, str(exc)
             with self._lock:
                 self._results = results
+                self._frames = sorted(results)
                 generation = self._generation
             threading.Thread(target=self._warm, args=(generation,), name="records-warm-up", daemon=True).start()
         self._emit("results", None)
@@ -252,9 +256,11 @@ class CaseSession:
         with self._lock:
             self._records.pop(frame, None)
             if results:
+                if frame not in self._results:
+                    bisect.insort(self._frames, frame)
                 self._results[frame] = results
-            else:
-                self._results.pop(frame, None)
+            elif self._results.pop(frame, None) is not None:
+                self._frames.remove(frame)
         self._emit("results", frame)
 
     def results(self, frame: int) -> dict[str, FrameResult]:
@@ -275,6 +281,34 @@ class CaseSession:
             if self._results.get(frame) is results:
                 self._records[frame] = record
         return record
+
+    @property
+    def hold_s(self) -> float:
+        """How long an analysed frame's answer may stand for the frames after it while the video
+        plays: one and a half sweep strides, at least two seconds."""
+        return max(2.0, 1.5 * self.stride_s)
+
+    def latest_analysed_at(self, frame: int) -> int | None:
+        """The last analysed frame at or before ``frame`` within :attr:`hold_s` (a bisect over the
+        cached frames: no SQL, no parsing), else None."""
+        with self._lock:
+            at = bisect.bisect_right(self._frames, frame)
+            source = self._frames[at - 1] if at else None
+        if source is None or self.time_of(frame) - self.time_of(source) > self.hold_s + 1e-9:
+            return None
+        return source
+
+    def latest_record_at(self, frame: int) -> tuple[int, FrameRecord] | None:
+        """``(analysed frame, its record)`` of the last analysed frame at or before ``frame`` within
+        :attr:`hold_s` (what the viewer shows while the video plays), else None."""
+        source = self.latest_analysed_at(frame)
+        record = self.record(source) if source is not None else None
+        return (source, record) if source is not None and record is not None else None
+
+    def age_text(self, source: int, frame: int) -> str:
+        """How old ``source``'s answer is when shown over ``frame``: "from 00:01:12 · 0.4 s ago"."""
+        age = max(0.0, self.time_of(frame) - self.time_of(source))
+        return f"from {self.timecode(source)[:8]} · {age:.1f} s ago"
 
     def answered(self, frame: int) -> int:
         with self._lock:

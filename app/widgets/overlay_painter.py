@@ -106,14 +106,20 @@ def paint_overlays(
     seconds: float | None = None,
     osd: bool = True,
     base_font: QFont | None = None,
+    held: str | None = None,
 ) -> None:
     """Paint the overlays of ``chain`` over a frame already drawn into ``target``.
 
     ``seconds``: the frame's presentation time, for the OSD's timecode (right for variable frame
-    rates); without it the timecode is counted from ``index`` at ``fps``."""
+    rates); without it the timecode is counted from ``index`` at ``fps``. ``held``: the chain is an
+    earlier analysed frame's (while the video plays); its layers are drawn fainter, under a label
+    saying how old they are."""
     font = QFont(base_font) if base_font is not None else QFont(p.font())
     font.setPixelSize(overlay_font_px(target.height()))
     p.setFont(font)
+    if chain is not None and held:
+        _paint_held(p, target, held)
+        p.setOpacity(0.7)
     if chain is not None:
         if layers.boxes:
             _paint_boxes(p, target, chain_boxes(chain, target, frame_width, frame_height), layers.highlighted)
@@ -121,9 +127,23 @@ def paint_overlays(
             _paint_phase(p, target, chain.context.phase)
         if layers.cvs and chain.context is not None and any(c is not None for c in chain.context.cvs):
             _paint_cvs(p, target, chain.context.cvs)
+    p.setOpacity(1.0)
     osd_width = _paint_osd(p, target, index, fps, seconds) if osd else 0.0
     if chain is not None and layers.triplets and chain.relations is not None and chain.relations.triplets:
+        p.setOpacity(0.7 if held else 1.0)
         _paint_triplets(p, target, chain, layers.highlighted, osd_width)
+        p.setOpacity(1.0)
+
+
+def _paint_held(p: QPainter, target: QRectF, text: str) -> None:
+    """The held overlay's age, top centre: "from 00:01:12 · 0.4 s ago"."""
+    fm = QFontMetrics(p.font())
+    text = fm.elidedText(plain_text(text), Qt.TextElideMode.ElideRight, int(target.width() / 2))
+    w, h = fm.horizontalAdvance(text) + 12, fm.height() + 6
+    rect = QRectF(target.center().x() - w / 2, target.top() + 8, w, h)
+    _badge(p, rect, QColor(0, 0, 0, 180))
+    p.setPen(QColor(palette.THEME_WARNING))
+    p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
 
 def _paint_boxes(p: QPainter, target: QRectF, boxes: list[FrameBox], highlighted: str | None) -> None:

@@ -3,7 +3,10 @@
 The canvas paints one frame scaled to fit (aspect kept, black bars) and, over it, the layers of
 the Chain *of that same frame*: instrument boxes with labels, the triplets, a phase badge and a
 CVS badge, each switchable through ``LayerState``. A chain is accepted only for the frame on
-screen and dropped with it, so a stale frame's boxes are never drawn over a new picture.
+screen and dropped with it, so a stale frame's boxes are never drawn over a new picture. While
+the video plays, a frame that was not analysed itself shows the latest analysed frame's overlay
+before it (within the session's ``hold_s``), held until the next analysed frame and marked with
+its age ("from 00:01:12 · 0.4 s ago"): never presented as the frame on screen.
 
 The layers are painted by :mod:`app.widgets.overlay_painter` (shared with report pictures and
 exported clips): model text as plain text, never rich text.
@@ -46,6 +49,7 @@ class VideoCanvas(QWidget):
         self._index = -1
         self._chain: Chain | None = None
         self._chain_index = -1
+        self._held: str | None = None  # the overlay is an earlier analysed frame's: how old it is
         self._fps = 0.0
         self._time_of: Callable[[int], float] | None = None  # presentation time of a frame, for the OSD
         self._osd = True
@@ -70,14 +74,16 @@ class VideoCanvas(QWidget):
             self._image = image.convertToFormat(QImage.Format.Format_RGB32)
             self._index = index
         if self._chain is not None and self._chain_index != self._index:
-            self._chain = None
+            self._chain, self._held = None, None
         self._frame_changed()
 
-    def set_chain(self, index: int, chain: Chain | None) -> bool:
-        """Draw ``chain`` over the frame on screen; ignored (False) unless ``index`` is that frame."""
+    def set_chain(self, index: int, chain: Chain | None, held: str | None = None) -> bool:
+        """Draw ``chain`` over the frame on screen; ignored (False) unless ``index`` is that frame.
+        ``held``: the chain is an earlier analysed frame's, and this says how old (drawn on the video)."""
         if index != self._index or self._image is None:
             return False
         self._chain, self._chain_index = chain, index
+        self._held = held if chain is not None else None
         self._frame_changed()
         return True
 
@@ -117,17 +123,34 @@ class VideoCanvas(QWidget):
         from the session's cache) decide the overlay; the OSD shows the session's presentation times."""
         self.set_time_source(session.time_of)
 
+        held: list = [None, None]  # the held record and its chain: converted once per analysed frame
+
         def show(frame: int) -> None:
             record = session.record(frame) if frame >= 0 else None
-            self.set_chain(frame, record.to_chain() if record is not None else None)
+            if record is not None or frame < 0 or not session.playhead.playing:
+                self.set_chain(frame, record.to_chain() if record is not None else None)
+                return
+            latest = session.latest_record_at(frame)  # a bisect over the cached frames
+            if latest is None:
+                self.set_chain(frame, None)
+                return
+            source, record = latest
+            if held[0] is not record:
+                held[:] = [record, record.to_chain()]
+            self.set_chain(frame, held[1], held=session.age_text(source, frame))
 
         def on_playhead(name: str, value: object) -> None:
             if name == "displayed" and isinstance(value, int):
                 show(value)
+            elif name == "playing":
+                show(session.playhead.displayed)
 
         def on_session(name: str, value: object) -> None:
             here = session.playhead.displayed
-            if (name == "results" and value in (None, here)) or name == "analysis":
+            if (name == "results" and (value is None or (isinstance(value, int) and value <= here))) or name in (
+                "analysis",
+                "timelines",
+            ):
                 show(here)
 
         unsubscribe = [session.playhead.subscribe(on_playhead), session.subscribe(on_session)]
@@ -158,6 +181,11 @@ class VideoCanvas(QWidget):
     def chain(self) -> Chain | None:
         """The chain drawn over the frame on screen, if any."""
         return self._chain
+
+    @property
+    def held_label(self) -> str | None:
+        """How old the overlay is when it is an earlier analysed frame's (None: it is this frame's, or none)."""
+        return self._held
 
     @property
     def layers(self) -> LayerState:
@@ -252,5 +280,6 @@ class VideoCanvas(QWidget):
             seconds=self._time_of(self._index) if self._time_of is not None and self._index >= 0 else None,
             osd=self._osd,
             base_font=self.font(),
+            held=self._held,
         )
         p.end()
