@@ -12,7 +12,6 @@ of one frame merge into one record in :mod:`engine.frame_record`.
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, replace
 from functools import cache
@@ -21,6 +20,7 @@ import cv2
 import numpy as np
 
 from engine.backends.base import GenerationRequest, StreamLimits
+from engine.backends.onnx.inputs import grid_resize
 from engine.prompts import load_prompts
 from engine.tasks import Task
 
@@ -187,17 +187,7 @@ def qwen_grid_size(
 ) -> tuple[int, int]:
     """Qwen2.5-VL's ``smart_resize``: each side a multiple of 28, the area within the pixel bounds,
     the aspect ratio kept as well as that allows. Boxes a Qwen2.5-VL model answers are in these pixels."""
-    f = QWEN_FACTOR
-    h = max(f, round(height / f) * f)
-    w = max(f, round(width / f) * f)
-    if h * w > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h = max(f, math.floor(height / beta / f) * f)
-        w = max(f, math.floor(width / beta / f) * f)
-    elif h * w < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h = math.ceil(height * beta / f) * f
-        w = math.ceil(width * beta / f) * f
+    h, w = grid_resize(height, width, QWEN_FACTOR, min_pixels, max_pixels)
     return w, h
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ImageSettings", "ModelInputs", "OnnxInputBuilder", "check_image", "smart_resize"]
+__all__ = ["ImageSettings", "ModelInputs", "OnnxInputBuilder", "check_image", "grid_resize", "smart_resize"]
 
 _IMAGE_PAD = "<|image_pad|>"
 
@@ -34,9 +34,15 @@ def check_image(image: Any) -> np.ndarray:
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Qwen2-VL's resize rule: sides multiples of ``factor``, area within bounds, aspect kept."""
+    """Qwen2-VL's resize rule: sides multiples of ``factor``, area within bounds, aspect kept;
+    a ValueError for an aspect ratio over 200, as the processor raises."""
     if max(height, width) / min(height, width) > 200:
         raise ValueError(f"image aspect ratio must be below 200; got {height} x {width}")
+    return grid_resize(height, width, factor, min_pixels, max_pixels)
+
+
+def grid_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """:func:`smart_resize`'s arithmetic, without its aspect check: (height, width)."""
     h_bar = round(height / factor) * factor
     w_bar = round(width / factor) * factor
     if h_bar * w_bar > max_pixels:
