@@ -44,13 +44,6 @@ SHORT = "<think> Level 1: a grasper. </think><answer>Preparation</answer>"
 
 
 @pytest.fixture
-def data_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "data"
-    monkeypatch.setenv("SURGVIEW_DATA", str(home))
-    return home
-
-
-@pytest.fixture
 def video(synth_case, tmp_path) -> Path:
     """A private copy of the synthetic case (60 s, 25 fps: 60 frames at the default stride)."""
     copy = tmp_path / "case.mp4"

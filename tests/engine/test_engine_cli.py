@@ -28,18 +28,6 @@ def tiny(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("model") / "tiny", seed=0)
 
 
-@pytest.fixture
-def data_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "data"
-    monkeypatch.setenv("SURGVIEW_DATA", str(home))
-    return home
-
-
-@pytest.fixture
-def video(synth_case) -> Path:
-    return synth_case[0] / "cholec80" / "videos" / "video01.mp4"
-
-
 def engine(*args: str, env_home: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {**os.environ, "SURGVIEW_DATA": str(env_home)}
     return subprocess.run(

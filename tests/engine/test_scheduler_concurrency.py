@@ -87,12 +87,6 @@ class Recorder(SchedulerListener):
 
 
 @pytest.fixture
-def video(synth_case):
-    out, _ = synth_case
-    return out / "cholec80" / "videos" / "video01.mp4"
-
-
-@pytest.fixture
 def store(tmp_path):
     from engine.store import CaseStore
 

@@ -8,7 +8,6 @@ import base64
 import json
 import threading
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,18 +19,6 @@ from engine.profiles import SURG_R1_QUESTIONS, SURG_R1_SYSTEM
 from engine.store import CaseStore
 
 W, H = 320, 180  # the synthetic case's frame size
-
-
-@pytest.fixture
-def data_home(tmp_path, monkeypatch) -> Path:
-    home = tmp_path / "data"
-    monkeypatch.setenv("SURGVIEW_DATA", str(home))
-    return home
-
-
-@pytest.fixture
-def video(synth_case) -> Path:
-    return synth_case[0] / "cholec80" / "videos" / "video01.mp4"
 
 
 def _image_size(body: dict) -> tuple[int, int]:
