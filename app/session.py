@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from app.state import CaseState, Listener, Playhead
+from engine.chain import CvsState
+from engine.cvs_assessment import ESTABLISHED, CvsEpisode, assess_cvs
 from engine.frame_record import CaseAnalysis, FrameRecord, merge_results
 from engine.phase_labels import LabelFileError, read_cholec80_phases
 from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for_version
@@ -92,6 +94,8 @@ class CaseSession:
         self.timelines: Timelines | None = None
         self.statuses: list[tuple[int, str]] = []
         self.ground_truth: list[str] | None = None
+        self.cvs_episodes: tuple[CvsEpisode, ...] = ()  # runs of "all three met" (engine.cvs_assessment)
+        self._cvs_disagreeing: frozenset[int] = frozenset()  # frames whose analysed neighbours say otherwise
         self.bookmarks: list[BookmarkRow] = []
         self._listeners: list[Listener] = []
         self._results: dict[int, dict[str, FrameResult]] = {}
@@ -333,6 +337,7 @@ class CaseSession:
         problem = None
         if analysis is None or self.case.frame_count <= 0:
             self.timelines, self.statuses = None, []
+            self._assess_cvs([])
         else:
             try:
                 rows = analysis.timeline_rows(self.store)  # merged: the phase question's phase, every question's tools
@@ -340,8 +345,36 @@ class CaseSession:
                 self.timelines = build_timelines(rows, self.case.fps, self.case.frame_count) if rows else None
             except StoreError as exc:
                 return str(exc)
+            self._assess_cvs(rows)
         self._emit("timelines", self.timelines)
         return problem
+
+    def _assess_cvs(self, rows: list) -> None:
+        """CVS episodes (established or doubtful) and the frames whose analysed neighbours disagree
+        with them, once per timelines refresh (what the canvas's CVS badge reads)."""
+        stated = [r for r in sorted(rows, key=lambda r: r.frame) if any(c is not None for c in r.cvs)]
+        self.cvs_episodes = assess_cvs(stated, self.case.fps or 25.0, None, time_of=self.time_of).episodes
+        met = [all(c is CvsState.MET for c in r.cvs) for r in stated]
+        disagreeing = set()
+        for i, row in enumerate(stated):
+            neighbours = [met[j] for j in (i - 1, i + 1) if 0 <= j < len(stated)]
+            if neighbours and all(n != met[i] for n in neighbours):
+                disagreeing.add(row.frame)
+        self._cvs_disagreeing = frozenset(disagreeing)
+
+    def cvs_doubt(self, frame: int, cvs: tuple[CvsState | None, ...]) -> str | None:
+        """Why the CVS answer ``cvs`` of analysed ``frame`` is no green light, in a word or two:
+        "doubtful" (all three met, but not within an established episode, or not assessed yet),
+        "neighbours disagree" (the analysed frames just before and after answer otherwise); None
+        when neither. A few comparisons on what the last timelines refresh computed."""
+        words = []
+        if all(c is CvsState.MET for c in cvs) and not any(
+            e.status == ESTABLISHED and e.start_frame <= frame <= e.end_frame for e in self.cvs_episodes
+        ):
+            words.append("doubtful")
+        if frame in self._cvs_disagreeing:
+            words.append("neighbours disagree")
+        return " · ".join(words) or None
 
     # ------------------------------------------------------------------ bookmarks
     def load_bookmarks(self) -> str | None:

@@ -21,7 +21,7 @@ from engine.chain import Chain, CvsState, InstrumentSighting, Mention
 from engine.ontology import load_ontology
 from engine.timecode import format_time, format_timecode
 
-__all__ = ["FrameBox", "chain_boxes", "overlay_font_px", "paint_overlays", "plain_text"]
+__all__ = ["FrameBox", "chain_boxes", "cvs_badge_parts", "overlay_font_px", "paint_overlays", "plain_text"]
 
 _MAX_TEXT = 80  # characters of one model-written name or line drawn on the video
 _MAX_TRIPLET_LINES = 4
@@ -107,13 +107,15 @@ def paint_overlays(
     osd: bool = True,
     base_font: QFont | None = None,
     held: str | None = None,
+    cvs_doubt: str | None = None,
 ) -> None:
     """Paint the overlays of ``chain`` over a frame already drawn into ``target``.
 
     ``seconds``: the frame's presentation time, for the OSD's timecode (right for variable frame
     rates); without it the timecode is counted from ``index`` at ``fps``. ``held``: the chain is an
     earlier analysed frame's (while the video plays); its layers are drawn fainter, under a label
-    saying how old they are."""
+    saying how old they are. ``cvs_doubt``: why the CVS answer is no green light ("doubtful",
+    "neighbours disagree"): the badge is framed in amber, met criteria are amber, the word follows."""
     font = QFont(base_font) if base_font is not None else QFont(p.font())
     font.setPixelSize(overlay_font_px(target.height()))
     p.setFont(font)
@@ -126,7 +128,7 @@ def paint_overlays(
         if layers.phase and chain.context is not None and chain.context.phase is not None:
             _paint_phase(p, target, chain.context.phase)
         if layers.cvs and chain.context is not None and any(c is not None for c in chain.context.cvs):
-            _paint_cvs(p, target, chain.context.cvs)
+            _paint_cvs(p, target, chain.context.cvs, cvs_doubt)
     p.setOpacity(1.0)
     osd_width = _paint_osd(p, target, index, fps, seconds) if osd else 0.0
     if chain is not None and layers.triplets and chain.relations is not None and chain.relations.triplets:
@@ -188,17 +190,34 @@ def _paint_phase(p: QPainter, target: QRectF, phase: Mention) -> None:
     p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
 
-def _paint_cvs(p: QPainter, target: QRectF, cvs: tuple[CvsState | None, ...]) -> None:
-    fm = QFontMetrics(p.font())
-    parts = [("CVS", QColor(palette.TEXT))]
+def cvs_badge_parts(cvs: tuple[CvsState | None, ...], doubt: str | None = None) -> list[tuple[str, str]]:
+    """The CVS badge's words and colours: ``CVS C1✓ C2✗ C3–``; with ``doubt`` a met criterion is
+    amber, never the plain green light, and the word ("doubtful", "neighbours disagree") follows."""
+    parts = [("CVS", palette.TEXT)]
     for i, state in enumerate(cvs):
         mark = _CVS_MARKS.get(state, "–") if state is not None else "–"
         colour = palette.CVS_COLORS.get(state, palette.TEXT_DIM) if state is not None else palette.TEXT_DIM
-        parts.append((f"C{i + 1}{mark}", QColor(colour)))
+        if doubt and state is CvsState.MET:
+            colour = palette.THEME_WARNING
+        parts.append((f"C{i + 1}{mark}", colour))
+    if doubt:
+        parts.append((plain_text(doubt, 40), palette.THEME_WARNING))
+    return parts
+
+
+def _paint_cvs(p: QPainter, target: QRectF, cvs: tuple[CvsState | None, ...], doubt: str | None = None) -> None:
+    fm = QFontMetrics(p.font())
+    parts = [(text, QColor(colour)) for text, colour in cvs_badge_parts(cvs, doubt)]
     gap = fm.horizontalAdvance("  ")
     width = sum(fm.horizontalAdvance(t) for t, _ in parts) + gap * (len(parts) - 1) + 16
     rect = QRectF(target.right() - 8 - width, target.top() + 8, width, fm.height() + 8)
     _badge(p, rect, QColor(0, 0, 0, 180))
+    if doubt:  # a distinct marking: a dashed amber frame around the badge
+        pen = QPen(QColor(palette.THEME_WARNING), 2)
+        pen.setStyle(Qt.PenStyle.DashLine)
+        p.setPen(pen)
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.drawRoundedRect(rect, 4, 4)
     x = rect.left() + 8
     for text, colour in parts:
         p.setPen(colour)

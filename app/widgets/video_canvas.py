@@ -50,6 +50,7 @@ class VideoCanvas(QWidget):
         self._chain: Chain | None = None
         self._chain_index = -1
         self._held: str | None = None  # the overlay is an earlier analysed frame's: how old it is
+        self._cvs_doubt: str | None = None  # why its CVS answer is no green light ("doubtful", ...)
         self._fps = 0.0
         self._time_of: Callable[[int], float] | None = None  # presentation time of a frame, for the OSD
         self._osd = True
@@ -77,13 +78,15 @@ class VideoCanvas(QWidget):
             self._chain, self._held = None, None
         self._frame_changed()
 
-    def set_chain(self, index: int, chain: Chain | None, held: str | None = None) -> bool:
+    def set_chain(self, index: int, chain: Chain | None, held: str | None = None, cvs_doubt: str | None = None) -> bool:
         """Draw ``chain`` over the frame on screen; ignored (False) unless ``index`` is that frame.
-        ``held``: the chain is an earlier analysed frame's, and this says how old (drawn on the video)."""
+        ``held``: the chain is an earlier analysed frame's, and this says how old (drawn on the video).
+        ``cvs_doubt``: why its CVS answer is no green light (drawn in the CVS badge)."""
         if index != self._index or self._image is None:
             return False
         self._chain, self._chain_index = chain, index
         self._held = held if chain is not None else None
+        self._cvs_doubt = cvs_doubt if chain is not None else None
         self._frame_changed()
         return True
 
@@ -128,7 +131,8 @@ class VideoCanvas(QWidget):
         def show(frame: int) -> None:
             record = session.record(frame) if frame >= 0 else None
             if record is not None or frame < 0 or not session.playhead.playing:
-                self.set_chain(frame, record.to_chain() if record is not None else None)
+                doubt = session.cvs_doubt(frame, record.cvs) if record is not None else None
+                self.set_chain(frame, record.to_chain() if record is not None else None, cvs_doubt=doubt)
                 return
             latest = session.latest_record_at(frame)  # a bisect over the cached frames
             if latest is None:
@@ -137,7 +141,8 @@ class VideoCanvas(QWidget):
             source, record = latest
             if held[0] is not record:
                 held[:] = [record, record.to_chain()]
-            self.set_chain(frame, held[1], held=session.age_text(source, frame))
+            doubt = session.cvs_doubt(source, record.cvs)
+            self.set_chain(frame, held[1], held=session.age_text(source, frame), cvs_doubt=doubt)
 
         def on_playhead(name: str, value: object) -> None:
             if name == "displayed" and isinstance(value, int):
@@ -186,6 +191,11 @@ class VideoCanvas(QWidget):
     def held_label(self) -> str | None:
         """How old the overlay is when it is an earlier analysed frame's (None: it is this frame's, or none)."""
         return self._held
+
+    @property
+    def cvs_doubt(self) -> str | None:
+        """Why the CVS badge is no green light ("doubtful", "neighbours disagree"), None otherwise."""
+        return self._cvs_doubt
 
     @property
     def layers(self) -> LayerState:
@@ -281,5 +291,6 @@ class VideoCanvas(QWidget):
             osd=self._osd,
             base_font=self.font(),
             held=self._held,
+            cvs_doubt=self._cvs_doubt,
         )
         p.end()
