@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 3.0) -> bool:
@@ -34,3 +36,59 @@ def read_request(conn: socket.socket) -> str | None:
             return None
         body += chunk
     return lines[0].split(b" ")[1].decode()
+
+
+class Hostile:
+    """One loopback connection: read the request, then ``script(conn)`` sends what it likes until the
+    client goes (a send fails) or the test ends. ``gone_at`` is when the send failed."""
+
+    def __init__(self, script: Callable[[socket.socket], None]):
+        self.script = script
+        self.gone_at: float | None = None
+        self.sent = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(5)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
+
+    def send(self, conn: socket.socket, data: bytes) -> None:
+        if self._stop.is_set():
+            raise OSError("the test is over")
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def wait(self, seconds: float) -> None:
+        if self._stop.wait(seconds):
+            raise OSError("the test is over")
+
+    def _run(self) -> None:
+        try:
+            conn, _ = self._listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(5)
+            try:
+                read_request(conn)
+                self.script(conn)
+            except OSError:
+                self.gone_at = time.monotonic()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join(6)
+
+
+@contextlib.contextmanager
+def hostile(script: Callable[[Hostile, socket.socket], None]) -> Iterator[Hostile]:
+    peer = Hostile(lambda conn: script(peer, conn))
+    try:
+        yield peer
+    finally:
+        peer.close()

@@ -37,7 +37,7 @@ from engine.server import (
     serve,
     serve_main,
 )
-from tests.engine.loopback import read_request, wait_until
+from tests.engine.loopback import Hostile, hostile, read_request, wait_until
 
 PIECES = ["Level 1 ", "(Perception): ", "grasper ", "and ", "hook ", "visible. ", "Answer: ", "B"]
 TOKEN = "test-token-0123456789abcdef"
@@ -354,32 +354,13 @@ def test_constructing_the_client_validates_and_never_connects():
 @contextmanager
 def raw_server(reply: bytes, hold_s: float = 0.0) -> Iterator[str]:
     """One connection on 127.0.0.1: read the request, send ``reply`` verbatim, maybe stay silent a while."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(5)
-    stop = threading.Event()
 
-    def run() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(5)
-            try:
-                read_request(conn)
-                conn.sendall(reply)
-            except OSError:
-                return
-            stop.wait(hold_s)
+    def script(peer: Hostile, conn: socket.socket) -> None:
+        peer.send(conn, reply)
+        peer.wait(hold_s)
 
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
-    finally:
-        stop.set()
-        listener.close()
-        thread.join(6)
+    with hostile(script) as peer:
+        yield peer.url
 
 
 def sse_reply(body: bytes, content_type: bytes = b"text/event-stream") -> bytes:

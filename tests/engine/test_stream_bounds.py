@@ -5,14 +5,13 @@ Every socket here is on 127.0.0.1 and every wait is bounded; deadlines are set s
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import socket
 import threading
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -20,7 +19,7 @@ from engine.backends.base import Backend, BackendError, GenerationRequest, Strea
 from engine.backends.openai_backend import OpenAIBackend, OpenAIConfig, ServerBusy
 from engine.backends.server_pool import PoolConfig, ServerPool
 from engine.server import serve
-from tests.engine.loopback import read_request
+from tests.engine.loopback import Hostile, hostile
 
 CHUNK = 900_000  # characters of content in one event: under the 1 MiB line cap
 
@@ -41,62 +40,6 @@ def event(content: str | None = None, finish: str | None = None) -> bytes:
 
 
 SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
-
-
-class Hostile:
-    """One loopback connection: read the request, then ``script(conn)`` sends what it likes until the
-    client goes (a send fails) or the test ends. ``gone_at`` is when the send failed."""
-
-    def __init__(self, script: Callable[[socket.socket], None]):
-        self.script = script
-        self.gone_at: float | None = None
-        self.sent = 0
-        self._stop = threading.Event()
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(5)
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._listener.getsockname()[1]}/v1"
-
-    def send(self, conn: socket.socket, data: bytes) -> None:
-        if self._stop.is_set():
-            raise OSError("the test is over")
-        conn.sendall(data)
-        self.sent += len(data)
-
-    def wait(self, seconds: float) -> None:
-        if self._stop.wait(seconds):
-            raise OSError("the test is over")
-
-    def _run(self) -> None:
-        try:
-            conn, _ = self._listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(5)
-            try:
-                read_request(conn)
-                self.script(conn)
-            except OSError:
-                self.gone_at = time.monotonic()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
-        self._thread.join(6)
-
-
-@contextlib.contextmanager
-def hostile(script: Callable[[Hostile, socket.socket], None]) -> Iterator[Hostile]:
-    peer = Hostile(lambda conn: script(peer, conn))
-    try:
-        yield peer
-    finally:
-        peer.close()
 
 
 # -- TextStream's own bounds, any producer ---------------------------------------------------------
