@@ -1,7 +1,9 @@
 """The Bookmarks dock: the open case's bookmarks listed, added, renamed, deleted and jumped to.
 
 The list follows :class:`app.session.CaseSession` (its ``bookmarks`` event); edits go through the
-session (which writes the case store and reads the list back), never onto the widget directly.
+session (which writes the case store and reads the list back), never onto the widget directly;
+with a :class:`app.bookmark_undo.BookmarkUndo`, through its undo stack (Edit ▸ Undo). Deleting asks
+first.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.bookmark_undo import BookmarkUndo
 from app.session import BookmarkRow, CaseSession
 from engine.store import StoreError
 
@@ -51,9 +54,15 @@ class BookmarkDialog(QDialog):
 class BookmarksPanel(QWidget):
     """List + Add / Edit / Delete; activating a row calls ``seek(frame)``."""
 
-    def __init__(self, session: CaseSession, seek: Callable[[int], Any], parent: QWidget | None = None):
+    def __init__(
+        self,
+        session: CaseSession,
+        seek: Callable[[int], Any],
+        parent: QWidget | None = None,
+        undo: BookmarkUndo | None = None,
+    ):
         super().__init__(parent)
-        self.session = session
+        self.session, self.undo = session, undo
         self.list = QListWidget()
         col = QVBoxLayout(self)
         col.setContentsMargins(4, 4, 4, 4)
@@ -85,7 +94,10 @@ class BookmarksPanel(QWidget):
 
     def save(self, frame: int, title: str, note: str = "") -> None:
         try:
-            self.session.add_bookmark(frame, title, note)
+            if self.undo is not None:
+                self.undo.add(frame, title, note)
+            else:
+                self.session.add_bookmark(frame, title, note)
         except StoreError as exc:
             QMessageBox.warning(self, "Bookmark not saved", str(exc))
 
@@ -96,11 +108,21 @@ class BookmarksPanel(QWidget):
         mark_id, _ = item.data(Qt.ItemDataRole.UserRole)
         title, ok = QInputDialog.getText(self, "Edit bookmark", "Title:", text=item.text().split("  ", 1)[-1])
         if ok:
-            self.session.rename_bookmark(mark_id, title)
+            (self.undo.rename if self.undo is not None else self.session.rename_bookmark)(mark_id, title)
 
     def delete(self) -> None:
         item = self.list.currentItem()
         if item is None or self.session.store is None:
             return
-        mark_id, _ = item.data(Qt.ItemDataRole.UserRole)
-        self.session.delete_bookmark(mark_id)
+        mark_id, frame = item.data(Qt.ItemDataRole.UserRole)
+        answer = QMessageBox.question(
+            self,
+            "Delete bookmark",
+            f"Delete the bookmark “{item.text().split('  ', 1)[-1]}” at {self.session.timecode(frame)}?"
+            + (" Edit ▸ Undo brings it back." if self.undo is not None else ""),
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
+        if answer != QMessageBox.StandardButton.Yes:
+            return
+        (self.undo.delete if self.undo is not None else self.session.delete_bookmark)(mark_id)

@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.bookmark_undo import BookmarkUndo, add_edit_menu
 from app.bookmarks import BookmarksPanel
 from app.case_library import MAX_RECENT, CaseLibrary, shortcuts_dialog
 from app.engine_link import EngineLink
@@ -76,7 +77,7 @@ class SurgviewWindow(QMainWindow):
         self.timeline = TimelineView()
         self.timeline.follow(self.session)
         self.library = CaseLibrary(self.settings, self.open_case)
-        self.bookmarks = BookmarksPanel(self.session, self.seek)
+        self.bookmarks = BookmarksPanel(self.session, self.seek, undo=BookmarkUndo(self.session, self))
         self.bookmark_list = self.bookmarks.list
         self.transport = TransportBar(self.session, self.trigger)
         self.frame_label, self.time_label = self.transport.frame_label, self.transport.time_label
@@ -221,6 +222,7 @@ class SurgviewWindow(QMainWindow):
         view_menu = menu.addMenu("&View")
         for dock in (self.reasoning_dock, self.timeline_dock, self.library_dock, self.bookmarks_dock):
             view_menu.addAction(dock.toggleViewAction())
+        add_edit_menu(menu, self.bookmarks.undo, before=view_menu)  # undo/redo of bookmark edits
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(self.actions_by_name["help"])
         help_menu.addAction("About surgview", self.show_about)

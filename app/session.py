@@ -390,14 +390,16 @@ class CaseSession:
         self._emit("bookmarks", rows)
         return problem
 
-    def add_bookmark(self, frame: int, title: str, note: str = "") -> None:
-        """Store a bookmark (StoreError when the store refuses); the list is read again either way."""
+    def add_bookmark(self, frame: int, title: str, note: str = "") -> int | None:
+        """Store a bookmark (StoreError when the store refuses); the list is read again either way.
+        Returns the new bookmark's id (None without a store). A note is added unless the frame has one."""
         if self.store is None:
-            return
+            return None
         try:
-            self.store.add_bookmark(frame, title or f"frame {frame}")
-            if note:
+            mark = self.store.add_bookmark(frame, title or f"frame {frame}")
+            if note and not any(n.frame == frame for n in self.store.notes()):
                 self.store.add_note(note, frame=frame)
+            return mark.id
         finally:
             self.load_bookmarks()
 
