@@ -95,8 +95,9 @@ def level_state(chain: Chain, number: int, final: bool, cut_off: str = "") -> st
 
 
 def answer_state(chain: Chain, final: bool, started: bool, closed: bool) -> str:
-    """The answer's state: ``started`` once its text began, ``closed`` once ``</answer>`` came."""
-    if closed:
+    """The answer's state: ``started`` once its text began, ``closed`` once the parser closed it. The end of
+    the stream closes an answer cut short too (no ``</answer>``): a final partial chain's answer is cut off."""
+    if closed and not (final and started and chain.status is ChainStatus.PARTIAL):
         return SectionState.DONE
     if final and chain.answer is not None and started:
         return SectionState.CUT_OFF

@@ -146,6 +146,11 @@ def test_answer_through_the_parser():
     # The parser closes an answer the stream ended in (its text is parsed), so the panel shows
     # it done; "cut off" is for an answer started and never closed in a final chain (above).
     assert _stream(text, final=True)["answer"] == SectionState.DONE
+    whole = (
+        "<think>\nLevel 1 (Perception): Grasper.\nLevel 2 (Relation): Triplets: none.\n"
+        "Level 3 (Context): Phase: Preparation.\n</think>\n<answer>Prepar"
+    )
+    assert _stream(whole, final=True)["answer"] == SectionState.CUT_OFF  # a well-formed chain cut in its answer
     done = _stream(text + "section</answer>", final=True)
     assert done["answer"] == SectionState.DONE and done["level1"] == SectionState.DONE
     assert done["level2"] == done["level3"] == SectionState.MISSING
