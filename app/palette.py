@@ -15,6 +15,8 @@ __all__ = [
     "BOX_HIGHLIGHT",
     "BOX_UNKNOWN",
     "CVS_COLORS",
+    "CVS_DOUBT",
+    "HELD_AGE",
     "HIGHLIGHT_TEXT",
     "PHASE_COLORS",
     "REPORT_GRID",
@@ -154,3 +156,7 @@ REPORT_INK = "#202124"  # labels and axis text
 REPORT_GRID = "#D0D3D8"  # axis ticks
 REPORT_LANE = "#F1F3F4"  # a timeline row's background
 REPORT_TOOL = "#4C72B0"  # a tool's presence runs
+
+# The viewer's marks for what is not the frame on screen or not a green light (amber, as warnings are).
+HELD_AGE = THEME_WARNING
+CVS_DOUBT = THEME_WARNING

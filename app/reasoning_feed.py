@@ -35,7 +35,7 @@ class ReasoningFeed:
         self.held_from: int | None = None  # the analysed frame shown for the one on screen (while playing)
         self.held_label = QLabel()  # how old the held answers are, above them
         self.held_label.setObjectName("heldAge")
-        self.held_label.setStyleSheet(f"color: {palette.THEME_WARNING};")
+        self.held_label.setStyleSheet(f"color: {palette.HELD_AGE};")
         self.held_label.setVisible(False)
         layout = panel.layout()
         if layout is not None:

@@ -66,6 +66,14 @@ class CvsAssessment:
     statement: str = ""
     rule: CvsRule = field(default_factory=CvsRule)
 
+    def doubt(self, frame: int, cvs: tuple[CvsState | None, ...]) -> str | None:
+        """ "doubtful" when ``frame``'s answer says all three met outside an established episode (a badge
+        or a picture must not show that as a green light); None otherwise."""
+        if not all(state is CvsState.MET for state in cvs):
+            return None
+        inside = any(e.status == ESTABLISHED and e.start_frame <= frame <= e.end_frame for e in self.episodes)
+        return None if inside else "doubtful"
+
     @property
     def green_light(self) -> bool:
         """Whether the viewer and report may show CVS as established before clipping: only then."""

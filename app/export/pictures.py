@@ -74,6 +74,7 @@ def frame_picture(
     *,
     width: int = 640,
     layers: LayerState | None = None,
+    cvs_doubt: str | None = None,
 ) -> QImage:
     """The frame scaled to ``width`` with the overlays of ``chain`` painted over it."""
     source = rgb_image(rgb)
@@ -84,7 +85,17 @@ def frame_picture(
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     target = QRectF(0, 0, width, height)
     p.drawImage(target, source)
-    paint_overlays(p, target, source.width(), source.height(), chain, layers or LayerState(), index=index, fps=fps)
+    paint_overlays(
+        p,
+        target,
+        source.width(),
+        source.height(),
+        chain,
+        layers or LayerState(),
+        index=index,
+        fps=fps,
+        cvs_doubt=cvs_doubt,
+    )
     p.end()
     return image
 

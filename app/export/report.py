@@ -119,7 +119,13 @@ def pictures_for(data: ReportData, video: Path, width: int) -> dict[int, str]:
                     blank_areas(rgb, data.blank_areas)
                 record = entry.record(rgb.shape[1], rgb.shape[0]) if entry.shown_frame == frame else None
                 chain = record.to_chain() if record is not None else None  # every question's boxes, in video pixels
-                image = frame_picture(rgb, chain, frame, data.summary.fps, width=width)
+                assessment = data.cvs.assessment
+                doubt = (
+                    assessment.doubt(frame, chain.context.cvs)
+                    if assessment is not None and chain is not None and chain.context is not None
+                    else None
+                )  # an isolated "all met" frame is shown as doubtful in the report too, never as a green light
+                image = frame_picture(rgb, chain, frame, data.summary.fps, width=width, cvs_doubt=doubt)
                 out[i] = data_uri(image, "JPEG", 88)
     except VideoError as exc:
         raise ReportError(f"cannot read the case's frames: {exc}") from None

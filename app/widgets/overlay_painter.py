@@ -144,7 +144,7 @@ def _paint_held(p: QPainter, target: QRectF, text: str) -> None:
     w, h = fm.horizontalAdvance(text) + 12, fm.height() + 6
     rect = QRectF(target.center().x() - w / 2, target.top() + 8, w, h)
     _badge(p, rect, QColor(0, 0, 0, 180))
-    p.setPen(QColor(palette.THEME_WARNING))
+    p.setPen(QColor(palette.HELD_AGE))
     p.drawText(rect, Qt.AlignmentFlag.AlignCenter, text)
 
 
@@ -198,10 +198,10 @@ def cvs_badge_parts(cvs: tuple[CvsState | None, ...], doubt: str | None = None) 
         mark = _CVS_MARKS.get(state, "–") if state is not None else "–"
         colour = palette.CVS_COLORS.get(state, palette.TEXT_DIM) if state is not None else palette.TEXT_DIM
         if doubt and state is CvsState.MET:
-            colour = palette.THEME_WARNING
+            colour = palette.CVS_DOUBT
         parts.append((f"C{i + 1}{mark}", colour))
     if doubt:
-        parts.append((plain_text(doubt, 40), palette.THEME_WARNING))
+        parts.append((plain_text(doubt, 40), palette.CVS_DOUBT))
     return parts
 
 
@@ -213,7 +213,7 @@ def _paint_cvs(p: QPainter, target: QRectF, cvs: tuple[CvsState | None, ...], do
     rect = QRectF(target.right() - 8 - width, target.top() + 8, width, fm.height() + 8)
     _badge(p, rect, QColor(0, 0, 0, 180))
     if doubt:  # a distinct marking: a dashed amber frame around the badge
-        pen = QPen(QColor(palette.THEME_WARNING), 2)
+        pen = QPen(QColor(palette.CVS_DOUBT), 2)
         pen.setStyle(Qt.PenStyle.DashLine)
         p.setPen(pen)
         p.setBrush(Qt.BrushStyle.NoBrush)

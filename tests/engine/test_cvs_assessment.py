@@ -81,3 +81,10 @@ def test_the_rule_is_configurable_and_times_come_from_the_video():
 def test_no_clipping_found():
     a = assess_cvs(history("M" * 10), FPS, None)
     assert a.established and a.held_until_clip is None and "no clipping phase was found" in a.statement
+
+
+def test_a_frame_saying_all_met_outside_a_stable_run_is_doubtful():
+    a = assess_cvs(history("M" + "n" * 9 + "M" * 10 + "n" * 10), FPS, CLIP)
+    assert a.doubt(0, (MET, MET, MET)) == "doubtful"  # the lone frame at the start
+    assert a.doubt(12 * 25, (MET, MET, MET)) is None  # inside the established run
+    assert a.doubt(0, (MET, MET, NOT)) is None  # not all met: nothing to doubt
