@@ -32,9 +32,10 @@ import itertools
 import math
 import operator
 import os
+import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
@@ -44,6 +45,8 @@ import cv2
 import numpy as np
 from av.sidedata.sidedata import Type as SideDataType
 from av.video.reformatter import ColorRange, VideoReformatter
+
+from engine.userdata import data_home
 
 __all__ = [
     "VIDEO_SUFFIXES",
@@ -78,9 +81,20 @@ class VideoReaderConfig:
     # playback, and a sweep does not page a whole cache of fresh buffers in (that costs ~10%).
     sequential_cache_frames: int = 16
     check_file: bool = True  # before each uncached decode, check the file is still the one opened
+    # Keep the packet index (and what opening derived from it) in data_home()/index, keyed by the
+    # video's fingerprint, and reuse it while the file is unchanged: a long case opens without
+    # demuxing every packet (about 1 s per hour). Written only for files of at least this many frames
+    # (below that, indexing costs about what reading the cache does).
+    index_cache: bool = True
+    index_cache_min_frames: int = 3000
+    # A seek decodes from the keyframe with the decoder skipping pictures nothing refers to
+    # (non-reference B-frames) up to this many frames before the target: they are never shown. The
+    # frames from there to the target are all decoded and cached, for stepping back. None: no skipping.
+    skip_nonref_before: int | None = 32
 
     def __post_init__(self) -> None:
         sizes = (self.cache_bytes, self.cache_frames, self.threads, self.seek_cost_frames, self.sequential_cache_frames)
+        sizes += (self.index_cache_min_frames, self.skip_nonref_before or 0)
         if min(sizes) < 0:
             raise ValueError("VideoReaderConfig values must not be negative")
 
@@ -291,6 +305,139 @@ def _build_index(container: av.container.InputContainer, stream: av.video.stream
     )
 
 
+INDEX_CACHE_VERSION = 1
+_INDEX_ARRAYS = ("pts", "durations", "dec_key", "dec_dts", "dec_size", "seek_keys", "seek_dpos")
+
+
+def cache_dir() -> Path:
+    """Where packet indexes and thumbnail strips are kept: ``data_home()/index`` (never beside a video)."""
+    return data_home() / "index"
+
+
+def video_fingerprint(path: Path) -> str | None:
+    """The case store's fingerprint of a video (first and last MiB, size), None if it cannot be read."""
+    from engine.store import StoreError
+    from engine.store import video_fingerprint as fingerprint
+
+    try:
+        return fingerprint(path)
+    except StoreError:
+        return None
+
+
+@dataclass(frozen=True)
+class _FileKey:
+    """What identifies the file a cache entry was made from: content fingerprint, size, mtime."""
+
+    fingerprint: str
+    size: int
+    mtime_ns: int
+
+    def meta(self) -> dict[str, np.ndarray]:
+        return {
+            "fingerprint": np.array(self.fingerprint),
+            "file_size": np.array(self.size, np.int64),
+            "mtime_ns": np.array(self.mtime_ns, np.int64),
+        }
+
+    def matches(self, data) -> bool:
+        return (
+            str(data["fingerprint"][()]) == self.fingerprint
+            and int(data["file_size"][()]) == self.size
+            and int(data["mtime_ns"][()]) == self.mtime_ns
+        )
+
+
+def save_npz_atomically(path: Path, arrays: dict[str, np.ndarray]) -> bool:
+    """Write ``arrays`` as an uncompressed .npz: a temporary file in the folder, then ``os.replace``
+    (readers never see half a file; two writers leave one whole file). False if it cannot be written."""
+    tmp: Path | None = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        tmp = Path(name)
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        if tmp is not None:
+            with suppress(OSError):
+                tmp.unlink()
+        return False
+
+
+def _index_to_arrays(index: _Index, orientation: Orientation, time_base: Fraction) -> dict[str, np.ndarray]:
+    arrays = {name: np.asarray(getattr(index, name), np.int64) for name in _INDEX_ARRAYS}
+    arrays["keyframes"] = np.asarray(index.keyframes, np.int64)
+    arrays["version"] = np.array(INDEX_CACHE_VERSION, np.int64)
+    arrays["frame_count"] = np.array(len(index.pts), np.int64)
+    arrays["time_base"] = np.array([time_base.numerator, time_base.denominator], np.int64)
+    scalars = (index.first_dpos, index.tolerance, index.ordinal, index.cut_short)
+    arrays["scalars"] = np.array(scalars, np.int64)
+    arrays["orientation"] = np.array([orientation.transpose, orientation.hflip, orientation.vflip], np.int64)
+    return arrays
+
+
+def _index_from_arrays(data, time_base: Fraction) -> tuple[_Index, Orientation] | None:
+    """The index a cache file holds, or None unless every part of it is consistent with the rest."""
+    if data["version"].shape != () or int(data["version"]) != INDEX_CACHE_VERSION:
+        return None
+    if data["time_base"].tolist() != [time_base.numerator, time_base.denominator]:
+        return None
+    a = {name: data[name] for name in (*_INDEX_ARRAYS, "keyframes")}
+    if any(x.dtype != np.int64 or x.ndim != 1 for x in a.values()):
+        return None
+    first_dpos, tolerance, ordinal, cut_short = (int(v) for v in data["scalars"].tolist())
+    transpose, hflip, vflip = (bool(v) for v in data["orientation"].tolist())
+    pts, keyframes, packets = a["pts"], a["keyframes"], len(a["dec_size"])
+    n = int(data["frame_count"])
+    consistent = (
+        0 < n == len(pts) == len(a["durations"]) <= packets
+        and bool(np.all(np.diff(pts) > 0))
+        and (not len(keyframes) or (bool(np.all(np.diff(keyframes) > 0)) and keyframes[0] >= 0 and keyframes[-1] < n))
+        and 0 <= first_dpos < packets
+        and bool(np.all(a["dec_size"] > 0))
+    )
+    if not consistent:
+        return None
+    if ordinal:
+        consistent = not (len(a["dec_key"]) or len(a["seek_keys"])) and np.array_equal(pts, np.arange(n))
+    else:
+        seek_dpos = a["seek_dpos"]
+        consistent = (
+            len(a["dec_key"]) == len(a["dec_dts"]) == packets
+            and 0 < len(a["seek_keys"]) == len(seek_dpos)
+            and bool(np.all((seek_dpos >= 0) & (seek_dpos < packets)))
+            and np.array_equal(a["dec_key"][seek_dpos], a["seek_keys"])
+            and bool(np.all(np.diff(a["seek_keys"]) >= 0))
+        )
+    order = np.argsort(a["dec_key"], kind="stable")
+    sorted_keys = a["dec_key"][order]
+    if not ordinal:  # every frame is a packet's
+        at = np.minimum(np.searchsorted(sorted_keys, pts), packets - 1)
+        consistent = consistent and bool(np.all(sorted_keys[at] == pts))
+    if not consistent:
+        return None
+    index = _Index(
+        pts=pts,
+        durations=a["durations"],
+        keyframes=[int(k) for k in keyframes],
+        dec_key=a["dec_key"],
+        dec_dts=a["dec_dts"],
+        dec_size=a["dec_size"],
+        seek_keys=a["seek_keys"],
+        seek_dpos=a["seek_dpos"],
+        sorted_keys=sorted_keys,
+        sorted_dpos=order.astype(np.int64),
+        first_dpos=first_dpos,
+        tolerance=tolerance,
+        ordinal=bool(ordinal),
+        cut_short=bool(cut_short),
+    )
+    return index, Orientation(transpose, hflip, vflip)
+
+
 def _plane(plane: av.video.plane.VideoPlane, width: int, height: int) -> np.ndarray:
     """A view of one plane without its row padding (strides wider than the image)."""
     return np.frombuffer(plane, np.uint8).reshape(-1, plane.line_size)[:height, :width]
@@ -372,16 +519,24 @@ class VideoReader:
         self._undecodable: set[int] = set()  # frames a damaged stream did not produce
         self._reformatter = VideoReformatter()  # swscale context for pixel formats other than yuv420p
         self.orientation = Orientation()  # until the first frame says otherwise
+        self._file_key: _FileKey | None = None  # fingerprint, size, mtime: the index cache's key
         self._one_thread = False  # decode without threads (a truncated file: see _drop_what_does_not_decode)
         if not self.path.is_file():
             raise VideoError(f"{self.path}: no such video file")
+        self.index_from_cache = False  # the index came from the cache file (nothing was demuxed)
         try:
             with self._reading():
                 self._signature = self._stat()
                 self._open()
                 assert self._container is not None
                 stream = self._container.streams.video[0]
-                self._index = _build_index(self._container, stream)
+                self.time_base = Fraction(stream.time_base or Fraction(1, 90000))
+                cached = self._load_index() if self.config.index_cache else None
+                if cached is not None:
+                    self._index, self.orientation = cached
+                    self.index_from_cache = True
+                else:
+                    self._index = _build_index(self._container, stream)
         except BaseException:
             self.close()
             raise
@@ -390,14 +545,16 @@ class VideoReader:
             raise VideoError(f"{self.path}: the video stream holds no frames")
         ctx = stream.codec_context
         self.codec: str = ctx.name
-        self.time_base = Fraction(stream.time_base or Fraction(1, 90000))
         self.fps: Fraction = Fraction(stream.average_rate or stream.guessed_rate or self._rate_from_index())
         try:
             if self._index.cut_short:
                 self._one_thread = True
                 self._configure_decoder()
-                self._drop_what_does_not_decode()
-            self._read_orientation()
+                if not self.index_from_cache:  # a cached index holds the frames that decode
+                    self._drop_what_does_not_decode()
+            if not self.index_from_cache:
+                self._read_orientation()
+                self._save_index()
         except BaseException:
             self.close()
             raise
@@ -490,6 +647,45 @@ class VideoReader:
             if isinstance(exc, FileNotFoundError) and not self.path.exists():
                 raise VideoError(f"{self.path}: the file has vanished") from exc
             raise VideoError(f"{self.path}: cannot read this video ({_reason(exc)})") from exc
+
+    def _key(self) -> _FileKey | None:
+        """The opened file's fingerprint, size and mtime (computed once), None if it cannot be read."""
+        if self._file_key is None:
+            fingerprint = video_fingerprint(self.path)
+            if fingerprint is None:
+                return None
+            self._file_key = _FileKey(fingerprint, self._signature[2], self._signature[3])
+        return self._file_key
+
+    def index_cache_path(self) -> Path | None:
+        """The file this video's packet index is (or would be) kept in."""
+        key = self._key()
+        return None if key is None else cache_dir() / f"{key.fingerprint}.index.npz"
+
+    def _load_index(self) -> tuple[_Index, Orientation] | None:
+        """The cached index of this very file (fingerprint, size and mtime match), checked for
+        consistency; None when there is none, or it is damaged, foreign, stale or of another version."""
+        path = self.index_cache_path()
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if not self._key().matches(data):  # type: ignore[union-attr]
+                    return None
+                return _index_from_arrays(data, self.time_base)
+        except Exception:  # a damaged file fails in any of zipfile, numpy or the checks: rebuilt
+            return None
+
+    def _save_index(self) -> None:
+        """Keep the index of a long file for the next open (best effort: a read-only home is fine)."""
+        if not self.config.index_cache or len(self._index.pts) < self.config.index_cache_min_frames:
+            return
+        path = self.index_cache_path()
+        key = self._key()
+        if path is None or key is None:
+            return
+        arrays = _index_to_arrays(self._index, self.orientation, self.time_base)
+        save_npz_atomically(path, {**arrays, **key.meta()})
 
     def _stat(self) -> tuple[int, int, int, int]:
         st = os.stat(self.path)

@@ -7,6 +7,7 @@ stripes (bit b is stripe b), which survives compression, so a decoded frame says
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ import av
 import numpy as np
 import pytest
 
-from engine.video import VideoError, VideoReader, VideoReaderConfig, frame_to_rgb
+from engine.video import INDEX_CACHE_VERSION, VideoError, VideoReader, VideoReaderConfig, cache_dir, frame_to_rgb
 from engine.video_probe import VideoError as ProbeVideoError
 from engine.video_probe import probe_video
 
@@ -64,6 +65,12 @@ def encode_mpeg_ps(path: Path) -> Path:
     cmd += ["-i", "-", "-c:v", "mpeg2video", "-g", str(GOP), "-bf", "2", "-q:v", "3", str(path)]
     subprocess.run(cmd, input=raw, check=True)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _own_data_home(data_home):
+    """Index caches go to this test's own data folder, never the user's."""
+    return data_home
 
 
 @pytest.fixture(scope="module")
@@ -438,3 +445,147 @@ def test_probe_counts_through_the_index(videos):
     facts = probe_video(videos["h264.ts"])
     assert (facts.frames, facts.keyframes, facts.width, facts.height, facts.fps) == (N, N // GOP + 1, W, H, 25)
     assert facts.codec == "h264" and facts.duration_s == pytest.approx(4.0)
+
+
+# -- the persisted packet index ----------------------------------------------------------------
+
+CACHED = VideoReaderConfig(cache_frames=2, index_cache_min_frames=0)  # short test files are cached too
+
+
+def same_reading(a: VideoReader, b: VideoReader) -> None:
+    assert (a.frame_count, a.keyframes, a.width, a.height, a.fps, a.time_base) == (
+        b.frame_count,
+        b.keyframes,
+        b.width,
+        b.height,
+        b.fps,
+        b.time_base,
+    )
+    assert np.array_equal(a.times.ticks, b.times.ticks) and a.times.end == b.times.end
+    assert a.orientation == b.orientation
+
+
+@pytest.mark.parametrize("name", ["h264.mp4", "h264.ts", "mpeg4.avi", "h264.raw", "mpeg2.mpg"])
+def test_the_index_is_kept_and_reused_while_the_file_is_unchanged(videos, tmp_path, name):
+    if name not in videos:
+        pytest.skip("ffmpeg is installed by ./dev.sh")
+    path = tmp_path / videos[name].name
+    shutil.copy2(videos[name], path)
+    ref = reference(path)
+    with VideoReader(path, CACHED) as cold:
+        assert not cold.index_from_cache
+        kept = cold.index_cache_path()
+        assert kept is not None and kept.parent == cache_dir() and kept.is_file()
+        with VideoReader(path, CACHED) as warm:
+            assert warm.index_from_cache
+            same_reading(warm, cold)
+            for i in [N - 1, 0, 37, 13, 12, 11, 88, 50]:
+                rgb = warm.frame(i)
+                assert ident(rgb) == i and np.array_equal(rgb, ref[i]), f"frame {i} of {name}"
+    assert not any(p.name == kept.name for p in tmp_path.iterdir())  # never beside the video
+
+
+def test_a_long_file_is_cached_by_default_and_a_short_one_is_not(videos, tmp_path):
+    with VideoReader(videos["h264.mp4"]) as reader:  # 100 frames: indexing costs what reading a cache would
+        assert not reader.index_cache_path().exists()
+    with VideoReader(videos["h264.mp4"], VideoReaderConfig(index_cache_min_frames=N)) as reader:
+        assert reader.index_cache_path().exists()
+
+
+def test_the_cache_can_be_turned_off(videos):
+    off = VideoReaderConfig(index_cache=False, index_cache_min_frames=0)
+    with VideoReader(videos["h264.mp4"], off) as reader:
+        assert not reader.index_from_cache
+        assert not cache_dir().exists()
+    with VideoReader(videos["h264.mp4"], CACHED):
+        pass
+    with VideoReader(videos["h264.mp4"], off) as reader:  # a kept index is not read either
+        assert not reader.index_from_cache
+
+
+def rewrite(path: Path, **changes) -> None:
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays.update(changes)
+    with path.open("wb") as fh:
+        np.savez(fh, **arrays)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["garbage", "truncated", "empty", "version", "frame_count", "keyframe", "pts_order", "seek_table", "time_base"],
+)
+def test_a_damaged_or_inconsistent_cache_is_rebuilt(videos, tmp_path, damage):
+    path = tmp_path / "case.mp4"
+    shutil.copy2(videos["h264.mp4"], path)
+    with VideoReader(path, CACHED) as reader:
+        kept = reader.index_cache_path()
+        good = kept.read_bytes()
+    with np.load(kept) as data:
+        pts, seek_dpos = data["pts"], data["seek_dpos"]
+    if damage == "garbage":
+        kept.write_bytes(bytes(random.Random(5).randrange(256) for _ in range(len(good))))
+    elif damage == "truncated":
+        kept.write_bytes(good[: len(good) // 2])
+    elif damage == "empty":
+        kept.write_bytes(b"")
+    elif damage == "version":
+        rewrite(kept, version=np.array(INDEX_CACHE_VERSION + 1, np.int64))
+    elif damage == "frame_count":
+        rewrite(kept, frame_count=np.array(N + 1, np.int64))
+    elif damage == "keyframe":
+        rewrite(kept, keyframes=np.array([0, 12, N + 5], np.int64))
+    elif damage == "pts_order":
+        rewrite(kept, pts=pts[::-1].copy())
+    elif damage == "seek_table":
+        rewrite(kept, seek_dpos=(seek_dpos + 1))
+    elif damage == "time_base":
+        rewrite(kept, time_base=np.array([1, 1000], np.int64))
+    with VideoReader(path, CACHED) as reader:
+        assert not reader.index_from_cache
+        assert reader.frame_count == N and reader.keyframes == list(range(0, N, GOP))
+        assert ident(reader.frame(77)) == 77
+    with VideoReader(path, CACHED) as reader:
+        assert reader.index_from_cache  # rewritten whole
+    assert kept.read_bytes() != b"" and not list(kept.parent.glob("*.tmp"))
+
+
+def test_a_changed_or_foreign_file_does_not_use_the_cache(videos, tmp_path):
+    path = tmp_path / "case.mp4"
+    shutil.copy2(videos["h264.mp4"], path)
+    with VideoReader(path, CACHED) as reader:
+        kept = reader.index_cache_path()
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # touched: mtime differs
+    with VideoReader(path, CACHED) as reader:
+        assert not reader.index_from_cache and reader.index_cache_path() == kept
+    with VideoReader(path, CACHED) as reader:
+        assert reader.index_from_cache
+    # Another video's index under this one's name (a copied data folder, a collision) is refused.
+    other = tmp_path / "other.mkv"
+    shutil.copy2(videos["h264.mkv"], other)
+    with VideoReader(other, CACHED) as reader:
+        shutil.copy(reader.index_cache_path(), kept)
+    with VideoReader(path, CACHED) as reader:
+        assert not reader.index_from_cache and ident(reader.frame(40)) == 40
+
+
+def test_a_read_only_data_folder_only_costs_the_cache(videos, tmp_path, monkeypatch):
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the data folder should be")
+    monkeypatch.setenv("SURGVIEW_DATA", str(blocked))
+    with VideoReader(videos["h264.mp4"], CACHED) as reader:
+        assert not reader.index_from_cache and ident(reader.frame(50)) == 50
+
+
+@pytest.mark.parametrize("name", ["h264.ts", "faststart.mp4"])
+def test_a_truncated_file_keeps_what_decodes_in_its_cache(videos, tmp_path, name):
+    if name not in videos:
+        pytest.skip("ffmpeg is installed by ./dev.sh")
+    data = videos[name].read_bytes()
+    cut = tmp_path / f"cut-{name}"
+    cut.write_bytes(data[: int(len(data) * 0.77)])
+    with VideoReader(cut, CACHED) as cold, VideoReader(cut, CACHED) as warm:
+        assert warm.index_from_cache
+        same_reading(warm, cold)
+        assert warm._one_thread == cold._one_thread
+        assert [i for i, _ in warm.frames()] == list(range(cold.frame_count))

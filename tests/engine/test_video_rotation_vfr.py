@@ -28,6 +28,13 @@ from tests.engine.test_video import encode, ffprobe_count
 
 needs_ffmpeg = pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by ./dev.sh")
 
+
+@pytest.fixture(autouse=True)
+def _own_data_home(data_home):
+    """Index caches go to this test's own data folder, never the user's."""
+    return data_home
+
+
 # -- rotation ----------------------------------------------------------------------------------
 
 UW, UH = 64, 96  # the upright picture: portrait, as a phone held upright films it
@@ -89,6 +96,16 @@ def test_a_phone_recording_is_shown_upright(tmp_path):
     assert video_size(path) == (UW, UH)
     facts = probe_video(path)
     assert (facts.width, facts.height) == (UW, UH)
+
+
+def test_a_cached_index_keeps_the_rotation(tmp_path):
+    path = phone_recording(tmp_path / "phone.mp4")
+    cached = VideoReaderConfig(cache_frames=2, index_cache_min_frames=0)
+    VideoReader(path, cached).close()
+    with VideoReader(path, cached) as reader:
+        assert reader.index_from_cache and reader.orientation.transpose
+        assert (reader.width, reader.height) == (UW, UH)
+        assert close(reader.frame(7), upright())
 
 
 @needs_ffmpeg
@@ -241,6 +258,12 @@ def test_a_truncated_file_counts_the_frames_a_decoder_gives(h264_mp4s, tmp_path,
         assert reader.frame_count == expected
         assert sum(1 for _ in reader.frames()) == expected  # every frame counted reads
         reader.frame(expected - 1)
+    # Kept in the index cache, the frames that decode are what a later open counts (nothing re-decoded).
+    cached = VideoReaderConfig(cache_frames=2, index_cache_min_frames=0)
+    VideoReader(cut, cached).close()
+    with VideoReader(cut, cached) as reader:
+        assert reader.index_from_cache and reader.frame_count == expected
+        assert sum(1 for _ in reader.frames()) == expected
 
 
 # -- images too big to read --------------------------------------------------------------------
