@@ -885,7 +885,9 @@ class VideoReader:
             first = self._landing(packets, d)
             if first is None:
                 continue  # MPEG-TS/PS byte seeks can land past the keyframe: try the one before
-            self._live = self._decode(itertools.chain([first], packets), d, int(index.dec_key[d]))
+            margin = self.config.skip_nonref_before
+            skip_below = None if margin is None else int(index.pts[max(i - margin, 0)])
+            self._live = self._decode(itertools.chain([first], packets), d, int(index.dec_key[d]), skip_below)
             self._live_last = int(np.searchsorted(index.pts, index.dec_key[d])) - 1
             self._live_from_start = False
             return
@@ -921,18 +923,31 @@ class VideoReader:
                 return None
         return None
 
-    def _decode(self, packets: Iterable[av.Packet], d: int, floor_key: int) -> Iterator[tuple[int, av.VideoFrame]]:
+    def _decode(
+        self, packets: Iterable[av.Packet], d: int, floor_key: int, skip_below: int | None = None
+    ) -> Iterator[tuple[int, av.VideoFrame]]:
         """(frame number, frame) in presentation order, from packets starting at decode position ``d``.
 
         Each packet gets the index's timestamps, so frames are named by the index, not by what a
         demuxer guessed after a seek; a packet whose size differs from the index's ends the run.
         Frames that show before ``floor_key`` (leading pictures of an open GOP) are dropped.
+
+        Packets that show before ``skip_below`` are sent with ``skip_frame = NONREF``: the decoder
+        drops the pictures no other picture refers to (their frames never come out; every frame
+        that does is decoded exactly as without skipping, since nothing it needs was skipped), and
+        decodes everything from there on. The decision is the packet's own (its timestamp), so it
+        does not depend on the decoder's delay. Not for streams without timestamps, where frames
+        are named by counting them.
         """
         index = self._index
         assert self._container is not None
         codec = self._container.streams.video[0].codec_context
         last: int | None = None
         n = len(index.pts)
+        skipping = None if index.ordinal else skip_below
+        mode = "DEFAULT"
+        if codec.skip_frame != mode:
+            codec.skip_frame = mode  # a run abandoned while skipping left it set
         for packet in packets:
             if packet.size:
                 if d >= len(index.dec_size) or packet.size != index.dec_size[d]:
@@ -940,6 +955,10 @@ class VideoReader:
                 if not index.ordinal:
                     packet.pts, packet.dts = int(index.dec_key[d]), int(index.dec_dts[d])
                 d += 1
+                if skipping is not None:
+                    want = "NONREF" if packet.pts < skipping else "DEFAULT"
+                    if want != mode:
+                        codec.skip_frame = mode = want
             try:
                 decoded = codec.decode(packet)
             except av.error.InvalidDataError:

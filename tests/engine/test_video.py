@@ -11,6 +11,7 @@ import os
 import random
 import shutil
 import subprocess
+from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -589,3 +590,23 @@ def test_a_truncated_file_keeps_what_decodes_in_its_cache(videos, tmp_path, name
         same_reading(warm, cold)
         assert warm._one_thread == cold._one_thread
         assert [i for i, _ in warm.frames()] == list(range(cold.frame_count))
+
+
+# -- seeks that skip what is never shown ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("margin", [0, 3])
+def test_skipping_unreferenced_pictures_before_the_target_stays_exact(video, margin):
+    """Non-reference pictures before the target are not decoded after a seek; every frame handed
+    out is still the decoder's own (compared with plain sequential decoding) and named right."""
+    ref = reference(video)
+    config = VideoReaderConfig(cache_frames=2, skip_nonref_before=margin, index_cache=False)
+    with VideoReader(video, config) as skipping, VideoReader(video, replace(config, skip_nonref_before=None)) as full:
+        rng = random.Random(11)
+        order = [N - 1, *rng.sample(range(N), 30), *(k + GOP - 1 for k in skipping.keyframes if k + GOP - 1 < N), 0]
+        for i in order:
+            rgb = skipping.frame(i)
+            assert ident(rgb) == i and np.array_equal(rgb, ref[i]), f"frame {i} of {video.name}"
+            full.frame(i)
+        if video.suffix not in (".h264",):  # frames counted, not timed: nothing is skipped
+            assert skipping.stats.decoded < full.stats.decoded, video.name
