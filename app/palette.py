@@ -16,6 +16,10 @@ __all__ = [
     "BOX_UNKNOWN",
     "CVS_COLORS",
     "CVS_DOUBT",
+    "CVS_DOUBTFUL",
+    "CVS_MET",
+    "CVS_NOT_ASSESSABLE",
+    "CVS_NOT_MET",
     "HELD_AGE",
     "HIGHLIGHT_TEXT",
     "PHASE_COLORS",
@@ -60,11 +64,18 @@ PHASE_COLORS: dict[str, str] = {
 
 UNKNOWN = "#999999"  # a label the ontology does not know, or no value
 
-# Endoscapes CVS criterion states, keyed like engine.chain.CvsState values ("met", ...).
+# Endoscapes CVS criterion states. Paul Tol's "muted" scheme, chosen apart from the seven Okabe–Ito
+# phase hues and told apart by lightness as well as hue (dark green, rose, mid grey, sand), so they
+# stay distinct under the common colour-vision deficiencies and never read as a phase.
+CVS_MET = "#117733"  # dark green
+CVS_NOT_MET = "#CC6677"  # rose
+CVS_NOT_ASSESSABLE = "#6E6E6E"  # mid grey (darker than UNKNOWN)
+CVS_DOUBTFUL = "#DDCC77"  # sand: "all met" outside an established episode, or neighbours disagree
+# Keyed like engine.chain.CvsState values ("met", ...): timelines, overlay badges and reports share it.
 CVS_COLORS: dict[str, str] = {
-    "met": "#009E73",
-    "not met": "#D55E00",
-    "not assessable": UNKNOWN,
+    "met": CVS_MET,
+    "not met": CVS_NOT_MET,
+    "not assessable": CVS_NOT_ASSESSABLE,
 }
 
 # Dark surfaces and text.

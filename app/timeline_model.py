@@ -4,16 +4,28 @@ an analysed frame stands for (the engine's one coverage rule), confidence levels
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from app import palette
+from engine.ontology import load_ontology
 from engine.phase_labels import Segment
 from engine.timeline import coverage_cells
 
-__all__ = ["CONFIDENCE_STEPS", "Runs", "confidence_color", "confidence_runs", "coverage_runs", "label_runs"]
+__all__ = [
+    "CONFIDENCE_STEPS",
+    "CVS_MEANINGS",
+    "Runs",
+    "agreement_confidence",
+    "confidence_color",
+    "confidence_runs",
+    "coverage_runs",
+    "display_name",
+    "label_runs",
+    "legend",
+]
 
 CONFIDENCE_STEPS = 20  # confidences are merged into runs at this resolution
 _CONFIDENCE_STEPS = CONFIDENCE_STEPS
@@ -101,3 +113,72 @@ def confidence_color(level: float) -> str:
 
 
 # ------------------------------------------------------------------------------------------ items
+
+
+# ------------------------------------------------------------------------------ names and legend
+CVS_MEANINGS: dict[str, str] = {
+    "met": "the model says the criterion is met",
+    "not met": "the model says the criterion is not met",
+    "not assessable": "the model could not judge it (view, smoke, blood)",
+}
+_STATUS_WEIGHT = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
+
+
+def display_name(label: str | None) -> str:
+    """A phase's or tool's name as people read it ("Calot Triangle Dissection"), else the label."""
+    if not label:
+        return "—"
+    ontology = load_ontology()
+    for vocabulary in ("phase", "tool"):
+        found = ontology.vocabulary(vocabulary).resolve(label)
+        if found is not None and found.name == label:
+            return found.display
+    return label
+
+
+def legend(tools: Sequence[str] = ()) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """Every colour the timeline draws: ``(group, [(colour, name, meaning), ...])``."""
+    phases = [(c, display_name(n), "surgical phase") for n, c in palette.PHASE_COLORS.items()]
+    cvs = [(palette.CVS_COLORS[k], k, CVS_MEANINGS[k]) for k in ("met", "not met", "not assessable")]
+    tool_rows = [(palette.TOOL_COLORS.get(t, palette.UNKNOWN), display_name(t), "instrument in view") for t in tools]
+    conf = [
+        (confidence_color(1.0), "agrees", "phase agrees with both analysed neighbours; chain complete"),
+        (confidence_color(0.5), "mixed", "one neighbour disagrees, or the chain is partial"),
+        (confidence_color(0.0), "disagrees", "phase differs from both neighbours; chain malformed"),
+    ]
+    other = [
+        (palette.COVERAGE, "analysed", "the model answered a frame here"),
+        (palette.BOOKMARK, "bookmark", "a reviewer's bookmark"),
+        (palette.UNKNOWN, "unknown", "a name outside the ontology"),
+    ]
+    groups = [("Phase", phases), ("CVS", cvs), ("Instruments", tool_rows), ("Confidence", conf), ("Other", other)]
+    return [(g, rows) for g, rows in groups if rows]
+
+
+def agreement_confidence(
+    frames: Sequence[int], phases: Sequence[str | None], statuses: Mapping[int, str]
+) -> tuple[np.ndarray, list[str]]:
+    """Per analysed frame: how far its answer can be trusted, 0..1, and why in words.
+
+    Half of it is agreement of the frame's phase with its analysed neighbours' (the frames just
+    before and after that have a phase), half its chain status (complete 1, partial 0.5,
+    malformed 0). A frame without a phase or neighbours counts on its status alone."""
+    n = len(frames)
+    values = np.zeros(n, np.float64)
+    details: list[str] = []
+    stated = [i for i in range(n) if phases[i] is not None]
+    position = {i: k for k, i in enumerate(stated)}
+    for i in range(n):
+        status = statuses.get(int(frames[i]), "partial")
+        weight = _STATUS_WEIGHT.get(status, 0.0)
+        k = position.get(i)
+        near = [] if k is None else [stated[j] for j in (k - 1, k + 1) if 0 <= j < len(stated)]
+        if near:
+            agree = sum(phases[j] == phases[i] for j in near)
+            values[i] = 0.5 * agree / len(near) + 0.5 * weight
+            words = f"phase agrees with {agree} of {len(near)} analysed neighbours"
+        else:
+            values[i] = weight
+            words = "no phase to compare" if k is None else "no analysed neighbours"
+        details.append(f"{words} · chain {status}")
+    return values, details

@@ -32,6 +32,7 @@ from PySide6.QtGui import QBrush, QColor, QFont, QHelpEvent, QKeySequence, QMous
 from PySide6.QtWidgets import (
     QApplication,
     QGraphicsItem,
+    QLabel,
     QMenu,
     QStyleOptionGraphicsItem,
     QToolTip,
@@ -41,6 +42,7 @@ from PySide6.QtWidgets import (
 
 from app import palette
 from app.session import CaseSession
+from app.timeline_model import CVS_MEANINGS, agreement_confidence, display_name, legend
 from app.timeline_model import Runs as _Runs
 from app.timeline_model import confidence_color as _confidence_color
 from app.timeline_model import confidence_runs as _confidence_runs
@@ -60,6 +62,7 @@ SELECTION_FILL, SELECTION_EDGE = palette.SELECTION_FILL, palette.SELECTION_EDGE
 EDGE_GRAB_PX = 5  # how near (pixels) an edge of the selection the mouse must be to move it
 CHAIN_STATUS_CONFIDENCE: dict[str, float] = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
 
+_CVS_CRITERIA = ("C1: two structures", "C2: hepatocystic triangle cleared", "C3: cystic plate exposed")
 _GAP = 0.14  # between tracks, in track units
 _MAX_GAP_S = 30.0  # analysed frames farther apart than this leave the time between them uncovered
 _MIN_BAR = 0.08  # a zero confidence still shows as a sliver
@@ -225,6 +228,8 @@ class TimelineView(QWidget):
         self._truth: _Runs | None = None
         self._confidence_frames = np.zeros(0, np.int64)
         self._confidence = _Runs.empty()
+        self._confidence_values: dict[int, float] = {}
+        self._confidence_notes: dict[int, str] = {}  # why an analysed frame has its confidence
         self._bookmarks: list[tuple[int, str]] = []
         self._tracks: dict[str, _Track] = {}
         self._items: dict[str, _RunsItem] = {}
@@ -288,6 +293,13 @@ class TimelineView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self._plot)
+        self._legend = QLabel(self)  # every colour the tracks draw, with its display name
+        self._legend.setObjectName("timelineLegend")
+        self._legend.setWordWrap(True)
+        self._legend.setTextFormat(Qt.TextFormat.RichText)
+        self._legend.setStyleSheet(f"QLabel {{ color: {TEXT}; font-size: 8pt; padding: 2px 6px; }}")
+        layout.addWidget(self._legend)
+        self._legend_tools: tuple[str, ...] | None = None
         self._relayout()
 
     # ----------------------------------------------------------------------------- public API
@@ -298,7 +310,7 @@ class TimelineView(QWidget):
         def on_session(name: str, value: Any) -> None:
             if name == "timelines":
                 self.set_timelines(value)
-                self.set_confidence([f for f, _ in session.statuses], [s or None for _, s in session.statuses])
+                self._follow_confidence(value, session.statuses)
             elif name == "bookmarks":
                 self.set_bookmarks([(b.frame, b.title) for b in value])
             elif name == "ground_truth":
@@ -341,17 +353,69 @@ class TimelineView(QWidget):
         self._truth = None if phases is None else _label_runs(phases)
         self._relayout()
 
-    def set_confidence(self, frames: Sequence[int] | np.ndarray, values: Sequence[float | str | None]) -> None:
+    def set_confidence(
+        self,
+        frames: Sequence[int] | np.ndarray,
+        values: Sequence[float | str | None],
+        notes: Sequence[str] | None = None,
+    ) -> None:
         """Confidence per analysed frame: numbers in 0..1, or a chain status (complete, partial,
-        malformed) as a proxy. ``None`` values are skipped."""
+        malformed) as a proxy. ``None`` values are skipped. ``notes``: why, per frame (tooltips)."""
         if len(frames) != len(values):
             raise ValueError(f"{len(frames)} frames but {len(values)} values")
+        if notes is not None:
+            self._confidence_notes = {int(f): str(n) for f, n in zip(frames, notes, strict=True)}
+        else:
+            self._confidence_notes = {
+                int(f): f"chain {v}" if isinstance(v, str) else f"{float(v):.2f}"
+                for f, v in zip(frames, values, strict=True)
+                if v is not None
+            }
         given = {int(f): _confidence_value(v) for f, v in zip(frames, values, strict=True) if v is not None and f >= 0}
         order = sorted(given)  # a frame given twice keeps its last value
         self._confidence_frames = np.array(order, dtype=np.int64)
         conf = np.array([given[f] for f in order], dtype=np.float64)
+        self._confidence_values = given
         self._confidence = _confidence_runs(self._confidence_frames, conf, self._max_gap(), self._count_or_none())
         self._render_or_relayout("confidence", "coverage")
+
+    def _follow_confidence(self, timelines: Timelines | None, statuses: Sequence[tuple[int, str]]) -> None:
+        """Confidence of each analysed frame: its phase against its analysed neighbours', and its
+        chain status (``agreement_confidence``); without timelines, the statuses alone."""
+        if timelines is None:
+            self.set_confidence([f for f, _ in statuses], [s or None for _, s in statuses])
+            return
+        frames = timelines.frames.tolist()
+        values, notes = agreement_confidence(frames, timelines.raw_phase, {int(f): s for f, s in statuses if s})
+        self.set_confidence(frames, values.tolist(), notes)
+
+    def confidence_at(self, frame: int) -> float | None:
+        """The confidence given for an analysed frame (0..1), or None."""
+        return self._confidence_values.get(int(frame))
+
+    def legend_entries(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
+        """What the legend under the tracks lists: (group, [(colour, name, meaning)])."""
+        return legend(self._tool_names())
+
+    def legend_text(self) -> str:
+        """The legend as plain text (what a reader sees)."""
+        return self._legend.text()
+
+    def _tool_names(self) -> list[str]:
+        return [key.split(":", 1)[1] for key in self._tracks if key.startswith("tool:")]
+
+    def _render_legend(self) -> None:
+        tools = tuple(self._tool_names())
+        if tools == self._legend_tools:
+            return
+        self._legend_tools = tools
+        parts, tips = [], []
+        for group, rows in legend(tools):
+            swatches = " ".join(f'<span style="color:{colour}">&#9632;</span>&nbsp;{name}' for colour, name, _ in rows)
+            parts.append(f"<b>{group}</b>&nbsp; {swatches}")
+            tips.extend(f"{group} · {name}: {meaning}" for _, name, meaning in rows)
+        self._legend.setText(" &nbsp;&nbsp; ".join(parts))
+        self._legend.setToolTip("\n".join(tips))
 
     def set_bookmarks(self, bookmarks: Sequence[tuple[int, str]]) -> None:
         """Markers on the bookmark track; hovering one shows its title."""
@@ -489,8 +553,33 @@ class TimelineView(QWidget):
             return self._bookmark_near(view.x())
         frame = math.floor(view.x() * self._fps)
         i = track.runs.at(frame)
-        value = track.runs.labels[i] if i is not None else "—"
-        return f"{track.title}: {value}\n{self._timecode(frame)}"
+        value = track.runs.labels[i] if i is not None else None
+        return f"{self._describe(track, value, frame)}\n{self._timecode(frame)}"
+
+    def _describe(self, track: _Track, value: str | None, frame: int) -> str:
+        """A track's value under the mouse in words: display names, and what a colour means."""
+        if value is None:
+            return f"{track.title}: nothing here (not analysed, or too far from an analysed frame)"
+        if track.key in ("phase", "raw", "truth"):
+            how = {"phase": "smoothed over neighbouring answers", "raw": "the model's own answer"}
+            extra = f" ({how[track.key]})" if track.key in how else ""
+            return f"{track.title}: {display_name(value)}{extra}"
+        if track.key.startswith("cvs"):
+            criterion = _CVS_CRITERIA[int(track.key[3:]) - 1]
+            return f"CVS {criterion}: {value} — {CVS_MEANINGS.get(value, value)}"
+        if track.key.startswith("tool:"):
+            return f"{display_name(value)}: in view"
+        if track.key == "confidence":
+            near = np.array(sorted(self._confidence_notes), dtype=np.int64)
+            note = ""
+            if near.size:
+                k = int(np.searchsorted(near, frame))
+                k = min(range(max(k - 1, 0), min(k + 1, near.size)), key=lambda j: abs(int(near[j]) - frame))
+                note = f" — frame {int(near[k])}: {self._confidence_notes[int(near[k])]}"
+            return f"Confidence {value}{note}"
+        if track.key == "coverage":
+            return "Analysed: the model answered a frame here"
+        return f"{track.title}: {value}"
 
     # ----------------------------------------------------------------------------- layout
     def _timecode(self, frame: int) -> str:
@@ -514,7 +603,8 @@ class TimelineView(QWidget):
                 n for n in t.tools if n not in TOOL_COLORS and t.tools[n]
             )
             for name in names:
-                tracks.append(_Track(f"tool:{name}", name, 0.4, _Runs.of_segments(t.tools[name]), TOOL_COLORS))
+                runs = _Runs.of_segments(t.tools[name])
+                tracks.append(_Track(f"tool:{name}", display_name(name), 0.4, runs, TOOL_COLORS))
         tracks.append(_Track("confidence", "Confidence", 0.8, self._confidence, None))
         tracks.append(_Track("coverage", "Analysed", 0.3, self._coverage(), {"analysed": COVERAGE_COLOR}))
         tracks.append(_Track("bookmarks", "Bookmarks", 0.6, _Runs.empty(), {}))
@@ -534,6 +624,7 @@ class TimelineView(QWidget):
         self._render_lanes()
         self._render_bookmarks()
         self._track_axis.setTicks([[(tr.y0 + tr.height / 2, tr.title) for tr in tracks], []])
+        self._render_legend()
         self._apply_limits()
 
     def _render_or_relayout(self, *keys: str) -> None:

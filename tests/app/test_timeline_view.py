@@ -297,3 +297,47 @@ def test_an_empty_view_and_a_view_without_a_case_are_harmless(qtbot, small_timel
     assert w.visible_seconds() == pytest.approx((0.0, 60.0), abs=1e-6)
     assert w.rect_count("phase") == 7
     assert w._line.isVisible() and w._line.value() == pytest.approx(10.5 / FPS)
+
+
+def test_the_legend_names_every_colour_by_its_display_name(view, small_timelines):
+    from app import palette
+
+    view.set_timelines(small_timelines)
+    text = view.legend_text()
+    assert "Calot Triangle Dissection" in text and "CalotTriangleDissection" not in text
+    for word in ("met", "not met", "not assessable", "Grasper", "Clipper", "analysed", "bookmark", "agrees"):
+        assert word in text
+    drawn = {c for _, rows in view.legend_entries() for c, _, _ in rows}
+    assert set(palette.CVS_COLORS.values()) <= drawn and set(palette.PHASE_COLORS.values()) <= drawn
+    assert not set(palette.CVS_COLORS.values()) & set(palette.PHASE_COLORS.values())
+    assert palette.CVS_DOUBTFUL not in palette.PHASE_COLORS.values()
+    assert all(meaning for _, rows in view.legend_entries() for *_, meaning in rows)
+
+
+def test_tooltips_say_what_a_colour_means(view, small_timelines):
+    view.set_timelines(small_timelines)
+    x = 300 / FPS  # the Calot phase: Grasper and Hook in view, CVS not met
+    assert view.describe_at(view.viewport_point(x, "phase")).startswith("Phase: Calot Triangle Dissection")
+    assert view.describe_at(view.viewport_point(x, "tool:Grasper")).startswith("Grasper: in view")
+    assert "not met — " in view.describe_at(view.viewport_point(x, "cvs1"))
+    coverage = view.describe_at(view.viewport_point(x, "coverage"))
+    assert coverage.startswith("Analysed: the model answered") and "analysed: analysed" not in coverage.lower()
+
+
+def test_confidence_follows_agreement_with_neighbours_and_chain_status(view):
+    from app.session import CaseSession
+
+    rows = synthetic_rows(500, 25)
+    rows[10] = TimelineRow(rows[10].frame, "GallbladderRetraction", rows[10].cvs, rows[10].tools)  # an outlier
+    tl = build_timelines(rows, FPS, frame_count=500)
+    session = CaseSession()
+    session.statuses = [(r.frame, "partial" if r.frame == 125 else "complete") for r in rows]
+    view.follow(session)
+    session.timelines = tl
+    session._emit("timelines", tl)
+    by_frame = {f: view.confidence_at(f) for f in (0, 125, 250, 275)}
+    assert by_frame[0] == 1.0 and by_frame[250] == 0.5  # the outlier disagrees with both neighbours
+    assert by_frame[275] == 0.75 and by_frame[125] == 0.75  # one neighbour disagrees; a partial chain
+    assert len({label for *_, label in view.track_runs("confidence")}) > 1  # no longer one solid colour
+    text = view.describe_at(view.viewport_point(250.5 / FPS, "confidence"))
+    assert "agrees with 0 of 2 analysed neighbours" in text and "chain complete" in text
