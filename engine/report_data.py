@@ -11,6 +11,8 @@ with autoescape, QTextDocument, QPainter) show a hostile output as literal text.
 
 from __future__ import annotations
 
+import datetime
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,11 +42,26 @@ __all__ = [
     "ToolUsage",
     "choose_analysis",
     "combined_result",
+    "default_title",
     "gather_report",
     "visible_text",
+    "without_boxes",
 ]
 
 LEVEL_NAMES = {1: "Perception", 2: "Relation", 3: "Context"}
+DEFAULT_TITLE = "Laparoscopic cholecystectomy review"
+_BOX = re.compile(r"\s*\[\s*-?\d+(?:\.\d+)?\s*(?:,\s*-?\d+(?:\.\d+)?\s*){3}\]")
+
+
+def default_title(when: float | None = None) -> str:
+    """A report's title when the reviewer gives none: what it is and the day, never a file name or hash."""
+    day = datetime.date.fromtimestamp(time.time() if when is None else when).isoformat()
+    return f"{DEFAULT_TITLE}, {day}"
+
+
+def without_boxes(text: str) -> str:
+    """Model text without its ``[x1, y1, x2, y2]`` pixel boxes (a report's pictures show them)."""
+    return _BOX.sub("", text)
 
 
 class ReportError(Exception):
@@ -98,6 +115,7 @@ class CaseSummary:
     task: str  # the questions asked of each frame, comma-separated
     manifest: dict[str, Any] | None  # name, architecture, versions, lineage stages, evaluation
     profile: str = "surgview"  # the model profile that asked them
+    reviewer: str = ""  # the reviewer's name for the sign-off (blank: a line to write on)
 
 
 @dataclass(frozen=True)
@@ -233,6 +251,7 @@ def gather_report(
     task: str | None = None,
     manifest: Manifest | None = None,
     title: str | None = None,
+    reviewer: str | None = None,
     blank: bool = True,
     fps: float | None = None,
     frame_count: int | None = None,
@@ -268,7 +287,7 @@ def gather_report(
         counts[status or "malformed"] = counts.get(status or "malformed", 0) + 1
     summary = CaseSummary(
         case_id=(info.fingerprint if info else store.path.stem)[:16],
-        title=title or f"Case {(info.fingerprint if info else store.path.stem)[:8]}",
+        title=(title or "").strip() or default_title(),
         fps=float(fps),
         frame_count=int(frame_count),
         duration_s=frame_count / fps,
@@ -282,6 +301,7 @@ def gather_report(
         task=", ".join(analysis.tasks),
         manifest=manifest_summary(manifest),
         profile=analysis.profile.name,
+        reviewer=(reviewer or "").strip(),
     )
     return ReportData(
         summary=summary,
@@ -400,6 +420,7 @@ def report_json(data: ReportData) -> dict[str, Any]:
         "case": {
             "id": s.case_id,
             "title": s.title,
+            "reviewer": s.reviewer,
             "fps": fps,
             "frames": s.frame_count,
             "duration_s": round(s.duration_s, 3),

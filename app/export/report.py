@@ -16,17 +16,34 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jinja2
-from PySide6.QtCore import QMarginsF
-from PySide6.QtGui import QPageLayout, QPageSize, QPdfWriter, QTextDocument
+from PySide6.QtCore import QMarginsF, QRectF, QSizeF, Qt
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QPageLayout,
+    QPageSize,
+    QPainter,
+    QPdfWriter,
+    QTextCursor,
+    QTextDocument,
+    QTextFormat,
+)
 
 from app import palette
 from app.export.files import atomic_write
 from app.export.pictures import blank_areas, data_uri, ensure_gui_app, format_seconds, frame_picture, timeline_picture
 from engine.modeldir import Manifest, ModelDirError, inspect_model_dir
-from engine.report_data import BookmarkEntry, ReportData, ReportError, choose_analysis, gather_report, visible_text
+from engine.report_data import (
+    BookmarkEntry,
+    ReportData,
+    ReportError,
+    choose_analysis,
+    gather_report,
+    visible_text,
+    without_boxes,
+)
 from engine.resources import resource_path
 from engine.store import CaseStore, StoreError, case_store_path
-from engine.timecode import format_timecode
 from engine.video import VideoError, VideoReader
 from engine.video_probe import probe_video
 
@@ -37,7 +54,8 @@ FORMATS = (".html", ".htm", ".pdf")
 
 @dataclass(frozen=True)
 class ReportOptions:
-    title: str | None = None  # default: "Case <fingerprint>", never the file name
+    title: str | None = None  # default: "Laparoscopic cholecystectomy review, <date>", never the file name
+    reviewer: str | None = None  # the name on the sign-off lines (default: blank lines)
     model_id: str | None = None  # default: the most recent analysis
     task: str | None = None
     model_dir: Path | None = None  # its manifest goes in the summary when it made the analysis
@@ -60,6 +78,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters["vis"] = lambda text: visible_text("" if text is None else str(text))
+    env.filters["noboxes"] = without_boxes  # pixel boxes: the pictures show them
     env.filters["duration"] = format_seconds
     env.filters["metric"] = lambda v: f"{v:.3g}" if isinstance(v, float) else visible_text(str(v))
     return env
@@ -84,25 +103,100 @@ def render_html(data: ReportData, pictures: dict[int, str], timeline_uri: str, *
         blank_areas=data.blank_areas,
         blanked=data.blanked,
         config=data.timelines.config,
-        tc=lambda frame: "–" if frame is None else format_timecode(frame, s.fps),
+        tc=lambda frame: _clock(frame, s.fps),
+        tcf=lambda frame: "–" if frame is None else f"{_clock(frame, s.fps)} (frame {frame})",
     )
 
 
+def _clock(frame: int | None, fps: float) -> str:
+    """``hh:mm:ss`` of a frame: a report never shows frames as hundredths (the frame number says the rest)."""
+    if frame is None:
+        return "–"
+    if fps <= 0:
+        return "--:--:--"
+    whole = int(frame // fps)
+    return f"{whole // 3600:02d}:{whole // 60 % 60:02d}:{whole % 60:02d}"
+
+
+_MARGIN_CM = 2.0
+_KEEP_WITH_NEXT_PT = 60.0  # a heading needs this much room below it on its page, else it starts the next
+
+
 def write_pdf(html: str, path: Path) -> None:
-    """Lay ``html`` out on A4 pages with Qt and write the PDF to ``path`` (not atomic by itself)."""
+    """Lay ``html`` out on A4 pages with Qt and write the PDF to ``path`` (not atomic by itself).
+
+    The document is paginated here (as ``QTextDocument.print_`` would: laid out for the writer,
+    2 cm margins) so that no heading is left at a page's foot: a heading without room for its
+    content below starts the next page. Table header rows (``<thead>``) repeat on every page.
+    """
     ensure_gui_app()
     writer = QPdfWriter(str(path))
     writer.setTitle("surgview case report")
     writer.setCreator("surgview")
     writer.setPageSize(QPageSize(QPageSize.PageSizeId.A4))
-    # QTextDocument.print_ adds 2 cm margins of its own: the page needs none more.
     writer.setPageMargins(QMarginsF(0, 0, 0, 0), QPageLayout.Unit.Millimeter)
     writer.setResolution(144)
+    dpi = writer.resolution()
+    page = writer.pageLayout().fullRectPixels(dpi)
+    margin = _MARGIN_CM / 2.54 * dpi
     doc = QTextDocument()
+    doc.documentLayout().setPaintDevice(writer)
     doc.setDocumentMargin(0)
     doc.setHtml(html)
-    doc.print_(writer)
+    frame = doc.rootFrame().frameFormat()
+    frame.setMargin(0)
+    frame.setTopMargin(margin)
+    frame.setBottomMargin(margin)
+    frame.setLeftMargin(margin)
+    frame.setRightMargin(margin)
+    doc.rootFrame().setFrameFormat(frame)
+    height = float(page.height())
+    doc.setPageSize(QSizeF(page.width(), height))
+    _keep_headings_with_content(doc, height, margin, _KEEP_WITH_NEXT_PT / 72 * dpi)
+    painter = QPainter(writer)
+    try:
+        pages = doc.pageCount()
+        font = QFont(doc.defaultFont())
+        font.setPointSizeF(9)
+        for i in range(pages):
+            if i:
+                writer.newPage()
+            painter.save()
+            painter.translate(0, -i * height)
+            doc.drawContents(painter, QRectF(0, i * height, page.width(), height))
+            painter.restore()
+            painter.setFont(font)
+            painter.setPen(QColor("#5f6368"))
+            foot = QRectF(margin, height - margin + 0.2 * margin, page.width() - 2 * margin, 0.5 * margin)
+            painter.drawText(foot, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop), f"{i + 1} / {pages}")
+    finally:
+        painter.end()
     del writer  # the file is finished when the writer is destroyed
+
+
+def _keep_headings_with_content(doc: QTextDocument, page_height: float, margin: float, room: float) -> None:
+    """Move every top-level heading that would end a page to the next page: it needs ``room`` below it,
+    or the whole first block of its content when that is taller (a picture), with any headings between."""
+    layout = doc.documentLayout()
+    body = page_height - 2 * margin
+    block = doc.begin()
+    while block.isValid():
+        fmt = block.blockFormat()
+        if fmt.headingLevel() > 0 and doc.rootFrame() == doc.frameAt(block.position()):
+            rect = layout.blockBoundingRect(block)
+            follow, nxt = 0.0, block.next()
+            while nxt.isValid():  # the headings below it and the first block of content
+                follow += layout.blockBoundingRect(nxt).height()
+                if nxt.blockFormat().headingLevel() == 0:
+                    break
+                nxt = nxt.next()
+            index = int(rect.top() // page_height)
+            foot = (index + 1) * page_height - margin
+            need = min(max(room, follow), body - rect.height())
+            if rect.bottom() + need > foot and rect.top() > index * page_height + margin + 1:
+                fmt.setPageBreakPolicy(QTextFormat.PageBreakFlag.PageBreak_AlwaysBefore)
+                QTextCursor(block).setBlockFormat(fmt)
+        block = block.next()
 
 
 def pictures_for(data: ReportData, video: Path, width: int) -> dict[int, str]:
@@ -185,6 +279,7 @@ def _gather(store: CaseStore, options: ReportOptions, fps: float, frame_count: i
         analysis=analysis,
         manifest=_manifest(options, analysis.model_id),
         title=options.title,
+        reviewer=options.reviewer,
         blank=options.blank,
         fps=fps,
         frame_count=frame_count,
