@@ -342,12 +342,40 @@ class CaseSession:
             try:
                 rows = analysis.timeline_rows(self.store)  # merged: the phase question's phase, every question's tools
                 self.statuses = analysis.statuses(self.store)
-                self.timelines = build_timelines(rows, self.case.fps, self.case.frame_count) if rows else None
+                self.timelines = self._build_timelines(rows) if rows else None
             except StoreError as exc:
                 return str(exc)
             self._assess_cvs(rows)
         self._emit("timelines", self.timelines)
         return problem
+
+    @property
+    def sweep_step(self) -> int:
+        """Frames between the sweep's analysed frames (``engine.scheduler.sweep_frames``' grid)."""
+        return max(1, round(self.stride_s * (self.case.fps or 25.0)))
+
+    def _build_timelines(self, rows: list) -> Timelines:
+        """Timelines whose smoothed tracks (phase segments, CVS, tools) come from the sweep's frames
+        only, so frames asked for on demand (the frame on screen, off the stride) never move a phase
+        boundary; the raw rows, the raw phase strip and coverage keep every answer. Without a sweep
+        frame yet (only frames asked for), every answer is smoothed."""
+        fps, count = self.case.fps, self.case.frame_count
+        full = build_timelines(rows, fps, count)
+        step = self.sweep_step
+        sweep = [r for r in rows if r.frame % step == 0]
+        if not sweep or len(sweep) == len(full.rows):
+            return full
+        smooth = build_timelines(sweep, fps, count)
+        path = dict(zip(smooth.frames.tolist(), smooth.phase_path, strict=True))
+        cvs = tuple(replace(full.cvs[i], segments=smooth.cvs[i].segments) for i in range(3))
+        return replace(
+            full,
+            phase=smooth.phase,
+            phase_path=[path.get(f) for f in full.frames.tolist()],
+            cvs=cvs,
+            tools=smooth.tools,
+            step=smooth.step,
+        )
 
     def _assess_cvs(self, rows: list) -> None:
         """CVS episodes (established or doubtful) and the frames whose analysed neighbours disagree

@@ -112,3 +112,44 @@ def test_timecodes_use_presentation_times():
     assert s.timecode(1) == "00:00:00.01"
     s.times = Times()
     assert s.time_of(1) == 0.52 and s.timecode(1) == "00:00:00.13"
+
+
+def test_answers_asked_for_on_demand_do_not_move_phase_boundaries():
+    from engine.timeline import TimelineRow
+
+    phases = ["Preparation", "CalotTriangleDissection", "ClippingCutting", "GallbladderDissection"]
+    sweep = [TimelineRow(f, phases[min(f // 500, 3)], tools=("Grasper",)) for f in range(0, 2000, 25)]
+    # The reviewer browsed: frames off the stride, some answering the next phase early.
+    browsed = [TimelineRow(f, phases[min(f // 500 + 1, 3)], tools=("Hook",)) for f in (488, 1063, 1413, 1438, 1469)]
+
+    class Analysis:
+        rows: tuple = ()
+
+        def timeline_rows(self, store):
+            return sorted(self.rows, key=lambda r: r.frame)
+
+        def statuses(self, store):
+            return [(r.frame, "complete") for r in self.timeline_rows(store)]
+
+    analysis = Analysis()
+    s = CaseSession()
+    s.case.update(fps=25.0, frame_count=2000, width=64, height=48)
+    s.stride_s = 1.0
+    s.analysis = lambda: analysis  # type: ignore[method-assign]
+    analysis.rows = sweep
+    s.refresh_timelines()
+    before = s.timelines
+    bounds_before = [(seg.start, seg.end, seg.label) for seg in before.phase]
+    assert len(bounds_before) == 4
+
+    analysis.rows = sweep + browsed
+    s.refresh_timelines()
+    after = s.timelines
+    assert [(seg.start, seg.end, seg.label) for seg in after.phase] == bounds_before
+    assert [seg.segments for seg in after.cvs] == [seg.segments for seg in before.cvs]
+    assert after.tools == before.tools
+    assert set(after.frames.tolist()) >= {488, 1063, 1413, 1438, 1469}  # the raw row keeps every answer
+    assert len(after.raw_phase_segments()) > len(before.raw_phase_segments())
+    assert len(after.phase_path) == len(after.frames)
+    s.playhead.displayed = bounds_before[2][0]  # `]` and `[` from a boundary reach the same boundaries
+    assert (s.phase_target(1), s.phase_target(-1)) == (bounds_before[3][0], bounds_before[1][0])
