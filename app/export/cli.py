@@ -1,6 +1,7 @@
 """``surgview report`` and ``surgview clip``: exports from the command line, no window.
 
-    surgview report CASE --out FILE.html|FILE.pdf [--title T] [--model DIR] [--model-id ID] [--no-blank]
+    surgview report CASE --out FILE.html|FILE.pdf [--title T] [--reviewer NAME]
+        [--model DIR] [--model-id ID] [--no-blank]
     surgview clip CASE --from T --to T --out FILE.mp4 [--no-panel] [--no-blank] [--crf N] [--preset P]
 
 T is a frame number or a timecode (``hh:mm:ss.ff``, ``mm:ss``). Both read the case's stored
@@ -35,7 +36,10 @@ def _parser(prog: str) -> ArgumentParser:
     report = sub.add_parser("report", help="write the case report (HTML or PDF)")
     report.add_argument("case", help="the case video")
     report.add_argument("--out", required=True, help="FILE.html or FILE.pdf")
-    report.add_argument("--title", help="the report's title (default: 'Case' and the case's fingerprint)")
+    report.add_argument(
+        "--title", help="the report's title (default: 'Laparoscopic cholecystectomy review' and the date)"
+    )
+    report.add_argument("--reviewer", help="the reviewer's name on the sign-off lines")
     report.add_argument("--model", help="the model folder that analysed the case (its manifest goes in the report)")
     report.add_argument("--model-id", help="which stored analysis (default: the most recent)")
     report.add_argument("--no-blank", action="store_true", help="do not blank the case's burned-in text areas")
@@ -79,6 +83,7 @@ def _report(case: Path, out: Path, args) -> int:
         raise CliError(f"{out.name}: the report is written as .html or .pdf")
     options = ReportOptions(
         title=args.title,
+        reviewer=args.reviewer,
         model_id=args.model_id,
         model_dir=Path(args.model) if args.model else None,
         blank=not args.no_blank,

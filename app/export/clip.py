@@ -8,9 +8,11 @@ rotated phone recording is turned), and the clip carries no rotation of its own.
 
 Each output frame is the decoded source frame (burned-in text areas blanked when asked) with the
 overlays of the latest analysed frame painted over it, beside a panel where that frame's chain
-is revealed progressively over the following frames, as it streamed in the viewer. Boxes belong
-to one instant, so they are drawn only for ``box_hold_s`` after their frame; the phase, CVS and
-triplet captions are held until the next analysed frame (at most ``TimelineConfig.max_gap_s``).
+is revealed progressively over the following frames, as it streamed in the viewer. Between two
+analysed frames the latest one's overlays, boxes included, are held (so they never blink), marked
+as held with their age as the viewer marks them while playing; boxes are held at most
+``box_hold_strides`` analysis strides after their frame, the phase, CVS and triplet captions until
+the next analysed frame (at most ``TimelineConfig.max_gap_s``).
 
 De-identification: the MP4 is written fresh by PyAV; no stream or container metadata of the
 source is read or copied (no creation time, device, location), the file carries no path, and it
@@ -23,6 +25,7 @@ cancelled or failed export leaves nothing at the output path.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 import threading
 import time
@@ -67,7 +70,7 @@ class ClipOptions:
     panel: bool = True  # the reasoning panel beside the picture
     panel_width: int | None = None  # default: 0.6 × the video's height
     reveal_s: float = 2.0  # a chain is revealed over this long (or until the next analysed frame)
-    box_hold_s: float = 0.2  # boxes stay this long after their frame
+    box_hold_strides: float = 1.5  # boxes are held until the next analysed frame, at most this many strides
     blank: bool = True  # paint the case's blank areas black
     crf: int = 20
     preset: str = "veryfast"
@@ -289,6 +292,9 @@ def export_clip(
         shown = [f for f in sorted(by_frame) if 0 <= f < reader.frame_count]  # a stale store may know more
         analysed = [_Analysed.of(profile, by_frame[f], width, height) for f in shown]
         frames = [a.frame for a in analysed]
+        gaps = [times.time_of(b) - times.time_of(a) for a, b in itertools.pairwise(frames)]
+        stride_s = float(np.median(gaps)) if gaps else max_gap_s  # the analysis' own stride, in seconds
+        box_hold_s = options.box_hold_strides * stride_s
         panel = _Panel(panel_w, out_h, fps, times) if panel_w else None
         time_base, out_pts, out_durations = _timing(times, options.start, stop)
         canvas = np.zeros((out_h, out_w, 3), np.uint8)
@@ -333,10 +339,22 @@ def export_clip(
                     p = QPainter(image)
                     p.setRenderHint(QPainter.RenderHint.Antialiasing)
                     chain = current.chain if current is not None else None
-                    boxes = current is not None and (index == current.frame or since < options.box_hold_s - _EPS)
+                    boxes = current is not None and (index == current.frame or since <= box_hold_s + _EPS)
                     layers = layers_all if boxes else layers_nobox
+                    held = None
+                    if current is not None and index != current.frame:  # an earlier frame's overlays, as in the viewer
+                        held = f"from {format_time(times.time_of(current.frame), fps)[:8]} · {since:.1f} s ago"
                     paint_overlays(
-                        p, target, width, height, chain, layers, index=index, fps=fps, seconds=times.time_of(index)
+                        p,
+                        target,
+                        width,
+                        height,
+                        chain,
+                        layers,
+                        index=index,
+                        fps=fps,
+                        seconds=times.time_of(index),
+                        held=held,
                     )
                     p.end()
                     yuv = cv2.cvtColor(canvas, cv2.COLOR_RGB2YUV_I420)
