@@ -35,7 +35,7 @@ from app import palette
 from app.export.clip import ClipCancelled, ClipOptions, clip_for_video
 from app.export.report import ReportOptions, report_for_video
 from app.session import CaseSession
-from engine.report_data import ReportError
+from engine.report_data import ReportError, default_title
 from engine.store import BlankArea, StoreError
 from engine.timecode import format_timecode, parse_position
 from engine.video import VideoError
@@ -275,6 +275,28 @@ class BlankAreasDialog(QDialog):
             self.canvas.update()
 
 
+class ReportDialog(QDialog):
+    """Export report…: the title (default: "Laparoscopic cholecystectomy review, <date>") and the reviewer."""
+
+    def __init__(self, reviewer: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Export report")
+        self.title_edit = QLineEdit(default_title())
+        self.title_edit.selectAll()
+        self.reviewer_edit = QLineEdit(reviewer)
+        self.reviewer_edit.setPlaceholderText("left blank: a line to write on")
+        form = QFormLayout(self)
+        form.addRow("Title", self.title_edit)
+        form.addRow("Reviewer", self.reviewer_edit)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        form.addRow(buttons)
+
+    def values(self) -> tuple[str, str]:
+        return self.title_edit.text().strip() or default_title(), self.reviewer_edit.text().strip()
+
+
 class Exports:
     """The export actions of one case session: what they need is given, never read off a window.
 
@@ -317,19 +339,36 @@ class Exports:
         self.settings.setValue("export/last_dir", str(out.parent))
         return out
 
-    def report(self, path: str | Path | None = None) -> ExportWorker | None:
-        """Ask for a file (unless given) and write the case report there in a worker thread."""
+    def report(
+        self, path: str | Path | None = None, title: str | None = None, reviewer: str | None = None
+    ) -> ExportWorker | None:
+        """Ask for a title and reviewer, then a file (unless given), and write the case report there in a
+        worker thread. The default title says what the report is and its date, never a file name or hash."""
         video = self.session.case.video
         if video is None:
             return None
+        if path is None and title is None:
+            asked = self._ask_title()
+            if asked is None:
+                return None
+            title, reviewer = asked
         out = self._output_path(path, "Export report", "case-report.pdf", "PDF (*.pdf);;HTML (*.html)")
         if out is None:
             return None
-        options = ReportOptions(model_dir=self.model_dir())
+        options = ReportOptions(title=title, reviewer=reviewer, model_dir=self.model_dir())
         worker = ExportWorker(
             lambda progress, cancel: report_for_video(Path(video), out, options), out, self.parent_widget
         )
         return self._run("Export report", worker, determinate=False)
+
+    def _ask_title(self) -> tuple[str, str] | None:
+        """The report's title and the reviewer's name (remembered for the next report); None if cancelled."""
+        dialog = ReportDialog(str(self.settings.value("export/reviewer", "") or ""), self.parent_widget)
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return None
+        title, reviewer = dialog.values()
+        self.settings.setValue("export/reviewer", reviewer)
+        return title, reviewer
 
     def clip(
         self, path: str | Path | None = None, frames: tuple[int, int] | None = None, panel: bool = True

@@ -125,3 +125,20 @@ def test_clip_dialog_from_the_menu_uses_the_session_times(window, monkeypatch):
     start, stop = session.default_range()
     assert (dialog.start.text(), dialog.stop.text()) == (session.timecode(start), session.timecode(stop))
     assert dialog.index_at is not None and dialog.range() == (start, stop)
+
+
+def test_export_report_asks_for_a_title_and_reviewer(qtbot, window, tmp_path, monkeypatch):
+    from app.export.ui import ReportDialog
+
+    dialog = ReportDialog("Dr A")
+    qtbot.addWidget(dialog)
+    title, reviewer = dialog.values()
+    assert title.startswith("Laparoscopic cholecystectomy review") and "Case " not in title
+    assert reviewer == "Dr A"
+    monkeypatch.setattr(ReportDialog, "exec", lambda self: QDialog.DialogCode.Rejected)
+    assert window.exports.report() is None  # cancelled at the title: nothing asked further
+    out = tmp_path / "titled.html"
+    worker = window.exports.report(out, title="M&M review", reviewer="Dr B")
+    qtbot.waitUntil(lambda: worker.isFinished() and out.exists(), timeout=30000)
+    text = out.read_text(encoding="utf-8")
+    assert "M&amp;M review" in text and "Dr B" in text and "Review and sign-off" in text
