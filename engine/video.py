@@ -50,12 +50,14 @@ from engine.userdata import data_home
 
 __all__ = [
     "VIDEO_SUFFIXES",
+    "CacheKey",
     "FrameTimes",
     "Orientation",
     "VideoError",
     "VideoReader",
     "VideoReaderConfig",
     "VideoReaderStats",
+    "cache_dir",
     "frame_to_rgb",
     "video_size",
 ]
@@ -326,12 +328,26 @@ def video_fingerprint(path: Path) -> str | None:
 
 
 @dataclass(frozen=True)
-class _FileKey:
+class CacheKey:
     """What identifies the file a cache entry was made from: content fingerprint, size, mtime."""
 
     fingerprint: str
     size: int
     mtime_ns: int
+
+    @classmethod
+    def of(cls, path: Path) -> CacheKey | None:
+        """The key of ``path`` as it is now; None if it cannot be read."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        fingerprint = video_fingerprint(Path(path))
+        return None if fingerprint is None else cls(fingerprint, st.st_size, st.st_mtime_ns)
+
+    def path(self, kind: str) -> Path:
+        """The cache file of this kind (``index``, ``thumbs``) for the video."""
+        return cache_dir() / f"{self.fingerprint}.{kind}.npz"
 
     def meta(self) -> dict[str, np.ndarray]:
         return {
@@ -519,7 +535,7 @@ class VideoReader:
         self._undecodable: set[int] = set()  # frames a damaged stream did not produce
         self._reformatter = VideoReformatter()  # swscale context for pixel formats other than yuv420p
         self.orientation = Orientation()  # until the first frame says otherwise
-        self._file_key: _FileKey | None = None  # fingerprint, size, mtime: the index cache's key
+        self._file_key: CacheKey | None = None  # fingerprint, size, mtime: the index cache's key
         self._one_thread = False  # decode without threads (a truncated file: see _drop_what_does_not_decode)
         if not self.path.is_file():
             raise VideoError(f"{self.path}: no such video file")
@@ -581,6 +597,11 @@ class VideoReader:
     def index_at(self, seconds: float) -> int:
         """The frame on screen at ``seconds`` from the first frame (clamped to 0..N-1)."""
         return self.times.index_at(seconds)
+
+    def frame_of_pts(self, pts: int | None) -> int | None:
+        """The number of the frame with this presentation timestamp (stream time base), None if none
+        has it or the stream has no timestamps."""
+        return None if self._index.ordinal else _lookup(self._index.pts, pts)
 
     def keyframe_at_or_before(self, i: int) -> int:
         """The last visible keyframe at or before frame ``i`` (0 if none)."""
@@ -648,19 +669,19 @@ class VideoReader:
                 raise VideoError(f"{self.path}: the file has vanished") from exc
             raise VideoError(f"{self.path}: cannot read this video ({_reason(exc)})") from exc
 
-    def _key(self) -> _FileKey | None:
+    def _key(self) -> CacheKey | None:
         """The opened file's fingerprint, size and mtime (computed once), None if it cannot be read."""
         if self._file_key is None:
             fingerprint = video_fingerprint(self.path)
             if fingerprint is None:
                 return None
-            self._file_key = _FileKey(fingerprint, self._signature[2], self._signature[3])
+            self._file_key = CacheKey(fingerprint, self._signature[2], self._signature[3])
         return self._file_key
 
     def index_cache_path(self) -> Path | None:
         """The file this video's packet index is (or would be) kept in."""
         key = self._key()
-        return None if key is None else cache_dir() / f"{key.fingerprint}.index.npz"
+        return None if key is None else key.path("index")
 
     def _load_index(self) -> tuple[_Index, Orientation] | None:
         """The cached index of this very file (fingerprint, size and mtime match), checked for
