@@ -77,7 +77,7 @@ def main() -> None:
         if args.case is None:
             os.environ["SURGVIEW_DATA"] = str(tmp_path / "data")
             video, model = demo_case(tmp_path / "case")
-            title = "Demo case — analysed by the surgview demo model"
+            title = None  # the default: "Laparoscopic cholecystectomy review, <date>"
         else:
             video, title = args.case, None
         pdf_path = tmp_path / "report.pdf"

@@ -51,6 +51,7 @@ def test_durations_coverage_cvs_and_tools(tmp_path):
     assert first.shown_frame == 500 and first.notes == ["all three seen"] and first.levels[0][0].startswith("Level 1")
     assert late.result is None and late.levels == []
     assert data.case_notes == ["case note"] and not s.title.endswith(".mp4")
+    assert s.title.startswith("Laparoscopic cholecystectomy review, ") and "Case " not in s.title
 
 
 def test_cvs_never_met_before_clipping_is_said(tmp_path):
