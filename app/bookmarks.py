@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMessageBox,
+    QPlainTextEdit,
     QPushButton,
     QVBoxLayout,
     QWidget,
@@ -34,15 +35,31 @@ from engine.store import StoreError
 __all__ = ["BookmarkDialog", "BookmarksPanel"]
 
 
+_TITLE_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
+class _NoteEdit(QPlainTextEdit):
+    """A multi-line note with a line edit's ``text``/``setText``."""
+
+    def text(self) -> str:
+        return self.toPlainText().strip()
+
+    def setText(self, text: str) -> None:
+        self.setPlainText(text)
+
+
 class BookmarkDialog(QDialog):
     def __init__(self, parent: QWidget, where: str):
         super().__init__(parent)
         self.setWindowTitle(f"Bookmark — {where}")
+        self.setMinimumWidth(480)
         form = QFormLayout(self)
         self.title = QLineEdit()
         self.title.setPlaceholderText("e.g. critical view achieved")
-        self.note = QLineEdit()
-        self.note.setPlaceholderText("reviewer's note (optional)")
+        self.note = _NoteEdit()
+        self.note.setPlaceholderText("reviewer's note (optional): what you saw, what to discuss")
+        self.note.setTabChangesFocus(True)
+        self.note.setMinimumHeight(self.note.fontMetrics().lineSpacing() * 6)
         form.addRow("Title", self.title)
         form.addRow("Note", self.note)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
@@ -79,9 +96,16 @@ class BookmarksPanel(QWidget):
     def _show(self, rows: list[BookmarkRow]) -> None:
         self.list.clear()
         for mark in rows:
-            item = QListWidgetItem(f"{self.session.timecode(mark.frame)}  {mark.title}")
-            item.setToolTip(mark.note or mark.title)
+            when = self.session.timecode(mark.frame)
+            text = f"{when}  {mark.title}"
+            if mark.note:
+                first = mark.note.splitlines()[0]
+                more = "…" if len(first) > 60 or len(mark.note.splitlines()) > 1 else ""
+                text += f"\n      {first[:60]}{more}"
+            item = QListWidgetItem(text)
+            item.setToolTip(f"{mark.title}\n{when} · frame {mark.frame}" + (f"\n\n{mark.note}" if mark.note else ""))
             item.setData(Qt.ItemDataRole.UserRole, (mark.id, mark.frame))
+            item.setData(_TITLE_ROLE, mark.title)
             self.list.addItem(item)
 
     def add(self) -> None:
@@ -106,7 +130,7 @@ class BookmarksPanel(QWidget):
         if item is None or self.session.store is None:
             return
         mark_id, _ = item.data(Qt.ItemDataRole.UserRole)
-        title, ok = QInputDialog.getText(self, "Edit bookmark", "Title:", text=item.text().split("  ", 1)[-1])
+        title, ok = QInputDialog.getText(self, "Edit bookmark", "Title:", text=item.data(_TITLE_ROLE))
         if ok:
             (self.undo.rename if self.undo is not None else self.session.rename_bookmark)(mark_id, title)
 

@@ -3,7 +3,10 @@ keyboard-shortcut table of Help ▸ Keyboard shortcuts."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,21 +29,49 @@ class CaseLibrary(QListWidget):
         self.itemActivated.connect(lambda item: open_case(item.data(Qt.ItemDataRole.UserRole)))
         self.refresh()
 
-    def remember(self, path: Path) -> None:
+    def remember(self, path: Path, duration_s: float | None = None) -> None:
+        if duration_s is not None and duration_s > 0:
+            self.settings.setValue(f"cases/duration/{_key(str(path))}", float(duration_s))
         recent = [p for p in self.settings.value("cases/recent", [], type=list) if p != str(path)]
         self.settings.setValue("cases/recent", [str(path), *recent][:MAX_RECENT])
         self.refresh()
 
     def refresh(self) -> None:
         self.clear()
-        for p in self.settings.value("cases/recent", [], type=list):
-            item = QListWidgetItem(Path(p).name)
-            item.setToolTip(p)
+        paths = self.settings.value("cases/recent", [], type=list)
+        names = [Path(p).name for p in paths]
+        for p in paths:
+            path = Path(p)
+            duration = self.settings.value(f"cases/duration/{_key(p)}", None)
+            details = _details(path, duration)
+            text = path.name
+            if names.count(path.name) > 1:  # two cases share a file name: say which is which
+                text += f"  — {path.parent.name}/" + (f" · {details}" if details else "")
+            item = QListWidgetItem(text)
+            item.setToolTip(f"{p}\n{details}" if details else p)
             item.setData(Qt.ItemDataRole.UserRole, p)
-            if not Path(p).exists():
+            if not path.exists():
                 item.setForeground(Qt.GlobalColor.gray)
                 item.setToolTip(f"{p} (not found)")
             self.addItem(item)
+
+
+def _key(path: str) -> str:
+    """A QSettings-safe key for a path."""
+    return hashlib.sha1(path.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+
+
+def _details(path: Path, duration: object) -> str:
+    """Duration (when known) and the file's date: "42:10 · 2024-03-05"."""
+    parts = []
+    with contextlib.suppress(TypeError, ValueError):
+        if duration is not None:
+            seconds = round(float(duration))  # type: ignore[arg-type]
+            h, rest = divmod(seconds, 3600)
+            parts.append(f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}")
+    with contextlib.suppress(OSError):
+        parts.append(datetime.fromtimestamp(path.stat().st_mtime).strftime("%Y-%m-%d"))
+    return " · ".join(parts)
 
 
 def shortcuts_dialog(settings: QSettings, parent) -> QDialog:

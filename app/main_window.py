@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QMainWindow,
     QMessageBox,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -158,22 +159,21 @@ class SurgviewWindow(QMainWindow):
         return Path(model) if model and Path(model).is_dir() else None
 
     # ------------------------------------------------------------------ layout
-    def _dock(self, title: str, name: str, widget: QWidget, area: Qt.DockWidgetArea) -> QDockWidget:
+    def _dock(self, title: str, name: str, widget: QWidget, area: str) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)
         dock.setWidget(widget)
-        self.addDockWidget(area, dock)
+        self.addDockWidget(getattr(Qt.DockWidgetArea, f"{area}DockWidgetArea"), dock)
         return dock
 
     def _build_docks(self) -> None:
-        right, bottom, left = (Qt.DockWidgetArea.RightDockWidgetArea, Qt.DockWidgetArea.BottomDockWidgetArea,
-                               Qt.DockWidgetArea.LeftDockWidgetArea)  # fmt: skip
-        self.reasoning_dock = self._dock("Reasoning", "reasoningDock", self.panel, right)
-        self.timeline_dock = self._dock("Timelines", "timelineDock", self.timeline, bottom)
-        self.library_dock = self._dock("Cases", "libraryDock", self.library, left)
-        self.bookmarks_dock = self._dock("Bookmarks", "bookmarksDock", self.bookmarks, left)
+        self.reasoning_dock = self._dock("Reasoning", "reasoningDock", self.panel, "Right")
+        self.timeline_dock = self._dock("Timelines", "timelineDock", self.timeline, "Bottom")
+        self.library_dock = self._dock("Cases", "libraryDock", self.library, "Left")
+        self.bookmarks_dock = self._dock("Bookmarks", "bookmarksDock", self.bookmarks, "Left")
         self.tabifyDockWidget(self.library_dock, self.bookmarks_dock)
         self.library_dock.raise_()
+        self.panel.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)  # text never moves the video
 
     def _build_actions(self) -> None:
         keys = keymap(self.settings)
@@ -258,7 +258,7 @@ class SurgviewWindow(QMainWindow):
             self.statusBar().showMessage(problem, 10000)
         self.canvas.set_fps(self.case.fps)
         self.panel.set_frame_formatter(lambda frame: f"{frame} ({self.session.timecode(frame)})")
-        self.library.remember(path)
+        self.library.remember(path, getattr(facts.get("times"), "duration_s", None))
         if self.engine.alive:
             self.engine.open_case(str(path))
         spot = self._recall_spot(path)

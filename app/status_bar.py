@@ -106,7 +106,14 @@ class EngineStatus:
         self.progress.setValue(a.done)
         self.progress.setVisible(a.total > 0)
         self.restart_button.setVisible(a.engine in ("failed", "died"))
-        self.pause_button.setText("Resume analysis" if a.paused else "Pause analysis")
+        finished = a.total > 0 and a.done >= a.total
+        self.pause_button.setEnabled(not finished)
+        if finished:
+            self.pause_button.setText("Analysis finished")
+            self.pause_button.setToolTip("Every frame of the sweep is analysed: nothing left to pause")
+        else:
+            self.pause_button.setText("Resume analysis" if a.paused else "Pause analysis")
+            self.pause_button.setToolTip("Pause or resume the background analysis (the frame on screen is still asked)")
 
     def _profile_tooltip(self) -> str:
         a = self.analysis
