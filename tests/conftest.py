@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 # Qt aborts the whole run without a display unless told to render offscreen.
@@ -10,6 +11,8 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 # Tests never reach the network: fail fast if anything tries the Hugging Face hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# Case stores, index and thumbnail caches of the tests never land in the user's own data folder.
+os.environ.setdefault("SURGVIEW_DATA", tempfile.mkdtemp(prefix="surgview-tests-"))
 
 import pytest
 from hypothesis import settings
