@@ -66,9 +66,11 @@ ReaderFactory = Callable[[Path, VideoReaderConfig], VideoReader]
 @dataclass(frozen=True)
 class PlaybackConfig:
     # Each of the two readers keeps this many decoded frames: enough for a 250-frame GOP at 720p
-    # (the spare holds the GOP before the playhead, the primary the one under it).
+    # (the spare holds the GOP before the playhead, the primary the one under it). Every frame from
+    # the keyframe is decoded (no skipping of non-reference pictures), so stepping back after a seek
+    # is a cache hit, as the slots assume.
     reader: VideoReaderConfig = field(
-        default_factory=lambda: VideoReaderConfig(cache_bytes=384 * 2**20, cache_frames=300)
+        default_factory=lambda: VideoReaderConfig(cache_bytes=384 * 2**20, cache_frames=300, skip_nonref_before=None)
     )
     prefetch: bool = True  # decode the GOP before the playhead in idle time
 
