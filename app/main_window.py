@@ -1,11 +1,9 @@
-"""The main window: wiring only. Video canvas and transport bar in the centre, docks for the
-reasoning panel, timelines, case library and bookmarks, the menus and shortcuts.
-
-The open case and what is known of it is a Qt-free :class:`app.session.CaseSession` (store,
-analysis, cached records, timelines, bookmarks, playhead); widgets are given the models they show
-and subscribe to them. Frames come from the playback worker, reasoning from the engine child
-process (routed by :class:`app.reasoning_feed.ReasoningFeed`), and everything stored from the
-case store through the session.
+"""The main window, wiring only: video canvas and transport bar in the centre, docks for the
+reasoning panel, timelines, case library and bookmarks, the menus and shortcuts. The open case is
+a Qt-free :class:`app.session.CaseSession` (store, analysis, records, timelines, bookmarks,
+playhead, preview strip); widgets subscribe to the models they show. Frames come from the playback
+worker (keyframe previews meanwhile: :mod:`app.previews`), reasoning from the engine child process
+(:class:`app.reasoning_feed.ReasoningFeed`), stored data through the session.
 """
 
 from __future__ import annotations
@@ -33,6 +31,7 @@ from app.engine_link import EngineLink
 from app.export.ui import Exports
 from app.playback import PlaybackController
 from app.preferences import PreferencesDialog, edit_preferences, spec_from_settings
+from app.previews import Previews
 from app.reasoning_feed import ReasoningFeed
 from app.review_memory import ReviewMemory, ReviewSpot
 from app.session import CaseSession, profile_from_info
@@ -102,6 +101,7 @@ class SurgviewWindow(QMainWindow):
         self._build_actions()
 
         self.player = PlaybackController(self)
+        self.previews = Previews(self.session, self.canvas, self.timeline, self)  # seeks show keyframe previews
         self.player.opened.connect(self._on_opened)
         self.player.frameReady.connect(self._on_frame)
         self.player.failed.connect(self._on_video_failed)

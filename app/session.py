@@ -12,8 +12,9 @@ becomes known (one query) and when the engine says a frame's answer was committe
 that frame); records are merged by a warm-up thread in bulk, or on first use of a frame the
 warm-up has not reached yet, and then served from the cache. Events are ``(name, value)``:
 ``analysis`` (profile), ``results`` (a frame index, or None for all), ``timelines``,
-``bookmarks``, ``ground_truth``, ``store``; like :mod:`app.state` they are called synchronously
-on the thread that changed the session (the UI thread; the warm-up thread emits nothing).
+``bookmarks``, ``ground_truth``, ``store``, ``thumbnails`` (the keyframe preview strip, or None);
+like :mod:`app.state` they are called synchronously on the thread that changed the session (the UI
+thread; the warm-up and thumbnail threads emit nothing).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from engine.frame_record import CaseAnalysis, FrameRecord, merge_results
 from engine.phase_labels import LabelFileError, read_cholec80_phases
 from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for_version
 from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
+from engine.thumbnails import ThumbnailBuilder, ThumbnailStrip
 from engine.timecode import format_time, format_timecode
 from engine.timeline import Timelines, build_timelines
 
@@ -104,6 +106,12 @@ class CaseSession:
         self.stride_s = 1.0  # the sweep's seconds between analysed frames (the engine's setting)
         self._lock = threading.Lock()
         self._generation = 0  # bumped whenever the cache is dropped: a stale warm-up stops storing
+        # The keyframe preview strip (engine.thumbnails) of the open video; built only when a viewer
+        # asks for it by setting ``thumbnails_ready`` (called on the builder thread: hand it to the UI
+        # thread, which then calls ``set_thumbnails``).
+        self.thumbnails: ThumbnailStrip | None = None
+        self.thumbnails_ready: Callable[[Path, ThumbnailStrip | None], None] | None = None
+        self._thumbnail_builder: ThumbnailBuilder | None = None
 
     # ------------------------------------------------------------------ events
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -168,13 +176,47 @@ class CaseSession:
         problem = self._load_ground_truth(path) or problem
         problem = self.load_bookmarks() or problem
         self.reload()
+        self._start_thumbnails(path)
         return problem
 
     def close_store(self) -> None:
+        self._stop_thumbnails()
         self._drop_cache()
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    # ------------------------------------------------------------------ previews
+    def _start_thumbnails(self, video: Path) -> None:
+        """Load or build the preview strip of ``video`` in the background (only when a viewer listens)."""
+        ready = self.thumbnails_ready
+        if ready is None:
+            return
+        video = Path(video)
+        self._thumbnail_builder = ThumbnailBuilder(video, on_done=lambda strip: ready(video, strip)).start()
+
+    def _stop_thumbnails(self) -> None:
+        """Cancel a build in flight and forget the strip (the case closes or another opens)."""
+        builder, self._thumbnail_builder = self._thumbnail_builder, None
+        if builder is not None:
+            builder.cancel()
+        if self.thumbnails is not None:
+            self.thumbnails = None
+            self._emit("thumbnails", None)
+
+    def set_thumbnails(self, video: Path, strip: ThumbnailStrip | None) -> bool:
+        """The strip of ``video`` is ready (on the UI thread); ignored (False) when another case is open now."""
+        builder = self._thumbnail_builder
+        if builder is None or builder.video != Path(video) or strip is None:
+            return False
+        self.thumbnails = strip
+        self._emit("thumbnails", strip)
+        return True
+
+    def preview_at(self, frame: int) -> tuple[int, Any] | None:
+        """(keyframe at or before ``frame``, its small RGB picture) from the strip; None before it is ready."""
+        strip = self.thumbnails
+        return strip.nearest(frame) if strip is not None else None
 
     def fingerprint(self, video: Path) -> str | None:
         """The case's identity (the store's, else the video's): where the reviewer's place is kept."""

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -281,6 +281,8 @@ class TimelineView(QWidget):
         escape.activated.connect(self.clear_selection)
 
         self._scrubbing = False
+        # (frame, caption) -> rich text with the keyframe preview (app.previews), or None: plain text
+        self.preview_source: Callable[[int, str], str | None] | None = None
         self._last_emitted: int | None = None
         self._last_emit_t = 0.0
         self._pending: int | None = None
@@ -541,6 +543,14 @@ class TimelineView(QWidget):
         x = self._vb.mapSceneToView(self._plot.mapToScene(QPointF(pos).toPoint())).x()
         return int(min(max(math.floor(x * self._fps), 0), max(self._frame_count - 1, 0)))
 
+    def tooltip_at(self, pos: QPoint | QPointF) -> str | None:
+        """The tooltip at a viewport position: :meth:`describe_at`'s text, under the keyframe preview
+        of the frame there when ``preview_source`` gives one (rich text), else plain."""
+        text = self.describe_at(pos)
+        frame = self.frame_at(pos) if text and self.preview_source is not None else None
+        rich = self.preview_source(frame, text) if frame is not None and self.preview_source is not None else None
+        return rich or text
+
     def describe_at(self, pos: QPoint | QPointF) -> str | None:
         """Tooltip text for a viewport position: the track's value (or bookmark title) and the time."""
         if self._fps is None:
@@ -777,7 +787,7 @@ class TimelineView(QWidget):
                 self._plot.viewport().unsetCursor()
         elif kind == QEvent.Type.ToolTip:
             assert isinstance(event, QHelpEvent)
-            text = self.describe_at(event.pos())
+            text = self.tooltip_at(event.pos())
             if text:
                 QToolTip.showText(event.globalPos(), text, self._plot.viewport())
             else:

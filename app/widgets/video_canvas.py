@@ -11,6 +11,10 @@ its age ("from 00:01:12 · 0.4 s ago"): never presented as the frame on screen.
 The layers are painted by :mod:`app.widgets.overlay_painter` (shared with report pictures and
 exported clips): model text as plain text, never rich text.
 
+While a seek is decoding, ``set_preview`` shows the small keyframe picture nearest the target
+(:mod:`app.previews`) scaled into the frame's place, marked "preview" and with no overlay; the
+next ``set_frame`` replaces it with the exact frame.
+
 Hovering a box emits ``entityHovered`` with the tool's canonical label and sets
 ``LayerState.highlighted`` (as the reasoning panel does), so the entity lights up everywhere.
 """
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from PySide6.QtCore import QEvent, QPointF, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent
+from PySide6.QtGui import QColor, QFont, QImage, QMouseEvent, QPainter, QPaintEvent
 from PySide6.QtWidgets import QWidget
 
 from app import palette
@@ -57,6 +61,9 @@ class VideoCanvas(QWidget):
         self._smooth = True
         self._hovered: str | None = None
         self._mouse: QPointF | None = None
+        self._preview: QImage | None = None  # a keyframe's small picture while the exact frame decodes
+        self._preview_frame = -1  # the frame it stands for
+        self._preview_key = -1  # the keyframe it is
         self._layers = LayerState()
         self._unsubscribe: Callable[[], None] | None = None
         self.setMouseTracking(True)
@@ -74,6 +81,7 @@ class VideoCanvas(QWidget):
             # Scaled drawing from RGB32 is ~4x faster than from RGB888; convert once, not per paint.
             self._image = image.convertToFormat(QImage.Format.Format_RGB32)
             self._index = index
+        self._preview, self._preview_frame, self._preview_key = None, -1, -1  # the exact frame replaces it
         if self._chain is not None and self._chain_index != self._index:
             self._chain, self._held = None, None
         self._frame_changed()
@@ -89,6 +97,39 @@ class VideoCanvas(QWidget):
         self._cvs_doubt = cvs_doubt if chain is not None else None
         self._frame_changed()
         return True
+
+    def set_preview(self, frame: int, keyframe: int, image: QImage | None) -> None:
+        """Stand-in for ``frame`` until its exact picture arrives: ``image`` (keyframe ``keyframe``'s
+        small picture) scaled into the canvas, marked as a preview, no overlay. None: drop it."""
+        if image is None or image.isNull():
+            self._preview, self._preview_frame, self._preview_key = None, -1, -1
+        else:
+            self._preview, self._preview_frame, self._preview_key = image, int(frame), int(keyframe)
+        self._frame_changed()
+
+    @property
+    def previewing(self) -> bool:
+        """A preview stands in for the frame asked for (nothing of the overlay is drawn)."""
+        return self._preview is not None
+
+    @property
+    def preview_frame(self) -> int:
+        """The frame the preview stands for (-1: none)."""
+        return self._preview_frame
+
+    @property
+    def preview_keyframe(self) -> int:
+        """The keyframe whose picture is shown as the preview (-1: none)."""
+        return self._preview_key
+
+    @property
+    def preview_image(self) -> QImage | None:
+        return self._preview
+
+    @property
+    def drawn_chain(self) -> Chain | None:
+        """The chain actually painted: none over a preview."""
+        return None if self._preview is not None else self._chain
 
     def clear(self) -> None:
         """Nothing on screen (a closed or failed video)."""
@@ -212,9 +253,10 @@ class VideoCanvas(QWidget):
 
     def image_rect(self) -> QRectF:
         """Where the frame lands in the widget: scaled to fit, aspect kept, centred."""
-        if self._image is None:
+        shown = self._preview if self._preview is not None and self._image is None else self._image
+        if shown is None:
             return QRectF()
-        iw, ih = self._image.width(), self._image.height()
+        iw, ih = shown.width(), shown.height()
         scale = min(self.width() / iw, self.height() / ih)
         w, h = iw * scale, ih * scale
         return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
@@ -227,7 +269,7 @@ class VideoCanvas(QWidget):
         return QPointF(r.x() + x * r.width() / self._image.width(), r.y() + y * r.height() / self._image.height())
 
     def _boxes(self) -> list[FrameBox]:
-        if self._image is None:
+        if self._image is None or self._preview is not None:
             return []
         return chain_boxes(self._chain, self.image_rect(), self._image.width(), self._image.height())
 
@@ -272,6 +314,9 @@ class VideoCanvas(QWidget):
     def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(palette.BACKGROUND))
+        if self._preview is not None:
+            self._paint_preview(p)
+            return
         if self._image is None:
             return
         target = self.image_rect()
@@ -293,4 +338,23 @@ class VideoCanvas(QWidget):
             held=self._held,
             cvs_doubt=self._cvs_doubt,
         )
+        p.end()
+
+    def _paint_preview(self, p: QPainter) -> None:
+        """The keyframe's small picture in the frame's place, a "preview" label, no overlay."""
+        assert self._preview is not None
+        target = self.image_rect()
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        p.drawImage(target, self._preview)
+        font = QFont(self.font())
+        font.setBold(True)
+        p.setFont(font)
+        seconds = self._time_of(self._preview_frame) if self._time_of is not None else None
+        when = f" ({seconds:.2f} s)" if seconds is not None else ""
+        text = f"preview (keyframe {self._preview_key}) · frame {self._preview_frame}{when} — decoding…"
+        metrics = p.fontMetrics()
+        box = QRectF(target.x() + 8, target.y() + 8, metrics.horizontalAdvance(text) + 16, metrics.height() + 8)
+        p.fillRect(box, QColor(0, 0, 0, 170))
+        p.setPen(QColor(palette.HELD_AGE))  # amber, as the held overlay's age
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
         p.end()
