@@ -23,6 +23,7 @@ __all__ = [
     "HELD_AGE",
     "HIGHLIGHT_TEXT",
     "PHASE_COLORS",
+    "REPORT_FOOTER",
     "REPORT_GRID",
     "REPORT_INK",
     "REPORT_LANE",
@@ -167,6 +168,7 @@ REPORT_INK = "#202124"  # labels and axis text
 REPORT_GRID = "#D0D3D8"  # axis ticks
 REPORT_LANE = "#F1F3F4"  # a timeline row's background
 REPORT_TOOL = "#4C72B0"  # a tool's presence runs
+REPORT_FOOTER = "#5F6368"  # page numbers of the PDF
 
 # The viewer's marks for what is not the frame on screen or not a green light (amber, as warnings are).
 HELD_AGE = THEME_WARNING

@@ -166,7 +166,7 @@ def write_pdf(html: str, path: Path) -> None:
             doc.drawContents(painter, QRectF(0, i * height, page.width(), height))
             painter.restore()
             painter.setFont(font)
-            painter.setPen(QColor("#5f6368"))
+            painter.setPen(QColor(palette.REPORT_FOOTER))
             foot = QRectF(margin, height - margin + 0.2 * margin, page.width() - 2 * margin, 0.5 * margin)
             painter.drawText(foot, int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignTop), f"{i + 1} / {pages}")
     finally:
