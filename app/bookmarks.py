@@ -14,7 +14,6 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QDialog,
-    QDialogButtonBox,
     QFormLayout,
     QHBoxLayout,
     QInputDialog,
@@ -29,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from app.bookmark_undo import BookmarkUndo
+from app.dialogs import add_ok_cancel
 from app.session import BookmarkRow, CaseSession
 from engine.store import StoreError
 
@@ -62,10 +62,7 @@ class BookmarkDialog(QDialog):
         self.note.setMinimumHeight(self.note.fontMetrics().lineSpacing() * 6)
         form.addRow("Title", self.title)
         form.addRow("Note", self.note)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(self, form)
 
 
 class BookmarksPanel(QWidget):

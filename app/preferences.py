@@ -13,7 +13,6 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QFormLayout,
     QHBoxLayout,
@@ -24,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.dialogs import add_ok_cancel
 from app.first_run import DEFAULT_CONCURRENCY, MAX_CONCURRENCY, ProfileChoice, check_urls, parse_urls
 from engine.backend_factory import default_kind
 
@@ -102,10 +102,7 @@ class PreferencesDialog(QDialog):
         form.addRow("Requests in flight (openai backend)", self.concurrency)
         form.addRow("Background analysis: seconds between frames", self.stride)
         form.addRow(self.error)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(self, form)
         self.backend.currentTextChanged.connect(self._follow_backend)
         self._follow_backend(self.backend.currentText())
 

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 )
 
 from app import palette
+from app.dialogs import add_ok_cancel
 from app.export.clip import ClipCancelled, ClipOptions, clip_for_video
 from app.export.report import ReportOptions, report_for_video
 from app.session import CaseSession
@@ -143,10 +144,7 @@ class ClipDialog(QDialog):
         form.addRow(self.blank)
         self.error = QLabel("")
         form.addRow(self.error)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self._check)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(self, form, self._check)
 
     def range(self) -> tuple[int, int]:
         """The chosen frames; ValueError with a readable message when they make no clip."""
@@ -288,10 +286,7 @@ class ReportDialog(QDialog):
         form = QFormLayout(self)
         form.addRow("Title", self.title_edit)
         form.addRow("Reviewer", self.reviewer_edit)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel)
-        buttons.accepted.connect(self.accept)
-        buttons.rejected.connect(self.reject)
-        form.addRow(buttons)
+        add_ok_cancel(self, form)
 
     def values(self) -> tuple[str, str]:
         return self.title_edit.text().strip() or default_title(), self.reviewer_edit.text().strip()
