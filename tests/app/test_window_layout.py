@@ -1,0 +1,59 @@
+"""The window's layout: the Reasoning dock keeps its width whatever the answer's length (the video
+never resizes while stepping), and the default dock sizes at common screen sizes show the chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+
+from app.engine_worker import profile_info
+from engine.profiles import get_profile
+from engine.store import CaseStore, FrameResult
+
+MODEL = "local:tiny@test"
+SHORT = (
+    "<think>\nLevel 1 (Perception): Instruments: Grasper.\nLevel 2 (Relation): Triplets: grasper retract gallbladder.\n"
+    "Level 3 (Context): Phase: Preparation. CVS: C1 not met, C2 not met, C3 not met. Safety: fine.\n"
+    "</think>\n<answer>Preparation</answer> and then some text after the answer"  # malformed: a longer status
+)
+LONG_WORD = "Cholecystectomyretractor" * 8  # one unbreakable name far wider than the dock (flagged unknown)
+LONG = (
+    "<think>\nLevel 1 (Perception): Instruments: Grasper [10, 10, 120, 90], Hook [200, 40, 320, 160], "
+    + LONG_WORD
+    + ". "
+    + "The grasper holds the fundus up while the hook clears the fat of the hepatocystic triangle. " * 260
+    + f"{LONG_WORD}\nLevel 2 (Relation): Triplets: grasper retract gallbladder, hook dissect cystic-duct. "
+    + "The hook dissects along the cystic duct. " * 10
+    + "\nLevel 3 (Context): Phase: Calot Triangle Dissection. CVS: C1 met, C2 not met, C3 not met. "
+    + "Safety: the hook works close to the duct; keep the critical view in sight. " * 6
+    + f"\n</think>\n<answer>Calot Triangle Dissection {LONG_WORD}</answer>"
+)
+
+
+def fill_alternating(video: Path, frames: range) -> None:
+    """Very short and very long answers on neighbouring frames (the long one past what a section shows,
+    so its level carries a note of the characters not shown)."""
+    version = get_profile().version
+    with CaseStore.for_video(video, fps=25.0, frame_count=1500) as store:
+        for frame in frames:
+            text = LONG if frame % 2 else SHORT
+            store.put_result(FrameResult.from_text(frame, MODEL, version, "frame_analysis", text))
+
+
+def test_stepping_over_answers_of_different_lengths_keeps_the_dock_and_video_width(qtbot, open_viewer, video):
+    fill_alternating(video, range(0, 12))
+    window = open_viewer(video)
+    window.engine.ready.emit(MODEL, "cpu", profile_info(get_profile(), "profile surgview"))
+    window.seek(0)
+    qtbot.waitUntil(lambda: window.panel.frame == 0 and window.canvas.index == 0, timeout=5000)
+    qtbot.wait(50)
+    dock_width, canvas_width = window.reasoning_dock.width(), window.canvas.width()
+    window.activateWindow()
+    window.canvas.setFocus()
+    for frame in range(1, 8):
+        qtbot.keyClick(window.canvas, Qt.Key.Key_Right)
+        qtbot.waitUntil(lambda f=frame: window.panel.frame == f and window.canvas.index == f, timeout=5000)
+        qtbot.wait(20)  # layouts settle
+        assert window.reasoning_dock.width() == dock_width, f"frame {frame}"
+        assert window.canvas.width() == canvas_width, f"frame {frame}"
