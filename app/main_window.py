@@ -42,6 +42,7 @@ from app.widgets.reasoning_panel import ReasoningPanel
 from app.widgets.timeline_view import TimelineView
 from app.widgets.transport_bar import TransportBar
 from app.widgets.video_canvas import VideoCanvas
+from app.window_layout import apply_default_layout
 from engine.timecode import parse_position
 
 __all__ = ["MAX_RECENT", "PreferencesDialog", "SurgviewWindow", "profile_from_info", "rate_text", "spec_from_settings"]
@@ -129,11 +130,10 @@ class SurgviewWindow(QMainWindow):
         self.case.subscribe(lambda name, value: self.remember_spot() if name == "selection" else None)
         self.playhead.subscribe(self._on_playhead)
 
-        geometry = self.settings.value("window/geometry")
-        if geometry is not None:
+        if (geometry := self.settings.value("window/geometry")) is not None:
             self.restoreGeometry(geometry)
         else:
-            self.resize(1440, 900)
+            apply_default_layout(self)  # dock sizes: app/window_layout.py
         state = self.settings.value("window/state")
         if state is not None:
             self.restoreState(state)
