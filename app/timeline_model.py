@@ -23,8 +23,10 @@ __all__ = [
     "confidence_runs",
     "coverage_runs",
     "display_name",
+    "doubtful_cells",
     "label_runs",
     "legend",
+    "mark_doubtful",
 ]
 
 CONFIDENCE_STEPS = 20  # confidences are merged into runs at this resolution
@@ -75,6 +77,61 @@ def _cells(frames: np.ndarray, max_gap: int, frame_count: int | None) -> tuple[n
     return coverage_cells(frames, max_gap, frame_count)
 
 
+def doubtful_cells(
+    frames: np.ndarray,
+    all_met: Sequence[bool],
+    established: Iterable[tuple[int, int]],
+    max_gap: int,
+    frame_count: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``[starts, ends)`` of the frames stood for (the coverage rule) by analysed frames whose answer
+    says all three CVS criteria met outside every established episode (``(first, last)`` analysed
+    frames): where the CVS rows draw "met" as doubtful."""
+    frames = np.asarray(frames, dtype=np.int64)
+    met = np.asarray(all_met, dtype=bool)
+    if frames.size == 0 or not met.any():
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    inside = np.zeros(frames.size, dtype=bool)
+    for first, last in established:
+        inside |= (frames >= first) & (frames <= last)
+    starts, ends = _cells(frames, max_gap, frame_count)
+    pick = met & ~inside
+    return starts[pick], ends[pick]
+
+
+def mark_doubtful(runs: Runs, starts: np.ndarray, ends: np.ndarray, met: str = "met") -> Runs:
+    """``runs`` with the parts of its ``met`` runs inside the cells ``[starts, ends)`` relabelled
+    "doubtful" (other labels untouched), runs still sorted and not overlapping."""
+    if not len(runs) or not len(starts) or met not in runs.labels:
+        return runs
+    cells = sorted(zip(np.asarray(starts).tolist(), np.asarray(ends).tolist(), strict=True))
+    out: list[tuple[int, int, str]] = []
+    for a, b, label in zip(runs.starts.tolist(), runs.ends.tolist(), runs.labels, strict=True):
+        if label != met:
+            out.append((a, b, label))
+            continue
+        at = a
+        for c0, c1 in cells:
+            lo, hi = max(c0, at), min(c1, b)
+            if lo >= hi:
+                continue
+            if lo > at:
+                out.append((at, lo, label))
+            out.append((lo, hi, "doubtful"))
+            at = hi
+        if at < b:
+            out.append((at, b, label))
+    merged: list[tuple[int, int, str]] = []
+    for a, b, label in out:
+        if merged and merged[-1][2] == label and merged[-1][1] == a:
+            merged[-1] = (merged[-1][0], b, label)
+        else:
+            merged.append((a, b, label))
+    return Runs(
+        np.array([r[0] for r in merged], np.int64), np.array([r[1] for r in merged], np.int64), [r[2] for r in merged]
+    )
+
+
 def label_runs(labels: Sequence[str | None]) -> Runs:
     """Runs of equal consecutive per-frame labels (None: nothing drawn)."""
     names = sorted({label for label in labels if label is not None})
@@ -120,6 +177,7 @@ CVS_MEANINGS: dict[str, str] = {
     "met": "the model says the criterion is met",
     "not met": "the model says the criterion is not met",
     "not assessable": "the model could not judge it (view, smoke, blood)",
+    "doubtful": "all three met, but not on a stable run: doubtful",
 }
 _STATUS_WEIGHT = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
 
@@ -140,6 +198,7 @@ def legend(tools: Sequence[str] = ()) -> list[tuple[str, list[tuple[str, str, st
     """Every colour the timeline draws: ``(group, [(colour, name, meaning), ...])``."""
     phases = [(c, display_name(n), "surgical phase") for n, c in palette.PHASE_COLORS.items()]
     cvs = [(palette.CVS_COLORS[k], k, CVS_MEANINGS[k]) for k in ("met", "not met", "not assessable")]
+    cvs.append((palette.CVS_DOUBTFUL, "doubtful", CVS_MEANINGS["doubtful"]))
     tool_rows = [(palette.TOOL_COLORS.get(t, palette.UNKNOWN), display_name(t), "instrument in view") for t in tools]
     conf = [
         (confidence_color(1.0), "agrees", "phase agrees with both analysed neighbours; chain complete"),

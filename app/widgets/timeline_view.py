@@ -42,12 +42,21 @@ from PySide6.QtWidgets import (
 
 from app import palette
 from app.session import CaseSession
-from app.timeline_model import CVS_MEANINGS, agreement_confidence, display_name, legend
+from app.timeline_model import (
+    CVS_MEANINGS,
+    agreement_confidence,
+    display_name,
+    doubtful_cells,
+    legend,
+    mark_doubtful,
+)
 from app.timeline_model import Runs as _Runs
 from app.timeline_model import confidence_color as _confidence_color
 from app.timeline_model import confidence_runs as _confidence_runs
 from app.timeline_model import coverage_runs as _coverage_runs
 from app.timeline_model import label_runs as _label_runs
+from engine.chain import CvsState
+from engine.cvs_assessment import ESTABLISHED
 from engine.timecode import format_time
 from engine.timeline import Timelines
 
@@ -62,6 +71,7 @@ SELECTION_FILL, SELECTION_EDGE = palette.SELECTION_FILL, palette.SELECTION_EDGE
 EDGE_GRAB_PX = 5  # how near (pixels) an edge of the selection the mouse must be to move it
 CHAIN_STATUS_CONFIDENCE: dict[str, float] = {"complete": 1.0, "partial": 0.5, "malformed": 0.0}
 
+_CVS_TRACK_COLORS = {**CVS_COLORS, "doubtful": palette.CVS_DOUBTFUL}
 _CVS_CRITERIA = ("C1: two structures", "C2: hepatocystic triangle cleared", "C3: cystic plate exposed")
 _GAP = 0.14  # between tracks, in track units
 _MAX_GAP_S = 30.0  # analysed frames farther apart than this leave the time between them uncovered
@@ -226,6 +236,7 @@ class TimelineView(QWidget):
         self._playhead: int | None = None
         self._timelines: Timelines | None = None
         self._truth: _Runs | None = None
+        self._cvs_episodes: tuple[Any, ...] | None = None  # engine.cvs_assessment's; None: not assessed
         self._confidence_frames = np.zeros(0, np.int64)
         self._confidence = _Runs.empty()
         self._confidence_values: dict[int, float] = {}
@@ -311,6 +322,7 @@ class TimelineView(QWidget):
 
         def on_session(name: str, value: Any) -> None:
             if name == "timelines":
+                self._cvs_episodes = tuple(session.cvs_episodes)  # computed before "timelines" is sent
                 self.set_timelines(value)
                 self._follow_confidence(value, session.statuses)
             elif name == "bookmarks":
@@ -511,6 +523,11 @@ class TimelineView(QWidget):
         runs = self._tracks[key].runs
         return list(zip(runs.starts.tolist(), runs.ends.tolist(), runs.labels, strict=True))
 
+    def colour_of(self, key: str, label: str) -> str | None:
+        """The colour a track draws ``label`` in (None for the confidence row, coloured by level)."""
+        colours = self._tracks[key].colours
+        return None if colours is None else colours.get(label, UNKNOWN)
+
     def rect_count(self, key: str) -> int:
         """Rectangles the track's item draws (one per run)."""
         return self._items[key].rect_count if key in self._items else 0
@@ -576,6 +593,8 @@ class TimelineView(QWidget):
             return f"{track.title}: {display_name(value)}{extra}"
         if track.key.startswith("cvs"):
             criterion = _CVS_CRITERIA[int(track.key[3:]) - 1]
+            if value == "doubtful":
+                return f"CVS {criterion}: {CVS_MEANINGS['doubtful']}"
             return f"CVS {criterion}: {value} — {CVS_MEANINGS.get(value, value)}"
         if track.key.startswith("tool:"):
             return f"{display_name(value)}: in view"
@@ -605,9 +624,10 @@ class TimelineView(QWidget):
         tracks.append(_Track("phase", "Phase", 1.0, _Runs.of_segments(t.phase) if t else _Runs.empty(), PHASE_COLORS))
         raw = _Runs.of_segments(t.raw_phase_segments()) if t else _Runs.empty()
         tracks.append(_Track("raw", "Raw phase", 0.4, raw, PHASE_COLORS))
+        doubtful = self._doubtful_cells()
         for i in range(3):
-            runs = _Runs.of_segments(t.cvs[i].segments) if t else _Runs.empty()
-            tracks.append(_Track(f"cvs{i + 1}", f"CVS C{i + 1}", 0.5, runs, CVS_COLORS))
+            runs = mark_doubtful(_Runs.of_segments(t.cvs[i].segments), *doubtful) if t else _Runs.empty()
+            tracks.append(_Track(f"cvs{i + 1}", f"CVS C{i + 1}", 0.5, runs, _CVS_TRACK_COLORS))
         if t is not None:
             names = [n for n in TOOL_ORDER if t.tools.get(n)] + sorted(
                 n for n in t.tools if n not in TOOL_COLORS and t.tools[n]
@@ -691,6 +711,21 @@ class TimelineView(QWidget):
         if abs((best[0] + 0.5) / self._fps - x) > _BOOKMARK_HIT_PX * px:
             return None
         return f"{best[1]}\n{self._timecode(best[0])}"
+
+    def set_cvs_episodes(self, episodes: Sequence[Any]) -> None:
+        """CVS episodes (``engine.cvs_assessment``: start/end frame, established or doubtful): an
+        analysed frame's "all three met" outside an established one is drawn doubtful on the CVS rows."""
+        self._cvs_episodes = tuple(episodes)
+        self._relayout()
+
+    def _doubtful_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        t = self._timelines
+        if t is None or not t.rows or self._cvs_episodes is None:  # not assessed: drawn as answered
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        frames = np.array([r.frame for r in t.rows], np.int64)
+        all_met = [all(c is CvsState.MET for c in r.cvs) for r in t.rows]
+        established = [(e.start_frame, e.end_frame) for e in self._cvs_episodes if e.status == ESTABLISHED]
+        return doubtful_cells(frames, all_met, established, self._max_gap(), self._count_or_none())
 
     def _coverage(self) -> _Runs:
         frames = self._confidence_frames

@@ -341,3 +341,44 @@ def test_confidence_follows_agreement_with_neighbours_and_chain_status(view):
     assert len({label for *_, label in view.track_runs("confidence")}) > 1  # no longer one solid colour
     text = view.describe_at(view.viewport_point(250.5 / FPS, "confidence"))
     assert "agrees with 0 of 2 analysed neighbours" in text and "chain complete" in text
+
+
+def test_all_met_outside_an_established_episode_is_drawn_doubtful(view):
+    """All three met on 5 analysed frames (4 s: a doubtful episode, long enough to survive smoothing)
+    and on 11 (10 s: established): the CVS rows draw the first run in CVS_DOUBTFUL with its tooltip,
+    the second in the met colour."""
+    from app import palette
+    from app.session import CaseSession
+    from engine.cvs_assessment import ESTABLISHED, assess_cvs
+
+    def cvs(frame: int) -> tuple[CvsState, CvsState, CvsState]:
+        return (MET, MET, MET) if 250 <= frame <= 350 or 750 <= frame <= 1000 else (MET, NOT_MET, NOT_MET)
+
+    rows = [TimelineRow(f, "CalotTriangleDissection", cvs(f), ("Grasper",)) for f in range(0, 1500, 25)]
+    tl = build_timelines(rows, FPS, frame_count=1500)
+    session = CaseSession()
+    view.follow(session)
+    session.timelines, session.cvs_episodes = tl, assess_cvs(rows, FPS, None).episodes
+    assert [(e.start_frame, e.end_frame, e.status) for e in session.cvs_episodes] == [
+        (250, 350, "doubtful"),
+        (750, 1000, ESTABLISHED),
+    ]
+    session._emit("timelines", tl)
+
+    def label_at(key: str, frame: int) -> str | None:
+        return next((label for a, b, label in view.track_runs(key) if a <= frame < b), None)
+
+    for frame in (250, 300, 350):
+        assert label_at("cvs2", frame) == "doubtful", frame
+        assert label_at("cvs1", frame) == "doubtful", frame  # C1 met all along: only the doubtful run changes
+    for frame in (750, 875, 1000):
+        assert label_at("cvs2", frame) == "met" and label_at("cvs1", frame) == "met"
+    assert label_at("cvs1", 100) == "met" and label_at("cvs2", 100) == "not met"  # not all three met
+    assert label_at("cvs1", 500) == "met"
+    assert view.colour_of("cvs2", "doubtful") == palette.CVS_DOUBTFUL
+    assert view.colour_of("cvs2", "met") == palette.CVS_MET
+    tip = view.describe_at(view.viewport_point(300 / FPS, "cvs3"))
+    assert "all three met, but not on a stable run: doubtful" in tip
+    assert "doubtful" not in view.describe_at(view.viewport_point(875 / FPS, "cvs3"))
+    assert palette.CVS_DOUBTFUL in {c for _, rows in view.legend_entries() for c, _, _ in rows}
+    assert not view.grab().isNull()
