@@ -37,9 +37,9 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
-from engine.backend_factory import BackendSpec, open_backend
+from engine.backend_factory import LOCAL_KINDS, BackendSpec, answer_limits, open_backend
 from engine.backend_factory import default_threads as engine_default_threads
-from engine.backends.base import Backend, BackendError, StreamLimits
+from engine.backends.base import Backend, BackendError
 from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
 from engine.store import CaseStore, FrameResult, StoreError
@@ -103,7 +103,7 @@ class WorkerSpec:
     def from_dict(cls, spec: dict[str, Any]) -> WorkerSpec:
         kind = str(spec.get("kind") or "transformers")
         threads = spec.get("threads")
-        if threads is None and kind in ("transformers", "onnx"):
+        if threads is None and kind in LOCAL_KINDS:
             threads = default_threads()
         backend = BackendSpec(
             kind=kind,
@@ -345,13 +345,6 @@ class _Engine:
     def close(self) -> None:
         self.close_case()
         self.backend.close()
-
-
-def answer_limits(kind: str) -> StreamLimits:
-    """A local model may take minutes for its first words on a CPU; a server silent for 60 s is stuck."""
-    default = StreamLimits()
-    local = kind in ("transformers", "onnx")
-    return StreamLimits(idle_timeout_s=default.total_timeout_s) if local else default
 
 
 def profile_info(profile: ModelProfile, note: str) -> dict[str, Any]:

@@ -10,15 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from engine.backends.base import Backend, BackendError
+from engine.backends.base import Backend, BackendError, StreamLimits
 
 if TYPE_CHECKING:
     from engine.backends.server_pool import ServerStateCallback
 
 __all__ = [
     "API_KEY_ENV",
+    "LOCAL_KINDS",
     "BackendSpec",
     "add_backend_arguments",
+    "answer_limits",
     "default_kind",
     "default_threads",
     "has_onnx_export",
@@ -30,6 +32,7 @@ __all__ = [
 
 API_KEY_ENV = "SURGVIEW_API_KEY"
 BACKENDS = ("transformers", "openai", "onnx")
+LOCAL_KINDS = ("transformers", "onnx")  # run on this machine, one answer at a time
 
 
 def machine_cores() -> int:
@@ -180,7 +183,7 @@ def add_backend_arguments(parser: argparse.ArgumentParser) -> None:
 def spec_from_args(args: argparse.Namespace) -> BackendSpec:
     urls = tuple(args.url or ())
     kind = args.backend or default_kind(args.model)
-    threads = args.threads or (default_threads() if kind in ("transformers", "onnx") else None)
+    threads = args.threads or (default_threads() if kind in LOCAL_KINDS else None)
     return BackendSpec(
         kind=kind,
         model=args.model,
@@ -210,3 +213,23 @@ def _count(text: str) -> int:
 
 
 _count.__name__ = "positive int"
+
+
+def answer_limits(
+    kind: str,
+    *,
+    max_chars: int | None = None,
+    idle_timeout_s: float | None = None,
+    total_timeout_s: float | None = None,
+) -> StreamLimits:
+    """Each answer's bounds for a backend of ``kind``: what is given, else the defaults, except that a
+    local model may take the whole answer's time for its first words (a large model on a CPU may think
+    for minutes), while a server silent for the default 60 s is stuck."""
+    default = StreamLimits()
+    local_idle = default.total_timeout_s if kind in LOCAL_KINDS else default.idle_timeout_s
+    return StreamLimits(
+        max_chars=max_chars or default.max_chars,
+        max_bytes=max(default.max_bytes, 4 * (max_chars or 0)),  # room for 4-byte characters up to the cap
+        idle_timeout_s=idle_timeout_s or local_idle,
+        total_timeout_s=total_timeout_s or default.total_timeout_s,
+    )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from engine.backend_factory import open_backend, spec_from_args
+from engine.backend_factory import answer_limits, open_backend, spec_from_args
 from engine.backends.base import Backend, BackendError, StreamLimits
 from engine.chain_parser import ChainParser, LevelClosed
 from engine.clitools import CliError
@@ -47,16 +47,12 @@ def _backend(args) -> Backend:
 
 
 def _limits(args) -> StreamLimits:
-    """The answer bounds from the command line; a local model waits longer for its first words
-    (a large model on a CPU may think for minutes) than a server is allowed to stay silent."""
-    local = spec_from_args(args).kind in ("transformers", "onnx")
-    default = StreamLimits()
-    return StreamLimits(
-        max_chars=getattr(args, "max_chars", None) or default.max_chars,
-        max_bytes=max(default.max_bytes, 4 * (getattr(args, "max_chars", None) or 0)),
-        idle_timeout_s=getattr(args, "idle_timeout", None)
-        or (default.total_timeout_s if local else default.idle_timeout_s),
-        total_timeout_s=getattr(args, "total_timeout", None) or default.total_timeout_s,
+    """The answer bounds from the command line (see :func:`answer_limits`)."""
+    return answer_limits(
+        spec_from_args(args).kind,
+        max_chars=getattr(args, "max_chars", None),
+        idle_timeout_s=getattr(args, "idle_timeout", None),
+        total_timeout_s=getattr(args, "total_timeout", None),
     )
 
 

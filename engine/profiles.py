@@ -19,6 +19,7 @@ from functools import cache
 import cv2
 import numpy as np
 
+from engine.backend_factory import LOCAL_KINDS
 from engine.backends.base import GenerationRequest, StreamLimits
 from engine.backends.onnx.inputs import grid_resize
 from engine.prompts import load_prompts
@@ -303,7 +304,7 @@ def resolve_profile(
     if name:
         return get_profile(name, task), f"profile {name}"
     manifest_profile, has_manifest, model_name = None, False, model
-    if kind in ("transformers", "onnx") and model:
+    if kind in LOCAL_KINDS and model:
         from pathlib import Path
 
         from engine.modeldir import MANIFEST_NAME, Manifest, ModelDirError
