@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Mutation testing of the core with mutmut: each module's mutants against that module's own fast tests.
+
+    .venv/bin/python scripts/mutation.py                    # every module, smallest first
+    .venv/bin/python scripts/mutation.py chain_parser timeline --workers 2
+
+Runs in a throw-away git worktree of HEAD (``/tmp/wt-mut``; what is not committed is not tested, and edits in
+the checkout during the run do not leak into it), one module at a time under ``nice``: mutmut copies the tree
+to ``mutants/``, runs the module's tests once to learn which test calls which function, then runs every mutant
+against only the tests that reach the mutated function. Writes a Markdown report (kill rate per module, every
+surviving mutant with its diff and, where ``scripts/mutation-equivalent.txt`` has one, the verdict that it is
+equivalent). Not part of the default test run: a full pass takes hours on two cores.
+
+The kill rate counts killed and timed-out mutants (a mutant that makes a test hang is caught) over all mutants
+that tests reach; mutants no selected test reaches are listed as "no tests" and count as survivors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EQUIVALENT_FILE = ROOT / "scripts" / "mutation-equivalent.txt"
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    source: str
+    tests: tuple[str, ...]
+
+
+_CHAIN_TESTS = (
+    "tests/engine/test_chain_parser.py",
+    "tests/engine/test_chain_properties.py",
+    "tests/engine/test_core_mutants.py",
+    "tests/engine/test_chain_mutants.py",
+)
+
+# Smallest first: a run cut short has still covered the most modules.
+MODULES: tuple[Module, ...] = (
+    Module("scoring", "engine/scoring.py", ("tests/engine/test_scoring.py", "tests/engine/test_scoring_mutants.py")),
+    Module("chain", "engine/chain.py", _CHAIN_TESTS),
+    Module("rewards", "train/grpo/rewards.py", ("tests/train/test_rewards.py", "tests/train/test_rewards_mutants.py")),
+    Module("chain_parser", "engine/chain_parser.py", _CHAIN_TESTS),
+    Module("chain_fields", "engine/chain_fields.py", (*_CHAIN_TESTS, "tests/engine/test_chain_fields_mutants.py")),
+    Module(
+        "timeline",
+        "engine/timeline.py",
+        (
+            "tests/engine/test_timeline.py",
+            "tests/engine/test_cvs_assessment.py",
+            "tests/engine/test_core_mutants.py",
+            "tests/engine/test_timeline_mutants.py",
+        ),
+    ),
+    Module(
+        "store",
+        "engine/store.py",
+        ("tests/engine/test_store.py", "tests/engine/test_core_mutants.py", "tests/engine/test_store_mutants.py"),
+    ),
+    Module(
+        "video",
+        "engine/video.py",
+        (
+            "tests/engine/test_video.py",
+            "tests/engine/test_video_rotation_vfr.py",
+            "tests/engine/test_timecode_and_labels.py",
+            "tests/engine/test_video_mutants.py",
+        ),
+    ),
+)
+BY_NAME = {m.name: m for m in MODULES}
+
+CAUGHT = {"killed", "timeout", "caught by type check", "segfault"}
+# mutmut's exit codes (mutmut/stats.py): what each means for the report.
+STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped", 36: "timeout"}
+STATUS.update({-24: "timeout", 24: "timeout", 152: "timeout", 255: "timeout", -11: "segfault", -9: "segfault"})
+STATUS[37] = "caught by type check"
+
+
+@dataclass
+class ModuleResult:
+    module: Module
+    counts: dict[str, int] = field(default_factory=dict)
+    survivors: list[tuple[str, str, str]] = field(default_factory=list)  # name, status, diff
+    seconds: float = 0.0
+    error: str = ""
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def caught(self) -> int:
+        return sum(n for s, n in self.counts.items() if s in CAUGHT)
+
+
+def load_equivalent() -> dict[str, str]:
+    """``mutant name: reason`` lines of mutants judged equivalent (no test can tell them from the original)."""
+    verdicts: dict[str, str] = {}
+    if EQUIVALENT_FILE.exists():
+        for line in EQUIVALENT_FILE.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and ":" in line:
+                name, reason = line.split(":", 1)
+                verdicts[name.strip()] = reason.strip()
+    return verdicts
+
+
+def mutmut_section(pyproject: Path, module: Module) -> None:
+    """Point the worktree's [tool.mutmut] at one module and its tests (existing files only)."""
+    text = pyproject.read_text()
+    config = tomllib.loads(text)["tool"]["mutmut"]
+    config["only_mutate"] = [module.source]
+    config["pytest_add_cli_args_test_selection"] = [t for t in module.tests if (pyproject.parent / t).exists()]
+    lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+    section = re.compile(r"^\[tool\.mutmut\]\n.*?(?=^\[)", re.MULTILINE | re.DOTALL)
+    pyproject.write_text(section.sub(lambda _: "\n".join(lines) + "\n\n", text, count=1))
+
+
+def make_worktree(path: Path, ref: str) -> None:
+    remove_worktree(path)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "-f", "--detach", str(path), ref], check=True)
+
+
+def remove_worktree(path: Path) -> None:
+    if path.exists():
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(path)], check=False)
+        shutil.rmtree(path, ignore_errors=True)
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
+
+
+def run_module(worktree: Path, module: Module, workers: int, nice: int, log: Path) -> ModuleResult:
+    result = ModuleResult(module)
+    shutil.rmtree(worktree / "mutants", ignore_errors=True)
+    mutmut_section(worktree / "pyproject.toml", module)
+    mutmut = str(Path(sys.executable).parent / "mutmut")
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
+    env.pop("HYPOTHESIS_PROFILE", None)
+    command = ["nice", "-n", str(nice), mutmut, "run", "--max-children", str(workers)]
+    started = time.monotonic()
+    with log.open("w") as out:
+        done = subprocess.run(command, cwd=worktree, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    result.seconds = time.monotonic() - started
+    meta = worktree / "mutants" / (module.source + ".meta")
+    if not meta.exists():
+        result.error = f"mutmut exited {done.returncode} without results (see {log})"
+        return result
+    codes = json.loads(meta.read_text())["exit_code_by_key"]
+    for name, code in sorted(codes.items(), key=lambda kv: _mutant_order(kv[0])):
+        status = STATUS.get(code, "suspicious") if code is not None else "not checked"
+        result.counts[status] = result.counts.get(status, 0) + 1
+        if status not in CAUGHT:
+            shown = subprocess.run(
+                [mutmut, "show", name], cwd=worktree, env=env, capture_output=True, text=True, check=False
+            )
+            result.survivors.append((name, status, _diff_lines(shown.stdout)))
+    return result
+
+
+def _mutant_order(name: str) -> tuple[str, int]:
+    base, _, number = name.rpartition("__mutmut_")
+    return base, int(number) if number.isdigit() else 0
+
+
+def _diff_lines(diff: str) -> str:
+    """The changed lines of a mutant's unified diff, original then mutant."""
+    keep = [
+        line
+        for line in diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].strip()
+    ]
+    return "\n".join(keep) or diff.strip()
+
+
+def report(results: list[ModuleResult], equivalent: dict[str, str], ref: str) -> str:
+    head = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", ref], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    out = [
+        f"## Mutation testing (mutmut, commit {head})",
+        "",
+        "Each module's mutants run against that module's fast tests (`scripts/mutation.py`). *Killed* counts",
+        "killed and timed-out mutants; *equivalent* survivors cannot be told from the original by any test",
+        "(reason given); the adjusted rate leaves them out.",
+        "",
+        "| module | mutants | killed | survived | no tests | equivalent | kill rate | adjusted | minutes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    all_total = all_caught = all_equiv = 0
+    for r in results:
+        if r.error:
+            out.append(f"| {r.module.source} | — | — | — | — | — | {r.error} | | {r.seconds / 60:.0f} |")
+            continue
+        equiv = sum(1 for name, _, _ in r.survivors if name in equivalent)
+        all_total, all_caught, all_equiv = all_total + r.total, all_caught + r.caught, all_equiv + equiv
+        out.append(
+            f"| {r.module.source} | {r.total} | {r.caught} | {r.counts.get('survived', 0)} | "
+            f"{r.counts.get('no tests', 0)} | {equiv} | {_rate(r.caught, r.total)} | "
+            f"{_rate(r.caught, r.total - equiv)} | {r.seconds / 60:.0f} |"
+        )
+    if len(results) > 1:
+        out.append(
+            f"| **all** | {all_total} | {all_caught} | | | {all_equiv} | {_rate(all_caught, all_total)} | "
+            f"{_rate(all_caught, all_total - all_equiv)} | |"
+        )
+    for r in results:
+        if not r.survivors:
+            continue
+        out += ["", f"### Survivors in {r.module.source}", ""]
+        for name, status, diff in r.survivors:
+            verdict = f"equivalent: {equivalent[name]}" if name in equivalent else status
+            out.append(f"- `{name}` ({verdict})")
+            out += ["  ```diff", *("  " + line for line in diff.splitlines()), "  ```"]
+    return "\n".join(out) + "\n"
+
+
+def _rate(caught: int, total: int) -> str:
+    return f"{100 * caught / total:.1f}%" if total > 0 else "—"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="*", help=f"modules to run (default: all): {', '.join(BY_NAME)}")
+    parser.add_argument("--workers", type=int, default=1, help="mutants tested at once (default 1)")
+    parser.add_argument("--nice", type=int, default=15, help="niceness of the mutmut runs (default 15)")
+    parser.add_argument("--ref", default="HEAD", help="the commit to test (default HEAD)")
+    parser.add_argument("--worktree", type=Path, default=Path("/tmp/wt-mut"))
+    parser.add_argument("--report", type=Path, default=ROOT / "scripts" / "mutation-report.md")
+    parser.add_argument("--keep", action="store_true", help="keep the worktree (mutmut browse/show there)")
+    args = parser.parse_args(argv)
+    unknown = [m for m in args.modules if m not in BY_NAME]
+    if unknown:
+        parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
+    modules = [BY_NAME[m] for m in args.modules] if args.modules else list(MODULES)
+
+    equivalent = load_equivalent()
+    make_worktree(args.worktree, args.ref)
+    results: list[ModuleResult] = []
+    try:
+        for module in modules:
+            log = args.worktree.parent / f"mutation-{module.name}.log"
+            print(f"[mutation] {module.name}: {module.source} (log: {log})", flush=True)
+            result = run_module(args.worktree, module, args.workers, args.nice, log)
+            results.append(result)
+            print(
+                f"[mutation] {module.name}: {result.caught}/{result.total} caught "
+                f"({_rate(result.caught, result.total)}) in {result.seconds / 60:.1f} min {result.error}",
+                flush=True,
+            )
+            args.report.write_text(report(results, equivalent, args.ref))  # written after each module
+    finally:
+        if not args.keep:
+            remove_worktree(args.worktree)
+    print(f"[mutation] report: {args.report}")
+    return 1 if any(r.error for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
