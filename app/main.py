@@ -4,6 +4,7 @@
              [--info | --smoke]
     surgview report CASE --out FILE.html|FILE.pdf        (see app/export/cli.py)
     surgview clip CASE --from T --to T --out FILE.mp4
+    surgview labels import|export CASE ...               (see engine/labels_cli.py)
 
 ``--demo`` opens the demo case with the demo model (``./dev.sh run`` builds both); ``--info``
 prints what the engine finds in the case (frames counted by demuxing, phase labels beside it)
@@ -21,6 +22,8 @@ from app.export.cli import COMMANDS as EXPORT_COMMANDS
 from app.export.cli import export_main
 from engine.backend_factory import default_kind
 from engine.clitools import ArgumentParser, CliError, run
+from engine.labels_cli import COMMAND as LABELS_COMMAND
+from engine.labels_cli import labels_main
 from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
 from engine.profiles import PROFILE_NAMES
 from engine.timecode import format_time, format_timecode
@@ -91,6 +94,8 @@ def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in EXPORT_COMMANDS:  # `surgview report|clip CASE ...` (a video named so: ./report)
         return export_main(PROG, argv)
+    if argv and argv[0] == LABELS_COMMAND:  # `surgview labels import|export CASE ...`
+        return labels_main(PROG, argv[1:])
     parser = ArgumentParser(prog=PROG, description="Review a recorded laparoscopic case.")
     parser.add_argument("case", nargs="?", help="a case video")
     parser.add_argument("--demo", action="store_true", help="open the demo case with the demo model")

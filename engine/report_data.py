@@ -27,6 +27,8 @@ from engine.modeldir import Manifest
 from engine.ontology import load_ontology
 from engine.phase_labels import Segment
 from engine.profiles import ModelProfile
+from engine.review_agreement import ReviewAgreement, agreement
+from engine.review_labels import ReviewLabels
 from engine.store import BlankArea, CaseStore, FrameResult, StoreError
 from engine.terminal import visible_text
 from engine.timecode import format_timecode
@@ -185,6 +187,7 @@ class ReportData:
     blank_areas: list[BlankArea]
     blanked: bool  # whether exports paint over the blank areas
     created: float = field(default_factory=time.time)
+    review: ReviewAgreement = field(default_factory=ReviewAgreement.none)  # the model against the reviewer
 
     def timecode(self, frame: int | None) -> str:
         return "–" if frame is None else format_timecode(frame, self.summary.fps)
@@ -272,6 +275,7 @@ def gather_report(
         marks = store.bookmarks()
         notes = store.notes()
         areas = store.blank_areas()
+        review = agreement(ReviewLabels(store).snapshot(), rows)
         analysed = np.array([f for f, _ in statuses], dtype=np.int64)
         bookmarks = []
         for mark in marks:
@@ -313,6 +317,7 @@ def gather_report(
         case_notes=[n.text for n in notes if n.frame is None],
         blank_areas=areas,
         blanked=blank,
+        review=review,
     )
 
 
@@ -442,4 +447,5 @@ def report_json(data: ReportData) -> dict[str, Any]:
             {"frame": b.frame, "time_s": seconds(b.frame), "title": b.title, "notes": list(b.notes)}
             for b in data.bookmarks
         ],
+        "review": data.review.to_json(),
     }

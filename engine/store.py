@@ -23,10 +23,17 @@ takes a store from version ``i`` to ``i + 1``; pending steps run in order in one
    back-filled for existing rows) and the covering index ``results_timeline``.
 3. ``blank_areas``: rectangles (in pixels of the video) holding burned-in text (patient name,
    date, device) that exports paint over, drawn once per case.
+4. The reviewer's labels, beside the model's results and never over them (read and written by
+   :mod:`engine.review_labels`): ``review_phase`` (phase segments, frame ranges), ``review_cvs``
+   (one criterion over a frame range), ``review_items`` (per-frame instrument/triplet verdicts with
+   boxes), ``review_chains`` (a whole chain accepted or rejected, tied to its text's hash) and
+   ``review_log`` (who did what, when). Each label row names the model output it corrects
+   (model_id, prompt_version, task; its frames), who and when.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -311,7 +318,77 @@ def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3]
+_REVIEW_REF = (
+    "reviewer TEXT NOT NULL DEFAULT '', created REAL NOT NULL, model_id TEXT, prompt_version TEXT, task TEXT, "
+    "source TEXT NOT NULL DEFAULT ''"
+)
+
+
+def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
+    # IF NOT EXISTS: a store whose user_version was set back by hand (tests, a downgrade) keeps its labels.
+    for sql in _statements(
+        f"""
+        CREATE TABLE IF NOT EXISTS review_phase (
+            id INTEGER PRIMARY KEY,
+            start_frame INTEGER NOT NULL CHECK (start_frame >= 0),
+            end_frame INTEGER NOT NULL CHECK (end_frame > start_frame),
+            phase TEXT NOT NULL,
+            {_REVIEW_REF}
+        );
+        CREATE INDEX IF NOT EXISTS review_phase_start ON review_phase (start_frame);
+        CREATE TABLE IF NOT EXISTS review_cvs (
+            id INTEGER PRIMARY KEY,
+            criterion INTEGER NOT NULL CHECK (criterion IN (1, 2, 3)),
+            start_frame INTEGER NOT NULL CHECK (start_frame >= 0),
+            end_frame INTEGER NOT NULL CHECK (end_frame > start_frame),
+            state TEXT NOT NULL CHECK (state IN ('met', 'not met', 'not assessable')),
+            value REAL,
+            {_REVIEW_REF}
+        );
+        CREATE INDEX IF NOT EXISTS review_cvs_start ON review_cvs (criterion, start_frame);
+        CREATE TABLE IF NOT EXISTS review_items (
+            id INTEGER PRIMARY KEY,
+            frame INTEGER NOT NULL CHECK (frame >= 0),
+            kind TEXT NOT NULL CHECK (kind IN ('instrument', 'triplet')),
+            verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'rejected', 'edited', 'added', 'none')),
+            label TEXT NOT NULL,
+            box TEXT,
+            target_box TEXT,
+            model_label TEXT,
+            model_box TEXT,
+            {_REVIEW_REF}
+        );
+        CREATE INDEX IF NOT EXISTS review_items_frame ON review_items (frame, kind);
+        CREATE TABLE IF NOT EXISTS review_chains (
+            id INTEGER PRIMARY KEY,
+            frame INTEGER NOT NULL CHECK (frame >= 0),
+            model_id TEXT NOT NULL,
+            prompt_version TEXT NOT NULL,
+            task TEXT NOT NULL,
+            verdict TEXT NOT NULL CHECK (verdict IN ('accepted', 'rejected')),
+            text_sha TEXT NOT NULL,
+            reviewer TEXT NOT NULL DEFAULT '',
+            created REAL NOT NULL,
+            UNIQUE (model_id, prompt_version, task, frame)
+        );
+        CREATE TABLE IF NOT EXISTS review_log (
+            id INTEGER PRIMARY KEY,
+            created REAL NOT NULL,
+            reviewer TEXT NOT NULL DEFAULT '',
+            action TEXT NOT NULL,
+            detail TEXT NOT NULL DEFAULT '{{}}'
+        )
+        """
+    ):
+        conn.execute(sql)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    _migrate_0_to_1,
+    _migrate_1_to_2,
+    _migrate_2_to_3,
+    _migrate_3_to_4,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _RESULT_COLUMNS = (
@@ -474,6 +551,15 @@ class CaseStore:
                 yield self._conn
             except sqlite3.Error as exc:
                 raise _store_error(exc, self.path.name, action) from exc
+
+    def transaction(self, action: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` … ``COMMIT``, rolled back on any error) for modules
+        that keep their own tables in the store (:mod:`engine.review_labels`); ``action`` names it in errors."""
+        return self._write(action)
+
+    def reading(self, action: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """The connection for reads, serialised with every other call; ``action`` names it in errors."""
+        return self._read(action)
 
     # ----------------------------------------------------------------- case
     def case_info(self) -> CaseInfo | None:

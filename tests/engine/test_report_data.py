@@ -114,7 +114,7 @@ def test_a_version_2_store_gains_the_blank_areas_table(tmp_path):
     with pytest.raises(StoreError, match="older store schema"):
         CaseStore.open(path, readonly=True)
     with CaseStore.open(path) as store:
-        assert store.schema_version == SCHEMA_VERSION == 3
+        assert store.schema_version == SCHEMA_VERSION >= 3
         assert store.blank_areas() == [] and [b.title for b in store.bookmarks()] == ["kept"]
         assert len(store.results(*KEY)) == 4
         store.set_blank_areas([BlankArea(1, 2, 3, 4)])
