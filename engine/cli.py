@@ -1,7 +1,7 @@
 """``surgview-engine``: the engine without a window.
 
 surgview-engine parse [FILE] [--json]     read a model's output (file or stdin), print its chain
-surgview-engine ontology [VOCAB] [--resolve NAME]
+surgview-engine ontology [VOCAB] [--resolve NAME] [--procedure P]
 surgview-engine probe VIDEO               frame count, rate, keyframes (read, not from headers)
 """
 
@@ -92,31 +92,64 @@ def _vocab(onto: Ontology, name: str):
     try:
         return onto.vocabulary(name)
     except KeyError:
-        raise CliError(f"no vocabulary {name!r}; choose from {', '.join(Ontology.vocabulary_names())}") from None
+        raise CliError(f"no vocabulary {name!r}; choose from {', '.join(onto.names())}") from None
+
+
+def _ontology_for(args) -> tuple[Ontology, str | None]:
+    """The ontology the command reads and the procedure it belongs to (None: the default, unsaid).
+
+    ``--procedure`` picks one; without it a vocabulary only another procedure has (``action``,
+    ``step``) is looked up in the procedure that has it."""
+    from engine.procedures import ProcedureError, get_procedure, load_procedures
+
+    if args.procedure:
+        try:
+            proc = get_procedure(args.procedure)
+        except ProcedureError as exc:
+            raise CliError(str(exc)) from None
+        return proc.ontology, proc.name
+    onto = load_ontology()
+    if args.vocabulary and args.vocabulary not in onto.names():
+        owners = [p for p in load_procedures().values() if p.has(args.vocabulary)]
+        if len(owners) == 1:
+            return owners[0].ontology, owners[0].name
+        if len(owners) > 1:
+            names = ", ".join(p.name for p in owners)
+            raise CliError(f"several procedures have a {args.vocabulary!r} vocabulary ({names}); add --procedure")
+    return onto, None
 
 
 def cmd_ontology(args) -> int:
-    onto = load_ontology()
+    from engine.procedures import load_procedures
+
+    onto, procedure = _ontology_for(args)
+    where = f" ({procedure})" if procedure else ""
     if args.resolve is not None:
-        names = [args.vocabulary] if args.vocabulary else Ontology.vocabulary_names()
+        names = [args.vocabulary] if args.vocabulary else onto.names()
         hits = [(n, _vocab(onto, n).resolve(args.resolve)) for n in names]
-        hits = [(n, label) for n, label in hits if label is not None]
+        hits = [(f"{n}{where}", label) for n, label in hits if label is not None]
+        if not hits and procedure is None and not args.vocabulary:  # another procedure's label?
+            for other in list(load_procedures().values())[1:]:
+                found = ((n, other.vocabulary(n).resolve(args.resolve)) for n in other.ontology.names())
+                hits += [(f"{n} ({other.name})", label) for n, label in found if label is not None]
         if not hits:
             try:
-                _vocab(onto, names[0] if args.vocabulary else "phase").require(args.resolve)
+                _vocab(onto, names[0]).require(args.resolve)
             except UnknownLabelError as exc:
                 raise CliError(str(exc)) from None
             raise CliError(f"{args.resolve!r} names no label")
         for n, label in hits:
             print(f"{n}: {label.name} (id {label.id}, {label.display})")
         return 0
-    names = [args.vocabulary] if args.vocabulary else Ontology.vocabulary_names()
-    print(f"ontology version {onto.version}")
+    names = [args.vocabulary] if args.vocabulary else onto.names()
+    print(f"ontology version {onto.version}{where}")
     for n in names:
         vocab = _vocab(onto, n)
         print(f"{n} ({len(vocab)}): " + ", ".join(f"{lb.id}={lb.name}" for lb in vocab))
-    if not args.vocabulary:
+    if not args.vocabulary and onto.triplets:
         print(f"triplets ({len(onto.triplets)}): e.g. " + "; ".join(onto.triplet_name(t.id) for t in onto.triplets[:3]))
+    if not args.vocabulary and procedure is None:
+        print("procedures: " + ", ".join(load_procedures()) + " (--procedure NAME lists one)")
     return 0
 
 
@@ -168,6 +201,12 @@ def _add_profile_arguments(parser) -> None:
         "a stated default",
     )
     parser.add_argument("--task", help=f"surgview profile: the one question asked (default {Task.FRAME})")
+    parser.add_argument(
+        "--procedure",
+        help="the operation the cases show (cholecystectomy, rarp, bypass, robotic; any spelling): its prompts and "
+        "labels are used and it is remembered for each case; default: the case's remembered procedure, else "
+        "cholecystectomy",
+    )
     parser.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
     add_limit_arguments(parser)
 
@@ -268,8 +307,9 @@ def build_parser() -> ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="exit 0 even when the chain is malformed")
     p.set_defaults(func=cmd_parse)
     o = sub.add_parser("ontology", help="list the label vocabularies or resolve a name")
-    o.add_argument("vocabulary", nargs="?", help=", ".join(Ontology.vocabulary_names()))
+    o.add_argument("vocabulary", nargs="?", help=", ".join([*Ontology.vocabulary_names(), "action", "step"]))
     o.add_argument("--resolve", metavar="NAME", help="the canonical label a spelling resolves to")
+    o.add_argument("--procedure", help="another procedure's vocabularies (rarp, bypass, robotic)")
     o.set_defaults(func=cmd_ontology)
     v = sub.add_parser("probe", help="frames, rate and keyframes of a video, counted by demuxing")
     v.add_argument("video")

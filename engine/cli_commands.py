@@ -18,11 +18,13 @@ from tqdm import tqdm
 
 from engine.backend_factory import answer_limits, open_backend, spec_from_args
 from engine.backends.base import Backend, BackendError, StreamLimits
+from engine.case_procedure import ProcedureChoiceError, case_procedure, set_case_procedure
 from engine.chain_parser import ChainParser, LevelClosed
 from engine.clitools import CliError
 from engine.eval_set import EvalSetError, read_eval_set, run_eval
 from engine.frame_record import CaseAnalysis, case_analyses, merge_results
 from engine.outputs import STDOUT, OutputError, output_path, write_output
+from engine.procedures import DEFAULT_PROCEDURE, ProcedureError, get_procedure
 from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import (
     AnalysisScheduler,
@@ -56,18 +58,56 @@ def _limits(args) -> StreamLimits:
     )
 
 
-def _profile(args) -> ModelProfile:
-    """The profile chosen with --profile, else the model's own (its manifest) or the stated default."""
+def _profile(args, procedure: str | None = None, quiet: bool = False) -> ModelProfile:
+    """The profile chosen with --profile, else the model's own (its manifest) or the stated default;
+    asked in ``procedure``'s prompts (default: --procedure, else cholecystectomy)."""
     spec = spec_from_args(args)
+    procedure = procedure or _procedure_arg(args)
     try:
         profile, note = resolve_profile(
-            getattr(args, "profile", None), kind=spec.kind, model=spec.model, task=getattr(args, "task", None)
+            getattr(args, "profile", None),
+            kind=spec.kind,
+            model=spec.model,
+            task=getattr(args, "task", None),
+            procedure=procedure,
         )
     except ProfileError as exc:
         raise CliError(str(exc)) from None
-    if not getattr(args, "profile", None) and not getattr(args, "quiet", False):
+    if not getattr(args, "profile", None) and not getattr(args, "quiet", False) and not quiet:
         print(f"[{safe_for_terminal(note)}]", file=sys.stderr)
     return profile
+
+
+def _procedure_arg(args) -> str | None:
+    """The canonical name of --procedure (any spelling), or None when not given."""
+    name = getattr(args, "procedure", None)
+    if not name:
+        return None
+    try:
+        return get_procedure(name).name
+    except ProcedureError as exc:
+        raise CliError(str(exc)) from None
+
+
+def _case_profile(args, case: Path, chosen: ModelProfile, cache: dict[str, ModelProfile]) -> ModelProfile:
+    """The profile for one case: --procedure is recorded for the case and used; without it, the case's
+    remembered procedure (or its dataset layout's) decides."""
+    given = _procedure_arg(args)
+    try:
+        if given is not None:
+            set_case_procedure(case, given)
+            return chosen
+        found = case_procedure(case)
+    except (ProcedureChoiceError, StoreError) as exc:
+        raise CliError(str(exc)) from None
+    name = found.procedure.name
+    if name == DEFAULT_PROCEDURE:
+        return chosen
+    if name not in cache:
+        if not getattr(args, "quiet", False):
+            print(f"[{case.name}: {safe_for_terminal(found.note)}]", file=sys.stderr)
+        cache[name] = _profile(args, name, quiet=True)
+    return cache[name]
 
 
 def case_file(name: str) -> Path:
@@ -136,6 +176,7 @@ def cmd_analyze(args) -> int:
     bar_lock = threading.Lock()
     running: list[tuple[Path, AnalysisScheduler, CaseStore, _CaseListener]] = []
     problems: list[str] = []  # cases not fully analysed, each in a few words
+    profiles: dict[str, ModelProfile] = {}  # per procedure of the cases without --procedure
     try:
         with tqdm(
             desc="analyse", unit="frame", file=sys.stderr, disable=args.quiet or None, total=0, smoothing=0.1
@@ -156,7 +197,8 @@ def cmd_analyze(args) -> int:
                         slots=slots,
                         limits=_limits(args),
                     )
-                    scheduler = AnalysisScheduler(case, backend, store, profile, config, listener)
+                    case_profile = _case_profile(args, case, profile, profiles)
+                    scheduler = AnalysisScheduler(case, backend, store, case_profile, config, listener)
                     scheduler.start()
                     running.append((case, scheduler, store, listener))
                     continue
@@ -166,7 +208,7 @@ def cmd_analyze(args) -> int:
                         scheduler.stop()
                         running.remove(item)
                         with store:
-                            problem = _report_case(args, case, scheduler, store, backend.model_id, profile)
+                            problem = _report_case(args, case, scheduler, store, backend.model_id, scheduler.profile)
                         if problem:
                             problems.append(problem)
                         if scheduler.error and not isinstance(scheduler.failure, VideoError):

@@ -141,6 +141,8 @@ class Vocabulary:
         return self._pattern
 
     def alternation(self) -> str:
+        if not self.labels:
+            return "(?!)"  # an empty vocabulary (another procedure has no triplets) matches nothing
         forms: set[str] = set()
         for label in self.labels:
             for spelling in label.spellings():
@@ -181,12 +183,19 @@ class Ontology:
     cvs_criterion: Vocabulary
     endoscapes_class: Vocabulary
     triplets: tuple[Triplet, ...]
+    procedure: str = "cholecystectomy"  # whose vocabularies these are (engine.procedures)
+    extra: dict[str, Vocabulary] = field(default_factory=dict, compare=False, hash=False)  # e.g. action, step
 
     def vocabulary(self, name: str) -> Vocabulary:
-        vocab = getattr(self, name, None)
+        vocab = self.extra.get(name) if name not in self.vocabulary_names() else getattr(self, name, None)
         if not isinstance(vocab, Vocabulary):
-            raise KeyError(f"no vocabulary {name!r}; known: {', '.join(self.vocabulary_names())}")
+            known = [*self.vocabulary_names(), *self.extra]
+            raise KeyError(f"no vocabulary {name!r}; known: {', '.join(known)}")
         return vocab
+
+    def names(self) -> list[str]:
+        """Every vocabulary this ontology holds that has labels (the fixed roles, then the extra ones)."""
+        return [n for n in self.vocabulary_names() if len(getattr(self, n))] + list(self.extra)
 
     @staticmethod
     def vocabulary_names() -> list[str]:

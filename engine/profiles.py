@@ -22,6 +22,7 @@ import numpy as np
 from engine.backend_factory import LOCAL_KINDS
 from engine.backends.base import GenerationRequest, StreamLimits
 from engine.backends.onnx.inputs import grid_resize
+from engine.procedures import DEFAULT_PROCEDURE
 from engine.prompts import load_prompts
 from engine.tasks import Task
 
@@ -35,6 +36,7 @@ __all__ = [
     "Sampling",
     "default_profile",
     "get_profile",
+    "procedure_for_version",
     "profile_for_version",
     "qwen_grid_size",
     "resolve_profile",
@@ -193,19 +195,23 @@ def qwen_grid_size(
 
 
 # ------------------------------------------------------------------------------------- the shipped profiles
-def _surgview(task: str) -> ModelProfile:
+def _surgview(task: str, procedure: str | None = None) -> ModelProfile:
     prompts = load_prompts()
-    template = prompts.tasks.get(task)
+    own = procedure if procedure and procedure != DEFAULT_PROCEDURE else None
+    system, templates = prompts.for_procedure(own)
+    template = templates.get(task)
     if template is None:
-        raise ProfileError(f"no prompt for task {task!r}; known: {', '.join(prompts.tasks)}")
+        where = f" of procedure {own!r}" if own else ""
+        raise ProfileError(f"no prompt for task {task!r}{where}; known: {', '.join(templates)}")
     size_fields = {name: "{" + name + "}" for name in ("width", "height") if name in template.fields}
-    text = prompts.build(task, **size_fields)
+    text = prompts.build(task, procedure=own, **size_fields)
     title = "Frame analysis" if task == Task.FRAME else task.replace("_", " ").capitalize()
     return ModelProfile(
         name="surgview",
         description="surgview's own prompts: one question per frame (a model trained by surgview-train)",
-        version=prompts.version,
-        system=prompts.system,
+        # Another procedure's prompts are other prompts: its answers are stored apart.
+        version=prompts.version if own is None else f"{prompts.version}+{own}",
+        system=system,
         questions=(Question(task, title, text),),
     )
 
@@ -244,12 +250,16 @@ def _profile(name: str) -> ModelProfile:
     return _BUILDERS[name]()
 
 
-def get_profile(name: str | None = None, task: str | None = None) -> ModelProfile:
+def get_profile(name: str | None = None, task: str | None = None, procedure: str | None = None) -> ModelProfile:
     """The profile called ``name`` (default ``surgview``). ``task`` picks the one question of the
-    ``surgview`` profile (e.g. ``phase_mcq`` for an evaluation); other profiles ask what they ask."""
+    ``surgview`` profile (e.g. ``phase_mcq`` for an evaluation); other profiles ask what they ask.
+    ``procedure`` (canonical name; None: cholecystectomy) asks in that procedure's prompts and
+    vocabularies: the ``surgview`` profile asks its ``default_task`` unless ``task`` says otherwise."""
     name = name or DEFAULT_PROFILE
     if name not in _BUILDERS:
         raise ProfileError(f"unknown model profile {name!r}; choose from {', '.join(PROFILE_NAMES)}")
+    if procedure and procedure != DEFAULT_PROCEDURE:
+        return _for_procedure(name, task, procedure)
     if name == "surgview" and task and task != Task.FRAME:
         return _surgview(task)
     profile = _profile(name)
@@ -258,13 +268,37 @@ def get_profile(name: str | None = None, task: str | None = None) -> ModelProfil
     return profile
 
 
+def _for_procedure(name: str, task: str | None, procedure: str) -> ModelProfile:
+    """Another procedure's profile: surgview's own question in its prompts; the surg-r1 and qwen-vl
+    settings (system prompt, image size, sampling) asking that question."""
+    from engine.procedures import get_procedure
+
+    proc = get_procedure(procedure)
+    question = task or proc.default_task
+    if question not in proc.tasks:
+        raise ProfileError(f"procedure {proc.name!r} has no {question!r} task; it has: {', '.join(proc.tasks)}")
+    own = _surgview(question, proc.name)
+    if name == "surgview":
+        return own
+    base = _profile(name)
+    system = base.system if name == "surg-r1" else own.system
+    return replace(base, version=f"{base.version}+{proc.name}", system=system, questions=own.questions)
+
+
 def profile_for_version(prompt_version: str) -> str:
-    """Which profile stored results of ``prompt_version`` (the case store keeps the version, not the name)."""
+    """Which profile stored results of ``prompt_version`` (the case store keeps the version, not the name).
+    Another procedure's answers carry ``+<procedure>`` after the profile's own version."""
+    prompt_version = prompt_version.split("+", 1)[0]
     if prompt_version == SURG_R1_VERSION:
         return "surg-r1"
     if prompt_version.startswith(QWEN_VL_VERSION_PREFIX):
         return "qwen-vl"
     return "surgview"
+
+
+def procedure_for_version(prompt_version: str) -> str:
+    """Which procedure stored results of ``prompt_version`` were asked in (cholecystectomy when unmarked)."""
+    return prompt_version.split("+", 1)[1] if "+" in prompt_version else DEFAULT_PROCEDURE
 
 
 def default_profile(manifest_profile: str | None, has_manifest: bool, model_name: str | None) -> tuple[str, str]:
@@ -294,7 +328,7 @@ def with_sampling(profile: ModelProfile, **changes: float | int) -> ModelProfile
 
 
 def resolve_profile(
-    name: str | None, *, kind: str, model: str | None, task: str | None = None
+    name: str | None, *, kind: str, model: str | None, task: str | None = None, procedure: str | None = None
 ) -> tuple[ModelProfile, str]:
     """The profile to ask a model with, and one line saying which and why.
 
@@ -302,7 +336,7 @@ def resolve_profile(
     manifest decides, and a folder or a server without one gets :func:`default_profile`'s default.
     """
     if name:
-        return get_profile(name, task), f"profile {name}"
+        return get_profile(name, task, procedure), f"profile {name}"
     manifest_profile, has_manifest, model_name = None, False, model
     if kind in LOCAL_KINDS and model:
         from pathlib import Path
@@ -319,4 +353,4 @@ def resolve_profile(
             has_manifest = manifest is not None
             manifest_profile = manifest.profile if manifest is not None else None
     chosen, note = default_profile(manifest_profile, has_manifest, model_name)
-    return get_profile(chosen, task), note
+    return get_profile(chosen, task, procedure), note

@@ -9,7 +9,7 @@ tools, triplet parts) are filled from the ontology, so prompts and parser never 
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -17,14 +17,17 @@ from typing import Any
 import yaml
 
 from engine.ontology import Ontology, load_ontology
+from engine.procedures import DEFAULT_PROCEDURE
 from engine.resources import resource_path
 
 __all__ = [
     "IMAGE_PLACEHOLDER",
+    "ProcedurePrompts",
     "PromptError",
     "PromptTemplate",
     "Prompts",
     "TaskPrompt",
+    "action_options",
     "build_prompt",
     "frame_prompt",
     "load_prompts",
@@ -101,16 +104,40 @@ class TaskPrompt:
 
 
 @dataclass(frozen=True)
+class ProcedurePrompts:
+    """Another procedure's system prompt and task templates (the cholecystectomy ones are the default)."""
+
+    system: str
+    tasks: dict[str, PromptTemplate]
+
+
+@dataclass(frozen=True)
 class Prompts:
     version: str
     system: str
     tasks: dict[str, PromptTemplate]
+    procedures: dict[str, ProcedurePrompts] = field(default_factory=dict)
 
-    def build(self, task: str, ontology: Ontology | None = None, **fields: Any) -> str:
-        """The user prompt of ``task``; vocabulary fields default to the ontology's lists."""
-        template = self.tasks.get(task)
+    def for_procedure(self, procedure: str | None) -> tuple[str, dict[str, PromptTemplate]]:
+        """The system prompt and templates of ``procedure`` (canonical name; None: cholecystectomy)."""
+        if not procedure or procedure == DEFAULT_PROCEDURE:
+            return self.system, self.tasks
+        own = self.procedures.get(procedure)
+        if own is None:
+            raise PromptError(f"no prompts for procedure {procedure!r}; known: {', '.join(self.procedures)}")
+        return own.system, own.tasks
+
+    def build(self, task: str, ontology: Ontology | None = None, procedure: str | None = None, **fields: Any) -> str:
+        """The user prompt of ``task`` (of ``procedure``); vocabulary fields default to its ontology's lists."""
+        _, tasks = self.for_procedure(procedure)
+        template = tasks.get(task)
         if template is None:
-            raise PromptError(f"no prompt for task {task!r}; known: {', '.join(self.tasks)}")
+            where = f" of procedure {procedure!r}" if procedure and procedure != DEFAULT_PROCEDURE else ""
+            raise PromptError(f"no prompt for task {task!r}{where}; known: {', '.join(tasks)}")
+        if ontology is None and procedure and procedure != DEFAULT_PROCEDURE:
+            from engine.procedures import get_procedure
+
+            ontology = get_procedure(procedure).ontology
         unused = sorted(set(fields) - set(template.fields))
         if unused:
             raise PromptError(f"prompt {task!r} has no field(s) {', '.join(unused)}; it uses {template.fields}")
@@ -120,8 +147,11 @@ class Prompts:
             raise PromptError(f"prompt {task!r} needs field(s): {', '.join(missing)}")
         return template.template.format(**values)
 
-    def task_prompt(self, task: str, ontology: Ontology | None = None, **fields: Any) -> TaskPrompt:
-        return TaskPrompt(task, self.build(task, ontology, **fields), self.system, self.version)
+    def task_prompt(
+        self, task: str, ontology: Ontology | None = None, procedure: str | None = None, **fields: Any
+    ) -> TaskPrompt:
+        system, _ = self.for_procedure(procedure)
+        return TaskPrompt(task, self.build(task, ontology, procedure, **fields), system, self.version)
 
 
 def vocabulary_fields(ontology: Ontology) -> dict[str, str]:
@@ -131,7 +161,7 @@ def vocabulary_fields(ontology: Ontology) -> dict[str, str]:
         return ", ".join(label.display for label in vocab)
 
     letters = string.ascii_uppercase
-    return {
+    fields = {
         "phase_options": "\n".join(f"{letters[i]}. {label.display}" for i, label in enumerate(ontology.phase)),
         "phases": names(ontology.phase),
         "tools": names(ontology.tool),
@@ -139,6 +169,20 @@ def vocabulary_fields(ontology: Ontology) -> dict[str, str]:
         "verbs": names(ontology.verb),
         "targets": names(ontology.target),
     }
+    if "action" in ontology.extra:
+        fields["actions"] = names(ontology.extra["action"])
+        fields["action_options"] = action_options(ontology)
+    if "step" in ontology.extra:
+        fields["steps"] = names(ontology.extra["step"])
+    return fields
+
+
+def action_options(ontology: Ontology) -> str:
+    """The action MCQ's options as the Surg-R1 release writes them: ``A. other``, ``B. picking-up the needle``, ..."""
+    letters = string.ascii_uppercase
+    labels = ontology.extra["action"].labels
+    options = [label.extra.get("release", label.display.lower()) for label in labels]
+    return "\n".join(f"{letters[i]}. {text}" for i, text in enumerate(options))
 
 
 @cache
@@ -156,10 +200,20 @@ def load_prompts(path: Path | None = None) -> Prompts:
             str(name): PromptTemplate(str(name), str(spec["template"]), str(spec.get("description", "")))
             for name, spec in data["tasks"].items()
         }
-        prompts = Prompts(version=str(data["version"]), system=str(data["system"]), tasks=tasks)
+        procedures = {
+            str(name): ProcedurePrompts(
+                str(spec["system"]),
+                {
+                    str(task): PromptTemplate(str(task), str(t["template"]), str(t.get("description", "")))
+                    for task, t in spec["tasks"].items()
+                },
+            )
+            for name, spec in (data.get("procedures") or {}).items()
+        }
+        prompts = Prompts(str(data["version"]), str(data["system"]), tasks, procedures)
     except (KeyError, TypeError, AttributeError) as exc:
         raise PromptError(f"prompt file {path} is incomplete: {exc!r}") from exc
-    for template in tasks.values():
+    for template in [*tasks.values(), *(t for own in procedures.values() for t in own.tasks.values())]:
         try:
             template.fields  # noqa: B018 - validates the format string once, at load
         except ValueError as exc:
@@ -167,24 +221,24 @@ def load_prompts(path: Path | None = None) -> Prompts:
     return prompts
 
 
-def build_prompt(task: str, **fields: Any) -> str:
+def build_prompt(task: str, procedure: str | None = None, **fields: Any) -> str:
     """The user prompt of ``task`` from the shipped templates (see :meth:`Prompts.build`)."""
-    return load_prompts().build(task, **fields)
+    return load_prompts().build(task, procedure=procedure, **fields)
 
 
-def task_prompt(task: str, **fields: Any) -> TaskPrompt:
+def task_prompt(task: str, procedure: str | None = None, **fields: Any) -> TaskPrompt:
     """``task``'s prompt from the shipped templates, with the system prompt and the version."""
-    return load_prompts().task_prompt(task, **fields)
+    return load_prompts().task_prompt(task, procedure=procedure, **fields)
 
 
-def frame_prompt(task: str, width: int, height: int) -> TaskPrompt:
+def frame_prompt(task: str, width: int, height: int, procedure: str | None = None) -> TaskPrompt:
     """``task``'s prompt for a frame of ``width`` x ``height`` pixels (the size is given to the
     templates that ask for boxes in pixels of the original frame)."""
     prompts = load_prompts()
-    template = prompts.tasks.get(task)
+    template = prompts.for_procedure(procedure)[1].get(task)
     size = {"width": width, "height": height}
     fields = {k: v for k, v in size.items() if template is not None and k in template.fields}
-    return prompts.task_prompt(task, **fields)
+    return prompts.task_prompt(task, procedure=procedure, **fields)
 
 
 def prompts_version() -> str:
@@ -192,5 +246,5 @@ def prompts_version() -> str:
     return load_prompts().version
 
 
-def system_prompt() -> str:
-    return load_prompts().system
+def system_prompt(procedure: str | None = None) -> str:
+    return load_prompts().for_procedure(procedure)[0]

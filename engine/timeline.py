@@ -43,13 +43,18 @@ from engine.phase_labels import Segment
 __all__ = [
     "CHOLEC80_TRANSITIONS",
     "CvsTrack",
+    "LabelTrack",
+    "LabelTrackConfig",
     "TimelineConfig",
     "TimelineRow",
     "Timelines",
+    "build_action_track",
+    "build_label_track",
     "build_timelines",
     "coverage_cells",
     "covered_frames",
     "first_all_met",
+    "label_transition_matrix",
     "phase_transition_matrix",
     "viterbi",
 ]
@@ -565,3 +570,131 @@ def _phase_code(name: str | None) -> int:
     """Cholec80 index of a phase named in any spelling the ontology knows; -1 if none."""
     label = load_ontology().phase.resolve(name) if isinstance(name, str) else None
     return _phase_names().index(label.name) if label is not None else -1
+
+
+# ------------------------------------------------------------------------------------- label tracks
+@dataclass(frozen=True)
+class LabelTrackConfig:
+    """Smoothing of one label per analysed frame (an action, a bypass phase or step). Suturing
+    actions last seconds, not the minutes of a phase: the default keeps a state ~3 s on average."""
+
+    self_transition: float = 0.7  # P(same label one second later)
+    confusion: float = 0.25  # how often a frame's answer is wrong
+    max_gap_s: float = 30.0  # analysed frames farther apart leave the frames between them uncovered
+    min_segment_s: float = 0.0  # segments shorter than this are absorbed by a neighbour (0: off)
+
+    def __post_init__(self) -> None:
+        for name in ("self_transition", "confusion"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be between 0 and 1 (exclusive)")
+        if self.max_gap_s <= 0 or self.min_segment_s < 0:
+            raise ValueError("max_gap_s must be positive and min_segment_s not negative")
+
+
+@dataclass(frozen=True, eq=False)
+class LabelTrack:
+    """One smoothed label track (e.g. the suturing action) with the raw answers kept beside it."""
+
+    role: str  # the vocabulary: "action", "phase", "step"
+    frames: np.ndarray  # analysed frames, ascending, unique
+    raw: list[str | None]  # canonical label per analysed frame as answered (None: not said / unknown)
+    path: list[str | None]  # decoded label per analysed frame (None where the frame said nothing)
+    segments: list[Segment]  # smoothed runs (label: canonical name)
+    step: int
+    fps: float
+    frame_count: int | None = None
+
+    def label_at(self, frame: int) -> str | None:
+        """The smoothed label at a video frame, or None where nothing covers it."""
+        return _label_at(self.segments, frame)
+
+    def raw_segments(self) -> list[Segment]:
+        """Runs of the model's own answers, unsmoothed (frames without an answer leave gaps)."""
+        names = sorted({r for r in self.raw if r is not None})
+        codes = np.array([names.index(r) if r is not None else -1 for r in self.raw], dtype=np.int64)
+        keep = codes >= 0
+        return _runs(self.frames[keep], codes[keep], names, _Span(self.step, self.frame_count, self.max_gap))
+
+    max_gap: int = 1  # frames: analysed frames farther apart leave the frames between them uncovered
+
+
+def label_transition_matrix(
+    names: Sequence[str], stay_per_frame: float, transitions: Sequence[tuple[str, str, float]] = ()
+) -> np.ndarray:
+    """One-frame transition matrix over ``names``: leave with ``1 - stay``, shared by the prior's
+    weights (a row's unassigned share stays), or evenly among the others when the prior says nothing."""
+    k = len(names)
+    index = {name: i for i, name in enumerate(names)}
+    weights = np.zeros((k, k))
+    for src, dst, weight in transitions:
+        a, b = index.get(src, -1), index.get(dst, -1)
+        if a < 0 or b < 0 or a == b or not weight >= 0:
+            raise ValueError(f"bad transition {src!r} -> {dst!r} ({weight})")
+        weights[a, b] += weight
+    if (weights.sum(axis=1) > 1.0 + 1e-9).any():
+        raise ValueError("the transition weights out of a state must sum to at most 1")
+    if not transitions and k > 1:
+        weights = (1.0 - np.eye(k)) / (k - 1)
+    matrix = weights * (1.0 - stay_per_frame)
+    matrix[np.diag_indices_from(matrix)] = 1.0 - matrix.sum(axis=1)
+    return matrix
+
+
+def build_label_track(
+    rows: Iterable[tuple[int, str | None]],
+    vocabulary: Any,
+    fps: float,
+    frame_count: int | None = None,
+    transitions: Sequence[tuple[str, str, float]] = (),
+    config: LabelTrackConfig | None = None,
+) -> LabelTrack:
+    """Smooth ``(frame, label)`` answers (any spelling of ``vocabulary``; None: the frame said nothing)
+    into segments: an HMM over the vocabulary's labels with ``transitions`` as the clinical-order
+    prior, Viterbi over sparse frames (the one-frame matrix raised to each gap), as phases are."""
+    config = config or LabelTrackConfig()
+    if not fps or fps <= 0 or not math.isfinite(fps):
+        raise ValueError(f"fps must be positive, got {fps!r}")
+    names = [label.name for label in vocabulary]
+    limit = frame_count if frame_count is not None else np.iinfo(np.int64).max
+    by_frame: dict[int, str | None] = {}
+    for frame, label in rows:
+        if 0 <= int(frame) < limit:
+            found = vocabulary.resolve(label) if isinstance(label, str) else None
+            by_frame[int(frame)] = found.name if found is not None else None  # the last answer wins
+    frames = np.array(sorted(by_frame), dtype=np.int64)
+    raw = [by_frame[int(f)] for f in frames]
+    max_gap = max(1, round(config.max_gap_s * fps))
+    step = _typical_step(frames, max_gap) if frames.size else 1
+    span = _Span(step, frame_count, max_gap)
+    codes = np.array([names.index(r) if r is not None else -1 for r in raw], dtype=np.int64)
+    at = np.flatnonzero(codes >= 0)
+    path: list[str | None] = [None] * len(raw)
+    segments: list[Segment] = []
+    if at.size and names:
+        probs = np.zeros((at.size, len(names)))
+        probs[np.arange(at.size), codes[at]] = 1.0
+        stay = config.self_transition ** (1.0 / fps)
+        states = _decode(frames[at], probs, label_transition_matrix(names, stay, transitions), config.confusion)
+        for i, s in zip(at.tolist(), states.tolist(), strict=True):
+            path[i] = names[s]
+        segments = _runs(frames[at], states, names, span)
+        if config.min_segment_s > 0:
+            segments = _absorb_short(segments, max(1, round(config.min_segment_s * fps)))
+    role = getattr(vocabulary, "name", "label")
+    return LabelTrack(role, frames, raw, path, segments, step, float(fps), frame_count, max_gap)
+
+
+def build_action_track(
+    rows: Iterable[tuple[int, str | None]],
+    fps: float,
+    frame_count: int | None = None,
+    procedure: str = "rarp",
+    config: LabelTrackConfig | None = None,
+) -> LabelTrack:
+    """The action timeline of a case of ``procedure``: its ``action`` vocabulary and clinical-order prior."""
+    from engine.procedures import get_procedure
+
+    proc = get_procedure(procedure)
+    if not proc.has("action"):
+        raise ValueError(f"procedure {proc.name!r} has no actions")
+    return build_label_track(rows, proc.vocabulary("action"), fps, frame_count, proc.transition_prior("action"), config)

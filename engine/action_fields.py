@@ -1,0 +1,82 @@
+"""The action a chain states (the ``action`` task family, Level 2 of a suturing case).
+
+The chain contract carries triplets at Level 2; a suturing action (SAR-RARP50) is one label of the
+procedure's ``action`` vocabulary, written ``Action: pulling the needle out of the tissue.`` in the
+canonical form or named in prose. It is read here, beside the chain, so the contract and its parser
+stay as they are: the answer when it names an action, else Level 2's explicit ``Action:`` item, else
+the first action named in Level 2's prose. "Other" is only taken from an explicit answer or label,
+never from prose, where "the other instrument" is not an action.
+"""
+
+from __future__ import annotations
+
+import re
+
+from engine.chain import Chain, Mention
+from engine.ontology import Vocabulary
+
+__all__ = ["ACTION_LABEL", "chain_action", "parse_action", "render_action"]
+
+ACTION_LABEL = "Action"
+_LABELLED = re.compile(r"(?<![0-9A-Za-z])(?:suturing\s+)?actions?\s*:\s*", re.IGNORECASE)
+_MCQ = re.compile(r"^\s*\(?[A-H][.):]\s+")
+_LETTER = re.compile(r"^\s*\(?([A-H])[.)]?\s*$")
+_END = re.compile(r"[.;\n]")
+_PROSE_ONLY_EXPLICIT = {"other"}
+
+
+def render_action(display: str) -> str:
+    """Canonical Level 2 text of a suturing action: ``Action: Pulling the needle out of the tissue.``"""
+    return f"{ACTION_LABEL}: {display}."
+
+
+def _clean(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip(" \t\n.;,:*\"'")
+
+
+def parse_action(text: str, vocabulary: Vocabulary, *, whole: bool = False) -> Mention | None:
+    """The action ``text`` states, or None. ``whole``: the text is an answer (all of it may be the
+    label, an MCQ option such as ``E. pulling the needle out of the tissue`` included)."""
+    if not isinstance(text, str) or not text.strip():
+        return None
+    if whole:
+        letter = _LETTER.match(text)
+        if letter is not None:  # a bare MCQ letter: the options are the vocabulary in order
+            index = ord(letter.group(1)) - ord("A")
+            if index < len(vocabulary):
+                label = vocabulary.labels[index]
+                return Mention(vocabulary.name, letter.group(1), label.name)
+            return Mention(vocabulary.name, letter.group(1), None)
+        bare = _clean(_MCQ.sub("", text.strip()))
+        label = vocabulary.resolve(bare)
+        if label is not None:
+            return Mention(vocabulary.name, bare, label.name)
+    m = _LABELLED.search(text)
+    if m is not None:
+        end = _END.search(text, m.end())
+        written = text[m.end() : end.start() if end else len(text)]
+        label = vocabulary.resolve(_clean(written))
+        if label is not None:
+            return Mention(vocabulary.name, _clean(written), label.name, (m.end(), m.end() + len(written)))
+        found = [f for f in vocabulary.find(written)]
+        if found:
+            lab, s, e = found[0]
+            return Mention(vocabulary.name, written[s:e], lab.name, (m.end() + s, m.end() + e))
+        if _clean(written):
+            return Mention(vocabulary.name, _clean(written), None, (m.end(), m.end() + len(written)))
+    for lab, s, e in vocabulary.find(text):
+        if lab.name not in _PROSE_ONLY_EXPLICIT:
+            return Mention(vocabulary.name, text[s:e], lab.name, (s, e))
+    return None
+
+
+def chain_action(chain: Chain, vocabulary: Vocabulary) -> Mention | None:
+    """The action of a parsed chain: its answer's, else its Level 2's (None when neither says one)."""
+    if chain.answer is not None:
+        found = parse_action(chain.answer.text, vocabulary, whole=True)
+        if found is not None and found.known:
+            return found
+    level = chain.level(2)
+    if level is not None:
+        return parse_action(level.text, vocabulary)
+    return None
