@@ -34,7 +34,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,9 @@ class PlaybackConfig:
         default_factory=lambda: VideoReaderConfig(cache_bytes=384 * 2**20, cache_frames=300, skip_nonref_before=None)
     )
     prefetch: bool = True  # decode the GOP before the playhead in idle time
+    # After a jump, decode this many frames after the playhead in idle time (capped at a third of a
+    # reader's cache), so the next steps forward are cache hits; 0: off.
+    refill_ahead: int = 25
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class PlaybackStats:
     decoded: int = 0  # frames the worker read and converted for display (orders and play)
     coalesced: int = 0  # frames replaced in the mailbox before the UI took them (play or not)
     prefetched: int = 0  # frames decoded in the background by the spare reader
+    refilled: int = 0  # frames after the playhead decoded in the background by the primary reader
 
 
 def rgb_to_qimage(rgb: np.ndarray) -> QImage:
@@ -269,11 +273,30 @@ class _FrameSource:
             self._job = (start, hi, start)
         j = self._job[2]
         t0 = time.perf_counter()
-        self.spare.reader.frame(j)
+        self.spare.reader.warm(j)
         self.spare.note(j, self.capacity)
         self.prefetch_cost = 0.8 * self.prefetch_cost + 0.2 * (time.perf_counter() - t0)
         self._job = (start, hi, j + 1) if j < hi else None
         return True
+
+    def refill_step(self, pos: int, ahead: int) -> bool:
+        """Decode the first frame of the ``ahead`` after ``pos`` that neither reader holds, by the
+        reader whose decoder stops just before it (running on, never seeking); False when there is
+        none to decode (all held, or a gap no decoder runs into: the next order fills it)."""
+        last = self.primary.reader.frame_count - 1
+        hi = min(pos + min(ahead, self.capacity // 3), last)
+        slots = [s for s in (self.primary, self.spare) if s is not None and s.span is not None]
+        need = pos + 1
+        while need <= hi and (held := [s.span.hi for s in slots if s.span.lo <= need <= s.span.hi]):
+            need = max(held) + 1
+        if need > hi:
+            return False
+        for slot in slots:
+            if slot.span.hi + 1 == need:
+                slot.reader.warm(need)
+                slot.note(need, self.capacity)
+                return True
+        return False
 
     def _prefetch_target(self, pos: int) -> tuple[int, int, int] | None:
         """(keyframe to decode from, first frame to keep, last frame) of the GOP before ``pos``'s."""
@@ -301,7 +324,8 @@ class _FrameSource:
 
     def _open_spare(self) -> None:
         try:
-            reader: VideoReader | BaseException = self._factory(self.path, self._config.reader)
+            quiet = replace(self._config.reader, progress=None)  # the spare's indexing is not shown
+            reader: VideoReader | BaseException = self._factory(self.path, quiet)
         except Exception as exc:
             reader = exc
         with self._box_lock:
@@ -374,7 +398,7 @@ class _Worker:
                 self._apply(orders)
                 if self._playing:
                     timeout = self._tick()
-                elif self._config.prefetch and not self._inbox.pending() and self._prefetch():
+                elif not self._inbox.pending() and (self._refill() or (self._config.prefetch and self._prefetch())):
                     timeout = 0
         except Exception as exc:  # a bug, not the file: report it, pause, and keep serving orders
             self._set_playing(False)
@@ -389,8 +413,9 @@ class _Worker:
             self._source.close()
             self._source = None
         self._gen, self._pos, self._playing = gen, 0, False
+        config = replace(self._config, reader=replace(self._config.reader, progress=self._indexing(gen)))
         try:
-            self._source = _FrameSource(path, self._factory, self._config, self._inbox.nudge)
+            self._source = _FrameSource(path, self._factory, config, self._inbox.nudge)
         except VideoError as exc:
             self._emit(("failed", gen, one_line(str(exc), empty="unknown error")))
             return
@@ -411,6 +436,14 @@ class _Worker:
         }
         self._emit(("opened", gen, info))
         self._show(0)
+
+    def _indexing(self, gen: int) -> Callable[[float], None]:
+        """The primary reader's indexing progress, as ``indexing`` events (the spare's is not shown)."""
+
+        def report(share: float) -> None:
+            self._emit(("indexing", gen, share))
+
+        return report
 
     def _apply(self, o: _Orders) -> None:
         assert self._source is not None
@@ -481,6 +514,19 @@ class _Worker:
         self._counters.add(decoded=1)
         self._publish(self._gen, j, rgb_to_qimage(rgb), playing)
         return True
+
+    def _refill(self) -> bool:
+        """One frame of the refill after the playhead (idle time, paused): the next steps are hits."""
+        assert self._source is not None
+        if self._config.refill_ahead <= 0:
+            return False
+        try:
+            worked = self._source.refill_step(self._pos, self._config.refill_ahead)
+        except Exception:
+            return False  # best effort, as prefetch
+        if worked:
+            self._counters.add(refilled=1)
+        return worked
 
     def _prefetch(self) -> bool:
         assert self._source is not None
@@ -555,6 +601,7 @@ class PlaybackController(QObject):
     playingChanged = Signal(bool)
     failed = Signal(str)  # one line, naming the file
     ended = Signal()  # play reached the last frame
+    indexing = Signal(float)  # share of the file indexed while it opens (a long file not opened before)
 
     _event = Signal(object)  # worker → UI: (kind, generation, *args)
     _mail = Signal()  # worker → UI: a frame is waiting in the mailbox
@@ -706,6 +753,8 @@ class PlaybackController(QObject):
             self._set_playing(args[0])
         elif kind == "ended":
             safe_emit(self.ended)
+        elif kind == "indexing":
+            safe_emit(self.indexing, args[0])
 
     def _set_playing(self, playing: bool) -> None:
         if playing != self._playing:

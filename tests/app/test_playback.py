@@ -64,6 +64,7 @@ class CountingReader(VideoReader):
 
     calls: list[int]
     decodes: dict[int, int]  # frame asked for -> frames the decoder produced to serve it (all calls)
+    warmed: dict[int, int]  # the same for frames decoded in the background (refill, prefetch)
     delay = 0.0
 
     def frame(self, i: int) -> np.ndarray:
@@ -75,9 +76,17 @@ class CountingReader(VideoReader):
         type(self).decodes[i] = type(self).decodes.get(i, 0) + self.stats.decoded - before
         return rgb
 
+    def warm(self, i: int) -> bool:
+        if self.delay:
+            time.sleep(self.delay)
+        before = self.stats.decoded
+        worked = super().warm(i)
+        type(self).warmed[i] = type(self).warmed.get(i, 0) + self.stats.decoded - before
+        return worked
+
 
 def counting(delay: float = 0.0) -> type[CountingReader]:
-    return type("Counting", (CountingReader,), {"calls": [], "decodes": {}, "delay": delay})
+    return type("Counting", (CountingReader,), {"calls": [], "decodes": {}, "warmed": {}, "delay": delay})
 
 
 @pytest.fixture
@@ -334,7 +343,7 @@ def test_prefetch_makes_a_step_back_across_a_keyframe_a_cache_hit(make, video, q
     controller.seek(760)  # keyframes every 25 frames: 750 is one
     wait_for(qtbot, rec, 760)
     qtbot.waitUntil(lambda: controller.stats().prefetched >= 25, timeout=TIMEOUT)
-    assert set(range(725, 750)) <= set(kind.decodes)  # the GOP before, decoded in the background
+    assert set(range(725, 750)) <= set(kind.warmed)  # the GOP before, decoded in the background
     kind.decodes.clear()
     for expected in range(759, 730, -1):  # back over 750, deep into the GOP before
         controller.step(-1)
@@ -345,6 +354,45 @@ def test_prefetch_makes_a_step_back_across_a_keyframe_a_cache_hit(make, video, q
         controller.step(1)
         wait_for(qtbot, rec, expected)
     assert all(kind.decodes.get(i, 0) <= 3 for i in range(732, 765))
+
+
+@pytest.mark.parametrize("refill", [25, 0])
+def test_after_a_jump_the_next_steps_forward_are_cache_hits(make, video, qtbot, refill):
+    """The frames after the playhead are decoded in idle time after a jump (the refill): stepping
+    forward then only converts cached frames. The control without refill decodes on every step."""
+    kind = counting()
+    config = PlaybackConfig(refill_ahead=refill, prefetch=False)
+    controller, rec = make(video, reader_factory=kind, config=config)
+    controller.seek(1010)  # a jump into the GOP of keyframe 1000
+    wait_for(qtbot, rec, 1010)
+    if refill:
+        # decoded in the background, over keyframe 1025
+        qtbot.waitUntil(lambda: set(range(1011, 1036)) <= set(kind.warmed), timeout=TIMEOUT)
+    else:
+        qtbot.wait(300)
+        assert controller.stats().refilled == 0 and not kind.warmed
+    kind.decodes.clear()
+    for expected in range(1011, 1036):
+        controller.step(1)
+        wait_for(qtbot, rec, expected)
+    served = [kind.decodes[i] for i in range(1011, 1036)]
+    if refill:
+        assert served == [0] * 25  # every step a cache hit
+    else:
+        assert all(n >= 1 for n in served)  # each step ran the decoder
+
+
+def test_refill_yields_to_orders_and_follows_the_playhead(make, video, qtbot):
+    kind = counting(delay=0.02)
+    controller, rec = make(video, reader_factory=kind, config=PlaybackConfig(prefetch=False))
+    controller.seek(500)
+    wait_for(qtbot, rec, 500)
+    qtbot.waitUntil(lambda: controller.stats().refilled >= 2, timeout=TIMEOUT)
+    t0 = time.monotonic()
+    controller.seek(1200)  # a new jump while the refill runs: served at once, then refilled there
+    wait_for(qtbot, rec, 1200)
+    assert time.monotonic() - t0 < 0.5 + 0.02 * 25  # at most one refill frame before the seek's own GOP decode
+    qtbot.waitUntil(lambda: kind.warmed.get(1210, 0) >= 1, timeout=TIMEOUT)
 
 
 def test_prefetch_yields_to_orders(make, video, qtbot):

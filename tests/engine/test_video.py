@@ -610,3 +610,34 @@ def test_skipping_unreferenced_pictures_before_the_target_stays_exact(video, mar
             full.frame(i)
         if video.suffix not in (".h264",):  # frames counted, not timed: nothing is skipped
             assert skipping.stats.decoded < full.stats.decoded, video.name
+
+
+def test_warm_decodes_into_the_cache_without_converting(videos):
+    path = videos["h264.mp4"]
+    with VideoReader(path, VideoReaderConfig(index_cache=False)) as reader:
+        reader.frame(30)
+        assert not reader.cached(31) and reader.cached(30)
+        converted, decoded = reader.stats.converted, reader.stats.decoded
+        assert reader.warm(31) and reader.warm(32)  # the decoder runs on: two more frames
+        assert reader.stats.converted == converted and reader.stats.decoded - decoded >= 2
+        assert not reader.warm(31)  # held already: nothing decoded
+        decoded, hits = reader.stats.decoded, reader.stats.cache_hits
+        assert ident(reader.frame(32)) == 32 and ident(reader.frame(31)) == 31
+        assert reader.stats.decoded == decoded and reader.stats.cache_hits == hits + 2
+        with pytest.raises(IndexError):
+            reader.warm(N)
+
+
+def test_indexing_reports_progress_and_a_cached_index_none(videos, monkeypatch):
+    import engine.video as video_module
+
+    monkeypatch.setattr(video_module, "PROGRESS_PACKETS", 10)
+    shares: list[float] = []
+    config = VideoReaderConfig(index_cache_min_frames=0, progress=shares.append)
+    with VideoReader(videos["h264.mkv"], config) as reader:
+        assert not reader.index_from_cache
+    assert len(shares) >= 5 and shares == sorted(shares) and shares[0] > 0 and shares[-1] <= 1
+    assert shares[-1] > 0.7  # the last report comes near the end of the file
+    shares.clear()
+    with VideoReader(videos["h264.mkv"], config) as reader:
+        assert reader.index_from_cache and shares == []
