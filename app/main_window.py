@@ -110,7 +110,7 @@ class SurgviewWindow(QMainWindow):
 
         self.engine = EngineLink(self)
         self.feed = ReasoningFeed(self.session, self.panel, self.engine, self.analysis)
-        self.status.follow(self.engine)  # progress, pace, errors and death into the status bar
+        self.status.follow(self.engine, self.player, self.previews)  # engine, indexing and previews in the status bar
         self.engine.ready.connect(self._on_engine_ready)
         self.engine.case_opened.connect(self._on_engine_case_opened)
         self.engine.done.connect(lambda frame, info: self._timeline_timer.isActive() or self._timeline_timer.start())

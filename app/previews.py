@@ -7,6 +7,10 @@ click or drag, a jump, Go to) to another group of pictures than the one on scree
 once shows the small picture of the keyframe at or before the target (``nearest``: a binary
 search, no decoding on the UI thread), marked "preview" and with no overlay, until the exact frame
 arrives through ``frameReady``. Hovering the timeline shows the same picture in its tooltip.
+
+While the strip is built, ``progress(share)`` follows it; when it cannot be built, ``failed(line)``
+says why (the status bar shows both: :class:`app.status_bar.VideoStatus`). Seeks then show no
+preview, only exact frames.
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ class Previews(QObject):
     """Wires the session's preview strip to the canvas (on seeks) and the timeline (its tooltip)."""
 
     stripReady = Signal(object, object)  # (video path, ThumbnailStrip | None): builder thread → UI thread
+    progress = Signal(float)  # share of the open case's strip built (UI thread)
+    failed = Signal(str)  # one line: why the open case has no previews (UI thread)
+    _progress = Signal(object, float)  # builder thread → UI thread
 
     def __init__(
         self, session: CaseSession, canvas: VideoCanvas, timeline: TimelineView, parent: QObject | None = None
@@ -56,8 +63,11 @@ class Previews(QObject):
         super().__init__(parent)
         self.session, self.canvas, self.timeline = session, canvas, timeline
         self.shown = 0  # previews put on the canvas (for tests and the curious)
+        self.enabled = True  # False: seeks show no preview (benchmarks compare against exact frames only)
         self.stripReady.connect(self._on_strip, Qt.ConnectionType.QueuedConnection)
+        self._progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
         session.thumbnails_ready = self._from_builder
+        session.thumbnails_progress = lambda video, share: safe_emit(self._progress, video, share)
         timeline.preview_source = self.tooltip_html
         session.playhead.subscribe(self._on_playhead)
 
@@ -69,7 +79,14 @@ class Previews(QObject):
         safe_emit(self.stripReady, video, strip)  # queued: the session is touched on the UI thread only
 
     def _on_strip(self, video: Path, strip: ThumbnailStrip | None) -> None:
-        self.session.set_thumbnails(video, strip)
+        if self.session.set_thumbnails(video, strip):
+            safe_emit(self.progress, 1.0)
+        elif strip is None and (error := self.session.thumbnails_error(video)) is not None:
+            safe_emit(self.failed, error)
+
+    def _on_progress(self, video: Path, share: float) -> None:
+        if self.session.case.video is not None and Path(self.session.case.video) == Path(video):
+            safe_emit(self.progress, float(share))
 
     def _on_playhead(self, name: str, value: object) -> None:
         if name == "requested" and isinstance(value, int):
@@ -79,7 +96,7 @@ class Previews(QObject):
         """Put the preview of ``frame`` on the canvas unless its group of pictures is on screen already
         (the exact frame then comes at once from the decoder's cache). True when shown."""
         strip = self.session.thumbnails
-        if strip is None or frame < 0:
+        if strip is None or frame < 0 or not self.enabled:
             return False
         keyframe, picture = strip.nearest(frame)
         here = self.canvas.index

@@ -111,6 +111,7 @@ class CaseSession:
         # thread, which then calls ``set_thumbnails``).
         self.thumbnails: ThumbnailStrip | None = None
         self.thumbnails_ready: Callable[[Path, ThumbnailStrip | None], None] | None = None
+        self.thumbnails_progress: Callable[[Path, float], None] | None = None  # builder thread, as ``ready``
         self._thumbnail_builder: ThumbnailBuilder | None = None
 
     # ------------------------------------------------------------------ events
@@ -192,8 +193,15 @@ class CaseSession:
         ready = self.thumbnails_ready
         if ready is None:
             return
-        video = Path(video)
-        self._thumbnail_builder = ThumbnailBuilder(video, on_done=lambda strip: ready(video, strip)).start()
+        video, progress = Path(video), self.thumbnails_progress
+        on_progress = None if progress is None else (lambda share: progress(video, share))
+        self._thumbnail_builder = ThumbnailBuilder(video, on_done=lambda s: ready(video, s), on_progress=on_progress)
+        self._thumbnail_builder.start()
+
+    def thumbnails_error(self, video: Path) -> str | None:
+        """Why the preview strip of ``video`` (the open case) could not be made; None otherwise."""
+        builder = self._thumbnail_builder
+        return builder.error if builder is not None and builder.video == Path(video) else None
 
     def _stop_thumbnails(self) -> None:
         """Cancel a build in flight and forget the strip (the case closes or another opens)."""

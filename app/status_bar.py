@@ -1,7 +1,10 @@
-"""The status bar's engine read-out: model and profile, device, pace, progress, Pause / Restart.
+"""The status bar's engine read-out: model and profile, device, pace, progress, Pause / Restart;
+and the video's own background work (indexing a long file, building its preview strip).
 
 ``EngineStatus`` shows :class:`app.state.AnalysisState` (it subscribes to it) and the session's
-profile (for the model label's tooltip); its buttons call what the window gives it.
+profile (for the model label's tooltip); its buttons call what the window gives it. ``VideoStatus``
+follows the player's ``indexing`` and the previews' ``progress``/``failed`` signals, so a long case
+opening says "Indexing video… 40%" and a strip that cannot be built says why, instead of nothing.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from app.export.pictures import format_seconds
 from app.session import CaseSession
 from app.state import AnalysisState
 
-__all__ = ["EngineStatus", "rate_text"]
+__all__ = ["EngineStatus", "VideoStatus", "rate_text"]
 
 
 def rate_text(tokens_per_s: float, frames_per_s: float, eta_s: float | None) -> str:
@@ -53,6 +56,7 @@ class EngineStatus:
         self.restart_button = QPushButton("Restart engine")
         self.restart_button.clicked.connect(restart)
         self.restart_button.hide()
+        self.video = VideoStatus(bar)
         for w in (
             self.model_label,
             self.device_label,
@@ -66,8 +70,11 @@ class EngineStatus:
         session.subscribe(lambda name, value: self.update() if name == "analysis" else None)
         self.update()
 
-    def follow(self, engine: Any) -> None:
-        """The engine link's progress, pace, errors and death (its Qt signals) into ``analysis``."""
+    def follow(self, engine: Any, player: Any = None, previews: Any = None) -> None:
+        """The engine link's progress, pace, errors and death (its Qt signals) into ``analysis``;
+        the player's indexing and the previews' build into :attr:`video` when given."""
+        if player is not None or previews is not None:
+            self.video.follow(player, previews)
         engine.progress.connect(lambda done, total: self.analysis.update(done=done, total=total))
         engine.rate.connect(self._on_rate)
         engine.idle.connect(lambda: self.analysis.update(frames_per_s=0.0, eta_s=None))  # nothing to sweep
@@ -126,3 +133,61 @@ class EngineStatus:
             lines.append("questions per frame: " + ", ".join(titles))
         lines.append("Choose the profile under File ▸ Preferences.")
         return "\n".join(line for line in lines if line)
+
+
+class VideoStatus:
+    """What the video's background work is doing: "Indexing video… 40%", "Building previews… 60%",
+    or why there are no previews (kept in view with its reason as tooltip, and flashed in the bar)."""
+
+    def __init__(self, bar: QStatusBar):
+        self.bar = bar
+        self.label = QLabel("")
+        self.label.hide()
+        self.problem: str | None = None
+        bar.addPermanentWidget(self.label)  # permanent: a temporary message does not hide it
+
+    def follow(self, player: Any = None, previews: Any = None) -> None:
+        if player is not None:
+            player.indexing.connect(self.indexing)
+            player.opened.connect(lambda _facts: self.reset())  # a new case: its previews are to come
+            player.failed.connect(lambda _line: self.reset())
+        if previews is not None:
+            previews.progress.connect(self.building)
+            previews.failed.connect(self.failed)
+
+    def indexing(self, share: float) -> None:
+        self._show(f"Indexing video… {_percent(share)}%")
+
+    def building(self, share: float) -> None:
+        if share >= 1.0:
+            self.done()
+        else:
+            self._show(f"Building previews… {_percent(share)}%")
+
+    def failed(self, reason: str) -> None:
+        self.problem = reason
+        self.label.setText("No previews: seeking shows exact frames only")
+        self.label.setToolTip(reason)
+        self.label.show()
+        self.bar.showMessage(f"previews unavailable: {reason}", 15000)
+
+    def done(self) -> None:
+        """Nothing in progress (a reason for missing previews stays until the next case)."""
+        if self.problem is None:
+            self.label.hide()
+            self.label.setText("")
+
+    def reset(self) -> None:
+        self.problem = None
+        self.label.setToolTip("")
+        self.done()
+
+    def _show(self, text: str) -> None:
+        self.problem = None
+        self.label.setToolTip("")
+        self.label.setText(text)
+        self.label.show()
+
+
+def _percent(share: float) -> int:
+    return int(max(0.0, min(1.0, share)) * 100)

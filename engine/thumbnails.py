@@ -92,12 +92,17 @@ def build_thumbnails(
     cancel: threading.Event | None = None,
     save: bool = True,
     stats: dict[str, int] | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> ThumbnailStrip | None:
     """Decode every keyframe of ``video`` small; kept in the cache folder when ``save``. None when
-    cancelled. Raises :class:`VideoError` for a file that does not read."""
+    cancelled. Raises :class:`VideoError` for a file that does not read. ``progress`` is told the
+    share of keyframes done (0..1) about every 2%, and the share of the file indexed before that
+    when the index is built first (each as half of the whole)."""
     video = Path(video)
     key = CacheKey.of(video)
-    with VideoReader(video, VideoReaderConfig(cache_frames=1)) as reader:  # the index: cached for long files
+    indexing = None if progress is None else (lambda share: progress(share / 2))
+    config = VideoReaderConfig(cache_frames=1, progress=indexing)
+    with VideoReader(video, config) as reader:  # the index: cached for long files
         keyframes = set(reader.keyframes)
         ordered = list(reader.keyframes)
         orientation = reader.orientation
@@ -109,6 +114,9 @@ def build_thumbnails(
         frames: list[int] = []
         images: list[np.ndarray] = []
         decoded = 0
+        # Indexing is half the work only when it was done here (a cached index costs nothing).
+        start, span = (0.5, 0.5) if not reader.index_from_cache else (0.0, 1.0)
+        every = max(1, len(ordered) // 50)
         try:
             with av.open(str(video)) as container:
                 stream = container.streams.video[0]
@@ -134,6 +142,8 @@ def build_thumbnails(
                         small = picture.reformat(width=sw, height=sh, format="rgb24", interpolation="AREA")
                         frames.append(j)
                         images.append(orientation.apply(small.to_ndarray()))
+                        if progress is not None and len(frames) % every == 0:
+                            progress(start + span * min(1.0, len(frames) / len(ordered)))
         except (av.error.FFmpegError, OSError) as exc:
             raise VideoError(f"{video}: cannot read this video for thumbnails ({exc})") from exc
     if stats is not None:
@@ -152,13 +162,15 @@ class ThumbnailBuilder:
     """The strip of one video, loaded at once when kept, else built in a daemon thread.
 
     ``strip`` is set (and ``on_done(strip)`` called, from the builder thread) when it is ready;
-    ``error`` holds the one-line reason when it cannot be made. ``cancel()`` stops a build
-    (nothing is written); ``join()`` waits.
+    ``error`` holds the one-line reason when it cannot be made (set before ``on_done(None)``).
+    ``on_progress(share)`` (builder thread) follows a build. ``cancel()`` stops a build (nothing
+    is written); ``join()`` waits.
     """
 
     video: Path
     width: int = DEFAULT_WIDTH
     on_done: Callable[[ThumbnailStrip | None], None] | None = None
+    on_progress: Callable[[float], None] | None = None
 
     def __post_init__(self) -> None:
         self.strip: ThumbnailStrip | None = None
@@ -179,11 +191,17 @@ class ThumbnailBuilder:
 
     def _run(self) -> None:
         try:
-            self.strip = build_thumbnails(self.video, self.width, self._cancel)
+            self.strip = build_thumbnails(self.video, self.width, self._cancel, progress=self._progress)
         except VideoError as exc:
             self.error = str(exc)
+        except Exception as exc:  # a bug or a resource problem: say so rather than leave previews pending
+            self.error = f"{self.video}: previews could not be built ({type(exc).__name__}: {exc})"
         if self.on_done is not None and not self._cancel.is_set():
             self.on_done(self.strip)
+
+    def _progress(self, share: float) -> None:
+        if self.on_progress is not None and not self._cancel.is_set():
+            self.on_progress(share)
 
     @property
     def running(self) -> bool:

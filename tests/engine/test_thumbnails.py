@@ -112,3 +112,25 @@ def test_a_strip_refuses_inconsistent_parts():
         ThumbnailStrip(np.array([0, 5]), np.zeros((3, 2, 2, 3), np.uint8))
     with pytest.raises(ValueError):
         ThumbnailStrip(np.array([5, 0]), np.zeros((2, 2, 2, 3), np.uint8))
+
+
+def test_a_build_reports_its_progress_from_indexing_to_the_last_keyframe(case):
+    shares: list[float] = []
+    done = threading.Event()
+    builder = ThumbnailBuilder(case, on_progress=shares.append, on_done=lambda strip: done.set()).start()
+    assert done.wait(60) and builder.strip is not None and builder.error is None
+    assert shares == sorted(shares) and len(shares) >= 10
+    assert shares[0] < 0.6 and shares[-1] == 1.0  # from about half (the index, built here) to the end
+
+
+def test_a_failing_build_says_why(tmp_path, data_home, monkeypatch):
+    import engine.thumbnails as thumbnails
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for the pictures")
+
+    monkeypatch.setattr(thumbnails, "build_thumbnails", broken)
+    results: list = []
+    builder = ThumbnailBuilder(tmp_path / "case.mp4", on_done=results.append).start()
+    builder.join(10)
+    assert results == [None] and "MemoryError: no room for the pictures" in builder.error
