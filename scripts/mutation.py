@@ -184,10 +184,7 @@ def _diff_lines(diff: str) -> str:
     return "\n".join(keep) or diff.strip()
 
 
-def report(results: list[ModuleResult], equivalent: dict[str, str], ref: str) -> str:
-    head = subprocess.run(
-        ["git", "-C", str(ROOT), "rev-parse", "--short", ref], capture_output=True, text=True, check=False
-    ).stdout.strip()
+def report(results: list[ModuleResult], equivalent: dict[str, str], head: str) -> str:
     out = [
         f"## Mutation testing (mutmut, commit {head})",
         "",
@@ -247,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
 
     equivalent = load_equivalent()
     make_worktree(args.worktree, args.ref)
+    head = subprocess.run(
+        ["git", "-C", str(args.worktree), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     results: list[ModuleResult] = []
     try:
         for module in modules:
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({_rate(result.caught, result.total)}) in {result.seconds / 60:.1f} min {result.error}",
                 flush=True,
             )
-            args.report.write_text(report(results, equivalent, args.ref))  # written after each module
+            args.report.write_text(report(results, equivalent, head))  # written after each module
     finally:
         if not args.keep:
             remove_worktree(args.worktree)
