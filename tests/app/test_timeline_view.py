@@ -185,7 +185,7 @@ def test_time_axis_reads_as_a_clock(view):
     assert major in (600.0, 900.0) and minor < major
 
 
-def test_a_ninety_minute_case_is_set_in_well_under_200_ms(qtbot):
+def test_a_ninety_minute_case_sets_its_timelines_and_confidence_in_under_two_seconds_each(qtbot):
     frames, stride = 135_000, 25
     rows = synthetic_rows(frames, stride)
     rng = np.random.default_rng(1)
@@ -219,7 +219,7 @@ def test_a_ninety_minute_case_is_set_in_well_under_200_ms(qtbot):
     assert not image.isNull() and image.width() == 1200
 
 
-def test_playhead_moves_a_thousand_times_without_rebuilding(view, qtbot, small_timelines):
+def test_a_thousand_playhead_moves_take_under_three_seconds_and_rebuild_nothing(view, qtbot, small_timelines):
     view.set_timelines(small_timelines)
     builds = view.build_count
     items = list(view._vb.addedItems)

@@ -66,7 +66,7 @@ def test_surg_r1_profile_asks_the_release_questions_and_exports_merged_records(v
     assert all(t["raw_text"].startswith("<think>") for t in row["tasks"].values())
 
 
-def test_many_requests_in_flight_and_far_sooner_than_one_at_a_time(video, data_home):
+def test_many_requests_in_flight_finish_at_least_four_times_sooner_than_one_at_a_time(video, data_home):
     config = StandinConfig(model="m", max_num_seqs=16, first_token_s=0.15, per_token_s=0.0)
     common = ["--backend", "openai", "--model", "m", "--profile", "surgview", "--stride", "1", "--quiet"]
     with StandinServer(config) as server:

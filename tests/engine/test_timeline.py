@@ -252,7 +252,7 @@ def test_transition_matrix_and_config_validation():
         build_timelines([], 0)
 
 
-def test_an_hour_at_one_frame_per_second_builds_in_milliseconds():
+def test_an_hour_at_one_frame_per_second_builds_in_under_a_second():
     durations = [120, 900, 300, 900, 300, 600, 480]
     truth = truth_per_sample(durations)
     obs = noisy(truth, 0.2, seed=1)
