@@ -38,6 +38,15 @@ class Module:
     name: str
     source: str
     tests: tuple[str, ...]
+    deselect: tuple[str, ...] = ()  # test ids left out: timing tests (not what a mutant breaks) and slow setups
+
+
+_TIMING = (
+    "tests/engine/test_chain_parser.py::"
+    "test_text_after_the_answer_in_one_character_pieces_four_times_longer_takes_under_eight_times_as_long",
+    "tests/engine/test_chain_parser.py::"
+    "test_an_instrument_list_without_anatomy_four_times_longer_parses_in_under_eight_times_as_long",
+)
 
 
 _CHAIN_TESTS = (
@@ -50,10 +59,21 @@ _CHAIN_TESTS = (
 # Smallest first: a run cut short has still covered the most modules.
 MODULES: tuple[Module, ...] = (
     Module("scoring", "engine/scoring.py", ("tests/engine/test_scoring.py", "tests/engine/test_scoring_mutants.py")),
-    Module("chain", "engine/chain.py", _CHAIN_TESTS),
-    Module("rewards", "train/grpo/rewards.py", ("tests/train/test_rewards.py", "tests/train/test_rewards_mutants.py")),
-    Module("chain_parser", "engine/chain_parser.py", _CHAIN_TESTS),
-    Module("chain_fields", "engine/chain_fields.py", (*_CHAIN_TESTS, "tests/engine/test_chain_fields_mutants.py")),
+    Module("chain", "engine/chain.py", _CHAIN_TESTS, _TIMING),
+    Module(
+        "rewards",
+        "train/grpo/rewards.py",
+        ("tests/train/test_rewards.py", "tests/train/test_rewards_mutants.py"),
+        # encodes a synthetic video per mutant (7 s); test_rewards_mutants.py checks the same on drawn labels
+        ("tests/train/test_rewards.py::test_chains_built_from_labels_earn_full_reward",),
+    ),
+    Module("chain_parser", "engine/chain_parser.py", _CHAIN_TESTS, _TIMING),
+    Module(
+        "chain_fields",
+        "engine/chain_fields.py",
+        (*_CHAIN_TESTS, "tests/engine/test_chain_fields_mutants.py"),
+        _TIMING,
+    ),
     Module(
         "timeline",
         "engine/timeline.py",
@@ -63,6 +83,7 @@ MODULES: tuple[Module, ...] = (
             "tests/engine/test_core_mutants.py",
             "tests/engine/test_timeline_mutants.py",
         ),
+        ("tests/engine/test_timeline.py::test_an_hour_at_one_frame_per_second_builds_in_under_a_second",),
     ),
     Module(
         "store",
@@ -124,9 +145,14 @@ def mutmut_section(pyproject: Path, module: Module) -> None:
     config = tomllib.loads(text)["tool"]["mutmut"]
     config["only_mutate"] = [module.source]
     config["pytest_add_cli_args_test_selection"] = [t for t in module.tests if (pyproject.parent / t).exists()]
+    config["pytest_add_cli_args"] = [*config.get("pytest_add_cli_args", []), *_deselect_args(module.deselect)]
     lines = ["[tool.mutmut]"] + [f"{key} = {json.dumps(value)}" for key, value in config.items()]
     section = re.compile(r"^\[tool\.mutmut\]\n.*?(?=^\[)", re.MULTILINE | re.DOTALL)
     pyproject.write_text(section.sub(lambda _: "\n".join(lines) + "\n\n", text, count=1))
+
+
+def _deselect_args(ids: tuple[str, ...]) -> list[str]:
+    return [arg for test_id in ids for arg in ("--deselect", test_id)]
 
 
 def make_worktree(path: Path, ref: str) -> None:
