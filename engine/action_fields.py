@@ -15,10 +15,21 @@ import re
 from engine.chain import Chain, Mention
 from engine.ontology import Vocabulary
 
-__all__ = ["ACTION_LABEL", "chain_action", "parse_action", "render_action"]
+__all__ = [
+    "ACTION_LABEL",
+    "STEP_LABEL",
+    "chain_action",
+    "chain_step",
+    "parse_action",
+    "parse_step",
+    "render_action",
+    "render_step",
+]
 
 ACTION_LABEL = "Action"
+STEP_LABEL = "Step"
 _LABELLED = re.compile(r"(?<![0-9A-Za-z])(?:suturing\s+)?actions?\s*:\s*", re.IGNORECASE)
+_STEP_LABELLED = re.compile(r"(?<![0-9A-Za-z])(?:surgical\s+)?steps?\s*:\s*", re.IGNORECASE)
 _MCQ = re.compile(r"^\s*\(?[A-H][.):]\s+")
 _LETTER = re.compile(r"^\s*\(?([A-H])[.)]?\s*$")
 _END = re.compile(r"[.;\n]")
@@ -30,6 +41,11 @@ def render_action(display: str) -> str:
     return f"{ACTION_LABEL}: {display}."
 
 
+def render_step(display: str) -> str:
+    """Canonical Level 3 text of a surgical step: ``Step: Vertical stapling.``"""
+    return f"{STEP_LABEL}: {display}."
+
+
 def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip(" \t\n.;,:*\"'")
 
@@ -37,6 +53,15 @@ def _clean(text: str) -> str:
 def parse_action(text: str, vocabulary: Vocabulary, *, whole: bool = False) -> Mention | None:
     """The action ``text`` states, or None. ``whole``: the text is an answer (all of it may be the
     label, an MCQ option such as ``E. pulling the needle out of the tissue`` included)."""
+    return _parse_labelled(text, vocabulary, _LABELLED, whole)
+
+
+def parse_step(text: str, vocabulary: Vocabulary, *, whole: bool = False) -> Mention | None:
+    """The surgical step ``text`` states (``Step: ...`` or a step named in prose), or None."""
+    return _parse_labelled(text, vocabulary, _STEP_LABELLED, whole)
+
+
+def _parse_labelled(text: str, vocabulary: Vocabulary, labelled: re.Pattern[str], whole: bool) -> Mention | None:
     if not isinstance(text, str) or not text.strip():
         return None
     if whole:
@@ -51,7 +76,7 @@ def parse_action(text: str, vocabulary: Vocabulary, *, whole: bool = False) -> M
         label = vocabulary.resolve(bare)
         if label is not None:
             return Mention(vocabulary.name, bare, label.name)
-    m = _LABELLED.search(text)
+    m = labelled.search(text)
     if m is not None:
         end = _END.search(text, m.end())
         written = text[m.end() : end.start() if end else len(text)]
@@ -80,3 +105,13 @@ def chain_action(chain: Chain, vocabulary: Vocabulary) -> Mention | None:
     if level is not None:
         return parse_action(level.text, vocabulary)
     return None
+
+
+def chain_step(chain: Chain, vocabulary: Vocabulary) -> Mention | None:
+    """The step of a parsed chain: its answer's, else its Level 3's (None when neither says one)."""
+    if chain.answer is not None:
+        found = parse_step(chain.answer.text, vocabulary, whole=True)
+        if found is not None and found.known:
+            return found
+    level = chain.level(3)
+    return parse_step(level.text, vocabulary) if level is not None else None

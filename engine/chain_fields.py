@@ -320,8 +320,11 @@ def _unknown_triplet(piece: str, base: int, ontology: Ontology) -> TripletMentio
 
 
 def parse_relations(text: str, ontology: Ontology) -> Relations:
-    """Level 2: the triplets stated."""
+    """Level 2: the triplets stated (none for a procedure without a triplet vocabulary, whose Level 2
+    states an action instead: engine.action_fields)."""
     text = text if isinstance(text, str) else ""
+    if not len(ontology.instrument):
+        return Relations()
     m = _TRIPLETS_LABEL.search(text)
     offset = m.end() if m else 0
     return Relations(tuple(parse_triplets(text[offset:], ontology, offset)))

@@ -37,20 +37,27 @@ from __future__ import annotations
 import math
 import random
 import string
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
+from engine.action_fields import render_action, render_step
 from engine.chain import LEVEL_NAMES, CvsState, format_box
 from engine.chain_fields import parse_answer
 from engine.ontology import Ontology, load_ontology
+from engine.procedures import DEFAULT_PROCEDURE, get_procedure
+from engine.prompts import action_options
 from engine.tasks import Task
 from train.data.sample import Box, Sample, Truth
 
 __all__ = [
     "CotError",
+    "action_option",
     "build_chain",
     "cvs_states",
     "perceived_instruments",
     "phase_option",
+    "procedure_of",
     "reference_boxes",
     "task_answer",
     "tool_display",
@@ -65,8 +72,23 @@ CVS_THRESHOLD = 0.5
 _CVS_GLOSS = ("two structures", "hepatocystic triangle cleared", "cystic plate exposed")
 
 
+_PROCEDURE: ContextVar[str] = ContextVar("chain_procedure", default=DEFAULT_PROCEDURE)
+
+
 def _onto() -> Ontology:
-    return load_ontology()
+    """The ontology of the procedure whose sample is being written (cholecystectomy by default)."""
+    name = _PROCEDURE.get()
+    return load_ontology() if name == DEFAULT_PROCEDURE else get_procedure(name).ontology
+
+
+@contextmanager
+def procedure_of(sample: Sample) -> Iterator[None]:
+    """Read ``sample``'s labels in its procedure's vocabularies while a chain or an answer is written."""
+    token = _PROCEDURE.set(get_procedure(sample.procedure).name)
+    try:
+        yield
+    finally:
+        _PROCEDURE.reset(token)
 
 
 # ----------------------------------------------------------------------------- label views
@@ -85,7 +107,11 @@ def _phase_display(phase: str) -> str:
 
 
 def _display(vocabulary: str, name: str) -> str:
-    label = _onto().vocabulary(vocabulary).resolve(name)
+    try:
+        vocab = _onto().vocabulary(vocabulary)
+    except KeyError:
+        raise CotError(f"procedure {_PROCEDURE.get()!r} has no {vocabulary} labels") from None
+    label = vocab.resolve(name)
     if label is None:
         raise CotError(f"unknown {vocabulary} {name!r}")
     return label.display
@@ -200,6 +226,25 @@ def task_answer(sample: Sample, rng: random.Random | None = None) -> str:
     ``rng`` picks among equivalent forms (Surg-R1's title-case triplets, ``(x1,y1), (x2,y2)`` boxes);
     without it the canonical form is written.
     """
+    with procedure_of(sample):
+        return _task_answer(sample, rng)
+
+
+def action_option(action: str) -> str:
+    """The action MCQ answer in the release's option order and wording (``E. pulling the needle out of the tissue``)."""
+    vocab = _onto().vocabulary("action")
+    label = vocab.resolve(action)
+    if label is None:
+        raise CotError(f"unknown action {action!r}")
+    index = [lab.name for lab in vocab].index(label.name)
+    return action_options(_onto()).splitlines()[index]
+
+
+def _action_display(action: str) -> str:
+    return _display("action", action)
+
+
+def _task_answer(sample: Sample, rng: random.Random | None) -> str:
     truth, task = sample.truth, sample.task
     if task is Task.PHASE:
         if truth.phase is None:
@@ -233,6 +278,20 @@ def task_answer(sample: Sample, rng: random.Random | None = None) -> str:
         _, boxes = localisation_target(sample)
         points = rng is not None and rng.random() < 0.3
         return ", ".join(_points(b) if points else format_box(b) for b in boxes)
+    if task is Task.ACTION:
+        if truth.action is None:
+            raise CotError("an action sample needs an action label")
+        return _action_display(truth.action)
+    if task is Task.ACTION_MCQ:
+        if sample.answer:
+            return sample.answer.strip()
+        if truth.action is None:
+            raise CotError("an action MCQ sample needs an action label or an answer")
+        return action_option(truth.action)
+    if task is Task.STEP:
+        if truth.step is None:
+            raise CotError("a step sample needs a step label")
+        return _display("step", truth.step)
     if task is Task.FRAME:
         parts = []
         if truth.phase is not None:
@@ -305,11 +364,13 @@ def _level1(truth: Truth, rng: random.Random) -> str:
             else:
                 parts.append(f"Visible anatomy includes {names}.")
     if not parts:
+        subject = get_procedure(_PROCEDURE.get()).subject
+        view = "laparoscopic" if _PROCEDURE.get() in (DEFAULT_PROCEDURE, "bypass") else "robotic"
         parts.append(
             rng.choice(
                 [
-                    "The frame shows the operative field of a laparoscopic cholecystectomy.",
-                    "This is a laparoscopic view of the operative field.",
+                    f"The frame shows the operative field of {_article(subject)} {subject}.",
+                    f"This is {_article(view)} {view} view of the operative field.",
                 ]
             )
         )
@@ -334,7 +395,22 @@ def _prose_triplet(i: str, verb_name: str, t: str, target_name: str, forms: dict
     return f"the {i} {verb} the {t}"
 
 
+def _action_level2(action: str, rng: random.Random) -> str:
+    """Level 2 of a suturing frame: the action, in the canonical form or prose ("Other" only canonically)."""
+    display = _action_display(action)
+    name = _onto().vocabulary("action").require(action).name
+    form = 0 if name == "other" else rng.randrange(3)
+    if form == 0:
+        return render_action(display)
+    lower = display[0].lower() + display[1:]
+    if form == 1:
+        return f"The surgeon is {lower}."
+    return f"The current suturing action is {lower}."
+
+
 def _level2(truth: Truth, rng: random.Random) -> str:
+    if truth.action is not None and truth.triplets is None:
+        return _action_level2(truth.action, rng)
     words = _triplet_words(truth)
     if words is None:
         return rng.choice(
@@ -414,6 +490,16 @@ def _safety(phase: str | None, states: Sequence[CvsState] | None, rng: random.Ra
 
 
 def _level3(truth: Truth, rng: random.Random) -> str:
+    text = _level3_phase_cvs(truth, rng)
+    if truth.step is None:
+        return text
+    step = render_step(_display("step", truth.step))
+    if truth.phase is None and cvs_states(truth) is None:
+        return step
+    return f"{text} {step}"
+
+
+def _level3_phase_cvs(truth: Truth, rng: random.Random) -> str:
     states = cvs_states(truth)
     safety = _safety(truth.phase, states, rng)
     if truth.phase is None and states is None:
@@ -486,7 +572,12 @@ def build_chain(sample: Sample, rng: random.Random) -> str:
 
     Raises :class:`CotError` when the labels cannot ground the task's answer.
     """
-    answer = task_answer(sample, rng)
+    with procedure_of(sample):
+        return _build_chain(sample, rng)
+
+
+def _build_chain(sample: Sample, rng: random.Random) -> str:
+    answer = _task_answer(sample, rng)
     level = sample.level
     lines = ["<think>"]
     if level < 3:

@@ -29,7 +29,7 @@ class FrameRef:
 
 @dataclass(frozen=True)
 class Instrument:
-    tool: str  # canonical Cholec80 tool name (Grasper, ..., SpecimenBag)
+    tool: str  # canonical tool name of the sample's procedure (Cholec80's Grasper, ..., SpecimenBag by default)
     box: Box | None = None
 
 
@@ -53,11 +53,13 @@ class Truth:
     anatomy: tuple[str, ...] = ()  # canonical anatomy names in view (synthetic cases; Endoscapes classes)
     triplets: tuple[TripletLabel, ...] | None = None
     cvs: tuple[float, float, float] | None = None  # rater means of C1..C3 (Endoscapes), 0..1
+    action: str | None = None  # canonical action of the procedure (SAR-RARP50 suturing actions)
+    step: str | None = None  # canonical step of the procedure (MultiBypass140 steps)
 
 
 @dataclass(frozen=True)
 class Sample:
-    dataset: str  # cholec80 | cholect50 | endoscapes | m2cai16 | surgr1 | synthetic
+    dataset: str  # cholec80 | cholect50 | endoscapes | m2cai16 | surgr1 | synthetic | sar_rarp50 | ...
     case: str  # video / case id as the dataset names it, e.g. "video01", "VID01"
     frame: FrameRef
     task: Task
@@ -66,6 +68,7 @@ class Sample:
     answer: str | None = None  # the reference answer text when the dataset gives one
     split: str | None = None  # train | val | test, from the dataset's official split
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    procedure: str = "cholecystectomy"  # engine.procedures: whose vocabularies the truth's names are in
 
     @property
     def level(self) -> int:

@@ -15,6 +15,8 @@ NaN written as None). Definitions, as the papers we compare with compute them:
   same image, 0 when none) and COCO AP at IoU 0.5 (pycocotools' ``COCOeval`` when installed,
   else the same 101-point interpolated computation here).
 * MCQ: accuracy exactly as the Surg-R1 release scorer (:func:`engine.scoring.release_correct`).
+* actions (SAR-RARP50): frame accuracy and macro precision/recall/Jaccard as for phases, plus the
+  segmental edit score and F1@{10,25,50} of action-segmentation work, per video then averaged.
 """
 
 from __future__ import annotations
@@ -34,21 +36,27 @@ from engine.scoring import release_correct
 __all__ = [
     "COMPONENTS",
     "PHASES",
+    "SEGMENT_OVERLAPS",
+    "ActionMetrics",
     "BoxMetrics",
     "CvsMetrics",
     "McqMetrics",
     "PhaseMetrics",
     "TripletMetrics",
+    "action_metrics",
     "box_iou",
     "box_metrics",
     "coco_ap50",
     "cvs_metrics",
+    "edit_score",
     "have_ivtmetrics",
     "have_pycocotools",
     "jsonable",
     "mcq_accuracy",
     "phase_metrics",
     "relaxed_correct",
+    "segment_f1",
+    "segments_of",
     "triplet_map",
     "triplet_set_f1",
     "triplet_sets_to_arrays",
@@ -579,3 +587,117 @@ def mcq_accuracy(responses: Sequence[str], labels: Sequence[str]) -> McqMetrics:
         raise ValueError("one label per response")
     correct = sum(release_correct(r, lb) for r, lb in zip(responses, labels, strict=True))
     return McqMetrics(len(responses), correct, correct / len(responses) if responses else float("nan"))
+
+
+# --------------------------------------------------------------------------------------- actions
+SEGMENT_OVERLAPS = (0.10, 0.25, 0.50)
+
+
+@dataclass
+class ActionMetrics(_Result):
+    """Action recognition as the paper reports it (frame accuracy, macro precision/recall/Jaccard)
+    and as action-segmentation work reports it (segmental edit score, F1@{10,25,50}); every value a
+    fraction in [0, 1] (papers print the segmental ones ×100)."""
+
+    n: int
+    videos: int
+    accuracy: float
+    precision: float  # macro over classes present in the gold labels
+    recall: float
+    jaccard: float
+    edit: float  # segmental edit score, mean over videos
+    f1: dict[str, float] = field(default_factory=dict)  # "F1@10", "F1@25", "F1@50": mean over videos
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def segments_of(labels: Sequence[int]) -> list[tuple[int, int, int]]:
+    """Runs of equal labels: (label, start, end) with ``end`` exclusive, in order."""
+    out: list[tuple[int, int, int]] = []
+    for i, label in enumerate(labels):
+        if out and out[-1][0] == label:
+            out[-1] = (label, out[-1][1], i + 1)
+        else:
+            out.append((int(label), i, i + 1))
+    return out
+
+
+def edit_score(gold: Sequence[int], pred: Sequence[int]) -> float:
+    """Segmental edit score (Lea et al. 2016, as MS-TCN computes it): 1 - Levenshtein distance of the
+    two sequences of segment labels / the longer one's length; 1 when both are empty."""
+    g = [s[0] for s in segments_of(gold)]
+    p = [s[0] for s in segments_of(pred)]
+    if not g and not p:
+        return 1.0
+    row = list(range(len(g) + 1))
+    for i, pl in enumerate(p, start=1):
+        prev, row[0] = row[0], i
+        for j, gl in enumerate(g, start=1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (pl != gl))
+    return 1.0 - row[len(g)] / max(len(g), len(p))
+
+
+def segment_f1(gold: Sequence[int], pred: Sequence[int], overlap: float) -> float:
+    """F1@overlap of one video (Lea et al.; SAR-RARP50's evaluation ``_f1k``, no background class):
+    each predicted segment, in order, is a true positive when its best IoU with a gold segment of its
+    label reaches ``overlap`` and that gold segment is not yet matched, else a false positive; gold
+    segments never matched are false negatives. 0 when precision + recall is 0 or undefined."""
+    gs, ps = segments_of(gold), segments_of(pred)
+    used = [False] * len(gs)
+    tp = fp = 0
+    for label, start, end in ps:
+        best, best_iou = -1, -math.inf
+        for k, (gl, gs_, ge) in enumerate(gs):
+            inter = min(end, ge) - max(start, gs_)
+            union = max(end, ge) - min(start, gs_)
+            iou = inter / union * (gl == label)
+            if iou > best_iou:
+                best, best_iou = k, iou
+        if best >= 0 and best_iou >= overlap and not used[best]:
+            tp += 1
+            used[best] = True
+        else:
+            fp += 1
+    fn = len(gs) - sum(used)
+    precision = tp / (tp + fp) if tp + fp else float("nan")
+    recall = tp / (tp + fn) if tp + fn else float("nan")
+    if not (precision + recall > 0):
+        return 0.0
+    return 2 * precision * recall / (precision + recall)
+
+
+def action_metrics(
+    gold: Sequence[str],
+    pred: Sequence[str | None],
+    labels: Sequence[str],
+    video_ids: Sequence[str] | None = None,
+    overlaps: Sequence[float] = SEGMENT_OVERLAPS,
+) -> ActionMetrics:
+    """Action metrics over frames given per video in temporal order (``video_ids``: one per frame;
+    one video when None). Frame metrics are pooled over all frames as :func:`phase_metrics` does (a
+    prediction outside ``labels`` is wrong and of no class); the edit score and F1@k are per video,
+    then averaged over videos (SAR-RARP50 averages its per-video F1@10 the same way). A frame without
+    a prediction forms its own segment of no class (a false positive segment)."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} frames, pred {len(pred)}")
+    g, p = _ids(gold, labels), _ids(pred, labels)
+    if np.any(g == _NOT_A_PHASE):
+        bad = sorted({str(x) for x, k in zip(gold, g, strict=True) if k == _NOT_A_PHASE})
+        raise ValueError(f"gold labels outside labels: {', '.join(bad)}")
+    videos = list(video_ids) if video_ids is not None else ["video"] * len(g)
+    if len(videos) != len(g):
+        raise ValueError("video_ids must have one entry per frame")
+    summary = _summary(g, p, g == p, labels)
+    edits, f1s = [], {f"F1@{round(o * 100)}": [] for o in overlaps}
+    for vid in dict.fromkeys(videos):
+        idx = np.array([i for i, v in enumerate(videos) if v == vid])
+        gv, pv = g[idx].tolist(), p[idx].tolist()
+        edits.append(edit_score(gv, pv))
+        for o in overlaps:
+            f1s[f"F1@{round(o * 100)}"].append(segment_f1(gv, pv, o))
+    return ActionMetrics(
+        n=len(g),
+        videos=len(edits),
+        edit=_nanmean(edits),
+        f1={k: _nanmean(v) for k, v in f1s.items()},
+        **summary,
+    )

@@ -16,6 +16,11 @@ reads from the chain (the ``predicted_*`` functions below) is:
   A sighting's confidence is its score (1 when none).
 * MCQ: the raw response against ``Sample.answer`` with the release scorer.
 
+Another procedure's samples are parsed in its ontology: action and action_mcq → action (accuracy,
+macro P/R/Jaccard, segmental edit and F1@{10,25,50} per case in frame order; gold ``truth.action``,
+predicted: the answer's action, else Level 2's); a bypass's phase → bypass_phase, step → step
+(strict frame metrics in MultiBypass140's vocabularies).
+
 Tasks → metric families: phase and frame analysis → phase (gold ``truth.phase``); phase_mcq →
 MCQ (gold ``Sample.answer``; phase when there is none); triplet and frame → triplets (gold
 ``truth.triplets``); cvs and frame → CVS (``truth.cvs``); localisation and frame → boxes
@@ -33,13 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.action_fields import chain_action, chain_step
 from engine.chain import Chain, CvsState
 from engine.chain_parser import parse_chain
 from engine.ontology import load_ontology
+from engine.procedures import DEFAULT_PROCEDURE, get_procedure
 from engine.tasks import Task
 from train.data.sample import Sample, Truth
 from train.eval.metrics import (
     PHASES,
+    action_metrics,
     box_metrics,
     cvs_metrics,
     jsonable,
@@ -56,9 +64,11 @@ __all__ = [
     "evaluate",
     "gold_boxes",
     "gold_triplet_ids",
+    "predicted_action",
     "predicted_boxes",
     "predicted_cvs",
     "predicted_phase",
+    "predicted_step",
     "predicted_triplets",
     "stages_markdown",
     "to_markdown",
@@ -71,6 +81,9 @@ KEY_METRICS = {
     "cvs": ("mAP", "CVS mAP"),
     "boxes": ("mAP50", "box mAP@50"),
     "mcq": ("accuracy", "MCQ accuracy"),
+    "action": ("accuracy", "action accuracy"),  # SAR-RARP50 suturing actions
+    "bypass_phase": ("accuracy", "bypass phase accuracy"),  # MultiBypass140 phases (strict, no relaxation)
+    "step": ("accuracy", "step accuracy"),  # MultiBypass140 steps
 }
 FAMILIES = tuple(KEY_METRICS)
 
@@ -156,8 +169,37 @@ def gold_triplet_ids(truth: Truth) -> set[int]:
 # ------------------------------------------------------------------------------------ evaluate
 
 
+def _procedure(sample: Sample) -> str:
+    return get_procedure(getattr(sample, "procedure", None)).name
+
+
+def _ontology(sample: Sample):
+    name = _procedure(sample)
+    return load_ontology() if name == DEFAULT_PROCEDURE else get_procedure(name).ontology
+
+
+def predicted_action(chain: Chain, sample: Sample) -> str | None:
+    """The action a chain states (answer, else Level 2), canonical in the sample's procedure; None: none."""
+    found = chain_action(chain, _ontology(sample).vocabulary("action"))
+    return found.label if found is not None else None
+
+
+def predicted_step(chain: Chain, sample: Sample) -> str | None:
+    found = chain_step(chain, _ontology(sample).vocabulary("step"))
+    return found.label if found is not None else None
+
+
 def _families(sample: Sample) -> list[str]:
     task, truth = sample.task, sample.truth
+    if _procedure(sample) != DEFAULT_PROCEDURE:
+        out = []
+        if task in (Task.ACTION, Task.ACTION_MCQ) and truth.action is not None:
+            out.append("action")
+        if task in (Task.PHASE, Task.PHASE_MCQ) and truth.phase is not None:
+            out.append("bypass_phase")
+        if task == Task.STEP and truth.step is not None:
+            out.append("step")
+        return out
     frame = task == Task.FRAME
     out = []
     if task == Task.PHASE_MCQ and sample.answer:
@@ -187,7 +229,12 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
     at ``phase_fps`` frames per second (Cholec80 is evaluated at 1 fps).
     """
     rows = [_row(r) for r in rows]
-    chains = [parse_chain(r.response) for r in rows]
+    chains = [
+        parse_chain(r.response)
+        if _procedure(r.sample) == DEFAULT_PROCEDURE
+        else parse_chain(r.response, _ontology(r.sample))
+        for r in rows
+    ]
     by_family: dict[str, list[tuple[int, EvalRow, Chain]]] = {f: [] for f in FAMILIES}
     parsed = {"complete": 0, "partial": 0, "malformed": 0}
     for position, (row, chain) in enumerate(zip(rows, chains, strict=True)):
@@ -234,6 +281,24 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
     if items:
         tasks["mcq"] = mcq_accuracy([r.response for _, r, _ in items], [r.sample.answer for _, r, _ in items]).to_dict()
 
+    items = sorted(by_family["action"], key=_frame_key)
+    if items:
+        labels = [lab.name for lab in _ontology(items[0][1].sample).vocabulary("action")]
+        tasks["action"] = action_metrics(
+            [r.sample.truth.action for _, r, _ in items],
+            [predicted_action(c, r.sample) for _, r, c in items],
+            labels=labels,
+            video_ids=[r.sample.case for _, r, _ in items],
+        ).to_dict()
+    for family, role, read in (("bypass_phase", "phase", predicted_phase), ("step", "step", None)):
+        items = sorted(by_family[family], key=_frame_key)
+        if not items:
+            continue
+        vocab = _ontology(items[0][1].sample).vocabulary(role)
+        gold = [vocab.require(getattr(r.sample.truth, role)).name for _, r, _ in items]
+        pred = [read(c) if read else predicted_step(c, r.sample) for _, r, c in items]
+        tasks[family] = phase_metrics(gold, pred, labels=vocab.names).to_dict()
+
     keys = {}
     for family, (metric, _) in KEY_METRICS.items():
         if family in tasks:
@@ -279,6 +344,13 @@ def _details(family: str, m: dict[str, Any]) -> str:
         return f"mIoU {_fmt(m['mIoU'])}; {m['n_gold']} gold / {m['n_pred']} predicted boxes"
     if family == "mcq":
         return f"{m['correct']} / {m['n']} (Surg-R1 release scorer)"
+    if family == "action":
+        f1 = " · ".join(f"{k} {_fmt(v)}" for k, v in m["f1"].items())
+        return (
+            f"P {_fmt(m['precision'])} · R {_fmt(m['recall'])} · J {_fmt(m['jaccard'])}; edit {_fmt(m['edit'])} · {f1}"
+        )
+    if family in ("bypass_phase", "step"):
+        return f"P {_fmt(m['precision'])} · R {_fmt(m['recall'])} · J {_fmt(m['jaccard'])}"
     return ""
 
 

@@ -12,7 +12,7 @@ import cv2
 from engine.backends.base import GenerationRequest
 from engine.chain import ChainStatus
 from engine.chain_parser import parse_chain
-from train.cot.datasets import user_prompt
+from train.cot.procedure_sets import procedure_user_prompt
 from train.data.sample import Sample
 from train.eval.report import evaluate, write_report
 
@@ -43,7 +43,8 @@ def evaluate_model(
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
             requests = [
-                GenerationRequest(user_prompt(s, s.frame.path), _rgb(s), max_new_tokens=max_new_tokens) for s in chunk
+                GenerationRequest(procedure_user_prompt(s, s.frame.path), _rgb(s), max_new_tokens=max_new_tokens)
+                for s in chunk
             ]
             responses += backend.generate_batch(requests)
             if progress is not None:

@@ -20,10 +20,12 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
+from engine.action_fields import chain_action, chain_step, parse_action, parse_step
 from engine.chain import Chain, ChainStatus, CvsState
 from engine.chain_fields import parse_answer
 from engine.chain_parser import parse_chain
 from engine.ontology import Ontology, load_ontology, normalise_key
+from engine.procedures import DEFAULT_PROCEDURE, ProcedureError, get_procedure
 from engine.scoring import release_correct
 from train.eval.metrics import box_iou
 
@@ -37,6 +39,7 @@ __all__ = [
     "level1_reward",
     "level2_reward",
     "reward_functions",
+    "row_procedure",
 ]
 
 RewardFunction = Callable[..., list[float]]
@@ -72,13 +75,48 @@ def _column(columns: dict[str, Any], name: str, n: int) -> list[Any]:
 
 
 @lru_cache(maxsize=4096)
-def _parse(text: str) -> Chain:
+def _parse(text: str, procedure: str = DEFAULT_PROCEDURE) -> Chain:
     # trl calls every reward on the same completions: parse each text once (Chain is frozen).
-    return parse_chain(text)
+    return parse_chain(text) if procedure == DEFAULT_PROCEDURE else parse_chain(text, _ontology(procedure))
 
 
-def _parsed(completions: Sequence[Any]) -> list[Chain]:
-    return [_parse(completion_text(c)) for c in completions]
+def _ontology(procedure: str) -> Ontology:
+    return load_ontology() if procedure == DEFAULT_PROCEDURE else get_procedure(procedure).ontology
+
+
+def _parsed(completions: Sequence[Any], procedures: Sequence[str] | None = None) -> list[Chain]:
+    procedures = procedures or [DEFAULT_PROCEDURE] * len(completions)
+    return [_parse(completion_text(c), p) for c, p in zip(completions, procedures, strict=True)]
+
+
+# Datasets whose rows carry no procedure column (sets written before procedures existed, other writers).
+_DATASET_PROCEDURE = {
+    "sar_rarp50": "rarp",
+    "synthetic_rarp": "rarp",
+    "multibypass140": "bypass",
+    "endovis17": "robotic",
+}
+_TASK_PROCEDURE = {"action": "rarp", "action_mcq": "rarp", "step": "bypass"}
+
+
+def row_procedure(row: dict[str, Any]) -> str:
+    """The procedure of a GRPO row: its ``procedure`` column, else what its task or dataset implies,
+    else cholecystectomy (every set written before procedures existed)."""
+    for value in (
+        row.get("procedure"),
+        _TASK_PROCEDURE.get(str(row.get("task"))),
+        _DATASET_PROCEDURE.get(str(row.get("dataset"))),
+    ):
+        if value:
+            try:
+                return get_procedure(str(value)).name
+            except ProcedureError:
+                return DEFAULT_PROCEDURE
+    return DEFAULT_PROCEDURE
+
+
+def _procedures(columns: dict[str, Any], n: int) -> list[str]:
+    return [row_procedure(r) for r in _rows(columns, n)]
 
 
 def _f1(gold: set, pred: set) -> float:
@@ -170,17 +208,47 @@ def format_reward(completions: Sequence[Any], **columns: Any) -> list[float]:
     and holds exactly the levels 1..N of its task's level N; else 0."""
     levels = _column(columns, "level", len(completions))
     out = []
-    for chain, level in zip(_parsed(completions), levels, strict=True):
+    for chain, level in zip(_parsed(completions, _procedures(columns, len(completions))), levels, strict=True):
         numbers = [lv.number for lv in chain.levels]
         want = list(range(1, int(level) + 1)) if level else numbers
         out.append(1.0 if chain.status is ChainStatus.COMPLETE and numbers == want and numbers else 0.0)
     return out
 
 
+def _labelled(onto: Ontology, role: str, row: dict[str, Any], parse) -> str | None:
+    """The row's canonical label of ``role``: its own column, else its answer column read as one."""
+    try:
+        vocab = onto.vocabulary(role)
+    except KeyError:
+        return None
+    label = vocab.resolve(row.get(role)) if row.get(role) else None
+    if label is not None:
+        return label.name
+    found = parse(str(row.get("answer") or ""), vocab, whole=True)
+    return found.label if found is not None else None
+
+
+def _action_score(chain: Chain, row: dict[str, Any], onto: Ontology, role: str = "action") -> float:
+    parse, read = (parse_action, chain_action) if role == "action" else (parse_step, chain_step)
+    gold = _labelled(onto, role, row, parse)
+    if gold is None:
+        return 0.0
+    said = read(chain, onto.vocabulary(role))
+    return float(said is not None and said.label == gold)
+
+
 def _answer_score(chain: Chain, task: str, row: dict[str, Any], onto: Ontology) -> float:
     answer = chain.answer
     if answer is None:
         return 0.0
+    if task in ("action", "action_mcq"):
+        found = parse_action(answer.text, onto.vocabulary("action"), whole=True) if "action" in onto.extra else None
+        gold = _labelled(onto, "action", row, parse_action)
+        return float(gold is not None and found is not None and found.label == gold)
+    if task == "step":
+        found = parse_step(answer.text, onto.vocabulary("step"), whole=True) if "step" in onto.extra else None
+        gold = _labelled(onto, "step", row, parse_step)
+        return float(gold is not None and found is not None and found.label == gold)
     gold_phase = _phase_name(onto, row.get("phase"))
     phase_ok = None
     if gold_phase is not None:
@@ -223,24 +291,31 @@ def _answer_score(chain: Chain, task: str, row: dict[str, Any], onto: Ontology) 
 
 
 def _rows(columns: dict[str, Any], n: int) -> list[dict[str, Any]]:
-    names = ("task", "level", "answer", "phase", "tools", "triplets", "cvs", "boxes")
+    names = ("task", "level", "answer", "phase", "tools", "triplets", "cvs", "boxes", "procedure", "action", "step")
+    names += ("dataset",)
     values = {name: _column(columns, name, n) for name in names}
     return [{name: values[name][k] for name in names} for k in range(n)]
 
 
 def accuracy_reward(completions: Sequence[Any], **columns: Any) -> list[float]:
     """The task's answer against its label: phase exact; tools and triplets F1; CVS per criterion;
-    boxes mean IoU; the frame-analysis answer as the mean of its labelled parts."""
-    onto = load_ontology()
+    boxes mean IoU; the frame-analysis answer as the mean of its labelled parts; an action or a
+    step exact (in the row's procedure's vocabulary)."""
     rows = _rows(columns, len(completions))
-    return [_answer_score(c, str(r["task"] or ""), r, onto) for c, r in zip(_parsed(completions), rows, strict=True)]
+    procedures = [row_procedure(r) for r in rows]
+    return [
+        _answer_score(c, str(r["task"] or ""), r, _ontology(p))
+        for c, r, p in zip(_parsed(completions, procedures), rows, procedures, strict=True)
+    ]
 
 
 def level1_reward(completions: Sequence[Any], **columns: Any) -> list[float]:
     """Level 1's instruments against the labelled tool set (F1; "none" right when none are present)."""
-    onto = load_ontology()
+    rows = _rows(columns, len(completions))
+    procedures = [row_procedure(r) for r in rows]
     out = []
-    for chain, row in zip(_parsed(completions), _rows(columns, len(completions)), strict=True):
+    for chain, row, procedure in zip(_parsed(completions, procedures), rows, procedures, strict=True):
+        onto = _ontology(procedure)
         if row["tools"] is None or chain.perception is None or not any(lv.number == 1 for lv in chain.levels):
             out.append(0.0)
             continue
@@ -250,11 +325,20 @@ def level1_reward(completions: Sequence[Any], **columns: Any) -> list[float]:
 
 
 def level2_reward(completions: Sequence[Any], **columns: Any) -> list[float]:
-    """Level 2's triplets against the labelled triplets (F1), for tasks whose chain reaches Level 2."""
-    onto = load_ontology()
+    """Level 2's triplets against the labelled triplets (F1), for tasks whose chain reaches Level 2;
+    for a suturing row, Level 2's action against the labelled action (exact)."""
+    rows = _rows(columns, len(completions))
+    procedures = [row_procedure(r) for r in rows]
     out = []
-    for chain, row in zip(_parsed(completions), _rows(columns, len(completions)), strict=True):
+    for chain, row, procedure in zip(_parsed(completions, procedures), rows, procedures, strict=True):
+        onto = _ontology(procedure)
         has_level = any(lv.number == 2 for lv in chain.levels)
+        if "action" in onto.extra and row["triplets"] is None:
+            level = chain.level(2)
+            gold = _labelled(onto, "action", row, parse_action)
+            said = parse_action(level.text, onto.vocabulary("action")) if level is not None else None
+            out.append(float(gold is not None and said is not None and said.label == gold))
+            continue
         if row["triplets"] is None or chain.relations is None or not has_level:
             out.append(0.0)
             continue
@@ -266,18 +350,26 @@ def _instrument_key(name: str | None) -> str:
     return normalise_key(name or "")
 
 
-def consistency_checks(chain: Chain) -> list[bool]:
+def consistency_checks(chain: Chain, procedure: str = DEFAULT_PROCEDURE) -> list[bool]:
     """Each check the chain can be held to (True: it agrees with itself). Unparsable chains: [False].
 
     * the answer's phase is the phase Level 3 names; the answer's CVS is Level 3's;
     * the answer's triplets are among Level 2's;
     * every instrument acting at Level 2 is seen at Level 1;
     * a Level 2 triplet is one of the dataset's valid instrument-verb-target combinations;
-    * a clipping or cutting action at Level 2 goes with the ClippingCutting phase at Level 3.
+    * a clipping or cutting action at Level 2 goes with the ClippingCutting phase at Level 3;
+    * a suturing answer's action is the action Level 2 names (another procedure's chain).
     """
     if chain.status is ChainStatus.MALFORMED or chain.answer is None:
         return [False]
     checks: list[bool] = []
+    onto = _ontology(procedure)
+    if "action" in onto.extra and chain.level(2) is not None:
+        vocab = onto.vocabulary("action")
+        said = parse_action(chain.answer.text, vocab, whole=True)
+        level2 = parse_action(chain.level(2).text, vocab)  # type: ignore[union-attr]
+        if said is not None and said.known and level2 is not None:
+            checks.append(said.label == level2.label)
     answer, context = chain.answer, chain.context
     if answer.phase is not None and context is not None and context.phase is not None:
         checks.append(answer.phase.label == context.phase.label)
@@ -303,10 +395,10 @@ def consistency_checks(chain: Chain) -> list[bool]:
 
 def consistency_reward(completions: Sequence[Any], **columns: Any) -> list[float]:
     """The share of :func:`consistency_checks` a chain passes; 1 when none applies to a parsed chain."""
-    del columns
+    procedures = _procedures(columns, len(completions))
     out = []
-    for chain in _parsed(completions):
-        checks = consistency_checks(chain)
+    for chain, procedure in zip(_parsed(completions, procedures), procedures, strict=True):
+        checks = consistency_checks(chain, procedure)
         out.append(sum(checks) / len(checks) if checks else 1.0)
     return out
 
