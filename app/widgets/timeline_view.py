@@ -19,6 +19,7 @@ it, and a right click without a drag opens the context menu of the widget's acti
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,12 +29,24 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QHelpEvent, QKeySequence, QMouseEvent, QPainter, QShortcut
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QHelpEvent,
+    QKeySequence,
+    QMouseEvent,
+    QPainter,
+    QShortcut,
+)
 from PySide6.QtWidgets import (
     QApplication,
     QGraphicsItem,
+    QHBoxLayout,
     QLabel,
     QMenu,
+    QScrollBar,
     QStyleOptionGraphicsItem,
     QToolTip,
     QVBoxLayout,
@@ -74,6 +87,12 @@ CHAIN_STATUS_CONFIDENCE: dict[str, float] = {"complete": 1.0, "partial": 0.5, "m
 _CVS_TRACK_COLORS = {**CVS_COLORS, "doubtful": palette.CVS_DOUBTFUL}
 _CVS_CRITERIA = ("C1: two structures", "C2: hepatocystic triangle cleared", "C3: cystic plate exposed")
 _GAP = 0.14  # between tracks, in track units
+# Track heights in track units. Neighbouring row labels are at least 0.64 units apart (a tool row and its gap),
+# so the tracks are scrolled rather than squeezed when 0.64 units would be shorter than a line of label text.
+_HEIGHTS = {"truth": 0.7, "phase": 0.9, "raw": 0.5, "cvs": 0.5, "tool": 0.5, "confidence": 0.6}
+_HEIGHTS.update(coverage=0.4, bookmarks=0.6)
+_LABEL_PAD_PX = 12.0  # around the widest row label, in the label column
+_SCROLL_STEPS = 1000  # scroll bar steps per track unit
 _MAX_GAP_S = 30.0  # analysed frames farther apart than this leave the time between them uncovered
 _MIN_BAR = 0.08  # a zero confidence still shows as a sliver
 _BOOKMARK_HIT_PX = 7.0
@@ -264,8 +283,16 @@ class TimelineView(QWidget):
             axis.setTextPen(pg.mkPen(TEXT))
             axis.setTickFont(font)
         self._track_axis = item.getAxis("left")
-        self._track_axis.setWidth(92)
         self._track_axis.setStyle(tickLength=0, autoExpandTextSpace=False, hideOverlappingLabels=False)
+        self._label_metrics = QFontMetricsF(font)
+        self._y_offset = 0.0  # the first track unit in view (tracks scroll when the rows do not fit)
+        self._y_span = 1.0
+        self._scroll = QScrollBar(Qt.Orientation.Vertical, self)
+        self._scroll.setObjectName("timelineTrackScroll")
+        self._scroll.setToolTip("More tracks: scroll (the rows keep room for their names)")
+        self._scroll.valueChanged.connect(self._on_scroll)
+        self._scroll.setVisible(False)
+        self._vb.sigResized.connect(lambda *_: self._fit_rows())
 
         self._lanes = _RunsItem()
         self._lanes.setZValue(-10)
@@ -305,7 +332,12 @@ class TimelineView(QWidget):
 
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self._plot)
+        row = QHBoxLayout()
+        row.setContentsMargins(0, 0, 0, 0)
+        row.setSpacing(0)
+        row.addWidget(self._plot, 1)
+        row.addWidget(self._scroll)
+        layout.addLayout(row, 1)
         self._legend = QLabel(self)  # every colour the tracks draw, with its display name
         self._legend.setObjectName("timelineLegend")
         self._legend.setWordWrap(True)
@@ -544,12 +576,14 @@ class TimelineView(QWidget):
         return self._plot.viewport()
 
     def viewport_point(self, seconds: float, key: str | None = None) -> QPoint:
-        """Where a time on a track (default: the middle of all tracks) is drawn, in viewport pixels."""
+        """Where a time on a track (default: the middle of the tracks in view) is drawn, in viewport pixels;
+        a track scrolled out of view is scrolled into it first."""
         if key is not None:
+            self.scroll_to_track(key)
             track = self._tracks[key]
             y = track.y0 + track.height / 2
         else:
-            y = self._total_height() / 2
+            y = self._y_offset + self._y_span / 2
         scene = self._vb.mapViewToScene(QPointF(seconds, y))
         return self._plot.mapFromScene(scene)
 
@@ -618,26 +652,29 @@ class TimelineView(QWidget):
         """Recompute which tracks exist and where, and render them all."""
         self.build_count += 1
         tracks: list[_Track] = []
+        h = _HEIGHTS
         if self._truth is not None:
-            tracks.append(_Track("truth", "Ground truth", 0.9, self._truth, PHASE_COLORS))
+            tracks.append(_Track("truth", "Ground truth", h["truth"], self._truth, PHASE_COLORS))
         t = self._timelines
-        tracks.append(_Track("phase", "Phase", 1.0, _Runs.of_segments(t.phase) if t else _Runs.empty(), PHASE_COLORS))
+        phase = _Runs.of_segments(t.phase) if t else _Runs.empty()
+        tracks.append(_Track("phase", "Phase", h["phase"], phase, PHASE_COLORS))
         raw = _Runs.of_segments(t.raw_phase_segments()) if t else _Runs.empty()
-        tracks.append(_Track("raw", "Raw phase", 0.4, raw, PHASE_COLORS))
+        tracks.append(_Track("raw", "Raw phase", h["raw"], raw, PHASE_COLORS))
         doubtful = self._doubtful_cells()
         for i in range(3):
             runs = mark_doubtful(_Runs.of_segments(t.cvs[i].segments), *doubtful) if t else _Runs.empty()
-            tracks.append(_Track(f"cvs{i + 1}", f"CVS C{i + 1}", 0.5, runs, _CVS_TRACK_COLORS))
+            tracks.append(_Track(f"cvs{i + 1}", f"CVS C{i + 1}", h["cvs"], runs, _CVS_TRACK_COLORS))
         if t is not None:
             names = [n for n in TOOL_ORDER if t.tools.get(n)] + sorted(
                 n for n in t.tools if n not in TOOL_COLORS and t.tools[n]
             )
             for name in names:
                 runs = _Runs.of_segments(t.tools[name])
-                tracks.append(_Track(f"tool:{name}", display_name(name), 0.4, runs, TOOL_COLORS))
-        tracks.append(_Track("confidence", "Confidence", 0.8, self._confidence, None))
-        tracks.append(_Track("coverage", "Analysed", 0.3, self._coverage(), {"analysed": COVERAGE_COLOR}))
-        tracks.append(_Track("bookmarks", "Bookmarks", 0.6, _Runs.empty(), {}))
+                tracks.append(_Track(f"tool:{name}", display_name(name), h["tool"], runs, TOOL_COLORS))
+        tracks.append(_Track("confidence", "Confidence", h["confidence"], self._confidence, None))
+        coverage = self._coverage()
+        tracks.append(_Track("coverage", "Analysed", h["coverage"], coverage, {"analysed": COVERAGE_COLOR}))
+        tracks.append(_Track("bookmarks", "Bookmarks", h["bookmarks"], _Runs.empty(), {}))
         y = _GAP
         for track in tracks:
             track.y0 = y
@@ -654,6 +691,8 @@ class TimelineView(QWidget):
         self._render_lanes()
         self._render_bookmarks()
         self._track_axis.setTicks([[(tr.y0 + tr.height / 2, tr.title) for tr in tracks], []])
+        widest = max(self._label_metrics.horizontalAdvance(tr.title) for tr in tracks)
+        self._track_axis.setWidth(math.ceil(widest + _LABEL_PAD_PX))  # a longer name is never dropped
         self._render_legend()
         self._apply_limits()
 
@@ -734,13 +773,56 @@ class TimelineView(QWidget):
         return _coverage_runs(frames, self._max_gap(), self._count_or_none())
 
     def _apply_limits(self) -> None:
-        total = self._total_height()
         duration = self._duration()
         min_range = min(duration, max(10.0 / (self._fps or 25.0), 0.2))
-        self._vb.setLimits(
-            xMin=0.0, xMax=duration, minXRange=min_range, maxXRange=duration, yMin=0.0, yMax=total, minYRange=total
-        )
-        self._vb.setYRange(0.0, total, padding=0.0)
+        self._vb.setLimits(xMin=0.0, xMax=duration, minXRange=min_range, maxXRange=duration)
+        self._fit_rows()
+
+    def _row_pitch(self) -> float:
+        """The least distance (track units) between two neighbouring rows' label centres."""
+        centres = [t.y0 + t.height / 2 for t in self._tracks.values()]
+        pitches = [b - a for a, b in itertools.pairwise(centres)]
+        return min(pitches, default=self._total_height())
+
+    def _fit_rows(self) -> None:
+        """Show as many track units as leave every row label a full line of text: all of them when the
+        view is tall enough, else a window onto them with the scroll bar beside (names never overlap,
+        whatever the screen's scale factor or the dock's height)."""
+        total = self._total_height()
+        pixels = float(self._vb.height())
+        line = self._label_metrics.height() + 1.0
+        span = total
+        if pixels > 0 and self._row_pitch() * pixels / total < line:
+            span = max(pixels * self._row_pitch() / line, min(total, 2 * _GAP + max(_HEIGHTS.values())))
+        self._y_span = span
+        self._y_offset = min(max(self._y_offset, 0.0), total - span)
+        steps = round((total - span) * _SCROLL_STEPS)
+        self._scroll.blockSignals(True)
+        self._scroll.setRange(0, steps)
+        self._scroll.setPageStep(max(1, round(span * _SCROLL_STEPS)))
+        self._scroll.setSingleStep(max(1, round(0.64 * _SCROLL_STEPS)))
+        self._scroll.setValue(round(self._y_offset * _SCROLL_STEPS))
+        self._scroll.blockSignals(False)
+        self._scroll.setVisible(steps > 0)
+        self._vb.setLimits(yMin=0.0, yMax=total, minYRange=span, maxYRange=span)
+        self._vb.setYRange(self._y_offset, self._y_offset + span, padding=0.0)
+
+    def _on_scroll(self, value: int) -> None:
+        self._y_offset = value / _SCROLL_STEPS
+        self._vb.setYRange(self._y_offset, self._y_offset + self._y_span, padding=0.0)
+
+    def scroll_to_track(self, key: str) -> None:
+        """Scroll the tracks (when they do not all fit) so that ``key``'s row is in view."""
+        track = self._tracks[key]
+        top, bottom = track.y0 - _GAP, track.y0 + track.height + _GAP
+        if top < self._y_offset:
+            self._scroll.setValue(round(max(top, 0.0) * _SCROLL_STEPS))
+        elif bottom > self._y_offset + self._y_span:
+            self._scroll.setValue(round((bottom - self._y_span) * _SCROLL_STEPS))
+
+    def track_scroll_state(self) -> dict[str, float]:
+        """Which track units are in view (``offset``, ``span``) of how many (``total``)."""
+        return {"offset": self._y_offset, "span": self._y_span, "total": self._total_height()}
 
     def _total_height(self) -> float:
         last = list(self._tracks.values())[-1] if self._tracks else None
