@@ -176,7 +176,9 @@ def write_pdf(html: str, path: Path) -> None:
 
 def _keep_headings_with_content(doc: QTextDocument, page_height: float, margin: float, room: float) -> None:
     """Move every top-level heading that would end a page to the next page: it needs ``room`` below it,
-    or the whole first block of its content when that is taller (a picture), with any headings between."""
+    or the whole first block of its content when that is taller (a picture), with any headings between;
+    and a heading whose content was laid out on a later page (a table whose header and first row do not
+    fit below it) follows its content there."""
     layout = doc.documentLayout()
     body = page_height - 2 * margin
     block = doc.begin()
@@ -184,18 +186,23 @@ def _keep_headings_with_content(doc: QTextDocument, page_height: float, margin: 
         fmt = block.blockFormat()
         if fmt.headingLevel() > 0 and doc.rootFrame() == doc.frameAt(block.position()):
             rect = layout.blockBoundingRect(block)
-            follow, nxt = 0.0, block.next()
+            content, nxt = None, block.next()
             while nxt.isValid():  # the headings below it and the first block of content
-                follow += layout.blockBoundingRect(nxt).height()
                 if nxt.blockFormat().headingLevel() == 0:
+                    content = layout.blockBoundingRect(nxt)
                     break
                 nxt = nxt.next()
             index = int(rect.top() // page_height)
             foot = (index + 1) * page_height - margin
+            follow = content.bottom() - rect.bottom() if content is not None else 0.0
+            pushed = content is not None and int(content.top() // page_height) > index
             need = min(max(room, follow), body - rect.height())
-            if rect.bottom() + need > foot and rect.top() > index * page_height + margin + 1:
+            if (pushed or rect.bottom() + need > foot) and rect.top() > index * page_height + margin + 1:
                 fmt.setPageBreakPolicy(QTextFormat.PageBreakFlag.PageBreak_AlwaysBefore)
                 QTextCursor(block).setBlockFormat(fmt)
+                # Qt relays out only the changed block: tables further down kept their old places and a
+                # later heading was painted under one (lost from the page). Lay out the rest again.
+                doc.markContentsDirty(block.position(), doc.characterCount() - block.position())
         block = block.next()
 
 
