@@ -1,5 +1,9 @@
 """Pictures for exports: frames with their overlays, blanked areas, the case timeline chart.
 
+The chart colours CVS as the viewer's timeline does (a doubtful "all three met", outside an established
+episode, has its own colour, never the met green) and carries a legend of every colour it draws, so a
+printed page reads without the viewer.
+
 Frames are painted with the viewer's own overlay code (:mod:`app.widgets.overlay_painter`), so a
 report shows what the reviewer saw. Charts are drawn on white for paper.
 """
@@ -17,16 +21,21 @@ from PySide6.QtWidgets import QApplication
 
 from app import palette
 from app.state import LayerState
+from app.timeline_model import Runs, display_name, doubtful_cells, mark_doubtful
 from app.widgets.overlay_painter import paint_overlays
-from engine.chain import Chain
+from engine.chain import Chain, CvsState
+from engine.cvs_assessment import ESTABLISHED
 from engine.report_data import ReportData
 from engine.store import BlankArea
 from engine.timecode import format_timecode
 
 __all__ = [
     "blank_areas",
+    "chart_legend",
+    "chart_rows",
     "data_uri",
     "ensure_gui_app",
+    "established_frame",
     "frame_picture",
     "rgb_image",
     "timeline_picture",
@@ -112,38 +121,87 @@ def data_uri(image: QImage, fmt: str = "PNG", quality: int = -1) -> str:
     return f"data:{mime};base64," + base64.b64encode(bytes(data)).decode("ascii")
 
 
-def timeline_picture(data: ReportData, width: int = 1600) -> QImage:
-    """Phase, CVS and instrument tracks over the case's time, with bookmarks and CVS first met."""
-    s = data.summary
+ChartRuns = list[tuple[int, int, str]]  # (first frame, end frame, colour)
+
+
+def chart_rows(data: ReportData) -> list[tuple[str, ChartRuns]]:
+    """The chart's rows: smoothed phase, CVS C1–C3 (an "all three met" outside an established episode in
+    the doubtful colour, as the viewer's timeline draws it, never in the met colour), instruments in view."""
     timelines = data.timelines
-    tools = [t for t in data.tools if t.runs]
-    rows: list[tuple[str, list[tuple[int, int, str]]]] = [
+    rows: list[tuple[str, ChartRuns]] = [
         ("Phase", [(seg.start, seg.end, palette.phase_color(seg.label)) for seg in timelines.phase])
     ]
+    starts, ends = _doubtful_cells(data)
     for i, track in enumerate(data.cvs.tracks):
+        runs = mark_doubtful(Runs.of_segments(track), starts, ends)
+        colours = {**palette.CVS_COLORS, "doubtful": palette.CVS_DOUBTFUL}
         rows.append(
             (
                 f"CVS C{i + 1}",
-                [(seg.start, seg.end, palette.CVS_COLORS.get(seg.label, palette.UNKNOWN)) for seg in track],
+                [
+                    (a, b, colours.get(label, palette.UNKNOWN))
+                    for a, b, label in zip(runs.starts.tolist(), runs.ends.tolist(), runs.labels, strict=True)
+                ],
             )
         )
-    for tool in tools:
+    for tool in (t for t in data.tools if t.runs):
         rows.append((tool.display, [(seg.start, seg.end, TOOL_COLOR) for seg in timelines.tools[tool.tool]]))
+    return rows
 
+
+def _doubtful_cells(data: ReportData) -> tuple[np.ndarray, np.ndarray]:
+    """The frames stood for by analysed frames saying all three CVS criteria met outside an established episode."""
+    timelines, assessment = data.timelines, data.cvs.assessment
+    if assessment is None or not timelines.rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    frames = np.array([r.frame for r in timelines.rows], np.int64)
+    all_met = [all(c is CvsState.MET for c in r.cvs) for r in timelines.rows]
+    established = [(e.start_frame, e.end_frame) for e in assessment.episodes if e.status == ESTABLISHED]
+    max_gap = max(1, round(timelines.config.max_gap_s * data.summary.fps))
+    return doubtful_cells(frames, all_met, established, max_gap, data.summary.frame_count)
+
+
+def established_frame(data: ReportData) -> int | None:
+    """Where the chart's thick CVS line stands: where CVS was established on a stable run, else nowhere
+    (a first "all met" frame that did not last is no green light)."""
+    assessment = data.cvs.assessment
+    return assessment.established_frame if assessment is not None and assessment.established else None
+
+
+def chart_legend(data: ReportData) -> list[tuple[str, list[tuple[str, str]]]]:
+    """What the chart's legend lists: (group, [(colour, name)]), every colour the chart draws."""
+    phases = [(colour, display_name(name)) for name, colour in palette.PHASE_COLORS.items()]
+    cvs = [(palette.CVS_COLORS[k], k) for k in ("met", "not met", "not assessable")]
+    cvs.append((palette.CVS_DOUBTFUL, "doubtful (all three met, not on a stable run)"))
+    groups = [("Phase", phases), ("CVS", cvs)]
+    if any(t.runs for t in data.tools):
+        groups.append(("Instruments", [(TOOL_COLOR, "in view")]))
+    return groups
+
+
+def timeline_picture(data: ReportData, width: int = 1600) -> QImage:
+    """Phase, CVS and instrument tracks over the case's time, with bookmarks, where CVS was established,
+    and a legend of every colour under the time axis."""
+    s = data.summary
+    rows = chart_rows(data)
     scale = width / 1600
     font = QFont()
     font.setPixelSize(max(10, round(22 * scale)))
     fm = QFontMetrics(font)
+    bold = QFont(font)
+    bold.setBold(True)
     label_w = max(fm.horizontalAdvance(name) for name, _ in rows) + round(24 * scale)
     row_h, gap = round(34 * scale), round(8 * scale)
     top, axis_h = round(12 * scale), fm.height() + round(16 * scale)
-    height = top + len(rows) * (row_h + gap) + axis_h
+    x0, x1 = label_w, width - round(16 * scale)
+    legend = _legend_layout(data, fm, QFontMetrics(bold), round(16 * scale), width - round(16 * scale), scale)
+    legend_top = top + len(rows) * (row_h + gap) + axis_h
+    height = legend_top + max((y + fm.height() for *_, y in legend), default=0) + round(12 * scale)
     image = QImage(width, height, QImage.Format.Format_RGB32)
     image.fill(QColor(palette.REPORT_PAPER))
     p = QPainter(image)
     p.setRenderHint(QPainter.RenderHint.Antialiasing)
     p.setFont(font)
-    x0, x1 = label_w, width - round(16 * scale)
     span = max(1, s.frame_count)
 
     def x_of(frame: float) -> float:
@@ -176,12 +234,76 @@ def timeline_picture(data: ReportData, width: int = 1600) -> QImage:
     for mark in data.bookmarks:  # bookmarks: dark ticks through every track
         p.setPen(QPen(QColor(INK), max(1, round(2 * scale)), Qt.PenStyle.DashLine))
         p.drawLine(round(x_of(mark.frame)), top, round(x_of(mark.frame)), bottom)
-    if data.cvs.first_all_met is not None:
-        p.setPen(QPen(QColor(palette.CVS_COLORS["met"]), max(2, round(4 * scale))))
-        x = round(x_of(data.cvs.first_all_met))
+    established = established_frame(data)
+    if established is not None:
+        p.setPen(QPen(QColor(palette.CVS_MET), max(2, round(4 * scale))))
+        x = round(x_of(established))
         p.drawLine(x, top, x, bottom)
+    _paint_legend(p, legend, legend_top, font, bold, fm, scale)
     p.end()
     return image
+
+
+# (kind, colour or "", text, x, y): kind "group" (bold name), "swatch" (a square and its name), "line" (a mark)
+_LegendItem = tuple[str, str, str, int, int]
+
+
+def _legend_layout(
+    data: ReportData, fm: QFontMetrics, bold: QFontMetrics, left: int, right: int, scale: float
+) -> list[_LegendItem]:
+    """Place the legend's groups and entries left to right, wrapping to a new line at ``right``."""
+    box, pad, line_h = fm.ascent(), round(10 * scale), fm.height() + round(6 * scale)
+    marks: list[tuple[str, str]] = []
+    if data.bookmarks:
+        marks.append(("dash", "bookmark"))
+    if established_frame(data) is not None:
+        marks.append(("line", "CVS established"))
+    groups: list[tuple[str, list[tuple[str, str, str]]]] = [
+        (g, [("swatch", c, n) for c, n in rows]) for g, rows in chart_legend(data)
+    ]
+    if marks:
+        groups.append(("Marks", [(kind, palette.CVS_MET if kind == "line" else INK, n) for kind, n in marks]))
+    items: list[_LegendItem] = []
+    x, y = left, 0
+    for group, entries in groups:
+        widths = [bold.horizontalAdvance(group) + pad] + [
+            box + pad // 2 + fm.horizontalAdvance(n) + pad for *_, n in entries
+        ]
+        if x > left and x + widths[0] + widths[1] > right:
+            x, y = left, y + line_h
+        items.append(("group", "", group, x, y))
+        x += widths[0]
+        for (kind, colour, name), w in zip(entries, widths[1:], strict=True):
+            if x > left and x + w > right:
+                x, y = left, y + line_h
+            items.append((kind, colour, name, x, y))
+            x += w
+        x += pad
+    return items
+
+
+def _paint_legend(
+    p: QPainter, items: list[_LegendItem], top: int, font: QFont, bold: QFont, fm: QFontMetrics, scale: float
+) -> None:
+    box = fm.ascent()
+    for kind, colour, text, x, y in items:
+        base = top + y
+        if kind == "group":
+            p.setFont(bold)
+            p.setPen(QColor(INK))
+            p.drawText(x, base + fm.ascent(), text)
+            p.setFont(font)
+            continue
+        square = QRectF(x, base + (fm.height() - box) / 2, box, box)
+        if kind == "swatch":
+            p.fillRect(square, QColor(colour))
+        else:  # a mark: the line as the chart draws it
+            style = Qt.PenStyle.DashLine if kind == "dash" else Qt.PenStyle.SolidLine
+            p.setPen(QPen(QColor(colour), max(2, round((2 if kind == "dash" else 4) * scale)), style))
+            middle = square.center().x()
+            p.drawLine(round(middle), round(square.top()), round(middle), round(square.bottom()))
+        p.setPen(QColor(INK))
+        p.drawText(x + box + round(5 * scale), base + fm.ascent(), text)
 
 
 def format_seconds(seconds: float) -> str:
