@@ -117,6 +117,7 @@ class ModuleResult:
     survivors: list[tuple[str, str, str]] = field(default_factory=list)  # name, status, diff
     seconds: float = 0.0
     error: str = ""
+    skipped: int = 0  # mutants not run (a sample)
 
     @property
     def total(self) -> int:
@@ -167,14 +168,14 @@ def remove_worktree(path: Path) -> None:
     subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], check=False)
 
 
-def run_module(worktree: Path, module: Module, workers: int, nice: int, log: Path) -> ModuleResult:
+def run_module(worktree: Path, module: Module, workers: int, nice: int, log: Path, patterns: list[str]) -> ModuleResult:
     result = ModuleResult(module)
     shutil.rmtree(worktree / "mutants", ignore_errors=True)
     mutmut_section(worktree / "pyproject.toml", module)
     mutmut = str(Path(sys.executable).parent / "mutmut")
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1")
     env.pop("HYPOTHESIS_PROFILE", None)
-    command = ["nice", "-n", str(nice), mutmut, "run", "--max-children", str(workers)]
+    command = ["nice", "-n", str(nice), mutmut, "run", "--max-children", str(workers), *patterns]
     started = time.monotonic()
     with log.open("w") as out:
         done = subprocess.run(command, cwd=worktree, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
@@ -185,7 +186,10 @@ def run_module(worktree: Path, module: Module, workers: int, nice: int, log: Pat
         return result
     codes = json.loads(meta.read_text())["exit_code_by_key"]
     for name, code in sorted(codes.items(), key=lambda kv: _mutant_order(kv[0])):
-        status = STATUS.get(code, "suspicious") if code is not None else "not checked"
+        if code is None:  # left out by --sample or --mutants
+            result.skipped += 1
+            continue
+        status = STATUS.get(code, "suspicious")
         result.counts[status] = result.counts.get(status, 0) + 1
         if status not in CAUGHT:
             shown = subprocess.run(
@@ -218,7 +222,7 @@ def report(results: list[ModuleResult], equivalent: dict[str, str], head: str) -
         "killed and timed-out mutants; *equivalent* survivors cannot be told from the original by any test",
         "(reason given); the adjusted rate leaves them out.",
         "",
-        "| module | mutants | killed | survived | no tests | equivalent | kill rate | adjusted | minutes |",
+        "| module | mutants run (of) | killed | survived | no tests | equivalent | kill rate | adjusted | minutes |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     all_total = all_caught = all_equiv = 0
@@ -229,7 +233,7 @@ def report(results: list[ModuleResult], equivalent: dict[str, str], head: str) -
         equiv = sum(1 for name, _, _ in r.survivors if name in equivalent)
         all_total, all_caught, all_equiv = all_total + r.total, all_caught + r.caught, all_equiv + equiv
         out.append(
-            f"| {r.module.source} | {r.total} | {r.caught} | {r.counts.get('survived', 0)} | "
+            f"| {r.module.source} | {r.total} ({r.total + r.skipped}) | {r.caught} | {r.counts.get('survived', 0)} | "
             f"{r.counts.get('no tests', 0)} | {equiv} | {_rate(r.caught, r.total)} | "
             f"{_rate(r.caught, r.total - equiv)} | {r.seconds / 60:.0f} |"
         )
@@ -249,6 +253,16 @@ def report(results: list[ModuleResult], equivalent: dict[str, str], head: str) -
     return "\n".join(out) + "\n"
 
 
+def _patterns(module: Module, args: argparse.Namespace) -> list[str]:
+    """mutmut name globs for this module: the mutants asked for, or the sample, or none (every mutant)."""
+    prefix = module.source.removesuffix(".py").replace("/", ".") + "."
+    if args.mutants:
+        return [m for m in args.mutants if m.startswith(prefix)]
+    if args.sample:
+        return [f"{prefix}*__mutmut_*[{args.sample}]"]
+    return []
+
+
 def _rate(caught: int, total: int) -> str:
     return f"{100 * caught / total:.1f}%" if total > 0 else "—"
 
@@ -261,12 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ref", default="HEAD", help="the commit to test (default HEAD)")
     parser.add_argument("--worktree", type=Path, default=Path("/tmp/wt-mut"))
     parser.add_argument("--report", type=Path, default=ROOT / "scripts" / "mutation-report.md")
+    parser.add_argument(
+        "--sample",
+        default="",
+        metavar="DIGITS",
+        help="run only mutants whose number ends in one of DIGITS (e.g. 05: a fifth of them, spread over every "
+        "function); the report counts what was run",
+    )
+    parser.add_argument("--mutants", nargs="+", default=[], metavar="GLOB", help="run only these mutant names/globs")
     parser.add_argument("--keep", action="store_true", help="keep the worktree (mutmut browse/show there)")
     args = parser.parse_args(argv)
     unknown = [m for m in args.modules if m not in BY_NAME]
     if unknown:
         parser.error(f"unknown module(s) {', '.join(unknown)}; known: {', '.join(BY_NAME)}")
     modules = [BY_NAME[m] for m in args.modules] if args.modules else list(MODULES)
+    if args.mutants:  # only the modules those mutants are in
+        modules = [m for m in modules if _patterns(m, args)]
 
     equivalent = load_equivalent()
     make_worktree(args.worktree, args.ref)
@@ -278,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
         for module in modules:
             log = args.worktree.parent / f"mutation-{module.name}.log"
             print(f"[mutation] {module.name}: {module.source} (log: {log})", flush=True)
-            result = run_module(args.worktree, module, args.workers, args.nice, log)
+            result = run_module(args.worktree, module, args.workers, args.nice, log, _patterns(module, args))
             results.append(result)
             print(
                 f"[mutation] {module.name}: {result.caught}/{result.total} caught "
