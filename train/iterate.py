@@ -3,7 +3,8 @@
 For each GRPO row (the prompt, the frame and the labels) the current model samples ``k`` chains.
 A chain is kept when its rewards pass the thresholds (by default: well formed, right answer,
 consistent levels), duplicates are dropped, and the kept chains are mixed with the original CoT
-set into a new SFT set. The next round fine-tunes on it and runs GRPO again
+set into a new SFT set, beside the model's own chains that a reviewer accepted (human-verified, from
+reviewed cases: the stronger signal, kept whatever the rules say). The next round fine-tunes on it and runs GRPO again
 (:mod:`train.pipeline`). Keeping only chains the rules accept means the model learns from its own
 phrasing without learning its own mistakes.
 """
@@ -118,10 +119,15 @@ def sample_chains(
 
 
 def write_iteration_set(
-    samples: list[SelfSample], grpo_set: Path, original_sft: Path, out_jsonl: Path
+    samples: list[SelfSample],
+    grpo_set: Path,
+    original_sft: Path,
+    out_jsonl: Path,
+    human_verified: Path | None = None,
 ) -> dict[str, Any]:
     """The kept chains (each distinct text once per row) plus the original CoT rows, as one SFT
-    set; returns the counts the run records."""
+    set; returns the counts the run records. ``human_verified``: SFT rows of the model's own chains that
+    a reviewer accepted (:mod:`train.data.reviewed`), added beside the rule-verified ones (each once)."""
     rows = read_grpo_rows(grpo_set)
     original = read_grpo_rows(original_sft)  # any JSONL
     seen: set[tuple[int, str]] = set()
@@ -140,10 +146,11 @@ def write_iteration_set(
         new_rows.append(
             {"messages": [*prompt, {"role": "assistant", "content": sample.text}], "images": list(row["images"])}
         )
-    written = write_jsonl([*original, *new_rows], out_jsonl)
+    verified = _new_rows(read_grpo_rows(human_verified), [*original, *new_rows]) if human_verified else []
+    written = write_jsonl([*original, *new_rows, *verified], out_jsonl)
     sampled = len(samples)
     kept = sum(s.kept for s in samples)
-    return {
+    stats = {
         "sampled": sampled,
         "kept": kept,
         "kept_unique": len(new_rows),
@@ -151,3 +158,22 @@ def write_iteration_set(
         "rows_written": written,
         "original_rows": len(original),
     }
+    if human_verified:
+        stats["human_verified"] = len(verified)
+    return stats
+
+
+def _row_key(row: dict[str, Any]) -> tuple[str, ...]:
+    texts = [_key(str(m.get("content", ""))) for m in row.get("messages", [])]
+    return (*texts, *map(str, row.get("images", [])))
+
+
+def _new_rows(rows: list[dict[str, Any]], present: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` not already in ``present`` (same turns and images), each once."""
+    seen = {_row_key(r) for r in present}
+    out = []
+    for row in rows:
+        if _row_key(row) not in seen:
+            seen.add(_row_key(row))
+            out.append(row)
+    return out

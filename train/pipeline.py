@@ -33,7 +33,7 @@ import yaml
 
 from engine.modeldir import Manifest, Stage, inspect_model_dir
 from engine.tasks import Task
-from train.cot.datasets import write_grpo_set, write_sft_set
+from train.cot.datasets import chain_row, write_grpo_set, write_jsonl, write_sft_set
 from train.data.sample import Sample
 from train.grpo.rewards import REWARDS
 from train.grpo.stage import GRPORecipe
@@ -79,6 +79,8 @@ class DataSpec:
     cholec80: str | None = None  # folder with videos/, phase_annotations/, tool_annotations/
     cholect50: str | None = None  # folder with labels/ and videos/
     endoscapes: str | None = None  # folder with all_metadata.csv (and the frames or videos)
+    reviewed: list[str] | None = None  # reviewed cases for training (case stores, videos, label exports)
+    reviewed_test: list[str] | None = None  # reviewed cases held out for evaluation
     tasks: list[str] = field(default_factory=lambda: ["phase"])
     fps: float = 1.0
     frame_size: list[int] | None = field(default_factory=lambda: [224, 126])  # cached frames (w, h)
@@ -86,8 +88,8 @@ class DataSpec:
     max_test: int | None = None
 
     def __post_init__(self) -> None:
-        if self.synthetic is None and not (self.cholec80 or self.cholect50 or self.endoscapes):
-            raise ValueError("data needs synthetic settings or a dataset folder")
+        if self.synthetic is None and not (self.cholec80 or self.cholect50 or self.endoscapes or self.reviewed):
+            raise ValueError("data needs synthetic settings, a dataset folder or reviewed cases")
         unknown = [t for t in self.tasks if t not in {t.value for t in Task}]
         if unknown:
             raise ValueError(f"unknown task {unknown[0]!r}; known: {', '.join(t.value for t in Task)}")
@@ -184,6 +186,10 @@ def load_pipeline_recipe(path: Path) -> PipelineRecipe:
         value = getattr(recipe.data, key)
         if value is not None:
             setattr(recipe.data, key, str(resolve_path(path.parent, value)))
+    for key in ("reviewed", "reviewed_test"):
+        value = getattr(recipe.data, key)
+        if value is not None:
+            setattr(recipe.data, key, [str(resolve_path(path.parent, v)) for v in value])
     recipe.out = str(resolve_path(path.parent, recipe.out))
     if recipe.base_model not in ("tiny", "small"):
         recipe.base_model = str(resolve_path(path.parent, recipe.base_model))
@@ -259,14 +265,28 @@ def _real_samples(spec: DataSpec, tasks: set[Task]) -> tuple[list[Sample], list[
     return train, test
 
 
-def _samples(recipe: PipelineRecipe, out: Path) -> tuple[list[Sample], list[Sample]]:
+@dataclass
+class Samples:
+    """What the stages learn from and are judged on; ``chains``: reviewer-accepted chains and their cached
+    frames; ``reviewed``: the reviewed cases that went in (for the lineage)."""
+
+    train: list[Sample]
+    test: list[Sample]
+    chains: list[tuple[Any, Sample]] = field(default_factory=list)
+    reviewed: list[Any] = field(default_factory=list)
+
+
+def _samples(recipe: PipelineRecipe, out: Path) -> Samples:
     """Training and held-out samples, their frames in the cache (extracted once)."""
     from train.data.frames import extract_frames, with_cached_frames
+    from train.data.reviewed import reviewed_data
     from train.data.synthetic import synthetic_samples
     from train.synth.generate import train_test_cases
 
     spec = recipe.data
     tasks = {Task(t) for t in spec.tasks}
+    train: list[Sample] = []
+    test: list[Sample] = []
     if spec.synthetic is not None:
         synthetic = spec.synthetic
         train_root, test_root = train_test_cases(
@@ -280,15 +300,32 @@ def _samples(recipe: PipelineRecipe, out: Path) -> tuple[list[Sample], list[Samp
         )
         train = [s for s in synthetic_samples(train_root, tasks=tasks) if s.task in tasks]
         test = [s for s in synthetic_samples(test_root, tasks=tasks) if s.task in tasks]
-    else:
+    elif spec.cholec80 or spec.cholect50 or spec.endoscapes:
         train, test = _real_samples(spec, tasks)
+    reviewed = reviewed_data(spec.reviewed or [], tasks, fps=spec.fps)
+    held_out = reviewed_data(spec.reviewed_test or [], tasks, fps=spec.fps, split="test")
     train, test = _spread(train, spec.max_train), _spread(test, spec.max_test)
+    train += reviewed.samples  # the reviewer's truth is never thinned out
+    test += held_out.samples
     if not train or not test:
         raise PipelineError(f"no {'training' if not train else 'held-out'} samples for tasks {sorted(spec.tasks)}")
     size = tuple(spec.frame_size) if spec.frame_size else None
     cache = out / "data" / "frames"
-    mapping = extract_frames([*train, *test], cache, size=size)
-    return with_cached_frames(train, mapping), with_cached_frames(test, mapping)
+    frames = [c.sample for c in reviewed.chains]
+    mapping = extract_frames([*train, *test, *frames], cache, size=size)
+    chains = list(zip(reviewed.chains, with_cached_frames(frames, mapping), strict=True))
+    return Samples(
+        with_cached_frames(train, mapping), with_cached_frames(test, mapping), chains, reviewed.cases
+    )  # the lineage names the cases trained on; held-out ones only judged the model
+
+
+def write_verified_set(chains: list[tuple[Any, Sample]], out_jsonl: Path) -> int:
+    """SFT rows of the reviewer-accepted chains: the question as their profile asks it of the cached frame."""
+    rows = []
+    for chain, cached in chains:
+        system, prompt = chain.prompt(cached.frame.width, cached.frame.height)
+        rows.append(chain_row(system, prompt, chain.text, cached.frame.path))
+    return write_jsonl(rows, out_jsonl)
 
 
 # ----------------------------------------------------------------------------- stages
@@ -390,12 +427,14 @@ class Run:
 
         def sample() -> None:
             samples = sample_chains(model, sets["grpo"], config)
-            stats = write_iteration_set(samples, sets["grpo"], sets[f"sft-{variant}"], mixed)
+            verified = sets["verified"] if variant == "chain" else None  # the direct variant learns no chains
+            verified = verified if verified is not None and verified.exists() else None  # a run begun before
+            stats = write_iteration_set(samples, sets["grpo"], sets[f"sft-{variant}"], mixed, verified)
             folder.mkdir(parents=True, exist_ok=True)
             stats_file.write_text(json.dumps(stats, indent=2) + "\n", encoding="utf-8")
             self.say(
                 f"  sampled {stats['sampled']} chains, kept {stats['kept']} ({stats['pass_rate']:.0%}), "
-                f"{stats['kept_unique']} new rows"
+                f"{stats['kept_unique']} new rows, {stats.get('human_verified', 0)} reviewer-accepted"
             )
 
         self.stage(f"{variant}/iter{round_}/sample", stats_file, sample)
@@ -478,7 +517,9 @@ def table_markdown(rows: list[dict[str, Any]], chance: float | None = None, majo
     return "\n".join(lines) + "\n"
 
 
-def _export(run: Run, model: Path, report: dict[str, Any], rows: list[dict[str, Any]]) -> Path:
+def _export(
+    run: Run, model: Path, report: dict[str, Any], rows: list[dict[str, Any]], reviewed: list[Any] | None = None
+) -> Path:
     target = run.out / "export" / "model"
 
     def work() -> None:
@@ -487,6 +528,11 @@ def _export(run: Run, model: Path, report: dict[str, Any], rows: list[dict[str, 
         shutil.copytree(model, staging)
         manifest = Manifest.read(staging)
         manifest.name = run.recipe.name
+        if reviewed:  # which reviewed cases, and how many of their frames, the model learnt from
+            cases = [c.to_json() for c in reviewed]
+            details = {"cases": cases, "frames_reviewed": sum(c.frames_reviewed for c in reviewed)}
+            details["accepted_chains"] = sum(c.accepted_chains for c in reviewed)
+            manifest.lineage.append(Stage("reviewed", data=[c.case for c in reviewed], details=details))
         manifest.lineage.append(Stage("export", details={"from": str(model)}))
         manifest.evaluation = {
             "held_out": {k: v for k, v in report.items() if k in ("arena_score", "format_ok", "key_metrics", "n")},
@@ -522,13 +568,19 @@ def run_pipeline(recipe: PipelineRecipe, say: Say = print, stop_after: str | Non
 def _run(run: Run) -> dict[str, Any]:
     recipe, out, say = run.recipe, run.out, run.say
     say(f"run folder: {out}")
-    train, test = _samples(recipe, out)
+    data = _samples(recipe, out)
+    train, test = data.train, data.test
     say(f"  {len(train)} training and {len(test)} held-out samples ({', '.join(recipe.data.tasks)})")
+    if data.reviewed:
+        frames = sum(c.frames_reviewed for c in data.reviewed)
+        say(f"  {len(data.reviewed)} reviewed case(s): {frames} reviewed frames, {len(data.chains)} accepted chains")
     cot = out / "cot"
     sets = {"sft-chain": cot / "sft.jsonl", "sft-direct": cot / "sft-direct.jsonl", "grpo": cot / "grpo.jsonl"}
+    sets["verified"] = cot / "reviewer-accepted.jsonl"
 
     def write_sets() -> None:
         image = lambda s: s.frame.path  # noqa: E731
+        write_verified_set(data.chains, sets["verified"])
         write_grpo_set(train, image, sets["grpo"], seed=recipe.seed)
         write_sft_set(train, image, sets["sft-direct"], seed=recipe.seed, direct=True)
         # the chain set last: its presence marks the stage done
@@ -560,7 +612,7 @@ def _run(run: Run) -> dict[str, Any]:
     (out / "table.md").write_text(table, encoding="utf-8")
     (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     final_key = f"chain/{'iter' + str(recipe.rounds) if recipe.rounds else 'grpo'}"
-    exported = _export(run, finals["chain"], reports[final_key], rows)
+    exported = _export(run, finals["chain"], reports[final_key], rows, data.reviewed)
     say(table)
     say(f"model: {exported}")
     return {"rows": rows, "model": str(exported), "table": table}

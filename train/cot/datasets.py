@@ -37,6 +37,7 @@ from train.cot.chains import CanonicalChoices, CotError, build_chain, localisati
 from train.data.sample import Sample
 
 __all__ = [
+    "chain_row",
     "grpo_row",
     "label_columns",
     "sample_rng",
@@ -105,6 +106,12 @@ def _turns(sample: Sample, image: Path) -> list[dict[str, str]]:
 
 def sft_row(sample: Sample, image: Path, chain: str) -> dict[str, Any]:
     return {"messages": [*_turns(sample, image), {"role": "assistant", "content": chain}], "images": [str(image)]}
+
+
+def chain_row(system: str, prompt: str, chain: str, image: Path) -> dict[str, Any]:
+    """An SFT row of a chain asked in another's words (a profile's question, a reviewer-accepted answer)."""
+    turns = [{"role": "system", "content": system}, {"role": "user", "content": _with_placeholder(prompt.strip())}]
+    return {"messages": [*turns, {"role": "assistant", "content": chain}], "images": [str(image)]}
 
 
 def label_columns(sample: Sample) -> dict[str, Any]:
