@@ -19,6 +19,7 @@ it, and a right click without a drag opens the context menu of the widget's acti
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 import time
@@ -39,6 +40,7 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QShortcut,
+    QTextDocumentFragment,
 )
 from PySide6.QtWidgets import (
     QApplication,
@@ -304,6 +306,11 @@ class TimelineView(QWidget):
         self._line.setZValue(10)
         self._line.setVisible(False)
         self._vb.addItem(self._line)
+        self._phase_tag = pg.TextItem(anchor=(0, 0), fill=pg.mkBrush(BACKGROUND))  # the phase at the playhead
+        self._phase_tag.setZValue(11)
+        self._phase_tag.setVisible(False)
+        self._vb.addItem(self._phase_tag, ignoreBounds=True)
+        self._phase_tag_label: str | None = None
         self._selection: tuple[int, int] | None = None
         self._select_anchor: int | None = None  # the frame a Shift+drag started on
         self._adjusting = False  # the drag moves an edge of the selection (its other edge is the anchor)
@@ -445,7 +452,7 @@ class TimelineView(QWidget):
 
     def legend_text(self) -> str:
         """The legend as plain text (what a reader sees)."""
-        return self._legend.text()
+        return QTextDocumentFragment.fromHtml(self._legend.text()).toPlainText().replace("\xa0", " ")
 
     def _tool_names(self) -> list[str]:
         return [key.split(":", 1)[1] for key in self._tracks if key.startswith("tool:")]
@@ -457,7 +464,9 @@ class TimelineView(QWidget):
         self._legend_tools = tools
         parts, tips = [], []
         for group, rows in legend(tools):
-            swatches = " ".join(f'<span style="color:{colour}">&#9632;</span>&nbsp;{name}' for colour, name, _ in rows)
+            swatches = " ".join(
+                f'<span style="color:{colour}">&#9632;</span>&nbsp;{_unbroken(name)}' for colour, name, _ in rows
+            )  # a name never wraps inside itself ("Specimen / Bag")
             parts.append(f"<b>{group}</b>&nbsp; {swatches}")
             tips.extend(f"{group} · {name}: {meaning}" for _, name, meaning in rows)
         self._legend.setText(" &nbsp;&nbsp; ".join(parts))
@@ -479,10 +488,42 @@ class TimelineView(QWidget):
         frame = self._playhead
         if frame is None or self._fps is None:
             self._line.setVisible(False)
+            self._phase_tag.setVisible(False)
             return
-        self._line.setPos((frame + 0.5) / self._fps)  # the middle of the frame's cell in every track
+        x = (frame + 0.5) / self._fps  # the middle of the frame's cell in every track
+        self._line.setPos(x)
         if not self._line.isVisible():
             self._line.setVisible(True)
+        self._place_phase_tag(frame, x)
+
+    def _place_phase_tag(self, frame: int, x: float) -> None:
+        """The smoothed phase under the playhead, written beside the line at the top of the tracks in view
+        (its text is set only when the phase changes: cheap at video rate)."""
+        track = self._tracks.get("phase")
+        i = track.runs.at(frame) if track is not None else None
+        label = track.runs.labels[i] if track is not None and i is not None else None
+        if label != self._phase_tag_label:
+            self._phase_tag_label = label
+            if label is not None:
+                colour = PHASE_COLORS.get(label, UNKNOWN)
+                self._phase_tag.setHtml(
+                    f'<span style="color:{colour}">&#9632;</span>'
+                    f'<span style="color:{TEXT}; font-size:8pt"> {display_name(label)}</span>'
+                )
+        if label is None:
+            self._phase_tag.setVisible(False)
+            return
+        left, right = self.visible_seconds()
+        self._phase_tag.setAnchor((1, 0) if x > left + 0.75 * (right - left) else (0, 0))  # stays in view
+        self._phase_tag.setPos(x, self._y_offset)
+        if not self._phase_tag.isVisible():
+            self._phase_tag.setVisible(True)
+
+    def playhead_phase(self) -> str | None:
+        """The phase the playhead's tag names (display name), or None when it shows none."""
+        if not self._phase_tag.isVisible() or self._phase_tag_label is None:
+            return None
+        return display_name(self._phase_tag_label)
 
     def set_selection(self, frames: tuple[int, int] | None) -> None:
         """Show a frame range (first, last; ordered and clamped to the case) or none."""
@@ -694,6 +735,7 @@ class TimelineView(QWidget):
         widest = max(self._label_metrics.horizontalAdvance(tr.title) for tr in tracks)
         self._track_axis.setWidth(math.ceil(widest + _LABEL_PAD_PX))  # a longer name is never dropped
         self._render_legend()
+        self._phase_tag_label = ""  # the phase runs changed: write the tag again
         self._apply_limits()
 
     def _render_or_relayout(self, *keys: str) -> None:
@@ -806,10 +848,12 @@ class TimelineView(QWidget):
         self._scroll.setVisible(steps > 0)
         self._vb.setLimits(yMin=0.0, yMax=total, minYRange=span, maxYRange=span)
         self._vb.setYRange(self._y_offset, self._y_offset + span, padding=0.0)
+        self._place_playhead()
 
     def _on_scroll(self, value: int) -> None:
         self._y_offset = value / _SCROLL_STEPS
         self._vb.setYRange(self._y_offset, self._y_offset + self._y_span, padding=0.0)
+        self._place_playhead()
 
     def scroll_to_track(self, key: str) -> None:
         """Scroll the tracks (when they do not all fit) so that ``key``'s row is in view."""
@@ -979,6 +1023,11 @@ class TimelineView(QWidget):
         self._last_emitted = frame
         self._last_emit_t = time.monotonic()
         self.seekRequested.emit(frame)
+
+
+def _unbroken(text: str) -> str:
+    """Rich text of ``text`` whose spaces do not break a line."""
+    return html.escape(text).replace(" ", "&nbsp;")
 
 
 def _confidence_value(value: float | str) -> float:
