@@ -112,3 +112,45 @@ def _vid_lists(root: Path) -> dict[str, set[int]]:
                 raise DatasetError(path, f"expected a video id, got {text[:40]!r}", number) from None
         out[split] = vids
     return out
+
+
+def sar_rarp50_split(video_folder: str | Path) -> str | None:
+    """``train``/``test`` of a SAR-RARP50 ``video_NN`` folder, from the split folder it sits in."""
+    return _splits()["sar_rarp50"]["folders"].get(Path(video_folder).parent.name)
+
+
+def multibypass140_split(video: str, fold: int = 0, root: str | Path | None = None) -> str | None:
+    """``train``/``val``/``test`` of a MultiBypass140 video (``BBP07``, ``SBP61``) in official fold
+    ``fold`` (0-4): from the dataset's split pickles under ``root`` when present, else from the lists
+    in ``splits.yaml`` (None where neither says)."""
+    if fold not in range(5):
+        raise ValueError(f"MultiBypass140 has folds 0-4, not {fold}")
+    table = _splits()["multibypass140"]
+    match = re.fullmatch(r"([A-Za-z]+)(\d+)", str(video))
+    prefixes = {v: k for k, v in table["centres"].items()}
+    if match is None or match.group(1).upper() not in prefixes:
+        raise ValueError(f"not a MultiBypass140 video id: {video!r}")
+    centre, number = prefixes[match.group(1).upper()], int(match.group(2))
+    if root is not None:
+        from train.data.multibypass140 import official_split_lists
+
+        lists = official_split_lists(Path(root), centre, fold)
+        if lists:
+            return next(
+                (split for split, vids in lists.items() if f"{match.group(1).upper()}{number:02d}" in vids), None
+            )
+    known = table["folds"].get(centre, {}).get(fold, {})
+    for split in ("val", "test"):
+        if number in known.get(split, []):
+            return split
+    if "val" in known and "test" in known and 1 <= number <= int(table["videos_per_centre"]):
+        return "train"
+    return None
+
+
+def endovis17_fold(sequence: int) -> int | None:
+    """The TernausNet cross-validation fold whose validation set holds training sequence ``sequence``."""
+    for fold, sequences in _splits()["endovis17"]["ternausnet_folds"].items():
+        if int(sequence) in sequences:
+            return int(fold)
+    return None
