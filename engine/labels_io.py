@@ -34,11 +34,9 @@ from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
 from engine.review_labels import (
     CvsRange,
     ItemLabel,
-    PhaseSegment,
     ReviewChange,
     ReviewLabels,
     ReviewSet,
-    paint_ranges,
 )
 
 __all__ = [
@@ -101,14 +99,8 @@ def import_cholec80(labels: ReviewLabels, path: Path, case: CaseFacts) -> Review
         raise LabelFormatError(path, "no frame rows after the header", 2)
     if len(phases) > case.frames:
         raise LabelFormatError(path, f"labels {len(phases)} frames, the video holds {case.frames}", case.frames + 2)
-    stamp = {"reviewer": labels.reviewer, "created": _now(), "source": _source("cholec80", path)}
-    runs = [PhaseSegment(s.start, s.end, s.label, **stamp) for s in segments(phases)]
-
-    def plan(s: ReviewSet):
-        removed, kept = paint_ranges(s.segments, 0, len(phases), None, lambda r: False)
-        return removed, [*kept, *runs]
-
-    return labels.replace_all(f"import {path.name}", plan)
+    runs = [(s.start, s.end, s.label) for s in segments(phases)]
+    return labels.set_phases(runs, source=_source("cholec80", path))
 
 
 def cholec80_text(review: ReviewSet) -> str:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.frame_record import CaseAnalysis, case_analyses
 from engine.review_labels import ReviewLabels, ReviewSet
-from engine.store import CaseStore
+from engine.store import CaseStore, StoreError
 from engine.timeline import TimelineRow
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "case_agreement",
     "disagreements",
     "next_disagreement",
+    "stored_agreement",
 ]
 
 CRITERIA = ("C1", "C2", "C3")
@@ -106,6 +108,18 @@ def case_agreement(store: CaseStore, analysis: CaseAnalysis | None = None) -> Re
             return None
         analysis = analyses[0]
     return agreement(ReviewLabels(store).snapshot(), analysis.timeline_rows(store))
+
+
+def stored_agreement(store_path: Path) -> ReviewAgreement | None:
+    """The agreement of the case store at ``store_path`` (``engine.store.case_store_path(video)``), opened
+    read-only; None when there is no store, no analysis, or a store from before reviewer labels."""
+    if not Path(store_path).is_file():
+        return None
+    try:
+        with CaseStore.open(store_path, readonly=True) as store:
+            return case_agreement(store)
+    except StoreError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,10 @@ import sqlite3
 import pytest
 
 from engine.chain import CvsState
+from engine.chain_parser import parse_chain
 from engine.report_data import gather_report, report_json
-from engine.review_agreement import agreement, case_agreement, disagreements, next_disagreement
-from engine.review_labels import ModelRef, ReviewError, ReviewLabels
+from engine.review_agreement import agreement, case_agreement, disagreements, next_disagreement, stored_agreement
+from engine.review_labels import ModelRef, ReviewError, ReviewLabels, triplet_label
 from engine.store import APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, CaseStore, FrameResult, StoreError
 from engine.timeline import TimelineRow
 from tests.engine.test_store import KEY, chain_text
@@ -276,3 +277,42 @@ def test_the_report_json_holds_the_agreement(labels):
     review = report_json(gather_report(store, fps=25.0, frame_count=100))["review"]
     assert review == {"phase_accuracy": 0.5, "cvs_agreement": {"C1": 1.0, "C2": 0.0, "C3": None}, "frames_reviewed": 4}
     assert case_agreement(store).to_json() == review
+
+
+def test_the_models_timeline_taken_as_a_start_is_one_change(labels):
+    labels.set_phase(90, 120, "ClippingCutting")
+    runs = [(0, 50, "Preparation"), (50, 100, "CalotTriangleDissection"), (200, 210, "Preparation")]
+    change = check_undo_redo(labels, lambda: labels.set_phases(runs))
+    assert change.action == "set 3 phase segments on 0..209"
+    assert phases(labels) == [
+        (0, 50, "Preparation"),
+        (50, 100, "CalotTriangleDissection"),
+        (100, 120, "ClippingCutting"),  # the reviewer's own, where no run reaches
+        (200, 210, "Preparation"),
+    ]
+    with pytest.raises(ReviewError, match="overlap"):
+        labels.set_phases([(0, 10, "Preparation"), (5, 20, "Preparation")])
+
+
+def test_a_models_triplet_is_named_as_the_reviewers_items_are(labels):
+    chain = parse_chain(chain_text(0))
+    triplet = chain.relations.triplets[0]
+    assert triplet_label(triplet) == "grasper,retract,gallbladder"
+    change = labels.accept_item(0, "triplet", triplet_label(triplet))
+    assert change.added[0].label == "grasper,retract,gallbladder"
+
+
+def test_the_library_reads_a_cases_agreement_without_writing(tmp_path):
+    path = tmp_path / "case.sqlite"
+    assert stored_agreement(path) is None
+    with CaseStore.open(path) as store:
+        store.put_result(FrameResult.from_text(0, *KEY, chain_text(0, phase="Preparation")))
+        ReviewLabels(store).set_phase(0, 10, "Preparation")
+    before = path.stat().st_mtime_ns
+    assert stored_agreement(path).to_json()["phase_accuracy"] == 1.0
+    assert path.stat().st_mtime_ns == before
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version = 3")  # a store an older surgview wrote: not reviewed
+    conn.commit()
+    conn.close()
+    assert stored_agreement(path) is None
