@@ -408,7 +408,8 @@ def combined_result(analysis: CaseAnalysis, answers: Mapping[str, FrameResult]) 
 
 def report_json(data: ReportData) -> dict[str, Any]:
     """The report's data for registries and tests (``surgview report CASE --json OUT``): what page 1 says,
-    times in seconds with their frame numbers, and CVS with its episodes. Model text is not included."""
+    times in seconds with their frame numbers, CVS with its episodes, and ``review``: the model's agreement with
+    the reviewer's labels (:mod:`engine.review_agreement`). Model text is not included."""
     s, fps = data.summary, data.summary.fps
 
     def seconds(frame: int | None) -> float | None:
