@@ -169,3 +169,18 @@ def test_headings_move_to_their_content_wherever_the_page_ends(tmp_path, start):
         for p in with_rows:
             first_row = next(i for i, line in enumerate(p) if line.startswith("row"))
             assert p[first_row - 1] == "NameValue", f"{lines} lines: a page of rows without the header row"
+
+
+def test_page_one_answers_the_clinical_questions(long_report):
+    """Phases with durations, the CVS statement, first clip and cut, instruments, bookmarked moments with
+    their notes: all on page 1 (the rest of a long bookmark list is counted and follows in its table)."""
+    page = page_lines(long_report[0])[0]
+    text = "".join(page)
+    assert "Criticalviewofsafety" in text and "CVSwasestablishedat" in text
+    assert re.search(r"Firstclipandcut\d\d:\d\d:\d\d\(frame\d+\)", text)
+    assert re.search(r"Instrumentsseen.*Grasper\(\d:\d\d\)", text)
+    for name in ("Preparation", "CalotTriangleDissection", "ClippingCutting", "GallbladderRetraction"):
+        assert re.search(rf"■{name}\d+:\d\d\d", text), name  # the phase with its duration
+    for i in range(3):
+        assert re.search(rf"\(frame{i * 20}\)moment{i:02d}:noteonmoment{i:02d}", text), i
+    assert f"and{BOOKMARKS - 3}more" in text
