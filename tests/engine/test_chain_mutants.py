@@ -189,3 +189,27 @@ def test_a_cut_off_answer_is_closed_by_the_end_of_the_stream():
 def test_a_held_back_tail_ends_a_complete_chain_only_when_blank():
     assert parse_chain(CHAIN + "\n  ").status is ChainStatus.COMPLETE
     assert parse_chain(CHAIN + " <thi").status is ChainStatus.MALFORMED  # text after </answer>
+
+
+def test_a_chain_without_level_one_is_not_complete():
+    chain = parse_chain(
+        "<think>\nLevel 2: hook dissect liver.\nLevel 3: Phase: Preparation.\n</think><answer>x</answer>"
+    )
+    assert chain.status is ChainStatus.MALFORMED and chain.problems == ("Level 1 missing",)
+
+
+def test_what_was_streamed_in_pieces_is_joined_as_written():
+    text = "Level 2 task ahead.\n<think>\nThis is a Level 2 task.\n" + CHAIN[CHAIN.index("Level 1") :]
+    text = text[: text.index("</answer>")]  # the stream stops inside the answer
+    parser = ChainParser()
+    for piece in text:
+        parser.feed(piece)
+    (closed,) = parser.finish()
+    assert closed.answer.text == "hook dissect liver"
+    chain = parser.close()
+    assert chain.preamble == "Level 2 task ahead.\n\nThis is a Level 2 task."  # before and inside <think>
+    assert chain.task_level == 2 and chain.answer.text == "hook dissect liver"
+    outside = ChainParser()
+    for piece in "We answer a Level 1 question here. <think>\nLevel 1: Hook.\n</think><answer>x</answer>":
+        outside.feed(piece)
+    assert outside.close().task_level == 1  # declared before <think>, streamed a character at a time
