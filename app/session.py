@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -285,9 +286,17 @@ class CaseSession:
         return self.refresh_timelines() or problem
 
     def _warm(self, generation: int) -> None:
+        first_frame_by = time.monotonic() + 3.0
         with self._lock:
             todo = list(self._results.items())
         for frame, results in todo:
+            # Until the case's first frame is on screen (at most 3 s), and while the video plays, records
+            # are merged on demand (one per analysed frame reached): a bulk merge (pure Python) would take
+            # the GIL from the UI thread for 100s of ms at a time (opening a long case, playback).
+            while self._generation == generation and (
+                self.playhead.playing or (self.playhead.displayed < 0 and time.monotonic() < first_frame_by)
+            ):
+                time.sleep(0.05)
             record = self._merge(results)
             with self._lock:
                 if self._generation != generation:

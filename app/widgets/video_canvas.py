@@ -64,6 +64,8 @@ class VideoCanvas(QWidget):
         self._preview: QImage | None = None  # a keyframe's small picture while the exact frame decodes
         self._preview_frame = -1  # the frame it stands for
         self._preview_key = -1  # the keyframe it is
+        self.paints = 0  # paint events so far, and what the last one showed: (frame, is a preview)
+        self.last_painted: tuple[int, bool] = (-1, False)  # for benchmarks: "on screen" means painted
         self._layers = LayerState()
         self._unsubscribe: Callable[[], None] | None = None
         self.setMouseTracking(True)
@@ -312,6 +314,9 @@ class VideoCanvas(QWidget):
     # -- painting -------------------------------------------------------------------------------
 
     def paintEvent(self, event: QPaintEvent) -> None:
+        self.paints += 1
+        previewing = self._preview is not None
+        self.last_painted = (self._preview_frame if previewing else self._index, previewing)
         p = QPainter(self)
         p.fillRect(self.rect(), QColor(palette.BACKGROUND))
         if self._preview is not None:
