@@ -64,7 +64,7 @@ MODULES: tuple[Module, ...] = (
     Module(
         "rewards",
         "train/grpo/rewards.py",
-        ("tests/train/test_rewards.py", "tests/train/test_rewards_mutants.py"),
+        ("tests/train/test_rewards.py", "tests/train/test_rewards_mutants.py", "tests/train/test_action_path.py"),
         # encodes a synthetic video per mutant (7 s); test_rewards_mutants.py checks the same on drawn labels
         ("tests/train/test_rewards.py::test_chains_built_from_labels_earn_full_reward",),
     ),
