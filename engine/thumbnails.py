@@ -159,7 +159,8 @@ def build_thumbnails(
 
 @dataclass
 class ThumbnailBuilder:
-    """The strip of one video, loaded at once when kept, else built in a daemon thread.
+    """The strip of one video, loaded when kept, else built, in a daemon thread (a 90-minute case's
+    strip is ~25 MB: even loading it is kept off the caller's thread, a viewer's UI thread).
 
     ``strip`` is set (and ``on_done(strip)`` called, from the builder thread) when it is ready;
     ``error`` holds the one-line reason when it cannot be made (set before ``on_done(None)``).
@@ -174,24 +175,23 @@ class ThumbnailBuilder:
 
     def __post_init__(self) -> None:
         self.strip: ThumbnailStrip | None = None
+        self.loaded = False  # the strip came from the cache folder (nothing was decoded)
         self.error: str | None = None
         self._cancel = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> ThumbnailBuilder:
-        """Load the kept strip now if there is one (``strip`` set on return), else start building."""
-        self.strip = load_thumbnails(self.video, self.width)
-        if self.strip is not None:
-            if self.on_done is not None:
-                self.on_done(self.strip)
-            return self
+        """Start loading the kept strip, or building it when there is none; returns at once."""
         self._thread = threading.Thread(target=self._run, name="surgview-thumbnails", daemon=True)
         self._thread.start()
         return self
 
     def _run(self) -> None:
         try:
-            self.strip = build_thumbnails(self.video, self.width, self._cancel, progress=self._progress)
+            self.strip = load_thumbnails(self.video, self.width)
+            self.loaded = self.strip is not None
+            if self.strip is None and not self._cancel.is_set():
+                self.strip = build_thumbnails(self.video, self.width, self._cancel, progress=self._progress)
         except VideoError as exc:
             self.error = str(exc)
         except Exception as exc:  # a bug or a resource problem: say so rather than leave previews pending

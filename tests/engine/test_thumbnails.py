@@ -75,9 +75,9 @@ def test_the_builder_runs_in_the_background_and_loads_what_is_kept(case):
     got: list = []
     builder = ThumbnailBuilder(case, on_done=lambda strip: (got.append(strip), done.set())).start()
     assert done.wait(60) and builder.error is None
-    assert got[0] is builder.strip and len(builder.strip) == 60
-    again = ThumbnailBuilder(case).start()  # kept: ready on return, no thread
-    assert again.strip is not None and not again.running
+    assert got[0] is builder.strip and len(builder.strip) == 60 and not builder.loaded
+    again = ThumbnailBuilder(case).start()  # kept: loaded (in the thread too), nothing decoded
+    assert again.join(30) is not None and again.loaded and not again.running
     assert np.array_equal(again.strip.images, builder.strip.images)
 
 
