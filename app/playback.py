@@ -19,6 +19,11 @@ the inbox checked in between, so prefetch never delays a user's order by more th
 decode. A request for a frame the spare holds is served from its cache and the two readers swap
 roles: the spare's decoder is then positioned right for the steps that follow.
 
+After a jump, idle time first *refills* the frames after the playhead (``refill_ahead``, 25 by
+default): the reader whose decoder stopped just before them runs on into its cache (decoded, not
+converted), so the next steps forward are cache hits, as steps back already are. Refill and
+prefetch yield to orders the same way (one frame between two looks at the inbox).
+
 Play semantics: ``play`` at the last frame starts over from 0; play stops at the last frame with
 ``ended`` (forward) or at frame 0 (backwards, no ``ended``); ``step`` and ``pause`` stop play; a
 ``seek`` during play goes on playing from there; ``play(0)`` pauses.
