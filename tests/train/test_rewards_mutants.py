@@ -233,3 +233,50 @@ def test_rewards_are_logged_under_their_names_and_pass_every_column_through():
     assert functions[2]([text], tools=[["Hook"]]) == [1.0]
     with pytest.raises(KeyError, match=r"unknown reward.*length, size; known: format, accuracy"):
         reward_functions(["format", "length", "size"])
+
+
+# ----------------------------------------------------------------------------- labels that are not clean
+def test_unknown_names_in_the_labels_are_left_out_not_fatal():
+    text = chain(L1.format(tools="Grasper"), L2.format(triplets="grasper retract gallbladder"))
+    assert one(level1_reward, text, tools=["Grasper", "Laser"]) == 1.0  # "Laser" is no Cholec80 tool
+    gold = ["grasper,retract,gallbladder", "laser,dissect,liver", "grasper,zap,liver"]
+    assert one(level2_reward, text, triplets=gold) == 1.0  # rows naming an unknown part are skipped
+
+
+def test_one_answer_box_is_never_counted_for_two_reference_boxes():
+    text = chain(L1.format(tools="Grasper"), answer="[0, 0, 10, 10]")
+    # the second reference overlaps the same answer box by half: it stays unmatched
+    assert one(accuracy_reward, text, task="localisation", answer="[0, 0, 10, 10], [0, 0, 10, 20]") == 0.5
+
+
+def test_a_batch_row_without_labels_does_not_end_the_batch():
+    text = chain(L1.format(tools="Hook"), L2.format(triplets="hook dissect cystic duct"))
+    assert level1_reward([text, text, text], tools=[None, ["Hook"], ["Grasper"]]) == [0.0, 1.0, 0.0]
+    gold = ["hook,dissect,cystic_duct"]
+    assert level2_reward([text, text], triplets=[None, gold]) == [0.0, 1.0]
+
+
+def test_level2_needs_a_level_two_not_just_any_level():
+    only_level2 = "<think>\nLevel 2 (Relation): Triplets: hook dissect cystic duct.\n</think>\n<answer>x</answer>"
+    assert one(level2_reward, only_level2, triplets=["hook,dissect,cystic_duct"]) == 1.0
+
+
+def test_rewards_read_a_robotic_case_in_its_own_vocabulary():
+    text = chain(
+        "Level 1 (Perception): Instruments: Large Needle Driver. Anatomy: none.",
+        preamble="This is a Level 1 task.\n",
+        answer="Large Needle Driver",
+    )
+    assert one(level1_reward, text, tools=["Large_Needle_Driver"], procedure="rarp") == 1.0
+    assert level1_reward([text, text], tools=[["Large_Needle_Driver"]] * 2, procedure=["rarp", "rarp"]) == [1.0, 1.0]
+
+
+def test_a_level_three_beyond_a_declared_level_one_task_is_checked_without_level_two():
+    text = chain(
+        L1.format(tools="Hook"),
+        L3.format(phase="Preparation"),
+        preamble="This is a Level 1 task.\n",
+        answer="Phase: Preparation.",
+    )
+    assert parse(text).relations is None and parse(text).context is not None
+    assert consistency_checks(parse(text)) == [True]  # the answer's phase is Level 3's
