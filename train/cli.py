@@ -1,6 +1,7 @@
 """``surgview-train``: data, training and export commands.
 
 surgview-train synth --out DIR --cases N --minutes M --seed S   synthetic cases with ground truth
+surgview-train synth --procedure rarp --out DIR                robotic suturing in SAR-RARP50's layout
 """
 
 from __future__ import annotations
@@ -26,14 +27,19 @@ def cmd_synth(args) -> int:
             f"{out} is not empty and holds no earlier synthetic cases; "
             "choose an empty folder (or pass --force to write into it)"
         )
+    procedure = _synth_procedure(args.procedure)
+    if procedure == "rarp":
+        return _synth_rarp(out, args)
+    if args.split is not None:
+        raise CliError("--split is for --procedure rarp (SAR-RARP50's train1/train2/test folders)")
     config = SynthConfig(
         cases=args.cases,
-        minutes=args.minutes,
+        minutes=args.minutes if args.minutes is not None else 3.0,
         seed=args.seed,
-        width=args.width,
-        height=args.height,
-        fps=args.fps,
-        gop=args.gop,
+        width=args.width if args.width is not None else 640,
+        height=args.height if args.height is not None else 360,
+        fps=args.fps if args.fps is not None else 25,
+        gop=args.gop if args.gop is not None else 50,
         first_id=args.first_id,
     )
     try:
@@ -45,6 +51,45 @@ def cmd_synth(args) -> int:
         raise CliError(str(exc)) from None
     for case in summary["cases"]:
         print(f"{out / 'cholec80' / 'videos' / (case['video'] + '.mp4')}: {case['frames']} frames")
+    return 0
+
+
+def _synth_procedure(name: str | None) -> str:
+    from engine.procedures import ProcedureError, get_procedure
+
+    try:
+        procedure = get_procedure(name).name
+    except ProcedureError as exc:
+        raise CliError(str(exc)) from None
+    if procedure not in ("cholecystectomy", "rarp"):
+        raise CliError(f"no synthetic cases of {procedure} yet; choose cholecystectomy or rarp")
+    return procedure
+
+
+def _synth_rarp(out: Path, args) -> int:
+    """Robotic suturing cases in SAR-RARP50's layout (train.synth.rarp)."""
+    from train.synth.rarp import RarpConfig, RarpSynthError, generate_rarp
+
+    config = RarpConfig(
+        cases=args.cases,
+        minutes=args.minutes if args.minutes is not None else 1.0,
+        seed=args.seed,
+        width=args.width if args.width is not None else 320,
+        height=args.height if args.height is not None else 180,
+        fps=args.fps if args.fps is not None else 60,
+        gop=args.gop if args.gop is not None else 60,
+        first_id=args.first_id,
+        split=args.split or "train1",
+    )
+    try:
+        config.validate()
+        total = config.cases * config.frames_per_case
+        with tqdm(total=total, unit="frame", desc="synth", disable=args.quiet or None, file=sys.stderr) as bar:
+            summary = generate_rarp(out, config, progress=bar.update)
+    except RarpSynthError as exc:
+        raise CliError(str(exc)) from None
+    for case in summary["cases"][-config.cases :]:
+        print(f"{out / case['split'] / case['video'] / 'video_left.avi'}: {case['frames']} frames")
     return 0
 
 
@@ -249,15 +294,21 @@ def cmd_export_onnx(args) -> int:
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="surgview training pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
-    s = sub.add_parser("synth", help="write synthetic laparoscopic cases with exact ground truth")
+    s = sub.add_parser("synth", help="write synthetic cases with exact ground truth (cholecystectomy or rarp)")
     s.add_argument("--out", required=True, help="output folder")
+    s.add_argument(
+        "--procedure",
+        default="cholecystectomy",
+        help="cholecystectomy (Cholec80/CholecT50/Endoscapes layouts) or rarp (robotic suturing, SAR-RARP50 layout)",
+    )
     s.add_argument("--cases", type=int, default=2)
-    s.add_argument("--minutes", type=float, default=3.0, help="length of each case")
+    s.add_argument("--minutes", type=float, default=None, help="length of each case (3 for cholecystectomy, 1 rarp)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--width", type=int, default=640)
-    s.add_argument("--height", type=int, default=360)
-    s.add_argument("--fps", type=int, default=25)
-    s.add_argument("--gop", type=int, default=50, help="keyframe interval (frames)")
+    s.add_argument("--width", type=int, default=None, help="640 (cholecystectomy) / 320 (rarp)")
+    s.add_argument("--height", type=int, default=None, help="360 (cholecystectomy) / 180 (rarp)")
+    s.add_argument("--fps", type=int, default=None, help="25 (cholecystectomy); rarp is 60 as SAR-RARP50")
+    s.add_argument("--gop", type=int, default=None, help="keyframe interval (frames; 50, rarp 60)")
+    s.add_argument("--split", choices=["train1", "train2", "test"], help="rarp: SAR-RARP50 folder (train1)")
     s.add_argument("--first-id", type=int, default=1, help="number of the first video (video01 by default)")
     s.add_argument("--force", action="store_true", help="write into a non-empty folder")
     s.add_argument("--quiet", action="store_true", help="no progress bar")

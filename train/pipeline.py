@@ -33,7 +33,8 @@ import yaml
 
 from engine.modeldir import Manifest, Stage, inspect_model_dir
 from engine.tasks import Task
-from train.cot.datasets import chain_row, write_grpo_set, write_jsonl, write_sft_set
+from train.cot.datasets import chain_row, write_jsonl
+from train.cot.procedure_sets import write_procedure_grpo_set, write_procedure_sft_set
 from train.data.sample import Sample
 from train.grpo.rewards import REWARDS
 from train.grpo.stage import GRPORecipe
@@ -69,6 +70,7 @@ class SyntheticSpec:
     seed: int = 0
     width: int = 640
     height: int = 360
+    procedure: str = "cholecystectomy"  # or rarp: robotic suturing cases in SAR-RARP50's layout (train.synth.rarp)
 
 
 @dataclass
@@ -79,6 +81,7 @@ class DataSpec:
     cholec80: str | None = None  # folder with videos/, phase_annotations/, tool_annotations/
     cholect50: str | None = None  # folder with labels/ and videos/
     endoscapes: str | None = None  # folder with all_metadata.csv (and the frames or videos)
+    sar_rarp50: str | None = None  # folder with train1/, train2/, test/ of video_NN folders (action tasks)
     reviewed: list[str] | None = None  # reviewed cases for training (case stores, videos, label exports)
     reviewed_test: list[str] | None = None  # reviewed cases held out for evaluation
     tasks: list[str] = field(default_factory=lambda: ["phase"])
@@ -88,7 +91,9 @@ class DataSpec:
     max_test: int | None = None
 
     def __post_init__(self) -> None:
-        if self.synthetic is None and not (self.cholec80 or self.cholect50 or self.endoscapes or self.reviewed):
+        if self.synthetic is None and not (
+            self.cholec80 or self.cholect50 or self.endoscapes or self.sar_rarp50 or self.reviewed
+        ):
             raise ValueError("data needs synthetic settings, a dataset folder or reviewed cases")
         unknown = [t for t in self.tasks if t not in {t.value for t in Task}]
         if unknown:
@@ -260,9 +265,19 @@ def _real_samples(spec: DataSpec, tasks: set[Task]) -> tuple[list[Sample], list[
         samples += cholect50_samples(spec.cholect50, tasks=wanted) if wanted else []
     if spec.endoscapes and Task.CVS in tasks:
         samples += endoscapes_samples(spec.endoscapes)
+    if spec.sar_rarp50 and tasks & {Task.ACTION, Task.ACTION_MCQ}:
+        samples += _sar_rarp50(spec.sar_rarp50, spec, tasks)
     train = [s for s in samples if s.split == "train" and s.task in tasks]
     test = [s for s in samples if s.split == "test" and s.task in tasks]
     return train, test
+
+
+def _sar_rarp50(root: str | Path, spec: DataSpec, tasks: set[Task]) -> list[Sample]:
+    """SAR-RARP50 action samples at ``spec.fps`` (its rows are at 10 Hz)."""
+    from train.data.sar_rarp50 import sar_rarp50_samples
+
+    wanted = tasks & {Task.ACTION, Task.ACTION_MCQ}
+    return sar_rarp50_samples(root, tasks=wanted, every=max(1, round(10 / spec.fps))) if wanted else []
 
 
 @dataclass
@@ -287,7 +302,22 @@ def _samples(recipe: PipelineRecipe, out: Path) -> Samples:
     tasks = {Task(t) for t in spec.tasks}
     train: list[Sample] = []
     test: list[Sample] = []
-    if spec.synthetic is not None:
+    if spec.synthetic is not None and spec.synthetic.procedure != "cholecystectomy":
+        from train.synth.rarp import rarp_train_test_cases
+
+        synthetic = spec.synthetic
+        if synthetic.procedure != "rarp":
+            raise PipelineError(
+                f"no synthetic cases of procedure {synthetic.procedure!r}; choose cholecystectomy or rarp"
+            )
+        root = rarp_train_test_cases(
+            out / "data" / "sar_rarp50", synthetic.train_cases, synthetic.test_cases, synthetic.minutes,
+            synthetic.seed, width=synthetic.width, height=synthetic.height,
+        )  # fmt: skip
+        samples = _sar_rarp50(root, spec, tasks)
+        train = [s for s in samples if s.split == "train"]
+        test = [s for s in samples if s.split == "test"]
+    elif spec.synthetic is not None:
         synthetic = spec.synthetic
         train_root, test_root = train_test_cases(
             out / "data",
@@ -300,7 +330,7 @@ def _samples(recipe: PipelineRecipe, out: Path) -> Samples:
         )
         train = [s for s in synthetic_samples(train_root, tasks=tasks) if s.task in tasks]
         test = [s for s in synthetic_samples(test_root, tasks=tasks) if s.task in tasks]
-    elif spec.cholec80 or spec.cholect50 or spec.endoscapes:
+    elif spec.cholec80 or spec.cholect50 or spec.endoscapes or spec.sar_rarp50:
         train, test = _real_samples(spec, tasks)
     reviewed = reviewed_data(spec.reviewed or [], tasks, fps=spec.fps)
     held_out = reviewed_data(spec.reviewed_test or [], tasks, fps=spec.fps, split="test")
@@ -581,10 +611,11 @@ def _run(run: Run) -> dict[str, Any]:
     def write_sets() -> None:
         image = lambda s: s.frame.path  # noqa: E731
         write_verified_set(data.chains, sets["verified"])
-        write_grpo_set(train, image, sets["grpo"], seed=recipe.seed)
-        write_sft_set(train, image, sets["sft-direct"], seed=recipe.seed, direct=True)
+        # Each sample asked in its procedure's prompts (cholecystectomy rows as train.cot.datasets writes them).
+        write_procedure_grpo_set(train, image, sets["grpo"])
+        write_procedure_sft_set(train, image, sets["sft-direct"], seed=recipe.seed, direct=True)
         # the chain set last: its presence marks the stage done
-        write_sft_set(train, image, sets["sft-chain"], seed=recipe.seed, canonical=recipe.canonical_chains)
+        write_procedure_sft_set(train, image, sets["sft-chain"], seed=recipe.seed, canonical=recipe.canonical_chains)
 
     run.stage("cot", sets["sft-chain"], write_sets)
     base = _base_model(recipe, out)

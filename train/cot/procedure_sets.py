@@ -124,7 +124,10 @@ def procedure_label_columns(sample: Sample) -> dict[str, Any]:
 
 
 def procedure_grpo_row(sample: Sample, image: Path) -> dict[str, Any]:
-    """The prompt turns, images, the task's answer (canonical form) and the label columns."""
+    """The prompt turns, images, the task's answer (canonical form) and the label columns (a
+    cholecystectomy sample's row exactly as :func:`train.cot.datasets.grpo_row` writes it)."""
+    if _own(sample) is None:
+        return datasets.grpo_row(sample, image)
     with procedure_of(sample):
         answer = task_answer(sample)
     return {
@@ -160,7 +163,7 @@ def write_procedure_sft_set(
 
     def make(sample: Sample) -> dict[str, Any]:
         if direct:
-            return procedure_sft_row(sample, images(sample), f"<answer>{task_answer(sample)}</answer>")
+            return procedure_sft_row(sample, images(sample), datasets.direct_answer(sample))
         rng = CanonicalChoices() if canonical else datasets.sample_rng(sample, seed)
         return procedure_sft_row(sample, images(sample), build_chain(sample, rng))
 

@@ -37,7 +37,7 @@ from train.stage_inputs import (
 __all__ = ["DEFAULT_REWARDS", "GRPORecipe", "GRPORunError", "load_grpo_recipe", "load_grpo_rows", "run_grpo"]
 
 DEFAULT_REWARDS: dict[str, float] = {"format": 1.0, "accuracy": 2.0, "level1": 0.5, "level2": 0.5, "consistency": 0.5}
-LABEL_COLUMNS = ("task", "level", "answer", "phase", "tools", "triplets", "cvs", "boxes")
+LABEL_COLUMNS = ("task", "level", "answer", "phase", "tools", "triplets", "cvs", "boxes", "procedure", "action", "step")
 
 
 class GRPORunError(Exception):
