@@ -61,7 +61,10 @@ def test_chains_built_from_drawn_labels_earn_full_reward():
     [
         ("plain", "plain"),
         ([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}], "ab"),
-        ([{"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "text", "text": "y"}, "z"]}], "xy"),
+        (
+            [{"role": "assistant", "content": [{"type": "text", "text": "x"}, {"type": "image"}, "z", {"text": "y"}]}],
+            "xy",
+        ),
         ([{"role": "assistant"}], ""),
         (["raw", 7], "raw7"),
         (None, ""),
@@ -280,3 +283,8 @@ def test_a_level_three_beyond_a_declared_level_one_task_is_checked_without_level
     )
     assert parse(text).relations is None and parse(text).context is not None
     assert consistency_checks(parse(text)) == [True]  # the answer's phase is Level 3's
+
+
+def test_an_empty_batch_gets_no_rewards():
+    for fn in (format_reward, accuracy_reward, level1_reward, level2_reward, consistency_reward):
+        assert fn([]) == [], fn.__name__
