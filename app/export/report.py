@@ -24,6 +24,7 @@ from PySide6.QtGui import (
     QPageSize,
     QPainter,
     QPdfWriter,
+    QTextBlock,
     QTextCursor,
     QTextDocument,
     QTextFormat,
@@ -151,8 +152,10 @@ def write_pdf(html: str, path: Path) -> None:
     frame.setRightMargin(margin)
     doc.rootFrame().setFrameFormat(frame)
     height = float(page.height())
+    doc.setTextWidth(page.width())  # no page height: laid out without page breaks
+    natural = _block_extents(doc)  # where every block lies on one endless page: sections' own heights
     doc.setPageSize(QSizeF(page.width(), height))
-    _keep_headings_with_content(doc, height, margin, _KEEP_WITH_NEXT_PT / 72 * dpi)
+    _keep_headings_with_content(doc, height, margin, _KEEP_WITH_NEXT_PT / 72 * dpi, natural)
     painter = QPainter(writer)
     try:
         pages = doc.pageCount()
@@ -174,17 +177,21 @@ def write_pdf(html: str, path: Path) -> None:
     del writer  # the file is finished when the writer is destroyed
 
 
-def _keep_headings_with_content(doc: QTextDocument, page_height: float, margin: float, room: float) -> None:
+def _keep_headings_with_content(
+    doc: QTextDocument, page_height: float, margin: float, room: float, natural: list[tuple[float, float]]
+) -> None:
     """Move every top-level heading that would end a page to the next page: it needs ``room`` below it,
     or the whole first block of its content when that is taller (a picture), with any headings between;
-    and a heading whose content was laid out on a later page (a table whose header and first row do not
-    fit below it) follows its content there."""
+    its whole section when that is short (a table row is never split under its heading: Qt splits rows
+    at a page's foot and ignores ``page-break-inside``); and a heading whose content was laid out on a
+    later page (a table whose header and first row do not fit below it) follows its content there.
+    ``natural``: each block's (top, bottom) laid out unpaginated, by block number."""
     layout = doc.documentLayout()
     body = page_height - 2 * margin
     block = doc.begin()
     while block.isValid():
         fmt = block.blockFormat()
-        if fmt.headingLevel() > 0 and doc.rootFrame() == doc.frameAt(block.position()):
+        if fmt.headingLevel() > 0 and _top_level(doc, block):
             rect = layout.blockBoundingRect(block)
             content, nxt = None, block.next()
             while nxt.isValid():  # the headings below it and the first block of content
@@ -195,6 +202,9 @@ def _keep_headings_with_content(doc: QTextDocument, page_height: float, margin: 
             index = int(rect.top() // page_height)
             foot = (index + 1) * page_height - margin
             follow = content.bottom() - rect.bottom() if content is not None else 0.0
+            section = _section_height(doc, block, nxt, natural)
+            if section <= _KEEP_SECTION_SHARE * body:
+                follow = max(follow, section + room / 2)  # Qt breaks a cell a few lines above the foot
             pushed = content is not None and int(content.top() // page_height) > index
             need = min(max(room, follow), body - rect.height())
             if (pushed or rect.bottom() + need > foot) and rect.top() > index * page_height + margin + 1:
@@ -204,6 +214,39 @@ def _keep_headings_with_content(doc: QTextDocument, page_height: float, margin: 
                 # later heading was painted under one (lost from the page). Lay out the rest again.
                 doc.markContentsDirty(block.position(), doc.characterCount() - block.position())
         block = block.next()
+
+
+_KEEP_SECTION_SHARE = 0.4  # a section up to this share of a page's body moves to the next page whole
+
+
+def _top_level(doc: QTextDocument, block: QTextBlock) -> bool:
+    return doc.rootFrame() == doc.frameAt(block.position())
+
+
+def _block_extents(doc: QTextDocument) -> list[tuple[float, float]]:
+    """(top, bottom) of every block, table cells included, by block number, as laid out now."""
+    layout = doc.documentLayout()
+    out: list[tuple[float, float]] = []
+    block = doc.begin()
+    while block.isValid():
+        rect = layout.blockBoundingRect(block)
+        out.append((rect.top(), rect.bottom()))
+        block = block.next()
+    return out
+
+
+def _section_height(
+    doc: QTextDocument, heading: QTextBlock, first: QTextBlock, natural: list[tuple[float, float]]
+) -> float:
+    """How tall the section under ``heading`` is (from its first block of content ``first`` up to the next
+    top-level heading), unpaginated: what it needs below the heading to stay on one page."""
+    if not first.isValid():
+        return 0.0
+    end, block = natural[heading.blockNumber()][1], first
+    while block.isValid() and not (block.blockFormat().headingLevel() > 0 and _top_level(doc, block)):
+        end = max(end, natural[block.blockNumber()][1])
+        block = block.next()
+    return end - natural[heading.blockNumber()][1]
 
 
 def pictures_for(data: ReportData, video: Path, width: int) -> dict[int, str]:

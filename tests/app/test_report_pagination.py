@@ -141,12 +141,18 @@ def test_no_heading_is_left_at_the_foot_of_a_page(long_report):
 FILLER = "<p>Line of text that fills the page a little more on every step.</p>"
 
 
+SHORT_ROW = "<tr><th>" + "shortrow " * 16 + "</th><td>v</td></tr>"  # a row of several lines, each "shortrow…"
+
+
 def document(lines: int) -> str:
     rows = "".join(f"<tr><td>row {i:03d}</td><td>value {i:03d}</td></tr>" for i in range(60))
     return (
         "<html><body style='font-size: 9pt'><h1>Title</h1>"
         + FILLER * lines
         + "<h2>Second section</h2><p>Its first paragraph, kept with the heading.</p>"
+        + "<h2>Short section</h2><p>A statement.</p><table border='1' cellpadding='4'>"
+        + SHORT_ROW * 3
+        + "</table>"
         + "<h2>A table</h2><table border='1' cellpadding='4'>"
         + "<thead><tr><th>Name</th><th>Value</th></tr></thead>"
         + rows
@@ -158,12 +164,14 @@ def document(lines: int) -> str:
 def test_headings_move_to_their_content_wherever_the_page_ends(tmp_path, start):
     """Sweep the headings over the foot of the page line by line (a paragraph after one, a table after
     another): none ends a page, and the table repeats its header row wherever it splits."""
-    headings = {squash(h) for h in ("Title", "Second section", "A table", "After the table")}
+    headings = {squash(h) for h in ("Title", "Second section", "Short section", "A table", "After the table")}
     for lines in range(start, start + 12):
         path = tmp_path / f"sweep-{lines}.pdf"
         write_pdf(document(lines), path)
         pages = page_lines(path)
         assert_no_heading_ends_a_page(pages, headings)
+        section = [i for i, p in enumerate(pages) if any(line.startswith(("Shortsection", "shortrow")) for line in p)]
+        assert len(section) == 1, f"{lines} lines: a short section (a table of wrapped rows) split over pages"
         with_rows = [p for p in pages if any(line.startswith("row") for line in p)]
         assert len(with_rows) >= 2
         for p in with_rows:
