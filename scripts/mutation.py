@@ -83,6 +83,7 @@ MODULES: tuple[Module, ...] = (
             "tests/engine/test_cvs_assessment.py",
             "tests/engine/test_core_mutants.py",
             "tests/engine/test_timeline_mutants.py",
+            "tests/engine/test_action_track.py",
         ),
         ("tests/engine/test_timeline.py::test_an_hour_at_one_frame_per_second_builds_in_under_a_second",),
     ),
