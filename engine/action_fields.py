@@ -11,6 +11,8 @@ never from prose, where "the other instrument" is not an action.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from typing import Any
 
 from engine.chain import Chain, Mention
 from engine.ontology import Vocabulary
@@ -18,6 +20,7 @@ from engine.ontology import Vocabulary
 __all__ = [
     "ACTION_LABEL",
     "STEP_LABEL",
+    "action_rows",
     "chain_action",
     "chain_step",
     "parse_action",
@@ -115,3 +118,20 @@ def chain_step(chain: Chain, vocabulary: Vocabulary) -> Mention | None:
             return found
     level = chain.level(3)
     return parse_step(level.text, vocabulary) if level is not None else None
+
+
+def action_rows(results: Iterable[Any], procedure: str = "rarp") -> list[tuple[int, str | None]]:
+    """(frame, canonical action or None) per stored answer (objects with ``frame`` and ``raw_text``,
+    e.g. :class:`engine.store.FrameResult`), read in ``procedure``'s ontology: the rows
+    :func:`engine.timeline.build_action_track` smooths. The text is parsed again because the store's
+    columns hold the cholecystectomy fields only."""
+    from engine.chain_parser import parse_chain
+    from engine.procedures import get_procedure
+
+    proc = get_procedure(procedure)
+    vocab = proc.vocabulary("action")
+    out = []
+    for result in results:
+        found = chain_action(parse_chain(result.raw_text, proc.ontology), vocab)
+        out.append((int(result.frame), found.label if found is not None else None))
+    return out

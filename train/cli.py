@@ -257,13 +257,17 @@ def cmd_eval(args) -> int:
 
     out = Path(args.out)
     task = Task(args.task)
+    size = tuple(args.frame_size)
     try:
         if args.synthetic:
             samples = [s for s in synthetic_samples(args.synthetic, tasks=(task,)) if s.task == task]
-            samples = with_cached_frames(samples, extract_frames(samples, out / "frames", size=(224, 126)))
+            samples = with_cached_frames(samples, extract_frames(samples, out / "frames", size=size))
+        elif args.sar_rarp50 or args.multibypass140 or args.endovis17:
+            samples = _procedure_eval_samples(args, task)
+            samples = with_cached_frames(samples, extract_frames(samples, out / "frames", size=size))
         else:
             samples = read_jsonl(Path(args.surgr1))
-    except DatasetError as exc:
+    except (DatasetError, ValueError) as exc:
         raise CliError(str(exc)) from None
     if args.limit:
         samples = samples[: args.limit]
@@ -277,6 +281,22 @@ def cmd_eval(args) -> int:
     print(to_markdown(report))
     print(f"format right (complete chains): {report['format_ok']:.1%}; report: {out / 'report.json'}")
     return 0
+
+
+def _procedure_eval_samples(args, task) -> list:
+    """Evaluation samples of another procedure's dataset (its folder, or one split folder of it)."""
+    if args.sar_rarp50:
+        from train.data.sar_rarp50 import sar_rarp50_samples
+
+        return sar_rarp50_samples(args.sar_rarp50, tasks=(task,), every=max(1, round(10 / args.fps)))
+    if args.multibypass140:
+        from train.data.multibypass140 import multibypass140_samples
+
+        samples = multibypass140_samples(args.multibypass140, tasks=(task,), every_s=max(1, round(1 / args.fps)))
+        return [s for s in samples if s.split == "test"] or samples
+    from train.data.endovis17 import endovis17_samples
+
+    return endovis17_samples(args.endovis17, tasks=(task,))
 
 
 def cmd_export_onnx(args) -> int:
@@ -345,11 +365,19 @@ def build_parser() -> ArgumentParser:
     source = e.add_mutually_exclusive_group(required=True)
     source.add_argument("--synthetic", metavar="DIR", help="a folder written by synth")
     source.add_argument("--surgr1", metavar="SET.jsonl", help="a Surg-R1 / ms-swift JSONL set")
+    source.add_argument("--sar-rarp50", metavar="DIR", help="SAR-RARP50 videos (its root or one split folder)")
+    source.add_argument("--multibypass140", metavar="DIR", help="a MultiBypass140 root (its fold-0 test videos)")
+    source.add_argument("--endovis17", metavar="DIR", help="EndoVis 2017 instrument_dataset_N folders")
     e.add_argument(
         "--task",
         default="phase",
-        choices=["phase", "phase_mcq", "tools", "triplet", "cvs", "localisation", "frame_analysis"],
-    )
+        choices=[
+            "phase", "phase_mcq", "tools", "triplet", "cvs", "localisation", "frame_analysis", "action", "action_mcq",
+            "step",
+        ],
+    )  # fmt: skip
+    e.add_argument("--fps", type=float, default=1.0, help="samples per second of video (datasets with videos)")
+    e.add_argument("--frame-size", type=int, nargs=2, default=[224, 126], metavar=("W", "H"), help="cached frames")
     e.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples")
     e.add_argument("--max-tokens", type=int, default=160)
     e.add_argument("--out", required=True, help="folder for report.json, report.md, responses.jsonl")

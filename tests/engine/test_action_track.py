@@ -85,3 +85,19 @@ def test_frames_without_an_answer_carry_no_evidence_and_far_gaps_stay_uncovered(
 def test_a_procedure_without_actions_has_no_action_track():
     with pytest.raises(ValueError, match="no actions"):
         build_action_track([(0, "x")], fps=25, procedure="bypass")
+
+
+def test_stored_answers_become_the_action_track(tmp_path):
+    from engine.action_fields import action_rows
+    from engine.store import FrameResult
+
+    def answer(frame: int, action: str) -> FrameResult:
+        text = f"<think>\nThis is a Level 2 task.\nLevel 1 (Perception): Instruments: Large Needle Driver.\n" \
+               f"Level 2 (Relation): {render_action(action)}\n</think>\n<answer>{action}</answer>"  # fmt: skip
+        return FrameResult.from_text(frame, "m", "1.0+rarp", "action", text)
+
+    results = [answer(60 * i, "Tying a knot") for i in range(5)] + [FrameResult.from_text(300, "m", "v", "action", "?")]
+    rows = action_rows(results)
+    assert rows[:2] == [(0, "tying_a_knot"), (60, "tying_a_knot")] and rows[-1] == (300, None)
+    track = build_action_track(rows, fps=60, frame_count=360)
+    assert [(s.label, s.start) for s in track.segments] == [("tying_a_knot", 0)]

@@ -77,3 +77,25 @@ def test_the_action_path_runs_end_to_end(tmp_path):
     assert {"accuracy", "precision", "recall", "jaccard", "edit"} <= set(action)
     assert "phase" not in report["tasks"]
     assert result
+
+
+@pytest.mark.slow
+def test_surgview_train_eval_reports_the_action_metrics(tmp_path):
+    import subprocess
+    import sys
+
+    from engine.tiny_model import build_tiny_model
+    from train.synth.rarp import RarpConfig, generate_rarp
+
+    generate_rarp(tmp_path / "rarp", RarpConfig(cases=1, minutes=0.25, seed=5, split="test", first_id=41))
+    build_tiny_model(tmp_path / "model")
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [sys.executable, "-m", "train.cli", "eval", str(tmp_path / "model"), "--sar-rarp50", str(tmp_path / "rarp"),
+         "--task", "action", "--limit", "4", "--max-tokens", "16", "--out", str(out), "--quiet"],
+        cwd=RECIPES.parents[1], capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| action | 4 | action accuracy |" in result.stdout and "F1@50" in result.stdout
+    report = json.loads((out / "report.json").read_text())
+    assert report["tasks"]["action"]["videos"] == 1 and report["key_metrics"]["action"] is not None
