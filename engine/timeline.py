@@ -42,6 +42,7 @@ from engine.phase_labels import Segment
 
 __all__ = [
     "CHOLEC80_TRANSITIONS",
+    "TRACK_CONFIGS",
     "CvsTrack",
     "LabelTrack",
     "LabelTrackConfig",
@@ -50,6 +51,7 @@ __all__ = [
     "Timelines",
     "build_action_track",
     "build_label_track",
+    "build_procedure_track",
     "build_timelines",
     "coverage_cells",
     "covered_frames",
@@ -684,6 +686,33 @@ def build_label_track(
     return LabelTrack(role, frames, raw, path, segments, step, float(fps), frame_count, max_gap)
 
 
+# How long a state lasts, per kind of track: suturing actions last seconds, steps a few minutes, phases longer.
+TRACK_CONFIGS: dict[str, LabelTrackConfig] = {
+    "action": LabelTrackConfig(self_transition=0.7),
+    "step": LabelTrackConfig(self_transition=0.98),
+    "phase": LabelTrackConfig(self_transition=0.995),
+}
+
+
+def build_procedure_track(
+    rows: Iterable[tuple[int, str | None]],
+    procedure: str,
+    role: str,
+    fps: float,
+    frame_count: int | None = None,
+    config: LabelTrackConfig | None = None,
+) -> LabelTrack:
+    """A smoothed track of ``procedure``'s ``role`` vocabulary (``action``, ``step``, another
+    procedure's ``phase``) with its clinical-order prior and the role's default dwell time."""
+    from engine.procedures import get_procedure
+
+    proc = get_procedure(procedure)
+    if not proc.has(role):
+        raise ValueError(f"procedure {proc.name!r} has no {role} labels")
+    config = config or TRACK_CONFIGS.get(role, LabelTrackConfig())
+    return build_label_track(rows, proc.vocabulary(role), fps, frame_count, proc.transition_prior(role), config)
+
+
 def build_action_track(
     rows: Iterable[tuple[int, str | None]],
     fps: float,
@@ -694,7 +723,6 @@ def build_action_track(
     """The action timeline of a case of ``procedure``: its ``action`` vocabulary and clinical-order prior."""
     from engine.procedures import get_procedure
 
-    proc = get_procedure(procedure)
-    if not proc.has("action"):
-        raise ValueError(f"procedure {proc.name!r} has no actions")
-    return build_label_track(rows, proc.vocabulary("action"), fps, frame_count, proc.transition_prior("action"), config)
+    if not get_procedure(procedure).has("action"):
+        raise ValueError(f"procedure {get_procedure(procedure).name!r} has no actions")
+    return build_procedure_track(rows, procedure, "action", fps, frame_count, config)

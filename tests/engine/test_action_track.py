@@ -101,3 +101,14 @@ def test_stored_answers_become_the_action_track(tmp_path):
     assert rows[:2] == [(0, "tying_a_knot"), (60, "tying_a_knot")] and rows[-1] == (300, None)
     track = build_action_track(rows, fps=60, frame_count=360)
     assert [(s.label, s.start) for s in track.segments] == [("tying_a_knot", 0)]
+
+
+def test_a_bypass_phase_track_follows_multibypass140s_prior():
+    from engine.timeline import build_procedure_track
+
+    # 1 fps answers: preparation, a lone omentum_division, then gastric pouch creation for minutes.
+    answers = ["preparation"] * 120 + ["anastomosis_test"] + ["preparation"] * 60 + ["gastric_pouch_creation"] * 300
+    track = build_procedure_track([(25 * i, a) for i, a in enumerate(answers)], "bypass", "phase", fps=25)
+    assert [s.label for s in track.segments] == ["preparation", "gastric_pouch_creation"]
+    with pytest.raises(ValueError, match="no step labels"):
+        build_procedure_track([(0, "x")], "rarp", "step", fps=25)

@@ -160,3 +160,18 @@ def test_the_report_scores_actions_per_case_in_frame_order():
     assert action["f1"]["F1@50"] == pytest.approx(2 / 7)
     assert report["key_metrics"]["action"] == pytest.approx(4 / 6)
     assert "phase" not in report["tasks"] and "cvs" not in report["tasks"]
+
+
+@pytest.mark.parametrize("task", [Task.PHASE, Task.PHASE_MCQ])
+def test_bypass_phase_chains_earn_full_reward_in_multibypass140s_vocabulary(task):
+    phases = [lab.name for lab in BYPASS.vocabulary("phase")]
+    samples = [Sample("multibypass140", "BBP01", FrameRef(Path("f.jpg"), None, 320, 180), task, Truth(phase=p),
+                      procedure="bypass") for p in phases]  # fmt: skip
+    rows = [procedure_grpo_row(s, Path("f.jpg")) for s in samples]
+    completions = [build_chain(s, random.Random(i)) for i, s in enumerate(samples)]
+    assert REWARDS["accuracy"](completions, **_columns(rows)) == [1.0] * len(samples)
+    assert REWARDS["format"](completions, **_columns(rows)) == [1.0] * len(samples)
+    head, _ = completions[0].split("<answer>")
+    wrong = head + ("<answer>Disassembling</answer>" if task is Task.PHASE else "<answer>K. Disassembling</answer>")
+    assert REWARDS["accuracy"]([wrong], **_columns(rows[:1])) == [0.0]  # gold: preparation
+    assert rows[1]["prompt"][1]["content"].startswith("Given the laparoscopic Roux-en-Y gastric bypass image <image>")
