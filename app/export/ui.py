@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
 
 from app import palette
 from app.dialogs import add_ok_cancel
+from app.export.blank_edit import save_blank_areas
 from app.export.clip import ClipCancelled, ClipOptions, clip_for_video
 from app.export.report import ReportOptions, report_for_video
 from app.session import CaseSession
@@ -412,7 +413,8 @@ class Exports:
             return []
 
     def blank_areas(self) -> BlankAreasDialog | None:
-        """Open the blank-areas dialog on the frame on screen; Save stores the rectangles."""
+        """Open the blank-areas dialog on the frame on screen; Save stores the rectangles (asking before marked
+        areas are removed; undoable from the Edit menu)."""
         image = self.frame_image()
         parent = self.parent_widget
         if self.session.store is None or image is None:
@@ -421,9 +423,12 @@ class Exports:
         dialog = BlankAreasDialog(parent, image, self._blank_areas())
         self.blank_dialog = dialog
 
+        before = self._blank_areas()
+
         def save() -> None:
             try:
-                self.session.store.set_blank_areas(dialog.areas)
+                if not save_blank_areas(parent, lambda: self.session.store, before, dialog.areas):
+                    return  # the reviewer kept the areas marked
             except StoreError as exc:
                 QMessageBox.warning(parent, "Blank areas not saved", str(exc))
                 return
