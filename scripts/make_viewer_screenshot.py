@@ -1,5 +1,6 @@
-"""Regenerate docs/viewer.png: the viewer on the demo case, under a virtual display.
+"""Regenerate docs/viewer.png: the viewer on the demo case, offscreen or under a virtual display.
 
+    QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/make_viewer_screenshot.py
     xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python scripts/make_viewer_screenshot.py
 
 Builds (if needed) the demo case and model in a temporary data folder, opens the real window,
