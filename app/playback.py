@@ -34,6 +34,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import math
+import os
 import sys
 import threading
 import time
@@ -81,6 +82,9 @@ class PlaybackConfig:
     # After a jump, decode this many frames after the playhead in idle time (capped at a third of a
     # reader's cache), so the next steps forward are cache hits; 0: off.
     refill_ahead: int = 25
+    # The worker thread runs this much nicer than the UI thread (Linux: per thread, inherited by the
+    # decoder threads FFmpeg starts from it): on busy cores the UI thread paints first. 0: as the UI.
+    worker_nice: int = 5
 
 
 @dataclass(frozen=True)
@@ -137,6 +141,20 @@ def safe_emit(signal: SignalInstance, *args: Any) -> None:
     result = signal.emit(*args)
     if _EMIT_LEAKS and (result is True or result is False):
         _incref(result)
+
+
+def lower_thread_priority(step: int) -> bool:
+    """Make the calling OS thread ``step`` nicer (Linux, where niceness is per thread and the threads
+    it starts inherit it); False where that is not possible. Background decoding then yields the
+    cores to the UI thread when they are busy, instead of sharing them equally."""
+    if step <= 0 or not sys.platform.startswith("linux"):
+        return False
+    tid = threading.get_native_id()
+    try:
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + step))
+    except OSError:
+        return False
+    return True
 
 
 # -- orders: UI thread → worker -----------------------------------------------------------------
@@ -382,6 +400,7 @@ class _Worker:
         self._anchor = (0.0, 0)  # (clock, frame) that play time counts from
 
     def run(self) -> None:
+        lower_thread_priority(self._config.worker_nice)
         try:
             while self._turn():
                 pass

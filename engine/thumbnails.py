@@ -12,8 +12,11 @@ views: O(log n) and nothing allocated, fit to call on every mouse move.
 from __future__ import annotations
 
 import bisect
+import os
+import sys
 import threading
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,6 +175,7 @@ class ThumbnailBuilder:
     width: int = DEFAULT_WIDTH
     on_done: Callable[[ThumbnailStrip | None], None] | None = None
     on_progress: Callable[[float], None] | None = None
+    nice: int = 10  # the builder thread's niceness above its creator's (Linux): background work
 
     def __post_init__(self) -> None:
         self.strip: ThumbnailStrip | None = None
@@ -187,6 +191,10 @@ class ThumbnailBuilder:
         return self
 
     def _run(self) -> None:
+        if self.nice > 0 and sys.platform.startswith("linux"):
+            with suppress(OSError):  # Linux niceness is per thread: a viewer's UI thread keeps its cores
+                tid = threading.get_native_id()
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + self.nice))
         try:
             self.strip = load_thumbnails(self.video, self.width)
             self.loaded = self.strip is not None

@@ -525,3 +525,28 @@ def test_a_bug_in_decoding_is_reported_not_fatal(make, video, qtbot):
     controller.seek(667)  # the worker lives on
     wait_for(qtbot, rec, 667)
     assert controller.running
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_the_worker_thread_is_nicer_than_the_ui_thread():
+    from app.playback import lower_thread_priority
+
+    seen: dict[str, int] = {}
+
+    def body() -> None:
+        tid = threading.get_native_id()
+        seen["before"] = os.getpriority(os.PRIO_PROCESS, tid)
+        seen["lowered"] = lower_thread_priority(3)
+        seen["after"] = os.getpriority(os.PRIO_PROCESS, tid)
+        child = threading.Thread(target=lambda: seen.update(child=os.getpriority(os.PRIO_PROCESS, 0)))
+        child.start()
+        child.join()
+
+    ui = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    worker = threading.Thread(target=body)
+    worker.start()
+    worker.join()
+    assert seen["lowered"] and seen["after"] == min(19, seen["before"] + 3)
+    assert seen["child"] == seen["after"]  # threads it starts (FFmpeg's decoders) inherit it
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == ui  # the calling thread is untouched
+    assert not lower_thread_priority(0)
