@@ -29,6 +29,9 @@ __all__ = [
     "REPORT_LANE",
     "REPORT_PAPER",
     "REPORT_TOOL",
+    "REVIEWER",
+    "REVIEW_CVS_COLORS",
+    "REVIEW_REJECTED",
     "SECTION_STATE_COLOURS",
     "SURFACE",
     "TEXT",
@@ -173,3 +176,15 @@ REPORT_FOOTER = "#5F6368"  # page numbers of the PDF
 # The viewer's marks for what is not the frame on screen or not a green light (amber, as warnings are).
 HELD_AGE = THEME_WARNING
 CVS_DOUBT = THEME_WARNING
+
+# The reviewer's word, told apart from the model's everywhere: a violet that is none of the phase hues and
+# reads on tissue beside the model's blue boxes (reviewer boxes, the band over the reviewed phase track, the
+# chain verdicts), and the reviewer's CVS states in the other half of Paul Tol's muted scheme (teal, wine,
+# light grey), so a reviewer's "met" never looks like the model's.
+REVIEWER = "#E040FB"
+REVIEW_REJECTED = "#FF5252"  # a model box or item the reviewer rejected (crossed out)
+REVIEW_CVS_COLORS: dict[str, str] = {
+    "met": "#44AA99",  # teal
+    "not met": "#882255",  # wine
+    "not assessable": "#BBBBBB",  # light grey
+}

@@ -17,6 +17,7 @@ from engine.timeline import coverage_cells
 __all__ = [
     "CONFIDENCE_STEPS",
     "CVS_MEANINGS",
+    "ExtraTrack",
     "Runs",
     "agreement_confidence",
     "confidence_color",
@@ -169,7 +170,26 @@ def confidence_color(level: float) -> str:
     return "#{:02x}{:02x}{:02x}".format(*np.rint(rgb).astype(int).tolist())
 
 
-# ------------------------------------------------------------------------------------------ items
+# ------------------------------------------------------------------------------------------ extra tracks
+LegendRow = tuple[str, str, str]  # (colour, name, meaning)
+
+
+@dataclass(frozen=True)
+class ExtraTrack:
+    """A track another part of the viewer adds to the timeline (the reviewer's rows): drawn right after
+    the track ``after``, its runs coloured by ``colours``; ``band``: a colour drawn along the top of every
+    run (whose word it is, told apart from the model's rows of the same colours); ``legend``: the rows of
+    its legend group, named ``legend_group``."""
+
+    key: str
+    title: str
+    after: str
+    runs: Runs
+    colours: Mapping[str, str]
+    height: float = 0.7
+    band: str | None = None
+    legend_group: str = ""
+    legend: tuple[LegendRow, ...] = ()
 
 
 # ------------------------------------------------------------------------------ names and legend

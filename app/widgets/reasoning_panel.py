@@ -745,6 +745,12 @@ class ReasoningPanel(QWidget):
         layout.addWidget(self._nearby)
 
     # ----------------------------------------------------------------- public API
+    def add_review_widget(self, widget: QWidget) -> None:
+        """Place the reviewer's controls (``app.widgets.chain_verdict``) right under the chains."""
+        layout = self.layout()
+        assert isinstance(layout, QVBoxLayout)
+        layout.insertWidget(layout.indexOf(self._scroll) + 1, widget)
+
     def set_questions(self, questions: Iterable[tuple[str, str]]) -> None:
         """The questions the model profile asks of each frame, as ``(task, title)`` in its order.
 
