@@ -1,0 +1,182 @@
+"""Timelines pinned where mutation testing (scripts/mutation.py) found the tests blind: the HMM against a
+brute-force reading of its own definition, short phase segments handed to the right neighbour, a backend's
+phase probabilities, the raw strip, edges of the tracks, and the errors a caller reads."""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+from engine.chain import CvsState
+from engine.timeline import (
+    TimelineConfig,
+    TimelineRow,
+    build_timelines,
+    first_all_met,
+    phase_transition_matrix,
+)
+
+PREP, CALOT, CLIP, GBDIS = "Preparation", "CalotTriangleDissection", "ClippingCutting", "GallbladderDissection"
+PHASES = [PREP, CALOT, CLIP, GBDIS, "GallbladderPackaging", "CleaningCoagulation", "GallbladderRetraction"]
+MET, NOT = CvsState.MET, CvsState.NOT_MET
+# Follows the answers closely: a phase may change every second, the answers are rarely wrong.
+FOLLOW = TimelineConfig(phase_self_transition=0.05, phase_confusion=0.01)
+
+
+def rows_of(labels: list[str | None], step: int = 1) -> list[TimelineRow]:
+    return [TimelineRow(i * step, label) for i, label in enumerate(labels)]
+
+
+def segments(timelines) -> list[tuple[str, int, int]]:
+    return [(s.label, s.start, s.end) for s in timelines.phase]
+
+
+# ----------------------------------------------------------------------------- the HMM, by brute force
+def brute_force_path(frames: list[int], labels: list[str], fps: float, config: TimelineConfig) -> list[str]:
+    """The most likely phase path by trying every path: uniform start, emissions (1 - c)·answer + c/k, the
+    one-frame transition matrix raised to each gap (the module's docstring, read independently)."""
+    k = len(PHASES)
+    stay = config.phase_self_transition ** (1.0 / fps)
+    one_frame = phase_transition_matrix(stay, config.transitions)
+    emit = [
+        np.log((1 - config.phase_confusion) * (np.arange(k) == PHASES.index(label)) + config.phase_confusion / k)
+        for label in labels
+    ]
+    best, best_path = -np.inf, None
+    with np.errstate(divide="ignore"):
+        steps = [np.log(np.linalg.matrix_power(one_frame, b - a)) for a, b in itertools.pairwise(frames)]
+        for path in itertools.product(range(k), repeat=len(labels)):
+            score = -np.log(k) + emit[0][path[0]]
+            for t in range(1, len(path)):
+                score += steps[t - 1][path[t - 1], path[t]] + emit[t][path[t]]
+            if score > best:
+                best, best_path = score, path
+    return [PHASES[s] for s in best_path]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_decoded_phases_are_the_most_likely_path_of_the_model(seed):
+    rng = np.random.default_rng(seed)
+    frames = sorted(rng.choice(np.arange(0, 400), size=4, replace=False).tolist())
+    labels = [PHASES[i] for i in sorted(rng.integers(0, 4, size=4).tolist())]
+    labels[rng.integers(0, 4)] = PHASES[int(rng.integers(0, 7))]  # one answer out of order
+    config = TimelineConfig(phase_self_transition=0.9, phase_confusion=0.3)
+    rows = [TimelineRow(f, label) for f, label in zip(frames, labels, strict=True)]
+    timelines = build_timelines(rows, fps=5.0, config=config)
+    assert timelines.phase_path == brute_force_path(frames, labels, 5.0, config)
+
+
+def test_a_single_analysed_frame_gives_its_phase():
+    timelines = build_timelines([TimelineRow(100, CLIP)], fps=25.0, frame_count=500)
+    assert timelines.phase_path == [CLIP] and timelines.phase_at(100) == CLIP
+
+
+def test_smoothing_prints_no_numpy_warning():
+    # transitions the prior forbids are log(0): computed silently, not as a RuntimeWarning in the CLI's output
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        build_timelines(rows_of([PREP] * 5 + [CALOT] * 5, step=25), fps=25.0)
+
+
+# ----------------------------------------------------------------------------- short segments
+def test_a_short_segment_goes_to_the_longer_neighbour_on_either_side():
+    labels = [PREP] * 15 + [CALOT] * 2 + [CLIP] * 10
+    assert segments(build_timelines(rows_of(labels), fps=1.0, config=FOLLOW)) == [
+        (PREP, 0, 15),
+        (CALOT, 15, 17),
+        (CLIP, 17, 27),
+    ]
+    absorbing = TimelineConfig(phase_self_transition=0.05, phase_confusion=0.01, min_segment_s=3)
+    assert segments(build_timelines(rows_of(labels), fps=1.0, config=absorbing)) == [(PREP, 0, 17), (CLIP, 17, 27)]
+    mirrored = [PREP] * 10 + [CALOT] * 2 + [CLIP] * 15
+    assert segments(build_timelines(rows_of(mirrored), fps=1.0, config=absorbing)) == [(PREP, 0, 10), (CLIP, 10, 27)]
+
+
+def test_a_short_segment_next_to_the_last_one_still_has_two_neighbours():
+    labels = [PREP] * 4 + [CALOT] * 10 + [CLIP] * 2 + [GBDIS] * 5
+    absorbing = TimelineConfig(phase_self_transition=0.05, phase_confusion=0.01, min_segment_s=3)
+    assert segments(build_timelines(rows_of(labels), fps=1.0, config=absorbing)) == [
+        (PREP, 0, 4),
+        (CALOT, 4, 16),
+        (GBDIS, 16, 21),
+    ]
+
+
+def test_a_short_segment_between_two_of_one_phase_joins_them_into_one():
+    labels = [CALOT] * 8 + [CLIP] * 2 + [CALOT] * 6
+    absorbing = TimelineConfig(phase_self_transition=0.05, phase_confusion=0.01, min_segment_s=3)
+    assert segments(build_timelines(rows_of(labels), fps=1.0, config=absorbing)) == [(CALOT, 0, 16)]
+
+
+def test_a_minimum_under_a_second_still_applies():
+    labels = [PREP] * 15 + [CALOT] * 2 + [CLIP] * 10
+    half_second = TimelineConfig(phase_self_transition=0.05, phase_confusion=0.01, min_segment_s=0.5)
+    # at 6 fps the Calot run (2 frames) is shorter than 0.5 s (3 frames)
+    assert [s.label for s in build_timelines(rows_of(labels), fps=6.0, config=half_second).phase] == [PREP, CLIP]
+    one_frame = TimelineConfig(phase_self_transition=0.05, phase_confusion=0.01, min_segment_s=0.01)
+    single = [PREP] * 15 + [CALOT] + [CLIP] * 10
+    kept = build_timelines(rows_of(single), fps=1.0, config=one_frame)
+    assert segments(kept) == [(PREP, 0, 15), (CALOT, 15, 16), (CLIP, 16, 26)]  # a minimum of one frame keeps all
+
+
+# ----------------------------------------------------------------------------- the backend's probabilities
+def _probs(phase: str) -> tuple[float, ...]:
+    return tuple(1.0 if p == phase else 0.0 for p in PHASES)
+
+
+def test_phase_probabilities_are_used_when_they_are_a_distribution():
+    rows = [TimelineRow(i, PREP, phase_probs=_probs(CALOT)) for i in range(5)]
+    assert build_timelines(rows, fps=1.0, config=FOLLOW).phase_path == [CALOT] * 5
+    halves = tuple(0.5 if p in (CALOT, CLIP) else 0.0 for p in PHASES)
+    rows = [TimelineRow(i, PREP, phase_probs=halves) for i in range(3)]
+    assert set(build_timelines(rows, fps=1.0, config=FOLLOW).phase_path) <= {CALOT, CLIP}
+
+
+@pytest.mark.parametrize(
+    "probs",
+    [
+        tuple(-0.5 if p == PREP else (1.5 if p == CALOT else 0.0) for p in PHASES),  # negative
+        tuple(float("nan") if p == PREP else 0.0 for p in PHASES),
+        (0.0,) * 7,
+        (1.0, 0.0),  # not one per phase
+    ],
+)
+def test_malformed_phase_probabilities_fall_back_to_the_answer(probs):
+    rows = [TimelineRow(i, CLIP, phase_probs=probs) for i in range(3)]
+    assert build_timelines(rows, fps=1.0, config=FOLLOW).phase_path == [CLIP] * 3
+
+
+# ----------------------------------------------------------------------------- raw strip, edges, errors
+def test_the_raw_strip_shows_every_answered_phase_including_preparation():
+    timelines = build_timelines(rows_of([PREP, PREP, None, CALOT], step=25), fps=25.0)
+    assert [s.label for s in timelines.raw_phase_segments()] == [PREP, CALOT]
+
+
+def test_nothing_is_said_past_the_end_of_the_last_segment():
+    timelines = build_timelines(rows_of([CALOT] * 4, step=25), fps=25.0, frame_count=100)
+    (only,) = timelines.phase
+    assert timelines.phase_at(only.end - 1) == CALOT and timelines.phase_at(only.end) is None
+
+
+def test_an_unknown_or_missing_cvs_word_is_not_said():
+    rows = [TimelineRow(0, CALOT, ("unclear", MET, None)), TimelineRow(25, CALOT, (MET, NOT))]  # type: ignore[arg-type]
+    timelines = build_timelines(rows, fps=25.0)
+    assert [t.raw for t in timelines.cvs] == [[None, MET], [MET, NOT], [None, None]]
+
+
+def test_first_all_met_says_what_it_needs():
+    timelines = build_timelines(rows_of([CALOT] * 3, step=25), fps=25.0)
+    with pytest.raises(ValueError, match="first_all_met needs the three CVS criteria"):
+        first_all_met(timelines.cvs[:2])
+    with pytest.raises(ValueError, match=r"raw=True needs the Timelines \(for the analysed frames\)"):
+        first_all_met(timelines.cvs, raw=True)
+
+
+def test_transitions_into_preparation_and_of_weight_zero_are_accepted():
+    matrix = phase_transition_matrix(0.9, [(CALOT, PREP, 0.5), (PREP, CALOT, 0.0)])
+    assert matrix[1, 0] == pytest.approx(0.05) and matrix[0, 1] == 0.0 and matrix[0, 0] == 1.0
+    with pytest.raises(ValueError, match="the transition weights out of a phase must sum to at most 1"):
+        phase_transition_matrix(0.9, [(CALOT, PREP, 0.6), (CALOT, CLIP, 0.6)])
