@@ -59,6 +59,7 @@ from app import palette
 from app.session import CaseSession
 from app.timeline_model import (
     CVS_MEANINGS,
+    ExtraTrack,
     agreement_confidence,
     display_name,
     doubtful_cells,
@@ -71,7 +72,7 @@ from app.timeline_model import confidence_runs as _confidence_runs
 from app.timeline_model import coverage_runs as _coverage_runs
 from app.timeline_model import label_runs as _label_runs
 from engine.chain import CvsState
-from engine.cvs_assessment import ESTABLISHED
+from engine.cvs_assessment import ESTABLISHED, assess_cvs
 from engine.timecode import format_time
 from engine.timeline import Timelines
 
@@ -232,6 +233,7 @@ class _Track:
     runs: _Runs
     colours: Mapping[str, str] | None  # label → colour; None: colour by confidence level
     y0: float = 0.0
+    band: str | None = None  # a colour along the top of every run (an extra track's owner)
 
 
 # ------------------------------------------------------------------------------------------ widget
@@ -265,10 +267,11 @@ class TimelineView(QWidget):
         self._bookmarks: list[tuple[int, str]] = []
         self._tracks: dict[str, _Track] = {}
         self._items: dict[str, _RunsItem] = {}
+        self._extra: tuple[ExtraTrack, ...] = ()  # tracks others add (the reviewer's rows)
 
         self._time_axis = _TimeAxis()
         self._plot = pg.PlotWidget(background=BACKGROUND, axisItems={"bottom": self._time_axis})
-        self._plot.setMinimumHeight(120)
+        self._plot.setMinimumHeight(96)  # the time axis and a few rows; more rows scroll
         item = self._plot.getPlotItem()
         item.hideButtons()
         item.setMenuEnabled(False)
@@ -345,6 +348,14 @@ class TimelineView(QWidget):
         row.addWidget(self._plot, 1)
         row.addWidget(self._scroll)
         layout.addLayout(row, 1)
+        self._cvs_line = QLabel(self)  # what the answers say about CVS before the first clip, in one statement
+        self._cvs_line.setObjectName("timelineCvsStatement")
+        self._cvs_line.setWordWrap(True)
+        self._cvs_line.setTextFormat(Qt.TextFormat.RichText)
+        self._cvs_line.setStyleSheet(f"QLabel {{ color: {TEXT}; font-size: 8pt; padding: 2px 6px 0px 6px; }}")
+        self._cvs_line.setVisible(False)
+        layout.addWidget(self._cvs_line)
+        self._cvs_statement: str | None = None
         self._legend = QLabel(self)  # every colour the tracks draw, with its display name
         self._legend.setObjectName("timelineLegend")
         self._legend.setWordWrap(True)
@@ -385,6 +396,7 @@ class TimelineView(QWidget):
         self.set_selection(None)
         self._apply_limits()
         self._relayout()
+        self._state_cvs()
         self.fit_all()
         self._place_playhead()
 
@@ -400,6 +412,34 @@ class TimelineView(QWidget):
             self.set_case(timelines.fps, span)
             self._timelines = timelines
         self._relayout()
+        self._state_cvs()
+
+    def _state_cvs(self) -> None:
+        """Say, under the tracks, whether CVS was established on a stable run before the first clip (and held),
+        lost (when), only after clipping, or never: the report's statement, from the same answers."""
+        t = self._timelines
+        if t is None or self._fps is None or not any(any(c is not None for c in r.cvs) for r in t.rows):
+            self._cvs_statement = None
+            self._cvs_line.setVisible(False)
+            return
+        clip = next((seg.start for seg in t.phase if seg.label == "ClippingCutting"), None)
+        fps = self._fps
+        assessment = assess_cvs(t.rows, fps, clip, time_of=lambda frame: self._time_axis.seconds(frame / fps))
+        self._cvs_statement = assessment.statement
+        colour = palette.CVS_MET if assessment.green_light else palette.CVS_DOUBT
+        self._cvs_line.setText(
+            f'<span style="color:{colour}">&#9632;</span>&nbsp;<b>CVS</b>&nbsp; {html.escape(assessment.statement)}'
+        )
+        self._cvs_line.setToolTip(
+            "All three criteria met on a stable run (at least "
+            f"{assessment.rule.min_duration_s:g} s over {assessment.rule.min_frames} analysed frames) before the "
+            "first clip, and held until it, is the only green light; shorter runs are doubtful."
+        )
+        self._cvs_line.setVisible(True)
+
+    def cvs_statement(self) -> str | None:
+        """The CVS statement shown under the tracks (None when the answers say nothing about CVS)."""
+        return self._cvs_statement if self._cvs_line.isVisibleTo(self) else None
 
     def set_ground_truth(self, phases: Sequence[str | None] | None) -> None:
         """Reference phase per frame (canonical Cholec80 names), drawn as runs above the model's."""
@@ -448,7 +488,18 @@ class TimelineView(QWidget):
 
     def legend_entries(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         """What the legend under the tracks lists: (group, [(colour, name, meaning)])."""
-        return legend(self._tool_names())
+        extra = [(t.legend_group, list(t.legend)) for t in self._extra if t.legend_group and t.legend]
+        return legend(self._tool_names()) + extra
+
+    def set_extra_tracks(self, tracks: list[ExtraTrack]) -> None:
+        """Tracks another part of the viewer draws here (each after the track it names), replacing the last."""
+        self._extra = tuple(tracks)
+        self._relayout()
+
+    def track_at(self, pos: QPoint | QPointF) -> str | None:
+        """The key of the track under a viewport position, or None."""
+        view = self._vb.mapSceneToView(self._plot.mapToScene(QPointF(pos).toPoint()))
+        return next((t.key for t in self._tracks.values() if t.y0 <= view.y() < t.y0 + t.height), None)
 
     def legend_text(self) -> str:
         """The legend as plain text (what a reader sees)."""
@@ -458,12 +509,12 @@ class TimelineView(QWidget):
         return [key.split(":", 1)[1] for key in self._tracks if key.startswith("tool:")]
 
     def _render_legend(self) -> None:
-        tools = tuple(self._tool_names())
+        tools = (*self._tool_names(), *(t.legend_group for t in self._extra))
         if tools == self._legend_tools:
             return
         self._legend_tools = tools
         parts, tips = [], []
-        for group, rows in legend(tools):
+        for group, rows in self.legend_entries():
             swatches = " ".join(
                 f'<span style="color:{colour}">&#9632;</span>&nbsp;{_unbroken(name)}' for colour, name, _ in rows
             )  # a name never wraps inside itself ("Specimen / Bag")
@@ -661,8 +712,10 @@ class TimelineView(QWidget):
     def _describe(self, track: _Track, value: str | None, frame: int) -> str:
         """A track's value under the mouse in words: display names, and what a colour means."""
         if value is None:
+            if track.band is not None:
+                return f"{track.title}: not reviewed here (right click to label)"
             return f"{track.title}: nothing here (not analysed, or too far from an analysed frame)"
-        if track.key in ("phase", "raw", "truth"):
+        if track.key in ("phase", "raw", "truth") or track.colours is PHASE_COLORS:
             how = {"phase": "smoothed over neighbouring answers", "raw": "the model's own answer"}
             extra = f" ({how[track.key]})" if track.key in how else ""
             return f"{track.title}: {display_name(value)}{extra}"
@@ -716,6 +769,10 @@ class TimelineView(QWidget):
         coverage = self._coverage()
         tracks.append(_Track("coverage", "Analysed", h["coverage"], coverage, {"analysed": COVERAGE_COLOR}))
         tracks.append(_Track("bookmarks", "Bookmarks", h["bookmarks"], _Runs.empty(), {}))
+        for extra in self._extra:
+            keys = [t.key for t in tracks]
+            at = keys.index(extra.after) + 1 if extra.after in keys else len(tracks) - 3
+            tracks.insert(at, _Track(extra.key, extra.title, extra.height, extra.runs, extra.colours, band=extra.band))
         y = _GAP
         for track in tracks:
             track.y0 = y
@@ -764,7 +821,13 @@ class TimelineView(QWidget):
             colours = [_confidence_color(float(levels[np.flatnonzero(colour_of == k)[0]])) for k in range(len(names))]
         else:
             colours = [track.colours.get(str(name), UNKNOWN) for name in names]
-        item.set_rects(x0, x1, y0, y1, colours, np.asarray(colour_of).reshape(-1))
+        colour_of = np.asarray(colour_of).reshape(-1)
+        if track.band is not None and len(runs):  # whose runs these are: a band along their top
+            band_y1 = y0 + track.height * 0.22
+            x0, x1, y0, y1 = (np.concatenate((a, b)) for a, b in ((x0, x0), (x1, x1), (y0, y0), (y1, band_y1)))
+            colour_of = np.concatenate((colour_of, np.full(len(runs), len(colours))))
+            colours = [*colours, track.band]
+        item.set_rects(x0, x1, y0, y1, colours, colour_of)
 
     def _render_lanes(self) -> None:
         tracks = list(self._tracks.values())
