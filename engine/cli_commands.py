@@ -332,6 +332,7 @@ def _print_agreement(timelines, phase_file: Path) -> None:
 def cmd_ask(args) -> int:
     profile = _profile(args)
     video = case_file(args.case)
+    profile = _case_profile(args, video, profile, {})  # the case's remembered procedure, or --procedure recorded
     reader, store = _open_case(video)
     with reader, store:
         try:

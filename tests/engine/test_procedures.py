@@ -163,3 +163,24 @@ def test_analyze_refuses_an_unknown_procedure_before_loading_a_model(tmp_path, c
     video.write_bytes(b"x")
     assert main(["analyze", str(video), "--model", str(tmp_path / "no-model"), "--procedure", "appendectomy"]) == 1
     assert "unknown procedure 'appendectomy'" in capsys.readouterr().err
+
+
+def test_each_case_is_asked_in_its_remembered_procedure(tmp_path, monkeypatch):
+    from engine.cli import build_parser
+    from engine.cli_commands import _case_profile, _profile
+
+    monkeypatch.setenv("SURGVIEW_DATA", str(tmp_path / "data"))
+    chole, rarp = tmp_path / "chole.mp4", tmp_path / "suturing.mp4"
+    chole.write_bytes(b"one case")
+    rarp.write_bytes(b"another case")
+    set_case_procedure(rarp, "rarp")
+    args = build_parser().parse_args(["analyze", str(chole), "--model", str(tmp_path), "--profile", "surgview"])
+    chosen, cache = _profile(args), {}
+    assert _case_profile(args, chole, chosen, cache) is chosen
+    asked = _case_profile(args, rarp, chosen, cache)
+    assert asked.version == "1.0+rarp" and asked.tasks == ("action",)
+    given = build_parser().parse_args(
+        ["analyze", str(chole), "--model", str(tmp_path), "--profile", "surgview", "--procedure", "gastric bypass"]
+    )
+    assert _case_profile(given, chole, _profile(given), {}).version == "1.0+bypass"
+    assert case_procedure(chole).procedure.name == "bypass"  # --procedure is remembered for the case
