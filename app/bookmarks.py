@@ -1,4 +1,4 @@
-"""The Bookmarks dock: the open case's bookmarks listed, added, renamed, deleted and jumped to.
+"""The Bookmarks dock: the open case's bookmarks listed, added, edited (title and note), deleted and jumped to.
 
 The list follows :class:`app.session.CaseSession` (its ``bookmarks`` event); edits go through the
 session (which writes the case store and reads the list back), never onto the widget directly;
@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt
+from PySide6.QtGui import QUndoCommand
 from PySide6.QtWidgets import (
     QDialog,
     QFormLayout,
     QHBoxLayout,
-    QInputDialog,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
@@ -122,14 +122,38 @@ class BookmarksPanel(QWidget):
         except StoreError as exc:
             QMessageBox.warning(self, "Bookmark not saved", str(exc))
 
-    def edit(self) -> None:
+    def edit(self) -> BookmarkDialog | None:
+        """Edit the selected bookmark's title and note in the bookmark dialog (one undo step for both)."""
         item = self.list.currentItem()
         if item is None or self.session.store is None:
-            return
-        mark_id, _ = item.data(Qt.ItemDataRole.UserRole)
-        title, ok = QInputDialog.getText(self, "Edit bookmark", "Title:", text=item.data(_TITLE_ROLE))
-        if ok:
-            (self.undo.rename if self.undo is not None else self.session.rename_bookmark)(mark_id, title)
+            return None
+        mark_id, frame = item.data(Qt.ItemDataRole.UserRole)
+        row = next((b for b in self.session.bookmarks if b.id == mark_id), None)
+        dialog = BookmarkDialog(self, f"Frame {frame} ({self.session.timecode(frame)})")
+        dialog.setWindowTitle(f"Edit bookmark — frame {frame}")
+        dialog.title.setText(item.data(_TITLE_ROLE))
+        dialog.note.setText(row.note if row is not None else "")
+        dialog.accepted.connect(lambda: self._apply_edit(mark_id, frame, row, dialog))
+        dialog.open()
+        return dialog
+
+    def _apply_edit(self, mark_id: int, frame: int, row: BookmarkRow | None, dialog: BookmarkDialog) -> None:
+        title, note = dialog.title.text().strip(), dialog.note.text()
+        old_title, old_note = (row.title, row.note) if row is not None else ("", "")
+        stack = self.undo.stack if self.undo is not None else None
+        try:
+            if stack is not None:
+                stack.beginMacro(f"Edit bookmark at frame {frame}")
+            if title and title != old_title:
+                (self.undo.rename if self.undo is not None else self.session.rename_bookmark)(mark_id, title)
+            if note != old_note:
+                command = _SetNote(self.session, frame, old_note, note)
+                stack.push(command) if stack is not None else command.redo()
+        except StoreError as exc:
+            QMessageBox.warning(self, "Bookmark not saved", str(exc))
+        finally:
+            if stack is not None:
+                stack.endMacro()
 
     def delete(self) -> None:
         item = self.list.currentItem()
@@ -147,3 +171,31 @@ class BookmarksPanel(QWidget):
         if answer != QMessageBox.StandardButton.Yes:
             return
         (self.undo.delete if self.undo is not None else self.session.delete_bookmark)(mark_id)
+
+
+class _SetNote(QUndoCommand):
+    """Set the note shown for a bookmarked frame (its latest note: replaced, added, or removed when
+    emptied); undo puts the previous text back."""
+
+    def __init__(self, session: CaseSession, frame: int, old: str, new: str):
+        super().__init__(f"Note at frame {frame}")
+        self.session, self.frame, self.old, self.new = session, frame, old, new
+
+    def _write(self, text: str) -> None:
+        store = self.session.store
+        if store is None:
+            return
+        mine = [n for n in store.notes() if n.frame == self.frame]
+        if mine and text:
+            store.update_note(mine[-1].id, text=text)
+        elif mine:
+            store.delete_note(mine[-1].id)
+        elif text:
+            store.add_note(text, frame=self.frame)
+        self.session.load_bookmarks()
+
+    def redo(self) -> None:
+        self._write(self.new)
+
+    def undo(self) -> None:
+        self._write(self.old)
