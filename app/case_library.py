@@ -13,6 +13,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QDialog, QLabel, QListWidget, QListWidgetItem, QTableWidget, QTableWidgetItem, QVBoxLayout
 
+from app.review_session import library_agreement
 from app.shortcuts import describe, keymap
 
 __all__ = ["MAX_RECENT", "CaseLibrary", "shortcuts_dialog"]
@@ -44,9 +45,13 @@ class CaseLibrary(QListWidget):
             path = Path(p)
             duration = self.settings.value(f"cases/duration/{_key(p)}", None)
             details = _details(path, duration)
+            review = library_agreement(path) if path.exists() else ""  # the model against the reviewer
+            details = " · ".join(d for d in (details, review) if d)
             text = path.name
             if names.count(path.name) > 1:  # two cases share a file name: say which is which
                 text += f"  — {path.parent.name}/" + (f" · {details}" if details else "")
+            if review:
+                text += f"\n{review}"
             item = QListWidgetItem(text)
             item.setToolTip(f"{p}\n{details}" if details else p)
             item.setData(Qt.ItemDataRole.UserRole, p)

@@ -1,10 +1,8 @@
-"""The main window, wiring only: video canvas and transport bar in the centre, docks for the
-reasoning panel, timelines, case library and bookmarks, the menus and shortcuts. The open case is
-a Qt-free :class:`app.session.CaseSession` (store, analysis, records, timelines, bookmarks,
-playhead, preview strip); widgets subscribe to the models they show. Frames come from the playback
-worker (keyframe previews meanwhile: :mod:`app.previews`), reasoning from the engine child process
-(:class:`app.reasoning_feed.ReasoningFeed`), stored data through the session.
-"""
+"""The main window, wiring only: canvas and transport bar in the centre, docks for the reasoning panel, timelines,
+case library and bookmarks, the menus and shortcuts. The open case is a Qt-free :class:`app.session.CaseSession`
+(store, analysis, records, timelines, bookmarks, playhead, previews); widgets subscribe to the models they show.
+Frames come from the playback worker (:mod:`app.previews` meanwhile), reasoning from the engine process
+(:class:`app.reasoning_feed.ReasoningFeed`), the reviewer's tools from :func:`app.review_ui.install_review`."""
 
 from __future__ import annotations
 
@@ -34,6 +32,7 @@ from app.preferences import PreferencesDialog, edit_preferences, spec_from_setti
 from app.previews import Previews
 from app.reasoning_feed import ReasoningFeed
 from app.review_memory import ReviewMemory, ReviewSpot
+from app.review_ui import install_review
 from app.session import CaseSession, profile_from_info
 from app.shortcuts import keymap
 from app.state import AnalysisState, LayerState
@@ -100,6 +99,7 @@ class SurgviewWindow(QMainWindow):
             self.session, self, self.settings, self.statusBar().showMessage, self._model_dir, lambda: self.canvas.image
         )
         self._build_actions()
+        self.review = install_review(self)  # reviewer rows, box editor, verdicts, agreement, keys
 
         self.player = PlaybackController(self)
         self.previews = Previews(self.session, self.canvas, self.timeline, self)  # seeks show keyframe previews

@@ -16,6 +16,7 @@ it. Events, ``(name, value)`` as the session's: ``labels`` (the new ReviewSet), 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,10 +25,18 @@ from app.session import CaseSession
 from app.state import Listener
 from app.timeline_model import Runs
 from engine.chain import CvsState
-from engine.review_agreement import Disagreement, ReviewAgreement, agreement, disagreements, next_disagreement
+from engine.review_agreement import (
+    Disagreement,
+    ReviewAgreement,
+    agreement,
+    disagreements,
+    next_disagreement,
+    stored_agreement,
+)
 from engine.review_labels import ModelRef, ReviewChange, ReviewError, ReviewLabels, ReviewSet
+from engine.store import StoreError, case_store_path
 
-__all__ = ["TASK_PREFERENCE", "ReviewSession", "cvs_runs", "phase_runs"]
+__all__ = ["TASK_PREFERENCE", "ReviewSession", "cvs_runs", "library_agreement", "phase_runs"]
 
 # Which of a profile's questions a reviewer's label of each kind corrects (the first the profile asks).
 TASK_PREFERENCE: dict[str, tuple[str, ...]] = {
@@ -54,6 +63,16 @@ def cvs_runs(review: ReviewSet, criterion: int) -> Runs:
         np.array([r.end for r in ranges], np.int64),
         [r.state.value for r in ranges],
     )
+
+
+def library_agreement(video: Path) -> str:
+    """The agreement line of a case for the library of cases ("" when it was never reviewed or has no
+    store): the store opened read-only, its index and review tables read, nothing parsed or written."""
+    try:
+        found = stored_agreement(case_store_path(video))
+    except (StoreError, OSError):
+        return ""
+    return found.text() if found is not None and found.frames_reviewed else ""
 
 
 class ReviewSession:

@@ -15,7 +15,7 @@ import getpass
 from dataclasses import dataclass
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QLabel, QMainWindow, QMessageBox
 
@@ -76,6 +76,9 @@ def install_review(window: Any) -> ReviewUI:
     window.statusBar().addPermanentWidget(status)
     ui = ReviewUI(review, undo, tracks, boxes, verdicts, status)
     review.subscribe(lambda name, value: _show_agreement(ui) if name in ("agreement", "labels") else None)
+    library_timer = QTimer(window, singleShot=True, interval=2000)  # the library's agreement line, throttled
+    library_timer.timeout.connect(window.library.refresh)
+    review.subscribe(lambda name, value: library_timer.start() if name == "labels" and review.labels else None)
     _add_actions(window, ui)
     _show_agreement(ui)
     return ui

@@ -44,8 +44,15 @@ DEFAULTS: tuple[Shortcut, ...] = (
     Shortcut("toggle_triplets", ("2",), "Show / hide triplet captions"),
     Shortcut("toggle_phase", ("3",), "Show / hide the phase badge"),
     Shortcut("toggle_cvs", ("4",), "Show / hide the CVS badge"),
+    Shortcut("review_phase", ("E",), "Reviewer: set the phase from here (or of the selection); then 1–7 picks it"),
+    Shortcut("review_boundary", ("M",), "Reviewer: move the nearest reviewed phase boundary to the playhead"),
+    Shortcut("review_c1", ("F1",), "Reviewer: toggle CVS C1 at the playhead (met / not met)"),
+    Shortcut("review_c2", ("F2",), "Reviewer: toggle CVS C2 at the playhead"),
+    Shortcut("review_c3", ("F3",), "Reviewer: toggle CVS C3 at the playhead"),
+    Shortcut("next_disagreement", ("D",), "Next frame where the model and the reviewer disagree"),
+    Shortcut("prev_disagreement", ("Shift+D",), "Previous frame where the model and the reviewer disagree"),
     Shortcut("open", ("Ctrl+O",), "Open a case"),
-    Shortcut("help", ("?", "F1"), "Show this list of shortcuts (? is Shift+/)"),
+    Shortcut("help", ("?",), "Show this list of shortcuts (? is Shift+/; F1–F3 are the reviewer's CVS keys)"),
     Shortcut("quit", ("Ctrl+Q",), "Quit"),
 )
 

@@ -188,6 +188,7 @@ class ReportData:
     blanked: bool  # whether exports paint over the blank areas
     created: float = field(default_factory=time.time)
     review: ReviewAgreement = field(default_factory=ReviewAgreement.none)  # the model against the reviewer
+    reviewers: tuple[str, ...] = ()  # who labelled the case (the review tables' authors), sorted
 
     def timecode(self, frame: int | None) -> str:
         return "–" if frame is None else format_timecode(frame, self.summary.fps)
@@ -275,7 +276,10 @@ def gather_report(
         marks = store.bookmarks()
         notes = store.notes()
         areas = store.blank_areas()
-        review = agreement(ReviewLabels(store).snapshot(), rows)
+        labels = ReviewLabels(store).snapshot()
+        review = agreement(labels, rows)
+        authors = (*labels.segments, *(r for rs in labels.cvs for r in rs), *labels.items, *labels.chains)
+        reviewers = tuple(sorted({row.reviewer for row in authors if row.reviewer}))
         analysed = np.array([f for f, _ in statuses], dtype=np.int64)
         bookmarks = []
         for mark in marks:
@@ -318,6 +322,7 @@ def gather_report(
         blank_areas=areas,
         blanked=blank,
         review=review,
+        reviewers=reviewers,
     )
 
 

@@ -82,6 +82,7 @@ def _environment() -> jinja2.Environment:
     env.filters["noboxes"] = without_boxes  # pixel boxes: the pictures show them
     env.filters["duration"] = format_seconds
     env.filters["metric"] = lambda v: f"{v:.3g}" if isinstance(v, float) else visible_text(str(v))
+    env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.0f}%"  # an agreement with no frame behind it
     return env
 
 
@@ -104,6 +105,8 @@ def render_html(data: ReportData, pictures: dict[int, str], timeline_uri: str, *
         blank_areas=data.blank_areas,
         blanked=data.blanked,
         config=data.timelines.config,
+        review=data.review,
+        reviewers=data.reviewers,
         tc=lambda frame: _clock(frame, s.fps),
         tcf=lambda frame: "–" if frame is None else f"{_clock(frame, s.fps)} (frame {frame})",
     )

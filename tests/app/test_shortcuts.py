@@ -14,6 +14,7 @@ from PySide6.QtWidgets import QDialog
 import app.main_window as main_window
 from app.bookmarks import BookmarkDialog
 from app.shortcuts import DEFAULTS, describe, keymap
+from engine.review_labels import ReviewLabels
 from tests.app.test_viewer_profiles import engine_ready, fill_surg_r1
 
 HERE = 500  # every press starts here, paused: phases change at 750, bookmarks at 300 and 900
@@ -37,6 +38,10 @@ def window(open_viewer, video, monkeypatch):
     engine_ready(w)
     w.save_bookmark(300, "C1 visible")
     w.save_bookmark(900, "first clip")
+    labels = ReviewLabels(w.session.store, reviewer="test")
+    labels.set_phase(0, 450, "Preparation")  # the model says Calot there: disagreements before HERE
+    labels.reject_item(1000, "instrument", "Grasper")  # and one after it
+    w.review.session.reload()
     w.calls = []
     monkeypatch.setattr(w, "reask", lambda frame: w.calls.append(("reask", frame)))
     monkeypatch.setattr(main_window, "shortcuts_dialog", lambda *a: w.calls.append(("help",)))
@@ -85,6 +90,14 @@ def test_every_documented_shortcut_fires_its_action(qtbot, window):
             name: (lambda before, attr=attr: lambda: getattr(w.layers, attr) != before[attr])
             for name, attr in layer.items()
         },
+        "review_phase": lambda before: lambda: closed(w.review.tracks.menu),
+        "review_boundary": lambda before: lambda: HERE in w.review.session.boundaries(),
+        **{
+            f"review_c{k}": (lambda before, k=k: lambda: w.review.session.review.cvs_range_at(k, HERE) is not None)
+            for k in (1, 2, 3)
+        },
+        "next_disagreement": lambda before: at(before["disagreements"][1]),
+        "prev_disagreement": lambda before: at(before["disagreements"][0]),
         "open": lambda before: lambda: w.calls[-1:] == [("open",)],
         "help": lambda before: lambda: w.calls[-1:] == [("help",)],
         "quit": lambda before: lambda: not w.isVisible(),
@@ -102,7 +115,11 @@ def test_every_documented_shortcut_fires_its_action(qtbot, window):
             w.calls.clear()
             phases = (w.session.phase_target(-1), w.session.phase_target(1))
             assert phases[0] is not None and phases[0] < HERE < (phases[1] or 0)  # a boundary on each side
+            w.activateWindow()  # a menu shown by the last key took the focus
+            qtbot.waitUntil(w.isActiveWindow, timeout=3000)
+            found = [w.review.session.next_disagreement(HERE, forward) for forward in (False, True)]
             before = {
+                "disagreements": [d.frame if d is not None else None for d in found],
                 "phases": phases,
                 "paused": w.analysis.paused,
                 **{a: getattr(w.layers, a) for a in layer.values()},
@@ -111,4 +128,12 @@ def test_every_documented_shortcut_fires_its_action(qtbot, window):
             qtbot.keyClick(w, combo.key(), combo.keyboardModifiers())
             qtbot.waitUntil(effects[shortcut.action](before), timeout=5000)
             pressed.append(key)
-    assert {"{", "}", "?", "Space", "K"} <= set(pressed)
+    assert {"{", "}", "?", "Space", "K", "F1", "Shift+D"} <= set(pressed)
+
+
+def closed(menu) -> bool:
+    """E showed the reviewer's phase menu: close it (as Esc would) once it is up."""
+    if menu is None or not menu.isVisible():
+        return False
+    menu.close()
+    return True
