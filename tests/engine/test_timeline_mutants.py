@@ -180,3 +180,79 @@ def test_transitions_into_preparation_and_of_weight_zero_are_accepted():
     assert matrix[1, 0] == pytest.approx(0.05) and matrix[0, 1] == 0.0 and matrix[0, 0] == 1.0
     with pytest.raises(ValueError, match="the transition weights out of a phase must sum to at most 1"):
         phase_transition_matrix(0.9, [(CALOT, PREP, 0.6), (CALOT, CLIP, 0.6)])
+
+
+# ----------------------------------------------------------------------------- CVS smoothing, by brute force
+def brute_force_cvs(frames: list[int], states: list[CvsState], fps: float, config: TimelineConfig) -> list[CvsState]:
+    order = [MET, NOT, CvsState.NOT_ASSESSABLE]
+    k = len(order)
+    stay = config.cvs_self_transition ** (1.0 / fps)
+    one_frame = np.full((k, k), (1.0 - stay) / (k - 1))
+    np.fill_diagonal(one_frame, stay)
+    emit = [
+        np.log((1 - config.cvs_confusion) * (np.arange(k) == order.index(s)) + config.cvs_confusion / k) for s in states
+    ]
+    steps = [np.log(np.linalg.matrix_power(one_frame, b - a)) for a, b in itertools.pairwise(frames)]
+    best, best_path = -np.inf, None
+    for path in itertools.product(range(k), repeat=len(states)):
+        score = emit[0][path[0]] + sum(
+            steps[t - 1][path[t - 1], path[t]] + emit[t][path[t]] for t in range(1, len(path))
+        )
+        if score > best:
+            best, best_path = score, path
+    return [order[s] for s in best_path]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_smoothed_cvs_is_the_most_likely_path_of_its_model(seed):
+    rng = np.random.default_rng(100 + seed)
+    frames = sorted(rng.choice(np.arange(0, 120), size=5, replace=False).tolist())
+    said = [[MET, NOT, CvsState.NOT_ASSESSABLE][i] for i in rng.integers(0, 3, size=5)]
+    config = TimelineConfig(cvs_self_transition=0.6, cvs_confusion=0.3)
+    rows = [TimelineRow(f, CALOT, (s, None, None)) for f, s in zip(frames, said, strict=True)]
+    c1 = build_timelines(rows, fps=2.0, config=config).cvs[0]
+    at = [next(seg.label for seg in c1.segments if seg.start <= f < seg.end) for f in frames]
+    assert at == [s.value for s in brute_force_cvs(frames, said, 2.0, config)]
+
+
+def test_cvs_tracks_are_named_even_when_nothing_was_said():
+    timelines = build_timelines(rows_of([CALOT] * 2, step=25), fps=25.0)
+    assert [t.criterion for t in timelines.cvs] == ["C1", "C2", "C3"] and all(t.segments == [] for t in timelines.cvs)
+
+
+# ----------------------------------------------------------------------------- the frames given
+def test_tracks_end_at_the_end_of_the_video():
+    timelines = build_timelines(rows_of([CALOT] * 4, step=25), fps=25.0, frame_count=90)
+    assert timelines.phase[-1].end == 90  # the last answer covers one stride, cut at the video's end
+
+
+def test_a_frame_answered_twice_keeps_the_last_answer_and_frames_past_the_end_are_dropped():
+    rows = [TimelineRow(0, PREP), TimelineRow(0, CALOT), TimelineRow(25, CALOT), TimelineRow(100, CLIP)]
+    timelines = build_timelines(rows, fps=25.0, frame_count=90)
+    assert timelines.frames.tolist() == [0, 25] and [r.phase for r in timelines.rows] == [CALOT, CALOT]
+
+
+@pytest.mark.parametrize("fps", [0, -25.0, float("inf"), float("nan")])
+def test_a_frame_rate_that_is_no_rate_is_refused(fps):
+    with pytest.raises(ValueError, match=r"fps must be positive, got "):
+        build_timelines(rows_of([CALOT]), fps=fps)
+
+
+def test_cells_meet_half_way_in_whole_frames():
+    from engine.timeline import coverage_cells
+
+    starts, ends = coverage_cells(np.array([0, 24, 49]), max_gap=30, frame_count=60, step=25)
+    assert starts.tolist() == [0, 12, 37] and ends.tolist() == [12, 37, 60]
+    assert starts.dtype == np.int64 and ends.dtype == np.int64
+
+
+def test_viterbi_of_a_single_observation_is_its_best_state():
+    from engine.timeline import viterbi
+
+    assert viterbi(np.log(np.array([0.2, 0.5, 0.3])), np.zeros((0, 3, 3))).tolist() == [1]
+
+
+def test_a_gap_limit_under_a_second_is_allowed_and_none_is_refused():
+    assert TimelineConfig(max_gap_s=0.5).max_gap_s == 0.5
+    with pytest.raises(ValueError, match="max_gap_s must be positive"):
+        TimelineConfig(max_gap_s=0)
