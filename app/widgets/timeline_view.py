@@ -314,6 +314,7 @@ class TimelineView(QWidget):
         self._phase_tag.setVisible(False)
         self._vb.addItem(self._phase_tag, ignoreBounds=True)
         self._phase_tag_label: str | None = None
+        self._phase_tag_anchor = (0, 0)
         self._selection: tuple[int, int] | None = None
         self._select_anchor: int | None = None  # the frame a Shift+drag started on
         self._adjusting = False  # the drag moves an edge of the selection (its other edge is the anchor)
@@ -492,9 +493,16 @@ class TimelineView(QWidget):
         return legend(self._tool_names()) + extra
 
     def set_extra_tracks(self, tracks: list[ExtraTrack]) -> None:
-        """Tracks another part of the viewer draws here (each after the track it names), replacing the last."""
-        self._extra = tuple(tracks)
-        self._relayout()
+        """Tracks another part of the viewer draws here (each after the track it names), replacing the last.
+        The same tracks with new runs (a boundary dragged) re-render only those tracks, without a layout."""
+        old, self._extra = self._extra, tuple(tracks)
+        if [(t.key, t.after, t.height) for t in old] != [(t.key, t.after, t.height) for t in self._extra]:
+            self._relayout()
+            return
+        for before, extra in zip(old, self._extra, strict=True):
+            if extra.runs is not before.runs and extra.key in self._tracks:
+                self._tracks[extra.key].runs = extra.runs
+                self._render(extra.key)
 
     def track_at(self, pos: QPoint | QPointF) -> str | None:
         """The key of the track under a viewport position, or None."""
@@ -565,7 +573,10 @@ class TimelineView(QWidget):
             self._phase_tag.setVisible(False)
             return
         left, right = self.visible_seconds()
-        self._phase_tag.setAnchor((1, 0) if x > left + 0.75 * (right - left) else (0, 0))  # stays in view
+        anchor = (1, 0) if x > left + 0.75 * (right - left) else (0, 0)  # to the line's left near the right edge
+        if anchor != self._phase_tag_anchor:
+            self._phase_tag_anchor = anchor
+            self._phase_tag.setAnchor(anchor)
         self._phase_tag.setPos(x, self._y_offset)
         if not self._phase_tag.isVisible():
             self._phase_tag.setVisible(True)
