@@ -157,8 +157,9 @@ class BoxEditor(QObject):
 
     # ------------------------------------------------------------------ geometry and state
     def active(self) -> bool:
-        """A frame is on screen (not a preview), so boxes can be drawn and edited."""
-        return self.canvas.image is not None and not self.canvas.previewing and self.canvas.index >= 0
+        """A frame is on screen (not a preview) with boxes shown (key 1), so boxes are drawn and edited."""
+        canvas = self.canvas
+        return canvas.image is not None and not canvas.previewing and canvas.index >= 0 and canvas.layers.boxes
 
     def to_widget(self, box: tuple[float, ...]) -> QRectF:
         a = self.canvas.map_from_frame(box[0], box[1])
@@ -179,8 +180,8 @@ class BoxEditor(QObject):
     def model_boxes(self) -> list[tuple[str, Box]]:
         """The model's boxes on screen, (canonical tool, source-pixel box), that no verdict judged yet."""
         chain = self.canvas.chain
-        if chain is None or chain.perception is None or not self.canvas.layers.boxes:
-            return []
+        if chain is None or chain.perception is None or self.canvas.held_label is not None:
+            return []  # a held overlay is an earlier frame's: its boxes are not this frame's to judge
         judged = {(i.model_label, i.model_box) for i in self.items() if i.model_label is not None}
         found = []
         for sighting in chain.perception.instruments:

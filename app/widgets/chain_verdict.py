@@ -79,7 +79,7 @@ class ChainVerdictBox(QGroupBox):
         self._item_row.setLayout(line)
         session = review.session
         review.subscribe(lambda name, value: self.refresh() if name == "labels" else None)
-        session.playhead.subscribe(lambda name, value: self.show_frame(value) if name == "displayed" else None)
+        session.playhead.subscribe(self._on_playhead)
         session.subscribe(
             lambda name, value: self.refresh() if name == "results" and value in (None, self.frame) else None
         )
@@ -89,10 +89,17 @@ class ChainVerdictBox(QGroupBox):
         if name == "results" and value in (None, self.frame):
             self.refresh()
 
-    def show_frame(self, frame: object) -> None:
-        if isinstance(frame, int):
-            self.frame = frame
-            self.refresh()
+    def _on_playhead(self, name: str, value: object) -> None:
+        """Follow the frame on screen; while the video plays the box waits (no widgets rebuilt per frame)."""
+        playhead = self.review.session.playhead
+        if name == "displayed" and isinstance(value, int):
+            self.frame = value
+            if not playhead.playing:
+                self.refresh()
+        elif name == "playing":
+            self.setEnabled(not value)
+            if not value:
+                self.refresh()
 
     def results(self) -> dict[str, FrameResult]:
         return self.review.session.results(self.frame) if self.frame >= 0 else {}
@@ -192,11 +199,14 @@ class ChainVerdictBox(QGroupBox):
         self.item_state.setText("")
         if item is None:
             return
-        vocabulary = [n for n in (_tools() if item.kind == "instrument" else triplet_names()) if n != item.label]
-        self.fix_to.blockSignals(True)
-        self.fix_to.clear()
-        self.fix_to.addItems(vocabulary)
-        self.fix_to.blockSignals(False)
+        vocabulary = _tools() if item.kind == "instrument" else triplet_names()
+        if [self.fix_to.itemText(k) for k in range(self.fix_to.count())] != vocabulary:
+            self.fix_to.blockSignals(True)
+            self.fix_to.clear()
+            self.fix_to.addItems(vocabulary)
+            self.fix_to.blockSignals(False)
+        self.fix_to.setCurrentIndex(-1)
+        self.fix_to.setEditText("")
         verdict = self.item_verdict(item)
         colour = palette.REVIEW_REJECTED if verdict == "rejected" else palette.REVIEWER
         if verdict is not None:

@@ -300,6 +300,9 @@ def test_a_model_box_is_accepted_by_click_and_enter_and_drawn_in_the_reviewers_c
     qtbot.waitUntil(lambda: reviewer not in canvas_colours(window, *left_edge), timeout=3000)
     redo(qtbot, window)
     qtbot.waitUntil(lambda: items(window) == [("accepted", "Grasper", box)], timeout=3000)
+    qtbot.waitUntil(lambda: reviewer in canvas_colours(window, *left_edge), timeout=3000)
+    window.layers.boxes = False  # key 1 hides the reviewer's boxes with the model's
+    qtbot.waitUntil(lambda: reviewer not in canvas_colours(window, *left_edge), timeout=3000)
 
 
 def test_dragging_a_model_box_records_the_reviewers_box_and_a_corner_resizes_it(qtbot, window, canvas):
@@ -402,3 +405,7 @@ def test_the_panel_accepts_and_rejects_chains_and_fixes_an_item(qtbot, window):
     )
     undo(qtbot, window)
     qtbot.waitUntil(lambda: not stored(window).items_at(0, "triplet"), timeout=3000)
+    window.playhead.playing = True  # while the video plays the box waits
+    assert not box.isEnabled()
+    window.playhead.playing = False
+    assert box.isEnabled()
