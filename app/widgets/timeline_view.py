@@ -1020,6 +1020,9 @@ class TimelineView(QWidget):
                 self._plot.viewport().setCursor(Qt.CursorShape.SizeHorCursor)
             else:
                 self._plot.viewport().unsetCursor()
+        elif kind == QEvent.Type.Wheel and self._scroll.isVisible() and self._on_labels(event.position()):  # type: ignore[attr-defined]
+            QApplication.sendEvent(self._scroll, event)  # the wheel over the row names scrolls the rows
+            return True
         elif kind == QEvent.Type.ToolTip:
             assert isinstance(event, QHelpEvent)
             text = self.tooltip_at(event.pos())
@@ -1064,6 +1067,10 @@ class TimelineView(QWidget):
         self.set_selection((anchor, frame))
         if self._selection != before:
             self.selectionChanged.emit(self._selection)
+
+    def _on_labels(self, pos: QPointF) -> bool:
+        """Over the row names (the left axis)."""
+        return self._track_axis.sceneBoundingRect().contains(self._plot.mapToScene(pos.toPoint()))
 
     def _on_tracks(self, pos: QPointF) -> bool:
         """Inside the tracks or on the time ruler under them."""

@@ -77,3 +77,17 @@ def test_the_frame_read_out_keeps_its_width_from_the_first_frame_to_the_last(ope
     assert (window.frame_label.width(), window.time_label.width()) == widths
     metrics = window.frame_label.fontMetrics()
     assert metrics.horizontalAdvance(window.frame_label.text()) < window.frame_label.contentsRect().width()
+
+
+def test_the_wheel_over_the_row_names_scrolls_the_rows_not_the_time(view, qtbot, small_timelines):
+    from tests.app.test_timeline_view import wheel
+
+    view.set_timelines(small_timelines)
+    view.resize(1200, 190)
+    qtbot.waitUntil(lambda: view._scroll.isVisible(), timeout=3000)
+    names = view._plot.mapFromScene(view._track_axis.sceneBoundingRect().center())
+    seconds = view.visible_seconds()
+    wheel(view, names, -2)  # down
+    assert view.track_scroll_state()["offset"] > 0 and view.visible_seconds() == seconds
+    wheel(view, names, 5)  # back up to the first row
+    assert view.track_scroll_state()["offset"] == 0
