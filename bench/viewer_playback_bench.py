@@ -11,17 +11,21 @@ synthetic generator; about 1.5 min on 2 cores). For each file it prints:
   thread (a 5 ms timer's worst lateness; budget: never blocks more than 50 ms);
 - the same backwards (the J shuttle at -1x), which walks into a new GOP every 10 s;
 - step latency (order to frameReady) one frame forward and back, and one frame back across a
-  keyframe with the background prefetch on and off (off: a whole GOP's decode).
+  keyframe with the background prefetch on and off (off: a whole GOP's decode);
+- three steps forward 0.4 s after each of 24 random jumps, with the refill after a jump on and off,
+  interleaved (``--steps-only`` runs just this).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -64,8 +68,11 @@ def overlay_chain(w: int, h: int):
 class Bench:
     """One controller and one canvas wired as the window wires them, with probes."""
 
-    def __init__(self, path: Path, prefetch: bool = True):
-        self.controller = PlaybackController(config=PlaybackConfig(prefetch=prefetch))
+    def __init__(self, path: Path, prefetch: bool = True, refill: int | None = None):
+        config = PlaybackConfig(prefetch=prefetch)
+        if refill is not None:
+            config = replace(config, refill_ahead=refill)
+        self.controller = PlaybackController(config=config)
         self.canvas = ProbeCanvas()
         self.canvas.resize(1280, 720)
         self.canvas.show()
@@ -244,17 +251,50 @@ def measure(path: Path, seconds: float) -> None:
     print(f"  ratio (off / on, medians): {statistics.median(cold) / statistics.median(across):.0f}x")
 
 
+def _steps(bench: Bench, rng: random.Random, jumps: int, last: int) -> list[float]:
+    out = []
+    for _ in range(jumps):
+        target = rng.randrange(0, last)
+        bench.controller.seek(target)
+        bench.spin_until(lambda t=target: bench.arrivals and bench.arrivals[-1][1] == t)
+        bench.spin(0.4)  # a reviewer looks before stepping
+        for k in range(1, 4):
+            out.append(bench.step_latency(lambda: bench.controller.step(1), target + k))
+    return out
+
+
+def steps_after_jumps(path: Path, jumps: int = 12, rounds: int = 2) -> None:
+    """Three steps forward 0.4 s after each random jump, refill on and off in turn (same load)."""
+    with VideoReader(path) as reader:
+        last = reader.frame_count - 10
+    got: dict[int, list[float]] = {25: [], 0: []}
+    for r in range(rounds):
+        for refill in got:
+            bench = Bench(path, refill=refill)
+            got[refill] += _steps(bench, random.Random(r), jumps, last)
+            bench.close()
+    for refill, ms in got.items():
+        ms.sort()
+        p95 = ms[round(0.95 * (len(ms) - 1))]
+        print(f"  step +1 after a jump, refill {'on ' if refill else 'off'}  {summary(ms)}, p95 {p95:.1f} ms")
+    print(f"  (load average {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, action="append", help="a video (repeatable; default: generated cases)")
     parser.add_argument("--seconds", type=float, default=10.0, help="seconds of play per direction")
+    parser.add_argument("--steps-only", action="store_true", help="only the steps after jumps, refill on/off")
     args = parser.parse_args()
     app = QApplication.instance() or QApplication([])
     print(f"{os.cpu_count()} cores, Qt platform {app.platformName()}")
     with tempfile.TemporaryDirectory() as tmp:
         paths = args.file or make_cases(Path(tmp))
         for path in paths:
-            measure(path, args.seconds)
+            if not args.steps_only:
+                measure(path, args.seconds)
+            print(f"\n{path.name}:")
+            steps_after_jumps(path)
 
 
 if __name__ == "__main__":
