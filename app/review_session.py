@@ -197,10 +197,11 @@ class ReviewSession:
         return self.edit(lambda labels: labels.set_phase(start, end, phase))
 
     def _model_span(self, frame: int) -> tuple[int, int]:
-        """The model's phase segment under ``frame``, cut where the reviewer's segments begin; else the frame."""
+        """The model's phase segment under ``frame``, cut where the reviewer's segments begin; where the model
+        has none, from ``frame`` to the reviewer's next segment (or the end of the case)."""
         timelines = self.session.timelines
         seg = next((s for s in timelines.phase if s.start <= frame < s.end), None) if timelines else None
-        start, end = (seg.start, seg.end) if seg is not None else (frame, frame + 1)
+        start, end = (seg.start, seg.end) if seg is not None else (frame, max(frame + 1, self.session.case.frame_count))
         for mine in self.review.segments:
             if mine.end <= frame:
                 start = max(start, mine.end)

@@ -54,6 +54,9 @@ def test_the_phase_key_edits_from_the_playhead_the_selection_or_the_models_segme
     assert spans(review)[-1] == (1000, 1100, PREP)
     review.set_phase_from(model_end + 10, CLIPPING)  # a gap: the model's segment, cut where mine begin
     assert spans(review)[1:3] == [(400, 1000, CLIPPING), (1000, 1100, PREP)]
+    review.session.timelines = None  # no model timeline: from the playhead to the end of the case
+    review.set_phase_from(1300, PREP)
+    assert spans(review)[-1] == (1300, 1500, PREP)
 
 
 def test_the_nearest_boundary_comes_to_the_playhead(review):

@@ -368,6 +368,20 @@ def test_right_click_rejects_a_model_box_which_is_crossed_out(qtbot, window, can
     qtbot.waitUntil(lambda: items(window) == [], timeout=3000)
 
 
+def test_right_click_changes_a_boxs_label(qtbot, window, canvas):
+    _, (hook, box) = canvas.model_boxes()
+    centre = canvas.to_widget(box).center().toPoint()
+    qtbot.mouseClick(window.canvas, RIGHT, pos=centre)
+    choose(canvas.menu, "Scissors")  # the model's hook is really scissors, at the same place
+    qtbot.waitUntil(lambda: items(window) == [("edited", "Scissors", box)], timeout=3000)
+    assert stored(window).items_at(0, "instrument")[0].model_label == hook
+    qtbot.mouseClick(window.canvas, RIGHT, pos=centre)  # now the reviewer's box: relabel it again
+    choose(canvas.menu, "Clipper")
+    qtbot.waitUntil(lambda: items(window) == [("edited", "Clipper", box)], timeout=3000)
+    undo(qtbot, window)
+    qtbot.waitUntil(lambda: items(window) == [("edited", "Scissors", box)], timeout=3000)
+
+
 # ------------------------------------------------------------------------------------------ the panel
 def test_the_panel_accepts_and_rejects_chains_and_fixes_an_item(qtbot, window):
     at(qtbot, window, 0)
