@@ -18,7 +18,7 @@ from engine.chain import CvsState
 from engine.timecode import format_time
 from engine.timeline import TimelineRow
 
-__all__ = ["CvsAssessment", "CvsEpisode", "CvsRule", "assess_cvs"]
+__all__ = ["CvsAssessment", "CvsEpisode", "CvsRule", "assess_cvs", "dissection_start"]
 
 ESTABLISHED = "established"
 DOUBTFUL = "doubtful"
@@ -31,6 +31,9 @@ class CvsRule:
     min_duration_s: float = 5.0  # all three met for at least this long
     min_frames: int = 3  # ... on at least this many analysed frames
     max_gap_s: float = 30.0  # analysed frames further apart than this do not make one run
+    # The view is the *result* of dissecting Calot's triangle: "all met" before dissection began (during
+    # Preparation) is read as doubtful, however long it lasts, as a surgeon would read it.
+    after_dissection: bool = True
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class CvsAssessment:
                 "min_duration_s": self.rule.min_duration_s,
                 "min_frames": self.rule.min_frames,
                 "max_gap_s": self.rule.max_gap_s,
+                "after_dissection": self.rule.after_dissection,
             },
         }
 
@@ -111,8 +115,24 @@ def _said_otherwise(row: TimelineRow) -> bool:
     return any(state is CvsState.NOT_MET for state in row.cvs)
 
 
-def episodes_of(rows: Sequence[TimelineRow], time_of: Callable[[int], float], rule: CvsRule) -> list[CvsEpisode]:
-    """Runs of consecutive analysed frames on which all three criteria are met."""
+PREPARATION = "Preparation"
+
+
+def dissection_start(rows: Sequence[TimelineRow]) -> int | None:
+    """The first analysed frame whose stated phase is past Preparation (None when no frame states a phase
+    past it): where CVS can begin to be established. Callers holding a smoothed phase track pass its first
+    non-Preparation segment instead."""
+    return next((r.frame for r in sorted(rows, key=lambda r: r.frame) if r.phase not in (None, PREPARATION)), None)
+
+
+def episodes_of(
+    rows: Sequence[TimelineRow],
+    time_of: Callable[[int], float],
+    rule: CvsRule,
+    dissection_frame: int | None = None,
+) -> list[CvsEpisode]:
+    """Runs of consecutive analysed frames on which all three criteria are met; a run is cut where dissection
+    begins (``dissection_frame``), and its part before that is doubtful whatever its length."""
     found: list[CvsEpisode] = []
     run: list[int] = []
 
@@ -121,11 +141,15 @@ def episodes_of(rows: Sequence[TimelineRow], time_of: Callable[[int], float], ru
             start, end = run[0], run[-1]
             start_s, end_s = time_of(start), time_of(end)
             stable = len(run) >= rule.min_frames and end_s - start_s >= rule.min_duration_s
-            found.append(CvsEpisode(start, end, start_s, end_s, len(run), ESTABLISHED if stable else DOUBTFUL))
+            early = dissection_frame is not None and start < dissection_frame
+            status = ESTABLISHED if stable and not early else DOUBTFUL
+            found.append(CvsEpisode(start, end, start_s, end_s, len(run), status))
             run.clear()
 
     for row in sorted(rows, key=lambda r: r.frame):
         if run and time_of(row.frame) - time_of(run[-1]) > rule.max_gap_s:
+            close()
+        if run and dissection_frame is not None and run[-1] < dissection_frame <= row.frame:
             close()
         if _all_met(row):
             run.append(row.frame)
@@ -141,13 +165,19 @@ def assess_cvs(
     first_clip_frame: int | None,
     rule: CvsRule | None = None,
     time_of: Callable[[int], float] | None = None,
+    dissection_frame: int | None = None,
 ) -> CvsAssessment:
     """What the analysed frames say about CVS before the first clip (``first_clip_frame``: where the
     clipping phase begins, None when the analysis found none). ``time_of`` maps a frame to seconds
-    (presentation time); by default frame / fps."""
+    (presentation time); by default frame / fps. ``dissection_frame``: where dissection began (default: the
+    first analysed frame stating a phase past Preparation, see :func:`dissection_start`)."""
     rule = rule or CvsRule()
     time_of = time_of or (lambda frame: frame / fps)
-    episodes = episodes_of(rows, time_of, rule)
+    if rule.after_dissection and dissection_frame is None:
+        dissection_frame = dissection_start(rows)
+    if not rule.after_dissection:
+        dissection_frame = None
+    episodes = episodes_of(rows, time_of, rule, dissection_frame)
     clip_s = time_of(first_clip_frame) if first_clip_frame is not None else None
 
     def at(seconds: float | None, frame: int | None) -> str:
@@ -224,8 +254,13 @@ def assess_cvs(
             statement += (
                 f" All three criteria were met only after it, from {at(after[0].start_s, after[0].start_frame)}."
             )
-    if doubtful:
-        frames = ", ".join(str(e.start_frame) for e in doubtful[:5]) + (" …" if len(doubtful) > 5 else "")
+    early = [e for e in doubtful if dissection_frame is not None and e.start_frame < dissection_frame]
+    brief = [e for e in doubtful if e not in early]
+    if early:
+        frames = ", ".join(str(e.start_frame) for e in early[:5]) + (" …" if len(early) > 5 else "")
+        statement += f" Frames before dissection began said all three were met (doubtful): frame(s) {frames}."
+    if brief:
+        frames = ", ".join(str(e.start_frame) for e in brief[:5]) + (" …" if len(brief) > 5 else "")
         statement += (
             f" Isolated frames said all three were met (doubtful, shorter than {rule.min_duration_s:g} s or fewer than "
             f"{rule.min_frames} analysed frames): frame(s) {frames}."

@@ -88,3 +88,34 @@ def test_a_frame_saying_all_met_outside_a_stable_run_is_doubtful():
     assert a.doubt(0, (MET, MET, MET)) == "doubtful"  # the lone frame at the start
     assert a.doubt(12 * 25, (MET, MET, MET)) is None  # inside the established run
     assert a.doubt(0, (MET, MET, NOT)) is None  # not all met: nothing to doubt
+
+
+def staged(spec: str, phases: str) -> list[TimelineRow]:
+    """``history`` with a stated phase per second: 'P' Preparation, 'D' CalotTriangleDissection, ' ' unsaid."""
+    names = {"P": "Preparation", "D": "CalotTriangleDissection", " ": None}
+    return [TimelineRow(r.frame, names[p], r.cvs, r.tools) for r, p in zip(history(spec), phases, strict=True)]
+
+
+def test_all_met_during_preparation_is_doubtful_however_long_it_lasts():
+    # The demo model's history: ten seconds of "all met" while it still says Preparation, then dissection.
+    rows = staged("M" * 10 + "n" * 20, "P" * 10 + "D" * 20)
+    a = assess_cvs(rows, FPS, CLIP)
+    assert not a.established and not a.green_light
+    assert [e.status for e in a.episodes] == ["doubtful"]
+    assert "NOT established before clipping began" in a.statement
+    assert "before dissection began said all three were met (doubtful): frame(s) 0" in a.statement
+    assert a.doubt(0, (MET, MET, MET)) == "doubtful"
+
+
+def test_a_run_that_starts_in_preparation_is_cut_where_dissection_begins():
+    rows = staged("nn" + "M" * 18 + "nnnnnnnnnn", "PPPP" + "D" * 26)  # dissection stated from 4 s
+    a = assess_cvs(rows, FPS, CLIP)
+    assert [(e.start_frame, e.status) for e in a.episodes] == [(50, "doubtful"), (100, "established")]
+    assert a.established and a.established_frame == 100 and a.held_until_clip is False
+
+
+def test_the_dissection_rule_can_be_turned_off_and_a_given_start_wins():
+    rows = staged("M" * 10 + "n" * 20, "P" * 10 + "D" * 20)
+    assert assess_cvs(rows, FPS, CLIP, CvsRule(after_dissection=False)).established
+    assert assess_cvs(rows, FPS, CLIP, dissection_frame=0).established  # a smoothed track said dissection from 0
+    assert assess_cvs(rows, FPS, CLIP).to_json()["rule"]["after_dissection"] is True
