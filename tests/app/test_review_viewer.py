@@ -230,6 +230,10 @@ def test_f1_to_f3_toggle_the_reviewers_criteria_at_the_playhead(qtbot, window):
     qtbot.waitUntil(lambda: stored(window).cvs[0][0].state.value == "met", timeout=3000)
     redo(qtbot, window)
     qtbot.waitUntil(lambda: stored(window).cvs[0][0].state.value == "not met", timeout=3000)
+    port = window.timeline.viewport()
+    qtbot.mouseDClick(port, LEFT, pos=window.timeline.viewport_point(700.5 / 25.0, "reviewed_c2"))  # the mouse's toggle
+    qtbot.waitUntil(lambda: len(stored(window).cvs[1]) == 1, timeout=3000)
+    assert (stored(window).cvs[1][0].start, stored(window).cvs[1][0].state.value) == (700, "met")
 
 
 def test_d_steps_through_the_disagreements(qtbot, window):
