@@ -18,6 +18,8 @@ that tests reach; mutants no selected test reaches are listed as "no tests" and 
 from __future__ import annotations
 
 import argparse
+import ast
+import difflib
 import json
 import os
 import re
@@ -187,6 +189,7 @@ def run_module(worktree: Path, module: Module, workers: int, nice: int, log: Pat
         result.error = f"mutmut exited {done.returncode} without results (see {log})"
         return result
     codes = json.loads(meta.read_text())["exit_code_by_key"]
+    functions = _functions(worktree / "mutants" / module.source)
     for name, code in sorted(codes.items(), key=lambda kv: _mutant_order(kv[0])):
         if code is None:  # left out by --sample or --mutants
             result.skipped += 1
@@ -194,10 +197,7 @@ def run_module(worktree: Path, module: Module, workers: int, nice: int, log: Pat
         status = STATUS.get(code, "suspicious")
         result.counts[status] = result.counts.get(status, 0) + 1
         if status not in CAUGHT:
-            shown = subprocess.run(
-                [mutmut, "show", name], cwd=worktree, env=env, capture_output=True, text=True, check=False
-            )
-            result.survivors.append((name, status, _diff_lines(shown.stdout)))
+            result.survivors.append((name, status, _mutant_diff(functions, name.rsplit(".", 1)[-1])))
     return result
 
 
@@ -206,14 +206,28 @@ def _mutant_order(name: str) -> tuple[str, int]:
     return base, int(number) if number.isdigit() else 0
 
 
-def _diff_lines(diff: str) -> str:
-    """The changed lines of a mutant's unified diff, original then mutant."""
-    keep = [
-        line
-        for line in diff.splitlines()
-        if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].strip()
-    ]
-    return "\n".join(keep) or diff.strip()
+def _functions(mutated: Path) -> dict[str, str]:
+    """Source of every function in mutmut's mutated copy of a module, by name (originals end in
+    ``__mutmut_orig``, mutants in ``__mutmut_N``; methods are named ``xǁClassǁmethod``)."""
+    text = mutated.read_text()
+    lines = text.splitlines()
+    return {
+        node.name: "\n".join(lines[node.lineno - 1 : node.end_lineno])
+        for node in ast.walk(ast.parse(text))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    }
+
+
+def _mutant_diff(functions: dict[str, str], name: str) -> str:
+    """The lines a mutant changed, original (-) then mutant (+); what ``mutmut show`` prints, without
+    starting mutmut once per mutant."""
+    base = name.rsplit("__mutmut_", 1)[0]
+    original, mutant = functions.get(base + "__mutmut_orig"), functions.get(name)
+    if original is None or mutant is None:
+        return f"(source not found: mutmut show {name})"
+    original, mutant = original.replace(base + "__mutmut_orig", base), mutant.replace(name, base)
+    diff = difflib.unified_diff(original.splitlines(), mutant.splitlines(), lineterm="", n=0)
+    return "\n".join(line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
 def report(results: list[ModuleResult], equivalent: dict[str, str], head: str) -> str:
