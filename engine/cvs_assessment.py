@@ -31,8 +31,8 @@ class CvsRule:
     min_duration_s: float = 5.0  # all three met for at least this long
     min_frames: int = 3  # ... on at least this many analysed frames
     max_gap_s: float = 30.0  # analysed frames further apart than this do not make one run
-    # The view is the *result* of dissecting Calot's triangle: "all met" before dissection began (during
-    # Preparation) is read as doubtful, however long it lasts, as a surgeon would read it.
+    # The view is the *result* of dissecting the hepatocystic triangle: "all met" before the analysis saw
+    # dissection under way (during Preparation, or from the very first frame) is doubtful, however long it lasts.
     after_dissection: bool = True
 
 
@@ -118,11 +118,19 @@ def _said_otherwise(row: TimelineRow) -> bool:
 PREPARATION = "Preparation"
 
 
+NEVER = 2**62  # phases were stated, none past Preparation: dissection was never seen
+
+
 def dissection_start(rows: Sequence[TimelineRow]) -> int | None:
-    """The first analysed frame whose stated phase is past Preparation (None when no frame states a phase
-    past it): where CVS can begin to be established. Callers holding a smoothed phase track pass its first
-    non-Preparation segment instead."""
-    return next((r.frame for r in sorted(rows, key=lambda r: r.frame) if r.phase not in (None, PREPARATION)), None)
+    """The first analysed frame whose stated phase is past Preparation: CVS can be established only after it.
+    ``NEVER`` when frames state phases but none past Preparation; None when no frame states a phase (answers
+    to a CVS-only question: nothing to check against). Callers holding a smoothed phase track may pass its
+    first non-Preparation segment instead."""
+    ordered = sorted(rows, key=lambda r: r.frame)
+    first = next((r.frame for r in ordered if r.phase not in (None, PREPARATION)), None)
+    if first is None and any(r.phase is not None for r in ordered):
+        return NEVER
+    return first
 
 
 def episodes_of(
@@ -131,8 +139,10 @@ def episodes_of(
     rule: CvsRule,
     dissection_frame: int | None = None,
 ) -> list[CvsEpisode]:
-    """Runs of consecutive analysed frames on which all three criteria are met; a run is cut where dissection
-    begins (``dissection_frame``), and its part before that is doubtful whatever its length."""
+    """Runs of consecutive analysed frames on which all three criteria are met. A run can only establish CVS
+    when an earlier analysed frame showed dissection under way (``dissection_frame`` < its start): the view is
+    the result of dissection, so a run from before it, or from the first frame that shows it, is doubtful
+    whatever its length. ``dissection_frame`` None: no frame states a phase, nothing to check."""
     found: list[CvsEpisode] = []
     run: list[int] = []
 
@@ -141,15 +151,13 @@ def episodes_of(
             start, end = run[0], run[-1]
             start_s, end_s = time_of(start), time_of(end)
             stable = len(run) >= rule.min_frames and end_s - start_s >= rule.min_duration_s
-            early = dissection_frame is not None and start < dissection_frame
+            early = dissection_frame is not None and start <= dissection_frame
             status = ESTABLISHED if stable and not early else DOUBTFUL
             found.append(CvsEpisode(start, end, start_s, end_s, len(run), status))
             run.clear()
 
     for row in sorted(rows, key=lambda r: r.frame):
         if run and time_of(row.frame) - time_of(run[-1]) > rule.max_gap_s:
-            close()
-        if run and dissection_frame is not None and run[-1] < dissection_frame <= row.frame:
             close()
         if _all_met(row):
             run.append(row.frame)
@@ -254,11 +262,14 @@ def assess_cvs(
             statement += (
                 f" All three criteria were met only after it, from {at(after[0].start_s, after[0].start_frame)}."
             )
-    early = [e for e in doubtful if dissection_frame is not None and e.start_frame < dissection_frame]
+    early = [e for e in doubtful if dissection_frame is not None and e.start_frame <= dissection_frame]
     brief = [e for e in doubtful if e not in early]
     if early:
         frames = ", ".join(str(e.start_frame) for e in early[:5]) + (" …" if len(early) > 5 else "")
-        statement += f" Frames before dissection began said all three were met (doubtful): frame(s) {frames}."
+        statement += (
+            " Frames before the analysis saw dissection under way said all three were met (doubtful: the view is "
+            f"the result of dissection): frame(s) {frames}."
+        )
     if brief:
         frames = ", ".join(str(e.start_frame) for e in brief[:5]) + (" …" if len(brief) > 5 else "")
         statement += (

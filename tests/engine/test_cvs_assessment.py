@@ -103,19 +103,36 @@ def test_all_met_during_preparation_is_doubtful_however_long_it_lasts():
     assert not a.established and not a.green_light
     assert [e.status for e in a.episodes] == ["doubtful"]
     assert "NOT established before clipping began" in a.statement
-    assert "before dissection began said all three were met (doubtful): frame(s) 0" in a.statement
+    assert "saw dissection under way said all three were met (doubtful" in a.statement and "frame(s) 0" in a.statement
     assert a.doubt(0, (MET, MET, MET)) == "doubtful"
 
 
-def test_a_run_that_starts_in_preparation_is_cut_where_dissection_begins():
-    rows = staged("nn" + "M" * 18 + "nnnnnnnnnn", "PPPP" + "D" * 26)  # dissection stated from 4 s
-    a = assess_cvs(rows, FPS, CLIP)
-    assert [(e.start_frame, e.status) for e in a.episodes] == [(50, "doubtful"), (100, "established")]
-    assert a.established and a.established_frame == 100 and a.held_until_clip is False
+def test_all_met_from_the_first_frame_that_shows_dissection_is_doubtful():
+    # The demo model's history: "Calot triangle dissection, all three met" from frame 0, lost at 10 s.
+    a = assess_cvs(staged("M" * 10 + "n" * 20, "D" * 30), FPS, CLIP)
+    assert not a.established and not a.green_light and [e.status for e in a.episodes] == ["doubtful"]
+    assert "NOT established before clipping began at 00:00:30 (frame 750)" in a.statement
+    assert "saw dissection under way said all three were met (doubtful" in a.statement
+
+
+def test_a_run_that_starts_in_preparation_stays_doubtful_after_dissection_begins():
+    a = assess_cvs(staged("nn" + "M" * 18 + "n" * 10, "PPPP" + "D" * 26), FPS, CLIP)
+    assert [(e.start_frame, e.status) for e in a.episodes] == [(50, "doubtful")] and not a.established
+
+
+def test_a_stable_run_after_dissection_was_seen_establishes_cvs():
+    a = assess_cvs(staged("nnnnn" + "M" * 25, "PP" + "D" * 28), FPS, CLIP)
+    assert a.established and a.established_frame == 125 and a.green_light
+
+
+def test_phases_stated_but_never_past_preparation_establish_nothing():
+    assert not assess_cvs(staged("n" + "M" * 29, "P" * 30), FPS, CLIP).established
 
 
 def test_the_dissection_rule_can_be_turned_off_and_a_given_start_wins():
     rows = staged("M" * 10 + "n" * 20, "P" * 10 + "D" * 20)
     assert assess_cvs(rows, FPS, CLIP, CvsRule(after_dissection=False)).established
-    assert assess_cvs(rows, FPS, CLIP, dissection_frame=0).established  # a smoothed track said dissection from 0
+    rows = staged("n" * 3 + "M" * 10 + "n" * 17, "P" * 30)  # the stated phases never leave Preparation...
+    assert not assess_cvs(rows, FPS, CLIP).established
+    assert assess_cvs(rows, FPS, CLIP, dissection_frame=25).established  # ...a smoothed track said dissection at 1 s
     assert assess_cvs(rows, FPS, CLIP).to_json()["rule"]["after_dissection"] is True
