@@ -213,3 +213,160 @@ def test_what_was_streamed_in_pieces_is_joined_as_written():
     for piece in "We answer a Level 1 question here. <think>\nLevel 1: Hook.\n</think><answer>x</answer>":
         outside.feed(piece)
     assert outside.close().task_level == 1  # declared before <think>, streamed a character at a time
+
+
+# ----------------------------------------------------------------------------- the chain model's writers
+def test_free_text_is_made_inert_exactly_as_documented():
+    from engine.chain import neutralize_structure
+
+    text = "see <think> and </ANSWER> then Level 2: x, Level 3 (Context): y and L1: z; Level 12 stays"
+    assert neutralize_structure(text) == (
+        "see \u2039think\u203a and \u2039/ANSWER\u203a then Level 2\u2236 x, Level 3 (Context)\u2236 y and L1\u2236 z;"
+        " Level 12 stays"
+    )
+    assert neutralize_structure("nothing to do: fine") == "nothing to do: fine"
+
+
+def test_writers_use_the_display_names_and_say_none():
+    from engine.chain import (
+        Context,
+        InstrumentSighting,
+        Mention,
+        Perception,
+        Relations,
+        TripletMention,
+        render_context,
+        render_perception,
+        render_relations,
+    )
+
+    display = {"Grasper": "grasping forceps", "liver": "the liver", "CalotTriangleDissection": "Calot's triangle"}
+    grasper, hook = Mention("tool", "grasper", "Grasper"), Mention("tool", "hook", "Hook")
+    perception = Perception(
+        (InstrumentSighting(grasper, (1.0, 2.5, 3.0, 4.0), 0.934), InstrumentSighting(hook)),
+        (Mention("anatomy", "liver", "liver"), Mention("anatomy", "omentum", None)),
+    )
+    assert render_perception(perception, display) == (
+        "Instruments: grasping forceps [1, 2.5, 3, 4] (0.93), hook. Anatomy: the liver, omentum."
+    )
+    assert render_perception(Perception()) == "Instruments: none. Anatomy: none."
+    triplet = TripletMention(grasper, Mention("verb", "retract", "retract"), Mention("target", "liver", "liver"))
+    assert render_relations(Relations((triplet, triplet)), display) == (
+        "Triplets: grasping forceps retract the liver; grasping forceps retract the liver."
+    )
+    assert render_relations(Relations()) == "Triplets: none."
+    phase = Mention("phase", "calot", "CalotTriangleDissection")
+    assert render_context(Context(phase=phase), display) == "Phase: Calot's triangle."
+    assert render_context(Context(phase=Mention("phase", "odd phase", None)), display) == "Phase: odd phase."
+
+
+def test_the_chain_model_reads_back_what_it_holds():
+    chain = parse_chain(CHAIN)
+    assert chain.level(3) is None and chain.level(2).number == 2
+    data = chain.to_dict()
+    assert "raw" not in data and data["status"] == "complete" and data["levels"][0]["state"] == "done"
+    assert chain.to_text().splitlines()[0] == "<think>" and chain.to_text().endswith("</answer>")
+
+
+# ----------------------------------------------------------------------------- fields of a level
+def _spans_hold(text: str, mentions) -> None:
+    for m in mentions:
+        assert m.span is not None and text[m.span[0] : m.span[1]] == m.text, (m, text)
+
+
+def test_every_mention_points_at_its_own_words_with_its_vocabulary():
+    from engine.chain_fields import parse_context, parse_perception, parse_relations
+    from engine.ontology import load_ontology
+
+    onto = load_ontology()
+    canonical = " Instruments: Grasper [1, 2, 3, 4] (0.9), Hook and Clipper. Anatomy: gallbladder; cystic duct."
+    prose = "A grasper holds the gallbladder while the hook works near the cystic artery and the liver."
+    for text in (canonical, prose):
+        p = parse_perception(text, onto)
+        _spans_hold(text, [s.name for s in p.instruments] + list(p.anatomy))
+        assert {s.name.vocabulary for s in p.instruments} == {"tool"}
+        assert {m.vocabulary for m in p.anatomy} == {"anatomy"}
+    p = parse_perception(canonical, onto)
+    assert [(s.name.label, s.box, s.confidence) for s in p.instruments] == [
+        ("Grasper", (1.0, 2.0, 3.0, 4.0), 0.9),
+        ("Hook", None, None),
+        ("Clipper", None, None),
+    ]
+    assert [m.label for m in p.anatomy] == ["gallbladder", "cystic_duct"]
+    p = parse_perception(prose, onto)
+    assert [s.name.label for s in p.instruments] == ["Grasper", "Hook"]
+    assert [m.label for m in p.anatomy] == ["gallbladder", "cystic_artery", "liver"]
+
+    for text in (
+        " Triplets: grasper retract gallbladder; hook dissect cystic duct.",
+        "The hook dissects the cystic duct.",
+    ):
+        r = parse_relations(text, onto)
+        parts = [m for t in r.triplets for m in (t.instrument, t.verb, t.target)]
+        _spans_hold(text, parts)
+        assert [m.vocabulary for m in parts] == ["instrument", "verb", "target"] * len(r.triplets)
+        assert all(t.triplet_id is not None for t in r.triplets)
+
+    text = " Phase: Calot Triangle Dissection. CVS: C1 met, C2 not met, C3 met."
+    c = parse_context(text, onto)
+    assert c.phase.vocabulary == "phase" and c.phase.label == "CalotTriangleDissection"
+    _spans_hold(text, [c.phase])
+    prose = " The team is in the clipping and cutting phase now."
+    c = parse_context(prose, onto)
+    assert c.phase.label == "ClippingCutting" and c.phase.vocabulary == "phase"
+    _spans_hold(prose, [c.phase])
+
+
+def test_list_items_split_on_commas_semicolons_and_and_but_not_inside_brackets():
+    from engine.chain_fields import parse_perception
+    from engine.ontology import load_ontology
+
+    onto = load_ontology()
+    text = "Instruments: Grasper (the left one. near the liver), Hook and Clipper; Scissors. Anatomy: liver."
+    p = parse_perception(text, onto)
+    # the sentence end inside the parentheses does not end the list
+    assert [s.name.label for s in p.instruments][1:] == ["Hook", "Clipper", "Scissors"]
+    assert [s.name.text for s in p.instruments][1:] == ["Hook", "Clipper", "Scissors"]
+    assert [m.text for m in p.anatomy] == ["liver"]
+    _spans_hold(text, [s.name for s in p.instruments])
+    boxed = "Instruments: Grasper [10.5, 20, 30, 40] confidence: 0.75, a Hook (1.0). Anatomy: none."
+    p = parse_perception(boxed, onto)
+    assert [(s.name.text, s.box, s.confidence) for s in p.instruments] == [
+        ("Grasper", (10.5, 20.0, 30.0, 40.0), 0.75),
+        ("Hook", None, 1.0),
+    ]
+    _spans_hold(boxed, [s.name for s in p.instruments])
+    unknown = "Instruments: Laser, Grasper, laser. Anatomy: Spleen, spleen."
+    p = parse_perception(unknown, onto)
+    assert [(s.name.text, s.name.label) for s in p.instruments] == [("Laser", None), ("Grasper", "Grasper")]
+    assert [(m.text, m.label) for m in p.anatomy] == [("Spleen", None)]
+
+
+def test_answers_in_every_task_form():
+    from engine.chain_fields import parse_answer
+    from engine.ontology import load_ontology
+
+    onto = load_ontology()
+    mcq = parse_answer(" B. Calot Triangle Dissection ", onto)
+    assert (mcq.option, mcq.option_text, mcq.phase.label, mcq.phase.vocabulary) == (
+        "B",
+        "Calot Triangle Dissection",
+        "CalotTriangleDissection",
+        "phase",
+    )
+    assert parse_answer("(C)", onto).option == "C" and parse_answer("(C)", onto).option_text is None
+    within = parse_answer("It is the clipping and cutting phase.", onto)
+    assert within.phase.label == "ClippingCutting" and within.phase.vocabulary == "phase"
+    assert within.phase.text.lower() == "clipping and cutting"
+    for parse in (parse_answer,):
+        empty = parse(None, onto)
+        assert empty.text == "" and empty.phase is None and empty.triplets == ()
+
+
+@pytest.mark.parametrize("name", ["parse_perception", "parse_relations", "parse_context"])
+def test_a_level_that_is_not_text_has_no_fields(name):
+    import engine.chain_fields as fields
+    from engine.ontology import load_ontology
+
+    value = getattr(fields, name)(None, load_ontology())
+    assert value == getattr(fields, name)("", load_ontology())
