@@ -188,3 +188,38 @@ REVIEW_CVS_COLORS: dict[str, str] = {
     "not met": "#882255",  # wine
     "not assessable": "#BBBBBB",  # light grey
 }
+
+
+# Procedure palettes (engine.procedures names a palette and a slot per label; the hex values live here).
+# okabe_ito: Okabe & Ito (2008), slot 7 a mid grey for "Other" (their black is lost on a dark timeline);
+# tol_muted: Paul Tol's muted scheme; tol_light12: Paul Tol's light scheme (9) and three of his muted hues
+# (purple, rose, olive), so the 12 MultiBypass140 phases stay light on the dark lanes; glasbey: colorcet's
+# glasbey (Glasbey et al. 2007, maximally distinct), its first 46 for MultiBypass140's steps; cholec80_*:
+# the viewer's phase and tool colours above, in the ontology's order.
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7", "#999999")
+TOL_MUTED = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99", "#999933", "#AA4499")
+TOL_LIGHT12 = (
+    "#77AADD", "#99DDFF", "#44BB99", "#BBCC33", "#AAAA00", "#EEDD88",
+    "#EE8866", "#FFAABB", "#DDDDDD", "#AA4499", "#CC6677", "#999933",
+)  # fmt: skip
+GLASBEY = (
+    "#d60000", "#8c3bff", "#018700", "#00acc6", "#97ff00", "#ff7ed1", "#6b004f", "#ffa52f", "#573b00", "#005659",
+    "#0000dd", "#00fdcf", "#a17569", "#bcb6ff", "#95b577", "#bf03b8", "#645474", "#790000", "#0774d8", "#fdf490",
+    "#004b00", "#8e7900", "#ff7266", "#edb8b8", "#5d7e66", "#9ae4ff", "#eb0077", "#a57bb8", "#5900a3", "#03c600",
+    "#9e4b00", "#9c3b4f", "#cac300", "#708297", "#00af89", "#8287ff", "#5d363b", "#380000", "#fdbfff", "#bde6bf",
+    "#db6d01", "#93b8b5", "#e452ff", "#2f5282", "#c36690", "#54621f",
+)  # fmt: skip
+PROCEDURE_PALETTES: dict[str, tuple[str, ...]] = {
+    "okabe_ito": OKABE_ITO,
+    "tol_muted": TOL_MUTED,
+    "tol_light12": TOL_LIGHT12,
+    "glasbey": GLASBEY,
+    "cholec80_phase": tuple(PHASE_COLORS.values()),
+    "cholec80_tool": tuple(TOOL_COLORS.values()),
+}
+
+
+def key_colour(palette: str, slot: int) -> str:
+    """The colour of slot ``slot`` of procedure palette ``palette`` (an engine ``ColourKey``); grey when unknown."""
+    colours = PROCEDURE_PALETTES.get(palette, ())
+    return colours[slot] if 0 <= slot < len(colours) else UNKNOWN

@@ -121,10 +121,10 @@ def chain_step(chain: Chain, vocabulary: Vocabulary) -> Mention | None:
 
 
 def action_rows(results: Iterable[Any], procedure: str = "rarp") -> list[tuple[int, str | None]]:
-    """(frame, canonical action or None) per stored answer (objects with ``frame`` and ``raw_text``,
-    e.g. :class:`engine.store.FrameResult`), read in ``procedure``'s ontology: the rows
-    :func:`engine.timeline.build_action_track` smooths. The text is parsed again because the store's
-    columns hold the cholecystectomy fields only."""
+    """(frame, canonical action or None) per answer: the rows :func:`engine.timeline.build_action_track`
+    smooths. A stored row (:class:`engine.timeline.TimelineRow` from ``CaseStore.timeline_rows``) carries
+    its action already (the store's ``action`` column); an answer with ``raw_text`` and no ``action``
+    (an evaluation's results, a :class:`engine.store.FrameResult`) is parsed in ``procedure``'s ontology."""
     from engine.chain_parser import parse_chain
     from engine.procedures import get_procedure
 
@@ -132,6 +132,9 @@ def action_rows(results: Iterable[Any], procedure: str = "rarp") -> list[tuple[i
     vocab = proc.vocabulary("action")
     out = []
     for result in results:
+        if hasattr(result, "action"):
+            out.append((int(result.frame), result.action))
+            continue
         found = chain_action(parse_chain(result.raw_text, proc.ontology), vocab)
         out.append((int(result.frame), found.label if found is not None else None))
     return out

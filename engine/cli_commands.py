@@ -26,6 +26,7 @@ from engine.frame_record import CaseAnalysis, case_analyses, merge_results
 from engine.outputs import STDOUT, OutputError, output_path, write_output
 from engine.procedures import DEFAULT_PROCEDURE, ProcedureError, get_procedure
 from engine.profiles import ModelProfile, ProfileError, resolve_profile
+from engine.report_data import label_tracks
 from engine.scheduler import (
     AnalysisScheduler,
     SchedulerConfig,
@@ -37,7 +38,7 @@ from engine.scheduler import (
 from engine.store import CaseStore, FrameResult, StoreError
 from engine.terminal import safe_for_terminal
 from engine.timecode import format_timecode
-from engine.timeline import build_timelines
+from engine.timeline import build_timelines, label_at
 from engine.video import VIDEO_SUFFIXES, VideoError, VideoReader, video_size
 
 
@@ -507,7 +508,12 @@ def cmd_export(args) -> int:
         rows = chosen.timeline_rows(store)
         info = store.case_info()
     fps = (info.fps if info and info.fps else None) or 25.0
-    timelines = build_timelines(rows, fps, info.frame_count if info else None)
+    proc = chosen.procedure
+    frame_count = info.frame_count if info else None
+    timelines = build_timelines(rows, fps, frame_count, tools=proc.vocabulary("tool"))
+    # The procedure's timelines (a cholecystectomy's phase; a suturing case's action; a bypass's phase, step).
+    tracks = label_tracks(proc, timelines, rows, fps, frame_count)
+    extra = [role for role in tracks if role != "phase"]
     try:
         width, height = video_size(case)
     except VideoError as exc:
@@ -518,21 +524,23 @@ def cmd_export(args) -> int:
             json.dumps(
                 {
                     "type": "segment",
-                    "phase": s.label,
+                    role: s.label,
                     "start": s.start,
                     "end": s.end,
                     "start_time": format_timecode(s.start, fps),
                     "end_time": format_timecode(s.end, fps),
                 }
             )
-            for s in timelines.phase
+            for role, segments in tracks.items()
+            for s in segments
         ]
         lines += [json.dumps(_frame_row(chosen, record, fps), ensure_ascii=False) for record in records.values()]
         _write(args.jsonl, "\n".join(lines) + "\n")
     if args.csv:
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["frame", "time", "status", "phase", "phase_smoothed", "cvs_c1", "cvs_c2", "cvs_c3", "tools"])
+        head = ["frame", "time", "status", "phase", "phase_smoothed", "cvs_c1", "cvs_c2", "cvs_c3", "tools"]
+        writer.writerow(head + [name for role in extra for name in (role, f"{role}_smoothed")])
         for row in rows:
             cvs = [c.value if c is not None else "" for c in row.cvs]
             record = records.get(row.frame)
@@ -545,15 +553,22 @@ def cmd_export(args) -> int:
                     timelines.phase_at(row.frame) or "",
                     *cvs,
                     ";".join(row.tools or ()),
+                    *(value for role in extra for value in _role_cells(row, role, tracks[role])),
                 ]
             )
         _write(args.csv, out.getvalue())
+    counts = " and ".join(f"{len(segs)} {role} segments" for role, segs in tracks.items()) or "no segments"
     line = (
-        f"exported {len(records)} frames and {len(timelines.phase)} phase segments of {case.name} "
+        f"exported {len(records)} frames and {counts} of {case.name} "
         f"({chosen.model_id}, prompts {chosen.prompt_version}, {', '.join(chosen.tasks)})"
     )
     print(safe_for_terminal(line, keep_newlines=False), file=_notes_to(args.jsonl, args.csv))
     return 0
+
+
+def _role_cells(row, role: str, segments: list) -> tuple[str, str]:
+    """A CSV row's answer and smoothed label for another procedure's timeline (``action``, ``step``)."""
+    return getattr(row, role) or "", label_at(segments, row.frame) or ""
 
 
 def _frame_row(analysis: CaseAnalysis, record, fps: float) -> dict:

@@ -3,7 +3,8 @@
 A profile may ask several questions of a frame (the Surg-R1 release: phase, action, tool boxes);
 each answer is stored as its own chain, under its own task. Timelines, overlays, reports and
 exports read the merged record: the phase, the CVS criteria, the instruments with their boxes in
-pixels of the *source* frame, and the triplets. A field comes from the question that asks for it
+pixels of the *source* frame, the triplets, and (another procedure's) the action and the step, all
+read in the ontology of the procedure the answers were asked in. A field comes from the question that asks for it
 when that one states it (the phase question's phase, the localisation question's boxes), else from
 the first other answer that does. Boxes arrive in the pixels of the image the model saw and are
 mapped back.
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from engine.action_fields import chain_action, chain_step
 from engine.chain import (
     Chain,
     ChainStatus,
@@ -27,7 +29,8 @@ from engine.chain import (
     TripletMention,
 )
 from engine.chain_fields import parse_perception
-from engine.ontology import Ontology, load_ontology
+from engine.ontology import Ontology
+from engine.procedures import DEFAULT_PROCEDURE, Procedure, get_procedure, procedure_of_version
 from engine.profiles import ModelProfile, Question, get_profile, profile_for_version
 from engine.store import Analysis, CaseStore, FrameResult
 from engine.tasks import Task
@@ -55,6 +58,9 @@ class FrameRecord:
     triplets: tuple[TripletMention, ...] = ()
     results: Mapping[str, FrameResult] = field(default_factory=dict)  # by task, in the profile's order
     missing: tuple[str, ...] = ()  # tasks of the profile not analysed yet for this frame
+    action: Mention | None = None  # the suturing action (a procedure with actions), from the action question
+    step: Mention | None = None  # the surgical step (a procedure with steps), from the step question
+    procedure: str = DEFAULT_PROCEDURE  # the procedure the answers were asked in (canonical name)
 
     @property
     def complete(self) -> bool:
@@ -78,10 +84,19 @@ class FrameRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
-        """The merged fields as an export row carries them (labels canonical, boxes in source pixels)."""
-        return {
-            "phase": self.phase.label if self.phase is not None else None,
-            "cvs": {f"C{i + 1}": state.value if state is not None else None for i, state in enumerate(self.cvs)},
+        """The merged fields as an export row carries them (labels canonical, boxes in source pixels).
+        A row carries only what its procedure labels: ``cvs`` for a cholecystectomy, ``action`` for a
+        suturing case, ``step`` for a bypass (a cholecystectomy's rows are as they always were)."""
+        proc = get_procedure(self.procedure)
+        out: dict[str, Any] = {"phase": self.phase.label if self.phase is not None else None}
+        if proc.cvs:
+            out["cvs"] = {f"C{i + 1}": state.value if state is not None else None for i, state in enumerate(self.cvs)}
+        for role, mention in (("action", self.action), ("step", self.step)):
+            if proc.has(role):
+                out[role] = mention.label if mention is not None else None
+        if proc.name != DEFAULT_PROCEDURE:
+            out["procedure"] = proc.name
+        return out | {
             "instruments": [
                 {
                     "label": s.name.label or s.name.text,
@@ -131,6 +146,8 @@ def _cvs_of(chain: Chain) -> Cvs:
 
 
 _FIELD_TASKS = {
+    "action": (Task.ACTION, Task.ACTION_MCQ),
+    "step": (Task.STEP,),
     "phase": (Task.PHASE, Task.PHASE_MCQ),
     "cvs": (Task.CVS,),
     "triplets": (Task.TRIPLET,),
@@ -154,10 +171,12 @@ def merge_results(
     """Merge one frame's stored answers (by task) into its record; ``width`` x ``height``: the source frame.
 
     Each field comes from the first answer that states it, asking first the question that asks for
-    that field (the phase question for the phase, the localisation question for boxes), then the
-    others in the profile's order; boxes are mapped from the sent image's pixels to the source's.
+    that field (the phase question for the phase, the localisation question for boxes, the action
+    question for the action), then the others in the profile's order; boxes are mapped from the sent
+    image's pixels to the source's. Everything is read in the ontology of the profile's procedure.
     """
-    ontology = ontology or load_ontology()
+    proc = procedure_of_version(profile.version)
+    ontology = ontology or proc.ontology
     sx, sy = profile.box_scale(width, height)
     ordered = {task: results[task] for task in profile.tasks if task in results}
     chains = {task: r.parsed() for task, r in ordered.items()}
@@ -166,6 +185,8 @@ def merge_results(
     cvs = next((v for c in _by_authority("cvs", chains) if any(v := _cvs_of(c))), (None, None, None))
     triplets = next((t for c in _by_authority("triplets", chains) if (t := _triplets_of(c))), ())
     sightings = next((s for c in _by_authority("instruments", chains) if (s := _instruments_of(c, ontology))), ())
+    action = _label_of("action", chains, proc, chain_action)
+    step = _label_of("step", chains, proc, chain_step)
     return FrameRecord(
         frame=next(iter(ordered.values())).frame if ordered else -1,
         phase=phase,
@@ -174,12 +195,25 @@ def merge_results(
         triplets=triplets,
         results=ordered,
         missing=tuple(task for task in profile.tasks if task not in results),
+        action=action,
+        step=step,
+        procedure=proc.name,
     )
 
 
+def _label_of(role: str, chains: dict[str, Chain], proc: Procedure, read: Any) -> Mention | None:
+    """The ``role`` label (action, step) the answers state: a known one from the question that asks for
+    it first, else from the others; an unknown one only when no answer names a known one."""
+    if not proc.has(role):
+        return None
+    vocab = proc.vocabulary(role)
+    found = [m for c in _by_authority(role, chains) if (m := read(c, vocab)) is not None]
+    return next((m for m in found if m.known), found[0] if found else None)
+
+
 def merge_timeline_rows(rows_by_task: Iterable[list[TimelineRow]]) -> list[TimelineRow]:
-    """One timeline row per frame from each question's rows (in the profile's order): the phase and
-    CVS of the first question that states them, the tools of every question together."""
+    """One timeline row per frame from each question's rows (in the profile's order): the phase, CVS,
+    action and step of the first question that states them, the tools of every question together."""
     merged: dict[int, TimelineRow] = {}
     for rows in rows_by_task:
         for row in rows:
@@ -196,6 +230,8 @@ def merge_timeline_rows(rows_by_task: Iterable[list[TimelineRow]]) -> list[Timel
                 seen.cvs if any(seen.cvs) else row.cvs,
                 tools,
                 seen.phase_probs if seen.phase_probs is not None else row.phase_probs,
+                seen.action if seen.action is not None else row.action,
+                seen.step if seen.step is not None else row.step,
             )
     return [merged[frame] for frame in sorted(merged)]
 
@@ -213,6 +249,11 @@ class CaseAnalysis:
     @property
     def tasks(self) -> tuple[str, ...]:
         return self.profile.tasks
+
+    @property
+    def procedure(self) -> Procedure:
+        """The procedure the questions were asked in (named by the stored prompt version)."""
+        return procedure_of_version(self.prompt_version)
 
     def timeline_rows(self, store: CaseStore) -> list[TimelineRow]:
         return merge_timeline_rows(store.timeline_rows(self.model_id, self.prompt_version, t) for t in self.tasks)
@@ -253,7 +294,7 @@ def case_analyses(store: CaseStore) -> list[CaseAnalysis]:
     for (model_id, version, task), parts in grouped.items():
         name = profile_for_version(version)
         try:
-            profile = get_profile(name, task or None)
+            profile = get_profile(name, task or None, procedure_of_version(version).name)
         except ValueError:  # a task this surgview has no prompt for (older prompts, another tool): shown as it is
             tasks = [p.task for p in parts]
             questions = tuple(Question(t, t.replace("_", " ").capitalize(), "") for t in tasks)

@@ -37,7 +37,9 @@ __all__ = [
     "ProcedureError",
     "get_procedure",
     "load_procedures",
+    "procedure_for_version",
     "procedure_names",
+    "procedure_of_version",
 ]
 
 DEFAULT_PROCEDURE = "cholecystectomy"
@@ -183,3 +185,19 @@ def get_procedure(name: str | None = None) -> Procedure:
         if key in {normalise_key(s) for s in (proc.name, proc.display, *proc.aliases)}:
             return proc
     raise ProcedureError(f"unknown procedure {name!r}; known: {', '.join(procedures)}")
+
+
+def procedure_for_version(prompt_version: str) -> str:
+    """Which procedure stored results of ``prompt_version`` were asked in (cholecystectomy when unmarked):
+    another procedure's prompts are versioned ``<version>+<procedure>``, so the store's key says it."""
+    return prompt_version.split("+", 1)[1] if "+" in prompt_version else DEFAULT_PROCEDURE
+
+
+@cache
+def procedure_of_version(prompt_version: str) -> Procedure:
+    """The :class:`Procedure` whose ontology reads answers of ``prompt_version``; the default for a
+    procedure this surgview does not know (a newer one's answers are then read as cholecystectomy's)."""
+    try:
+        return get_procedure(procedure_for_version(prompt_version))
+    except ProcedureError:
+        return get_procedure(DEFAULT_PROCEDURE)

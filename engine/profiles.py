@@ -22,7 +22,7 @@ import numpy as np
 from engine.backend_factory import LOCAL_KINDS
 from engine.backends.base import GenerationRequest, StreamLimits
 from engine.backends.onnx.inputs import grid_resize
-from engine.procedures import DEFAULT_PROCEDURE
+from engine.procedures import DEFAULT_PROCEDURE, procedure_for_version
 from engine.prompts import load_prompts
 from engine.tasks import Task
 
@@ -294,11 +294,6 @@ def profile_for_version(prompt_version: str) -> str:
     if prompt_version.startswith(QWEN_VL_VERSION_PREFIX):
         return "qwen-vl"
     return "surgview"
-
-
-def procedure_for_version(prompt_version: str) -> str:
-    """Which procedure stored results of ``prompt_version`` were asked in (cholecystectomy when unmarked)."""
-    return prompt_version.split("+", 1)[1] if "+" in prompt_version else DEFAULT_PROCEDURE
 
 
 def default_profile(manifest_profile: str | None, has_manifest: bool, model_name: str | None) -> tuple[str, str]:

@@ -4,7 +4,10 @@ A report must be readable away from the app and must not leak the patient's iden
 the export: it names the case by its content fingerprint (the file name may hold a patient's
 name) and carries no file paths. It reads the merged frame records of one analysis
 (:mod:`engine.frame_record`), so a profile that asks several questions per frame reports its
-phase from the phase question and its boxes from the localisation question. Model text is kept
+phase from the phase question and its boxes from the localisation question. It follows the case's
+procedure (named by the stored prompt version): its timelines (a suturing case's actions, a bypass's
+phases and steps) in its own order with display names, its instruments, and CVS only where CVS applies
+(a cholecystectomy): another procedure's report has no CVS statement at all. Model text is kept
 verbatim here; :func:`visible_text` makes control characters visible so that renderers (HTML
 with autoescape, QTextDocument, QPainter) show a hostile output as literal text.
 """
@@ -24,20 +27,29 @@ from engine.chain import Chain, ChainStatus
 from engine.cvs_assessment import CvsAssessment, CvsRule, assess_cvs
 from engine.frame_record import CaseAnalysis, FrameRecord, case_analyses, merge_results
 from engine.modeldir import Manifest
-from engine.ontology import load_ontology
+from engine.ontology import Vocabulary
 from engine.phase_labels import Segment
+from engine.procedures import DEFAULT_PROCEDURE, Procedure, get_procedure
 from engine.profiles import ModelProfile
 from engine.review_agreement import ReviewAgreement, agreement
 from engine.review_labels import ReviewLabels
 from engine.store import BlankArea, CaseStore, FrameResult, StoreError
 from engine.terminal import visible_text
 from engine.timecode import format_timecode
-from engine.timeline import TimelineConfig, Timelines, build_timelines, covered_frames
+from engine.timeline import (
+    TimelineConfig,
+    TimelineRow,
+    Timelines,
+    build_procedure_track,
+    build_timelines,
+    covered_frames,
+)
 
 __all__ = [
     "BookmarkEntry",
     "CaseSummary",
     "CvsSummary",
+    "LabelDuration",
     "PhaseDuration",
     "ReportData",
     "ReportError",
@@ -46,19 +58,28 @@ __all__ = [
     "combined_result",
     "default_title",
     "gather_report",
+    "label_durations",
+    "label_tracks",
     "visible_text",
     "without_boxes",
 ]
 
 LEVEL_NAMES = {1: "Perception", 2: "Relation", 3: "Context"}
 DEFAULT_TITLE = "Laparoscopic cholecystectomy review"
+ROLE_TITLES = {"phase": "Phases", "step": "Steps", "action": "Actions"}  # a duration table's heading per timeline
 _BOX = re.compile(r"\s*\[\s*-?\d+(?:\.\d+)?\s*(?:,\s*-?\d+(?:\.\d+)?\s*){3}\]")
 
 
-def default_title(when: float | None = None) -> str:
-    """A report's title when the reviewer gives none: what it is and the day, never a file name or hash."""
+def default_title(when: float | None = None, procedure: str | None = None) -> str:
+    """A report's title when the reviewer gives none: what it is (the procedure) and the day, never a file
+    name or hash."""
     day = datetime.date.fromtimestamp(time.time() if when is None else when).isoformat()
-    return f"{DEFAULT_TITLE}, {day}"
+    what = (
+        DEFAULT_TITLE
+        if not procedure or procedure == DEFAULT_PROCEDURE
+        else f"{get_procedure(procedure).display} review"
+    )
+    return f"{what}, {day}"
 
 
 def without_boxes(text: str) -> str:
@@ -77,6 +98,18 @@ class PhaseDuration:
     display: str
     seconds: float
     share: float  # of the analysed (covered) time
+    segments: int
+
+
+@dataclass(frozen=True)
+class LabelDuration:
+    """Time under one label of a timeline (an action, a step, a bypass phase)."""
+
+    role: str  # the timeline: "phase", "step", "action"
+    label: str  # canonical name
+    display: str
+    seconds: float
+    share: float  # of the smoothed track's time
     segments: int
 
 
@@ -117,6 +150,8 @@ class CaseSummary:
     task: str  # the questions asked of each frame, comma-separated
     manifest: dict[str, Any] | None  # name, architecture, versions, lineage stages, evaluation
     profile: str = "surgview"  # the model profile that asked them
+    procedure: str = DEFAULT_PROCEDURE  # the procedure they were asked in (canonical name)
+    procedure_display: str = "Laparoscopic cholecystectomy"
     reviewer: str = ""  # the reviewer's name for the sign-off (blank: a line to write on)
 
 
@@ -180,7 +215,7 @@ class ReportData:
     summary: CaseSummary
     timelines: Timelines
     phases: list[PhaseDuration]
-    cvs: CvsSummary
+    cvs: CvsSummary | None  # None: the procedure has no Critical View of Safety (no statement, no rows)
     tools: list[ToolUsage]
     bookmarks: list[BookmarkEntry]
     case_notes: list[str]
@@ -189,6 +224,14 @@ class ReportData:
     created: float = field(default_factory=time.time)
     review: ReviewAgreement = field(default_factory=ReviewAgreement.none)  # the model against the reviewer
     reviewers: tuple[str, ...] = ()  # who labelled the case (the review tables' authors), sorted
+    # Each timeline the procedure draws besides instruments, in its order: role -> smoothed segments, and the
+    # time per label in the vocabulary's order (a cholecystectomy: its phase; a suturing case: its actions).
+    tracks: dict[str, list[Segment]] = field(default_factory=dict)
+    durations: dict[str, list[LabelDuration]] = field(default_factory=dict)
+
+    @property
+    def procedure(self) -> Procedure:
+        return get_procedure(self.summary.procedure)
 
     def timecode(self, frame: int | None) -> str:
         return "–" if frame is None else format_timecode(frame, self.summary.fps)
@@ -288,14 +331,17 @@ def gather_report(
     except StoreError as exc:
         raise ReportError(str(exc)) from None
     config = config or TimelineConfig()
-    timelines = build_timelines(rows, fps, frame_count, config)
+    proc = analysis.procedure
+    timelines = build_timelines(rows, fps, frame_count, config, tools=proc.vocabulary("tool"))
     covered = covered_frames(timelines.frames, max(1, round(config.max_gap_s * fps)), frame_count, timelines.step)
+    tracks = label_tracks(proc, timelines, rows, fps, frame_count)
+    durations = {role: label_durations(role, segs, proc.vocabulary(role), fps) for role, segs in tracks.items()}
     counts: dict[str, int] = {}
     for _, status in statuses:
         counts[status or "malformed"] = counts.get(status or "malformed", 0) + 1
     summary = CaseSummary(
         case_id=(info.fingerprint if info else store.path.stem)[:16],
-        title=(title or "").strip() or default_title(),
+        title=(title or "").strip() or default_title(procedure=proc.name),
         fps=float(fps),
         frame_count=int(frame_count),
         duration_s=frame_count / fps,
@@ -310,38 +356,73 @@ def gather_report(
         manifest=manifest_summary(manifest),
         profile=analysis.profile.name,
         reviewer=(reviewer or "").strip(),
+        procedure=proc.name,
+        procedure_display=proc.display,
     )
+    phases = [PhaseDuration(d.label, d.display, d.seconds, d.share, d.segments) for d in durations.get("phase", [])]
     return ReportData(
         summary=summary,
         timelines=timelines,
-        phases=phase_durations(timelines.phase, fps),
-        cvs=cvs_summary(timelines, fps),
-        tools=tool_usage(timelines.tools, fps, frame_count),
+        phases=phases,
+        cvs=cvs_summary(timelines, fps) if proc.cvs else None,
+        tools=tool_usage(timelines.tools, fps, frame_count, proc.vocabulary("tool")),
         bookmarks=bookmarks,
         case_notes=[n.text for n in notes if n.frame is None],
         blank_areas=areas,
         blanked=blank,
         review=review,
         reviewers=reviewers,
+        tracks=tracks,
+        durations=durations,
     )
 
 
-def phase_durations(segments: list[Segment], fps: float) -> list[PhaseDuration]:
-    """Time per phase in clinical order (phases never seen are left out)."""
-    total = sum(s.length for s in segments) or 1
-    out = []
-    for label in load_ontology().phase:
-        mine = [s for s in segments if s.label == label.name]
-        if mine:
-            frames = sum(s.length for s in mine)
-            out.append(PhaseDuration(label.name, label.display, frames / fps, frames / total, len(mine)))
+def label_tracks(
+    proc: Procedure, timelines: Timelines, rows: list[TimelineRow], fps: float, frame_count: int | None
+) -> dict[str, list[Segment]]:
+    """The smoothed segments of every timeline ``proc`` draws besides instruments, in its order: a
+    cholecystectomy's phase is the Cholec80 HMM's (``timelines.phase``); another procedure's phase,
+    step or action track is smoothed over its own vocabulary with its own prior."""
+    out: dict[str, list[Segment]] = {}
+    for role in proc.timelines:
+        if role == "tool" or not proc.has(role):
+            continue
+        if role == "phase" and proc.name == DEFAULT_PROCEDURE:
+            out[role] = timelines.phase
+            continue
+        answers = [(r.frame, getattr(r, role)) for r in rows]
+        out[role] = build_procedure_track(answers, proc.name, role, fps, frame_count).segments
     return out
 
 
-def tool_usage(tracks: dict[str, list[Segment]], fps: float, frame_count: int) -> list[ToolUsage]:
-    """Presence time per Cholec80 tool (every tool listed, unused ones at zero)."""
+def label_durations(role: str, segments: list[Segment], vocabulary: Vocabulary, fps: float) -> list[LabelDuration]:
+    """Time per label of one timeline, in the vocabulary's (clinical) order; labels never seen are left out."""
+    total = sum(s.length for s in segments) or 1
     out = []
-    for label in load_ontology().tool:
+    for label in vocabulary:
+        mine = [s for s in segments if s.label == label.name]
+        if mine:
+            frames = sum(s.length for s in mine)
+            out.append(LabelDuration(role, label.name, label.display, frames / fps, frames / total, len(mine)))
+    return out
+
+
+def phase_durations(segments: list[Segment], fps: float, vocabulary: Vocabulary | None = None) -> list[PhaseDuration]:
+    """Time per phase in clinical order (phases never seen are left out); Cholec80's phases by default."""
+    vocabulary = vocabulary if vocabulary is not None else get_procedure().vocabulary("phase")
+    return [
+        PhaseDuration(d.label, d.display, d.seconds, d.share, d.segments)
+        for d in label_durations("phase", segments, vocabulary, fps)
+    ]
+
+
+def tool_usage(
+    tracks: dict[str, list[Segment]], fps: float, frame_count: int, vocabulary: Vocabulary | None = None
+) -> list[ToolUsage]:
+    """Presence time per tool of the procedure (Cholec80's by default; every tool listed, unused ones at zero)."""
+    vocabulary = vocabulary if vocabulary is not None else get_procedure().vocabulary("tool")
+    out = []
+    for label in vocabulary:
         runs = tracks.get(label.name, [])
         frames = sum(s.length for s in runs)
         first = runs[0].start if runs else None
@@ -413,21 +494,32 @@ def combined_result(analysis: CaseAnalysis, answers: Mapping[str, FrameResult]) 
 
 def report_json(data: ReportData) -> dict[str, Any]:
     """The report's data for registries and tests (``surgview report CASE --json OUT``): what page 1 says,
-    times in seconds with their frame numbers, CVS with its episodes, and ``review``: the model's agreement with
+    times in seconds with their frame numbers, CVS with its episodes (only where the procedure has CVS),
+    another procedure's ``actions``/``steps`` durations in its order, and ``review``: the model's agreement with
     the reviewer's labels (:mod:`engine.review_agreement`). Model text is not included."""
     s, fps = data.summary, data.summary.fps
 
     def seconds(frame: int | None) -> float | None:
         return round(frame / fps, 3) if frame is not None else None
 
-    assessment = data.cvs.assessment
-    cvs = assessment.to_json() if assessment is not None else {}
-    cvs.update(
-        first_all_met_frame=data.cvs.first_all_met,
-        first_all_met_raw_frame=data.cvs.first_all_met_raw,
-        first_all_met_raw_s=seconds(data.cvs.first_all_met_raw),
-    )
-    return {
+    out: dict[str, Any] = {}
+    if data.cvs is not None:  # a procedure without CVS has no "cvs" key at all
+        assessment = data.cvs.assessment
+        out = assessment.to_json() if assessment is not None else {}
+        out.update(
+            first_all_met_frame=data.cvs.first_all_met,
+            first_all_met_raw_frame=data.cvs.first_all_met_raw,
+            first_all_met_raw_s=seconds(data.cvs.first_all_met_raw),
+        )
+    labels = {
+        f"{role}s": [
+            {role: d.label, "display": d.display, "seconds": round(d.seconds, 3), "share": round(d.share, 4)}
+            for d in found
+        ]
+        for role, found in data.durations.items()
+        if role != "phase"
+    }
+    report = {
         "case": {
             "id": s.case_id,
             "title": s.title,
@@ -439,13 +531,15 @@ def report_json(data: ReportData) -> dict[str, Any]:
             "coverage": round(s.coverage, 4),
             "model": s.model_id,
             "profile": s.profile,
+            "procedure": s.procedure,
             "questions": s.task.split(","),
         },
         "phases": [
             {"phase": p.phase, "display": p.display, "seconds": round(p.seconds, 3), "share": round(p.share, 4)}
             for p in data.phases
         ],
-        "cvs": cvs,
+        **labels,
+        **({"cvs": out} if data.cvs is not None else {}),
         "instruments": [
             {"tool": t.tool, "seconds": round(t.seconds, 3), "first_s": seconds(t.first_frame)} for t in data.tools
         ],
@@ -455,3 +549,4 @@ def report_json(data: ReportData) -> dict[str, Any]:
         ],
         "review": data.review.to_json(),
     }
+    return report

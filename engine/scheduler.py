@@ -41,7 +41,6 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import Backend, BackendError, BackendUnavailable, StreamLimits, TextStream
-from engine.chain_parser import parse_chain
 from engine.profiles import ModelProfile, Question
 from engine.prompts import TaskPrompt
 from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
@@ -637,13 +636,13 @@ class AnalysisScheduler:
         self, job: Job, text: str, first_token_s: float | None, total_s: float, tokens: int, requested: bool
     ) -> None:
         frame, task = job
-        result = FrameResult(
-            frame=frame,
-            model_id=self.backend.model_id,
-            prompt_version=self.profile.version,
-            task=task,
-            raw_text=text,
-            chain=parse_chain(text),
+        # Read in the ontology of the procedure the profile asks in: a suturing answer's tools are EndoVis17's.
+        result = FrameResult.from_text(
+            frame,
+            self.backend.model_id,
+            self.profile.version,
+            task,
+            text,
             first_token_s=first_token_s,
             total_s=total_s,
             tokens=tokens,

@@ -29,6 +29,10 @@ takes a store from version ``i`` to ``i + 1``; pending steps run in order in one
    boxes), ``review_chains`` (a whole chain accepted or rejected, tied to its text's hash) and
    ``review_log`` (who did what, when). Each label row names the model output it corrects
    (model_id, prompt_version, task; its frames), who and when.
+5. ``results`` gains ``action`` and ``step`` (the suturing action, the bypass step: canonical labels of
+   the procedure the prompt version names) and the covering index ``results_timeline`` is rebuilt with
+   them, so action and step timelines never re-parse raw text either. Rows of another procedure are read
+   again in their own ontology (their phase and tools columns were derived from cholecystectomy's).
 """
 
 from __future__ import annotations
@@ -48,8 +52,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.action_fields import chain_action, chain_step
 from engine.chain import Chain, CvsState
 from engine.chain_parser import parse_chain
+from engine.ontology import Ontology
+from engine.procedures import procedure_of_version
 from engine.timeline import TimelineRow
 from engine.userdata import data_home
 
@@ -66,6 +73,7 @@ __all__ = [
     "Note",
     "StoreError",
     "case_store_path",
+    "version_ontology",
     "video_fingerprint",
 ]
 
@@ -119,8 +127,8 @@ class FrameResult:
         total_s: float | None = None,
         tokens: int | None = None,
     ) -> FrameResult:
-        """Parse the model's text and wrap it as a result."""
-        chain = parse_chain(raw_text)
+        """Parse the model's text, in the ontology of the procedure ``prompt_version`` names, and wrap it."""
+        chain = parse_chain(raw_text, version_ontology(prompt_version))
         return cls(frame, model_id, prompt_version, task, raw_text, chain, "", first_token_s, total_s, tokens)
 
     @property
@@ -128,8 +136,10 @@ class FrameResult:
         return self.chain.to_dict() if isinstance(self.chain, Chain) else self.chain
 
     def parsed(self) -> Chain:
-        """The chain as an object again (re-parsed from the raw text)."""
-        return self.chain if isinstance(self.chain, Chain) else parse_chain(self.raw_text)
+        """The chain as an object again (re-parsed from the raw text in its procedure's ontology)."""
+        if isinstance(self.chain, Chain):
+            return self.chain
+        return parse_chain(self.raw_text, version_ontology(self.prompt_version))
 
 
 @dataclass(frozen=True)
@@ -238,6 +248,21 @@ def _summary(chain: dict[str, Any]) -> tuple[str | None, str | None, str | None,
 
 
 _CVS_VALUES = {s.value for s in CvsState}
+
+
+def version_ontology(prompt_version: str) -> Ontology:
+    """The ontology answers of ``prompt_version`` are read in: its procedure's (a suturing case's tools are
+    EndoVis17's, a bypass's phases MultiBypass140's), cholecystectomy's when the version names none."""
+    return procedure_of_version(prompt_version).ontology
+
+
+def _labels(prompt_version: str, chain: Chain) -> tuple[str | None, str | None]:
+    """The action and step a parsed chain states, for the ``action``/``step`` columns (None: the
+    procedure has no such labels, or the answer names none it knows)."""
+    proc = procedure_of_version(prompt_version)
+    action = chain_action(chain, proc.vocabulary("action")) if proc.has("action") else None
+    step = chain_step(chain, proc.vocabulary("step")) if proc.has("step") else None
+    return (action.label if action is not None else None), (step.label if step is not None else None)
 
 
 def _statements(sql: str) -> list[str]:
@@ -383,11 +408,34 @@ def _migrate_3_to_4(conn: sqlite3.Connection) -> None:
         conn.execute(sql)
 
 
+def _migrate_4_to_5(conn: sqlite3.Connection) -> None:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(results)")}
+    for column in ("action", "step"):
+        if column not in columns:  # a store whose user_version was set back by hand keeps its columns
+            conn.execute(f"ALTER TABLE results ADD COLUMN {column} TEXT")
+    # Only another procedure's rows ("<version>+<procedure>") have actions or steps, and only they were
+    # summarised in the wrong ontology: read those again; cholecystectomy's rows are left as they are.
+    rows = conn.execute("SELECT rowid, prompt_version, raw_text FROM results WHERE prompt_version LIKE '%+%'")
+    for rowid, version, raw_text in rows.fetchall():
+        chain = parse_chain(raw_text or "", version_ontology(version))
+        summary = _summary(chain.to_dict())
+        conn.execute(
+            "UPDATE results SET phase = ?, cvs1 = ?, cvs2 = ?, cvs3 = ?, tools = ?, action = ?, step = ? "
+            "WHERE rowid = ?",
+            (*summary, *_labels(version, chain), rowid),
+        )
+    conn.execute("DROP INDEX IF EXISTS results_timeline")
+    conn.execute(f"CREATE INDEX results_timeline ON results ({_TIMELINE_INDEX})")
+
+
+_TIMELINE_INDEX = "model_id, prompt_version, task, frame, phase, cvs1, cvs2, cvs3, tools, action, step"
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     _migrate_0_to_1,
     _migrate_1_to_2,
     _migrate_2_to_3,
     _migrate_3_to_4,
+    _migrate_4_to_5,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -584,6 +632,7 @@ class CaseStore:
         if result.frame < 0:
             raise ValueError(f"frame must not be negative, got {result.frame}")
         chain = result.chain_dict
+        labels = _labels(result.prompt_version, result.parsed())
         created = time.time()
         values = (
             int(result.frame),
@@ -597,12 +646,12 @@ class CaseStore:
             result.total_s,
             result.tokens,
             created,
-            *(_text(v) if v is not None else None for v in _summary(chain)),
+            *(_text(v) if v is not None else None for v in (*_summary(chain), *labels)),
         )
         with self._write(f"store frame {result.frame}") as conn:
             conn.execute(
-                f"INSERT OR REPLACE INTO results ({_RESULT_COLUMNS}, phase, cvs1, cvs2, cvs3, tools) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT OR REPLACE INTO results ({_RESULT_COLUMNS}, phase, cvs1, cvs2, cvs3, tools, action, step) "
+                f"VALUES ({', '.join('?' * len(values))})",
                 values,
             )
         return dataclasses.replace(result, created=created)
@@ -647,21 +696,23 @@ class CaseStore:
             ).fetchall()
 
     def timeline_rows(self, model_id: str, prompt_version: str, task: str) -> list[TimelineRow]:
-        """What timelines need, per analysed frame in order, from the covering index alone."""
+        """What timelines need (phase, CVS, tools, action, step), per analysed frame in order, from the
+        covering index alone."""
         with self._read("read timelines") as conn:
             rows = conn.execute(
-                "SELECT frame, phase, cvs1, cvs2, cvs3, tools FROM results INDEXED BY results_timeline "
+                "SELECT frame, phase, cvs1, cvs2, cvs3, tools, action, step FROM results INDEXED BY results_timeline "
                 "WHERE model_id = ? AND prompt_version = ? AND task = ? ORDER BY frame",
                 (model_id, prompt_version, task),
             ).fetchall()
         cvs = _CVS_LOOKUP
         tools: dict[str | None, tuple[str, ...] | None] = {None: None}  # few distinct tool sets: split each once
         out = []
-        for frame, phase, c1, c2, c3, tool_text in rows:
+        for frame, phase, c1, c2, c3, tool_text, action, step in rows:
             tool_tuple = tools.get(tool_text, ())
             if tool_tuple == ():
                 tool_tuple = tools[tool_text] = tuple(t for t in tool_text.split(",") if t)
-            out.append(TimelineRow(frame, phase, (cvs.get(c1), cvs.get(c2), cvs.get(c3)), tool_tuple))
+            row = TimelineRow(frame, phase, (cvs.get(c1), cvs.get(c2), cvs.get(c3)), tool_tuple, None, action, step)
+            out.append(row)
         return out
 
     def analyses(self) -> list[Analysis]:

@@ -56,6 +56,7 @@ __all__ = [
     "coverage_cells",
     "covered_frames",
     "first_all_met",
+    "label_at",
     "label_transition_matrix",
     "phase_transition_matrix",
     "viterbi",
@@ -120,6 +121,8 @@ class TimelineRow:
     cvs: tuple[CvsState | None, CvsState | None, CvsState | None] = (None, None, None)
     tools: tuple[str, ...] | None = None  # canonical Cholec80 tool names seen; () = none seen
     phase_probs: tuple[float, ...] | None = None  # per phase in Cholec80 order, when a backend gives them
+    action: str | None = None  # canonical action of the case's procedure (a suturing case), when stated
+    step: str | None = None  # canonical surgical step (a gastric bypass), when stated
 
 
 @dataclass(frozen=True)
@@ -140,7 +143,7 @@ class Timelines:
     phase: list[Segment]  # smoothed phase segments (label: canonical phase name)
     phase_path: list[str | None]  # decoded phase per analysed frame (None: the frame had no phase)
     cvs: tuple[CvsTrack, CvsTrack, CvsTrack]
-    tools: dict[str, list[Segment]]  # per Cholec80 tool, runs of presence (label: the tool)
+    tools: dict[str, list[Segment]]  # per tool of the procedure (Cholec80's by default), runs of presence
     step: int  # typical gap between analysed frames (the stride)
     fps: float
     frame_count: int | None = None
@@ -181,8 +184,10 @@ def build_timelines(
     fps: float,
     frame_count: int | None = None,
     config: TimelineConfig | None = None,
+    tools: Any = None,
 ) -> Timelines:
-    """Smooth per-frame answers into phase segments, CVS tracks and instrument presence runs."""
+    """Smooth per-frame answers into phase segments, CVS tracks and instrument presence runs.
+    ``tools``: the procedure's tool vocabulary (default Cholec80's): a robotic case has other instruments."""
     config = config or TimelineConfig()
     if not fps or fps <= 0 or not math.isfinite(fps):
         raise ValueError(f"fps must be positive, got {fps!r}")
@@ -200,8 +205,8 @@ def build_timelines(
     phase, path = _phase_track(ordered, frames, fps, config, span)
     cvs_codes = _cvs_codes(ordered)
     cvs = tuple(_cvs_track(cvs_codes[:, c], frames, c, fps, config, span) for c in range(3))
-    tools = _tool_tracks(ordered, frames, fps, config, span)
-    return Timelines(frames, ordered, phase, path, cvs, tools, step, float(fps), frame_count, config)  # type: ignore[arg-type]
+    tool_tracks = _tool_tracks(ordered, frames, fps, config, span, load_ontology().tool if tools is None else tools)
+    return Timelines(frames, ordered, phase, path, cvs, tool_tracks, step, float(fps), frame_count, config)  # type: ignore[arg-type]
 
 
 def first_all_met(tracks: Timelines | Sequence[CvsTrack], *, raw: bool = False) -> int | None:
@@ -312,9 +317,8 @@ def _cvs_track(
 
 
 def _tool_tracks(
-    rows: list[TimelineRow], frames: np.ndarray, fps: float, config: TimelineConfig, span: _Span
+    rows: list[TimelineRow], frames: np.ndarray, fps: float, config: TimelineConfig, span: _Span, tools: Any
 ) -> dict[str, list[Segment]]:
-    tools = load_ontology().tool
     names = tools.names
     index = {name: i for i, name in enumerate(names)}
     ids, sets = _intern(row.tools for row in rows)
@@ -527,6 +531,11 @@ def _neighbours(segs: list[Segment], i: int) -> list[int]:
     if i + 1 < len(segs) and segs[i].end == segs[i + 1].start:
         out.append(i + 1)
     return out
+
+
+def label_at(segments: list[Segment], frame: int) -> str | None:
+    """The label of the segment covering video frame ``frame`` (sorted, non-overlapping segments), or None."""
+    return _label_at(segments, frame)
 
 
 def _label_at(segs: list[Segment], frame: int) -> str | None:

@@ -20,6 +20,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetrics, QGuiApplication, QImage, 
 from PySide6.QtWidgets import QApplication
 
 from app import palette
+from app.procedure_view import display_of, label_colours, role_title
 from app.state import LayerState
 from app.timeline_model import Runs, display_name, doubtful_cells, mark_doubtful
 from app.widgets.overlay_painter import paint_overlays
@@ -125,14 +126,20 @@ ChartRuns = list[tuple[int, int, str]]  # (first frame, end frame, colour)
 
 
 def chart_rows(data: ReportData) -> list[tuple[str, ChartRuns]]:
-    """The chart's rows: smoothed phase, CVS C1–C3 (an "all three met" outside an established episode in
-    the doubtful colour, as the viewer's timeline draws it, never in the met colour), instruments in view."""
-    timelines = data.timelines
-    rows: list[tuple[str, ChartRuns]] = [
-        ("Phase", [(seg.start, seg.end, palette.phase_color(seg.label)) for seg in timelines.phase])
-    ]
+    """The chart's rows: the procedure's smoothed timelines in its order (a cholecystectomy's phase, a suturing
+    case's action, a bypass's phase and step), CVS C1–C3 where the procedure has CVS (an "all three met" outside
+    an established episode in the doubtful colour, as the viewer's timeline draws it, never in the met colour),
+    instruments in view."""
+    timelines, proc = data.timelines, data.procedure
+    rows: list[tuple[str, ChartRuns]] = []
+    for role, segments in data.tracks.items():
+        colours = label_colours(proc, role)
+        rows.append(
+            (role_title(role), [(seg.start, seg.end, colours.get(seg.label, palette.UNKNOWN)) for seg in segments])
+        )
+    tracks = data.cvs.tracks if data.cvs is not None else ()
     starts, ends = _doubtful_cells(data)
-    for i, track in enumerate(data.cvs.tracks):
+    for i, track in enumerate(tracks):
         runs = mark_doubtful(Runs.of_segments(track), starts, ends)
         colours = {**palette.CVS_COLORS, "doubtful": palette.CVS_DOUBTFUL}
         rows.append(
@@ -151,7 +158,7 @@ def chart_rows(data: ReportData) -> list[tuple[str, ChartRuns]]:
 
 def _doubtful_cells(data: ReportData) -> tuple[np.ndarray, np.ndarray]:
     """The frames stood for by analysed frames saying all three CVS criteria met outside an established episode."""
-    timelines, assessment = data.timelines, data.cvs.assessment
+    timelines, assessment = data.timelines, data.cvs.assessment if data.cvs is not None else None
     if assessment is None or not timelines.rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     frames = np.array([r.frame for r in timelines.rows], np.int64)
@@ -164,16 +171,29 @@ def _doubtful_cells(data: ReportData) -> tuple[np.ndarray, np.ndarray]:
 def established_frame(data: ReportData) -> int | None:
     """Where the chart's thick CVS line stands: where CVS was established on a stable run, else nowhere
     (a first "all met" frame that did not last is no green light)."""
-    assessment = data.cvs.assessment
+    assessment = data.cvs.assessment if data.cvs is not None else None
     return assessment.established_frame if assessment is not None and assessment.established else None
 
 
 def chart_legend(data: ReportData) -> list[tuple[str, list[tuple[str, str]]]]:
-    """What the chart's legend lists: (group, [(colour, name)]), every colour the chart draws."""
-    phases = [(colour, display_name(name)) for name, colour in palette.PHASE_COLORS.items()]
-    cvs = [(palette.CVS_COLORS[k], k) for k in ("met", "not met", "not assessable")]
-    cvs.append((palette.CVS_DOUBTFUL, "doubtful (all three met, not on a stable run)"))
-    groups = [("Phase", phases), ("CVS", cvs)]
+    """What the chart's legend lists: (group, [(colour, name)]), every colour the chart draws: a
+    cholecystectomy's seven phases, another procedure's labels seen on its tracks (display names, in the
+    vocabulary's order), CVS states only where the procedure has CVS."""
+    proc = data.procedure
+    groups: list[tuple[str, list[tuple[str, str]]]] = []
+    for role, segments in data.tracks.items():
+        colours = label_colours(proc, role)
+        if role == "phase" and colours == palette.PHASE_COLORS:  # Cholec80: every phase, as the viewer lists them
+            groups.append(("Phase", [(colour, display_name(name)) for name, colour in colours.items()]))
+            continue
+        seen = {seg.label for seg in segments}
+        entries = [(colour, display_of(proc, role, name)) for name, colour in colours.items() if name in seen]
+        if entries:
+            groups.append((role_title(role), entries))
+    if data.cvs is not None:
+        cvs = [(palette.CVS_COLORS[k], k) for k in ("met", "not met", "not assessable")]
+        cvs.append((palette.CVS_DOUBTFUL, "doubtful (all three met, not on a stable run)"))
+        groups.append(("CVS", cvs))
     if any(t.runs for t in data.tools):
         groups.append(("Instruments", [(TOOL_COLOR, "in view")]))
     return groups

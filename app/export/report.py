@@ -33,8 +33,10 @@ from PySide6.QtGui import (
 from app import palette
 from app.export.files import atomic_write
 from app.export.pictures import blank_areas, data_uri, ensure_gui_app, format_seconds, frame_picture, timeline_picture
+from app.procedure_view import label_colours
 from engine.modeldir import Manifest, ModelDirError, inspect_model_dir
 from engine.report_data import (
+    ROLE_TITLES,
     BookmarkEntry,
     ReportData,
     ReportError,
@@ -55,7 +57,7 @@ FORMATS = (".html", ".htm", ".pdf")
 
 @dataclass(frozen=True)
 class ReportOptions:
-    title: str | None = None  # default: "Laparoscopic cholecystectomy review, <date>", never the file name
+    title: str | None = None  # default: "<procedure> review, <date>", never the file name
     reviewer: str | None = None  # the name on the sign-off lines (default: blank lines)
     model_id: str | None = None  # default: the most recent analysis
     task: str | None = None
@@ -96,7 +98,11 @@ def render_html(data: ReportData, pictures: dict[int, str], timeline_uri: str, *
         generated=datetime.datetime.fromtimestamp(data.created).strftime("%Y-%m-%d %H:%M"),
         timeline_uri=timeline_uri,
         phases=data.phases,
-        phase_colors=palette.PHASE_COLORS,
+        phase_colors=label_colours(data.procedure, "phase") or palette.PHASE_COLORS,
+        durations=data.durations,  # the procedure's timelines (phase, step, action) in its order
+        colours={role: label_colours(data.procedure, role) for role in data.durations},
+        role_titles=ROLE_TITLES,
+        procedure=data.procedure,
         cvs=data.cvs,
         tools=data.tools,
         bookmarks=[_Picture(entry, pictures.get(i, "")) for i, entry in enumerate(data.bookmarks)],
@@ -266,7 +272,7 @@ def pictures_for(data: ReportData, video: Path, width: int) -> dict[int, str]:
                     blank_areas(rgb, data.blank_areas)
                 record = entry.record(rgb.shape[1], rgb.shape[0]) if entry.shown_frame == frame else None
                 chain = record.to_chain() if record is not None else None  # every question's boxes, in video pixels
-                assessment = data.cvs.assessment
+                assessment = data.cvs.assessment if data.cvs is not None else None
                 doubt = (
                     assessment.doubt(frame, chain.context.cvs)
                     if assessment is not None and chain is not None and chain.context is not None

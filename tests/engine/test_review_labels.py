@@ -38,7 +38,7 @@ def test_a_version_3_store_opens_with_its_results_and_gains_the_review_tables(tm
         migrate(conn)
     conn.execute("PRAGMA user_version = 3")
     conn.close()
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION >= 4
     with CaseStore.open(path) as store:  # a release without reviewer labels writes into it ...
         store.put_result(FrameResult.from_text(0, *KEY, chain_text(0)))
         store.add_bookmark(5, "kept")
@@ -51,7 +51,7 @@ def test_a_version_3_store_opens_with_its_results_and_gains_the_review_tables(tm
     with pytest.raises(StoreError, match="older store schema"):
         CaseStore.open(path, readonly=True)
     with CaseStore.open(path) as store:
-        assert store.schema_version == 4
+        assert store.schema_version == SCHEMA_VERSION
         assert [b.title for b in store.bookmarks()] == ["kept"] and len(store.results(*KEY)) == 1
         assert store.get_result(0, *KEY).raw_text == chain_text(0)
         labels = ReviewLabels(store, "dr-a")
@@ -61,7 +61,7 @@ def test_a_version_3_store_opens_with_its_results_and_gains_the_review_tables(tm
     conn = sqlite3.connect(path)
     assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
     conn.close()
-    with CaseStore.open(path, readonly=True) as store:  # schema 4 reads back
+    with CaseStore.open(path, readonly=True) as store:  # the current schema reads back
         assert phases(ReviewLabels(store)) == [(0, 10, "Preparation")]
 
 
