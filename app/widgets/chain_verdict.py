@@ -14,7 +14,16 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 
-from PySide6.QtWidgets import QComboBox, QGridLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app import palette
 from app.review_session import ReviewSession
@@ -72,11 +81,19 @@ class ChainVerdictBox(QGroupBox):
         self.accept_item.clicked.connect(lambda: self._judge_item("accept"))
         self.reject_item.clicked.connect(lambda: self._judge_item("reject"))
         self.fix_button.clicked.connect(self._fix_item)
+        # The item's name gets a line of its own and the answer's status wraps: in a dock ~400 px wide a
+        # single row cut both ("Instrument: Grasp", "not rev").
+        rows = QVBoxLayout()
+        rows.setContentsMargins(0, 0, 0, 0)
+        rows.addWidget(self.items)
         line = QHBoxLayout()
-        for widget in (self.items, self.accept_item, self.reject_item, self.fix_button, self.fix_to):
+        for widget in (self.accept_item, self.reject_item, self.fix_button, self.fix_to):
             line.addWidget(widget)
+        line.setStretchFactor(self.fix_to, 1)
+        rows.addLayout(line)
         self._item_row = QWidget(self)
-        self._item_row.setLayout(line)
+        self._item_row.setLayout(rows)
+        self._grid.setColumnStretch(0, 1)
         session = review.session
         review.subscribe(lambda name, value: self.refresh() if name == "labels" else None)
         session.playhead.subscribe(self._on_playhead)
@@ -119,6 +136,7 @@ class ChainVerdictBox(QGroupBox):
                     QPushButton("Accept chain", self),
                     QPushButton("Reject chain", self),
                 )
+                label.setWordWrap(True)
                 accept.setObjectName(f"acceptChain:{task}")
                 reject.setObjectName(f"rejectChain:{task}")
                 accept.clicked.connect(lambda _=False, task=task: self.judge(task, "accepted"))

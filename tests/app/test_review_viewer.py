@@ -427,3 +427,17 @@ def test_the_panel_accepts_and_rejects_chains_and_fixes_an_item(qtbot, window):
     assert not box.isEnabled()
     window.playhead.playing = False
     assert box.isEnabled()
+
+
+def test_the_verdict_box_shows_its_texts_whole_in_the_default_layout(qtbot, window):
+    window.resize(1440, 900)
+    at(qtbot, window, 0)
+    box = window.review.verdicts
+    qtbot.waitUntil(box.isVisible, timeout=3000)
+    qtbot.waitUntil(lambda: box.items.count() > 0, timeout=3000)
+    for label, accept, reject in box.rows.values():
+        # A status longer than its column wraps instead of being cut ("not rev…" in the last review).
+        assert label.wordWrap() and label.heightForWidth(label.width()) <= label.height() + 1
+        assert accept.width() >= accept.sizeHint().width() and reject.width() >= reject.sizeHint().width()
+    text = box.items.currentText()
+    assert box.items.fontMetrics().horizontalAdvance(text) < box.items.width()  # "Instrument: Grasp…" was cut
