@@ -230,6 +230,24 @@ def _mutant_diff(functions: dict[str, str], name: str) -> str:
     return "\n".join(line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
+_SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE|CREATE|INDEX|VALUES|WHERE|FROM|ORDER BY|ROLLBACK)\b", re.I)
+
+
+def _automatic_verdict(diff: str) -> str | None:
+    """Mutants equivalent by rule: only the letter case of SQL or of a codec name changed (both are read
+    case-insensitively by SQLite and Python)."""
+    removed = [line[1:] for line in diff.splitlines() if line.startswith("-")]
+    added = [line[1:] for line in diff.splitlines() if line.startswith("+")]
+    if not removed or len(removed) != len(added) or removed == added:
+        return None
+    if all(a.lower() == b.lower() for a, b in zip(removed, added, strict=True)):
+        if all(_SQL.search(a) for a in removed):
+            return "only the letter case of SQL changed (SQLite reads keywords and names case-insensitively)"
+        if all(re.search(r"\.(?:en|de)code\(", a) for a in removed):
+            return "only the letter case of a codec name changed (Python looks codecs up case-insensitively)"
+    return None
+
+
 def report(results: list[ModuleResult], equivalent: dict[str, str], head: str) -> str:
     out = [
         f"## Mutation testing (mutmut, commit {head})",
@@ -241,6 +259,12 @@ def report(results: list[ModuleResult], equivalent: dict[str, str], head: str) -
         "| module | mutants run (of) | killed | survived | no tests | equivalent | kill rate | adjusted | minutes |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
+    equivalent = dict(equivalent)
+    for r in results:
+        for name, _, diff in r.survivors:
+            verdict = _automatic_verdict(diff)
+            if verdict is not None and name not in equivalent:
+                equivalent[name] = verdict
     all_total = all_caught = all_equiv = 0
     for r in results:
         if r.error:
