@@ -230,7 +230,7 @@ def _mutant_diff(functions: dict[str, str], name: str) -> str:
     return "\n".join(line for line in diff if line[:1] in "+-" and not line.startswith(("+++", "---")))
 
 
-_SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE|CREATE|INDEX|VALUES|WHERE|FROM|ORDER BY|ROLLBACK)\b", re.I)
+_SQL = re.compile(r"\b(?:SELECT|INSERT|UPDATE|DELETE|CREATE|INDEX|VALUES|WHERE|FROM|ORDER BY|PRAGMA)\b", re.I)
 
 
 def _automatic_verdict(diff: str) -> str | None:
