@@ -370,3 +370,83 @@ def test_a_level_that_is_not_text_has_no_fields(name):
 
     value = getattr(fields, name)(None, load_ontology())
     assert value == getattr(fields, name)("", load_ontology())
+
+
+def _perception(text: str):
+    from engine.chain_fields import parse_perception
+    from engine.ontology import load_ontology
+
+    return parse_perception(text, load_ontology())
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Instruments:Grasper, Hook. The liver is retracted.",  # no space after the colon
+        "Instruments: Grasper,Hook. The liver is retracted.",  # no space after the comma
+        "Instruments: Grasper, Hook Anatomy: liver.",  # the next label ends the list
+        "Instruments: Grasper (0.9), Hook. The liver is retracted.",
+    ],
+)
+def test_an_instrument_list_ends_where_its_sentence_ends(text):
+    p = _perception(text)
+    assert [s.name.label for s in p.instruments] == ["Grasper", "Hook"], [s.name.text for s in p.instruments]
+    _spans_hold(text, [s.name for s in p.instruments])
+
+
+def test_a_comma_inside_nested_brackets_does_not_split_the_item():
+    p = _perception("Instruments: Grasper (near (left), top), Hook.\nThe liver is retracted.")
+    assert [s.name.text for s in p.instruments] == ["Grasper (near (left), top)", "Hook"]
+
+
+def test_a_list_holding_an_x_ends_at_its_sentence_too():
+    text = "Instruments: X-ray probe, Hook. The liver is retracted."
+    assert [s.name.text for s in _perception(text).instruments] == ["X-ray probe", "Hook"]
+
+
+def test_unknown_names_are_kept_each_once():
+    p = _perception("Instruments: Laser, Stapler, laser. Anatomy: Spleen, kidney.")
+    assert [(s.name.text, s.name.label) for s in p.instruments] == [("Laser", None), ("Stapler", None)]
+    assert [(m.text, m.label) for m in p.anatomy] == [("Spleen", None), ("kidney", None)]
+
+
+def test_an_unknown_three_word_triplet_is_flagged_with_its_words():
+    from engine.chain_fields import parse_relations
+    from engine.ontology import load_ontology
+
+    text = " Triplets: laser zap spleen."
+    (triplet,) = parse_relations(text, load_ontology()).triplets
+    parts = (triplet.instrument, triplet.verb, triplet.target)
+    assert [(m.vocabulary, m.text, m.label) for m in parts] == [
+        ("instrument", "laser", None),
+        ("verb", "zap", None),
+        ("target", "spleen", None),
+    ]
+    assert triplet.triplet_id is None
+    _spans_hold(text, parts)
+
+
+def test_the_phase_is_the_one_after_the_phase_label():
+    from engine.chain_fields import parse_context
+    from engine.ontology import load_ontology
+
+    text = " Clipping Cutting is over. Phase: Calot Triangle Dissection. CVS: C1 met."
+    context = parse_context(text, load_ontology())
+    assert context.phase.label == "CalotTriangleDissection"
+    _spans_hold(text, [context.phase])
+
+
+def test_prose_triplets_split_at_commas_keep_their_places():
+    from engine.chain_fields import parse_relations
+    from engine.ontology import load_ontology
+
+    text = (
+        "The grasper retracts the gallbladder, the hook dissects the cystic duct, the clipper clips the cystic artery."
+    )
+    triplets = parse_relations(text, load_ontology()).triplets
+    assert [(t.instrument.label, t.verb.label, t.target.label) for t in triplets] == [
+        ("grasper", "retract", "gallbladder"),
+        ("hook", "dissect", "cystic_duct"),
+        ("clipper", "clip", "cystic_artery"),
+    ]
+    _spans_hold(text, [m for t in triplets for m in (t.instrument, t.verb, t.target)])
