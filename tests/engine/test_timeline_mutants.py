@@ -203,9 +203,9 @@ def brute_force_cvs(frames: list[int], states: list[CvsState], fps: float, confi
     return [order[s] for s in best_path]
 
 
-@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("seed", [183, 197, 239, 249, 292])  # answers whose best path depends on the dwell time
 def test_the_smoothed_cvs_is_the_most_likely_path_of_its_model(seed):
-    rng = np.random.default_rng(100 + seed)
+    rng = np.random.default_rng(seed)
     frames = sorted(rng.choice(np.arange(0, 120), size=5, replace=False).tolist())
     said = [[MET, NOT, CvsState.NOT_ASSESSABLE][i] for i in rng.integers(0, 3, size=5)]
     config = TimelineConfig(cvs_self_transition=0.6, cvs_confusion=0.3)
@@ -256,3 +256,115 @@ def test_a_gap_limit_under_a_second_is_allowed_and_none_is_refused():
     assert TimelineConfig(max_gap_s=0.5).max_gap_s == 0.5
     with pytest.raises(ValueError, match="max_gap_s must be positive"):
         TimelineConfig(max_gap_s=0)
+
+
+# ----------------------------------------------------------------------------- label tracks (actions, steps)
+def _actions():
+    from engine.procedures import get_procedure
+
+    return get_procedure("rarp").vocabulary("action")
+
+
+def test_a_label_track_is_the_most_likely_path_of_its_model():
+    from engine.timeline import LabelTrackConfig, build_label_track, label_transition_matrix
+
+    vocab = _actions()
+    names = [label.name for label in vocab]
+    config = LabelTrackConfig(self_transition=0.5, confusion=0.3)
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        frames = sorted(rng.choice(np.arange(0, 60), size=4, replace=False).tolist())
+        labels = [names[i] for i in rng.integers(0, 3, size=4)]
+        track = build_label_track(zip(frames, labels, strict=True), vocab, fps=2.0, config=config)
+        k, stay = len(names), 0.5 ** (1 / 2.0)
+        one_frame = label_transition_matrix(names, stay)
+        emit = [np.log((1 - 0.3) * (np.arange(k) == names.index(label)) + 0.3 / k) for label in labels]
+        steps = [np.log(np.linalg.matrix_power(one_frame, b - a)) for a, b in itertools.pairwise(frames)]
+        best = max(
+            itertools.product(range(k), repeat=4),
+            key=lambda p: emit[0][p[0]] + sum(steps[t - 1][p[t - 1], p[t]] + emit[t][p[t]] for t in range(1, 4)),
+        )
+        assert track.path == [names[s] for s in best], seed
+
+
+def test_a_label_track_keeps_its_frames_steps_and_silences():
+    from engine.timeline import build_label_track
+
+    vocab = _actions()
+    rows = [(0, "Tying a knot"), (25, None), (50, "Tying a knot"), (75, "juggling"), (100, "Tying a knot"), (500, "x")]
+    track = build_label_track(rows, vocab, fps=25.0, frame_count=200)
+    assert track.frames.tolist() == [0, 25, 50, 75, 100]  # frame 500 is past the end
+    assert track.path == ["tying_a_knot", None, "tying_a_knot", None, "tying_a_knot"]
+    assert (track.step, track.fps, track.role) == (25, 25.0, "action") and isinstance(track.fps, float)
+    assert track.label_at(124) == "tying_a_knot" and track.label_at(125) is None  # one stride past the last
+    assert [(s.label, s.start, s.end) for s in track.raw_segments()] == [("tying_a_knot", 0, 125)]
+
+
+@pytest.mark.parametrize("fps", [0, -1.0, float("inf"), float("nan")])
+def test_a_label_track_refuses_a_frame_rate_that_is_none(fps):
+    from engine.timeline import build_label_track
+
+    with pytest.raises(ValueError, match="fps must be positive, got "):
+        build_label_track([(0, "Tying a knot")], _actions(), fps=fps)
+
+
+def test_short_label_segments_go_to_a_neighbour_when_asked():
+    from engine.timeline import LabelTrackConfig, build_label_track
+
+    vocab = _actions()
+    labels = ["tying_a_knot"] * 8 + ["cutting_the_suture"] * 1 + ["tying_a_knot"] * 6
+    follow = LabelTrackConfig(self_transition=0.05, confusion=0.01)
+    kept = build_label_track(enumerate(labels), vocab, fps=1.0, config=follow)
+    assert [s.label for s in kept.segments] == ["tying_a_knot", "cutting_the_suture", "tying_a_knot"]
+    absorbing = LabelTrackConfig(self_transition=0.05, confusion=0.01, min_segment_s=2)
+    merged = build_label_track(enumerate(labels), vocab, fps=1.0, config=absorbing)
+    assert [(s.label, s.start, s.end) for s in merged.segments] == [("tying_a_knot", 0, 15)]
+    at_6_fps = build_label_track(enumerate(labels), vocab, fps=6.0, config=absorbing)  # 2 s = 12 frames
+    assert [s.label for s in at_6_fps.segments] == ["tying_a_knot"]
+
+
+def test_label_transitions_and_settings_are_checked():
+    from engine.timeline import LabelTrackConfig, label_transition_matrix
+
+    names = ["a", "b", "c"]
+    assert np.allclose(label_transition_matrix(names, 0.9).sum(axis=1), 1.0)
+    for bad in [("a", "zz", 0.1), ("zz", "a", 0.1), ("a", "a", 0.1), ("a", "b", -0.1)]:
+        with pytest.raises(ValueError, match=r"^bad transition "):
+            label_transition_matrix(names, 0.9, [bad])
+    with pytest.raises(ValueError, match="the transition weights out of a state must sum to at most 1"):
+        label_transition_matrix(names, 0.9, [("a", "b", 0.7), ("a", "c", 0.7)])
+    for settings in ({"self_transition": 1.5}, {"confusion": 1.0}):
+        with pytest.raises(ValueError, match="must be between 0 and 1"):
+            LabelTrackConfig(**settings)
+    for settings in ({"max_gap_s": 0}, {"min_segment_s": -1}):
+        with pytest.raises(ValueError, match="max_gap_s must be positive and min_segment_s not negative"):
+            LabelTrackConfig(**settings)
+
+
+# ----------------------------------------------------------------------------- instrument presence
+def _tool_rows(present: list[bool], tool: str = "Hook") -> list[TimelineRow]:
+    return [TimelineRow(i, CALOT, tools=(tool, "Laser") if on else ("Laser",)) for i, on in enumerate(present)]
+
+
+def test_an_absence_as_long_as_the_gap_limit_is_closed_and_a_longer_one_is_not():
+    config = TimelineConfig(tool_min_gap_s=3.0)
+    closed = build_timelines(_tool_rows([True] * 5 + [False] * 3 + [True] * 5), fps=1.0, config=config)
+    assert [(s.start, s.end) for s in closed.tools["Hook"]] == [(0, 13)]
+    kept = build_timelines(_tool_rows([True] * 5 + [False] * 4 + [True] * 5), fps=1.0, config=config)
+    assert [(s.start, s.end) for s in kept.tools["Hook"]] == [(0, 5), (9, 14)]
+    assert "Laser" not in closed.tools  # an unknown tool name is left out, not fatal
+
+
+def test_a_presence_run_as_long_as_the_minimum_is_kept():
+    config = TimelineConfig(tool_min_gap_s=0.0, tool_min_run_s=3.0)
+    timelines = build_timelines(_tool_rows([True] * 3 + [False] * 5 + [True] * 2 + [False] * 5), fps=1.0, config=config)
+    assert [(s.start, s.end) for s in timelines.tools["Hook"]] == [(0, 3)]
+
+
+def test_a_robotic_case_gets_its_own_instrument_tracks():
+    from engine.procedures import get_procedure
+
+    tools = get_procedure("rarp").ontology.tool
+    rows = [TimelineRow(i, None, tools=("Large Needle Driver",)) for i in range(5)]
+    timelines = build_timelines(rows, fps=1.0, tools=tools)
+    assert set(timelines.tools) == set(tools.names) and timelines.tools["Large_Needle_Driver"]
