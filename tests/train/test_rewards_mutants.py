@@ -288,3 +288,62 @@ def test_a_level_three_beyond_a_declared_level_one_task_is_checked_without_level
 def test_an_empty_batch_gets_no_rewards():
     for fn in (format_reward, accuracy_reward, level1_reward, level2_reward, consistency_reward):
         assert fn([]) == [], fn.__name__
+
+
+# ----------------------------------------------------------------------------- other procedures' rows
+PUSHING = "pushing_the_needle_through_the_tissue"
+ACTION_CHAIN = (
+    "<think>\nThis is a Level 2 task.\n"
+    "Level 1 (Perception): Visible anatomy includes the suturing needle, the thread and the tissue.\n"
+    "Level 2 (Relation): Action: {level2}.\n</think>\n<answer>{answer}</answer>"
+)
+
+
+def _action(
+    level2: str = "Pushing the needle through the tissue", answer: str = "Pushing the needle through the tissue"
+):
+    return ACTION_CHAIN.format(level2=level2, answer=answer)
+
+
+def test_the_gold_action_is_its_column_else_the_answer_column_read_whole():
+    text = _action()
+    assert one(accuracy_reward, text, task="action", procedure="rarp", action=PUSHING) == 1.0  # column only
+    assert (
+        one(accuracy_reward, text, task="action", procedure="rarp", answer="Pushing the needle through the tissue")
+        == 1.0
+    )
+    # an MCQ letter in the answer column names the option (options in vocabulary order)
+    letter = _action(answer="Returning or dropping the needle", level2="Returning or dropping the needle")
+    assert one(accuracy_reward, letter, task="action_mcq", procedure="rarp", answer="H") == 1.0
+    assert one(accuracy_reward, text, task="action", procedure="rarp", answer="H") == 0.0
+    assert one(accuracy_reward, text, task="action", procedure="rarp") == 0.0  # no gold at all: no push
+    # without a procedure column the dataset says which vocabulary to read
+    assert one(accuracy_reward, text, task="action", dataset="sar_rarp50", action=PUSHING) == 1.0
+
+
+def test_level2_of_an_action_chain_pays_only_the_right_action():
+    assert one(level2_reward, _action(), task="action", procedure="rarp", action=PUSHING) == 1.0
+    wrong = _action(level2="Tying a knot")
+    assert one(level2_reward, wrong, task="action", procedure="rarp", action=PUSHING) == 0.0
+
+
+def test_an_answer_letter_contradicting_level2_costs_consistency():
+    contradiction = _action(answer="A")  # "A" is "other"
+    assert one(consistency_reward, contradiction, task="action_mcq", procedure="rarp") == 0.0
+    assert one(consistency_reward, _action(), task="action", procedure="rarp") == 1.0
+
+
+def test_robotic_tools_are_scored_in_their_own_vocabulary():
+    text = chain(
+        "Level 1 (Perception): Instruments: Large Needle Driver. Anatomy: none.",
+        preamble="This is a Level 1 task.\n",
+        answer="Large Needle Driver",
+    )
+    tools = ["Large_Needle_Driver", "Prograsp_Forceps"]
+    assert one(level1_reward, text, tools=tools, procedure="rarp") == pytest.approx(2 / 3)
+
+
+def test_a_step_answer_that_names_no_step_scores_zero():
+    text = chain(L3.format(phase="Preparation"), answer="no idea")
+    assert one(accuracy_reward, text, task="step", procedure="bypass") == 0.0
+    assert one(accuracy_reward, text, task="step", procedure="bypass", step="s8_vertical_stapling") == 0.0
