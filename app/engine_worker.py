@@ -40,6 +40,8 @@ from typing import Any
 from engine.backend_factory import LOCAL_KINDS, BackendSpec, answer_limits, open_backend
 from engine.backend_factory import default_threads as engine_default_threads
 from engine.backends.base import Backend, BackendError
+from engine.case_procedure import ProcedureChoiceError, case_procedure
+from engine.procedures import procedure_of_version
 from engine.profiles import ModelProfile, ProfileError, resolve_profile
 from engine.scheduler import AnalysisScheduler, SchedulerConfig, SchedulerListener
 from engine.store import CaseStore, FrameResult, StoreError
@@ -258,6 +260,29 @@ class _Engine:
         self.paused = False
         self.scheduler: AnalysisScheduler | None = None
         self.store: CaseStore | None = None
+        self._profiles: dict[str, ModelProfile] = {}  # by procedure: the profile asking in its prompts
+
+    def case_profile(self, video: Path, fingerprint: str | None) -> tuple[ModelProfile, str]:
+        """The profile this case is asked with, and a line saying why: the engine's profile in the case's
+        procedure (chosen for the case in the viewer or with ``--procedure``, else its dataset layout's, else
+        cholecystectomy), so a suturing case is asked its own default question in its own vocabulary."""
+        try:
+            chosen = case_procedure(video, fingerprint)
+        except ProcedureChoiceError as exc:
+            return self.profile, str(exc)
+        proc = chosen.procedure
+        if proc.name == procedure_of_version(self.profile.version).name:
+            return self.profile, chosen.note
+        if proc.name not in self._profiles:
+            task = self.spec.task if self.spec.task in proc.tasks else None  # else the procedure's default task
+            kind, model = self.spec.backend.kind, self.spec.backend.model
+            try:
+                self._profiles[proc.name], _ = resolve_profile(
+                    self.spec.profile, kind=kind, model=model, task=task, procedure=proc.name
+                )
+            except ProfileError as exc:
+                return self.profile, f"{chosen.note}; asked as {self.profile.name} instead: {exc}"
+        return self._profiles[proc.name], chosen.note
 
     def open_case(self, seq: int, path: str) -> None:
         self.close_case()
@@ -284,17 +309,21 @@ class _Engine:
             limits=answer_limits(self.spec.backend.kind),
         )
         handover = reader
+        known = store.case_info()
+        profile, procedure_note = self.case_profile(video, known.fingerprint if known is not None else None)
         scheduler = AnalysisScheduler(
-            video, self.backend, store, self.profile, config, _Forwarder(self.out), reader_factory=lambda _: handover
+            video, self.backend, store, profile, config, _Forwarder(self.out), reader_factory=lambda _: handover
         )
         if self.paused:
             scheduler.pause()
         info = {
             "model_id": self.backend.model_id,
-            "prompt_version": self.profile.version,
-            "profile": self.profile.name,
-            "tasks": list(self.profile.tasks),
-            "task": self.profile.tasks[0],
+            "prompt_version": profile.version,
+            "profile": profile.name,
+            "tasks": list(profile.tasks),
+            "task": profile.tasks[0],
+            "procedure": procedure_of_version(profile.version).name,
+            "procedure_note": procedure_note,
             "fps": fps,
             "frame_count": frames,
             "width": width,

@@ -1,14 +1,16 @@
 """``surgview``: open a recorded case in the viewer.
 
     surgview [CASE] [--model DIR | --url URL [--url URL2] [--served-model NAME]] [--profile P] [--demo]
-             [--info | --smoke]
+             [--procedure NAME] [--info | --smoke]
     surgview report CASE --out FILE.html|FILE.pdf        (see app/export/cli.py)
     surgview clip CASE --from T --to T --out FILE.mp4
     surgview labels import|export CASE ...               (see engine/labels_cli.py)
 
-``--demo`` opens the demo case with the demo model (``./dev.sh run`` builds both); ``--info``
-prints what the engine finds in the case (frames counted by demuxing, phase labels beside it)
-instead of opening a window; ``--smoke`` analyses one frame offscreen and exits (install check).
+``--procedure`` (``rarp``, ``bypass``, ``robotic``, ``cholecystectomy``; any spelling) says which
+operation the case shows and is remembered for it (Case ▸ Procedure changes it later); ``--demo``
+opens the demo case with the demo model (``./dev.sh run`` builds both); ``--info`` prints what the
+engine finds in the case (frames counted by demuxing, phase labels beside it) instead of opening a
+window; ``--smoke`` analyses one frame offscreen and exits (install check).
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from pathlib import Path
 from app.export.cli import COMMANDS as EXPORT_COMMANDS
 from app.export.cli import export_main
 from engine.backend_factory import default_kind
+from engine.case_procedure import ProcedureChoiceError, set_case_procedure
 from engine.clitools import ArgumentParser, CliError, run
 from engine.labels_cli import COMMAND as LABELS_COMMAND
 from engine.labels_cli import labels_main
 from engine.phase_labels import LabelFileError, read_cholec80_phases, segments
+from engine.procedures import ProcedureError, procedure_names
 from engine.profiles import PROFILE_NAMES
 from engine.timecode import format_time, format_timecode
 from engine.userdata import demo_dir, demo_video
@@ -62,6 +66,15 @@ def describe_case(video: Path) -> list[str]:
                 f"  {format_timecode(seg.start, facts.fps)} – {format_timecode(seg.end, facts.fps)}  {seg.label}"
             )
     return lines
+
+
+def remember_procedure(video: Path, name: str) -> str:
+    """Record ``name`` (any spelling) as ``video``'s procedure, before the engine or the window reads it;
+    returns the canonical name."""
+    try:
+        return set_case_procedure(video, name).name
+    except (ProcedureError, ProcedureChoiceError) as exc:
+        raise CliError(str(exc)) from None
 
 
 def engine_spec(args) -> dict:
@@ -107,6 +120,11 @@ def _main(argv: Sequence[str] | None) -> int:
     parser.add_argument(
         "--profile", choices=PROFILE_NAMES, help="how the model is asked (default: its manifest's, else stated)"
     )
+    parser.add_argument(
+        "--procedure",
+        metavar="NAME",
+        help=f"the case's procedure, remembered for it ({', '.join(procedure_names())}; default: as chosen before)",
+    )
     parser.add_argument("--concurrency", type=int, default=16, help="requests in flight to the server(s) (with --url)")
     parser.add_argument("--stride", type=float, default=1.0, help="seconds between background-analysed frames")
     parser.add_argument("--info", action="store_true", help="print what is in the case; open no window")
@@ -121,6 +139,10 @@ def _main(argv: Sequence[str] | None) -> int:
             raise CliError(f"no demo case at {video}; `./dev.sh run` builds it")
         if not args.model and not args.url and (demo_dir() / "model").is_dir():
             args.model = str(demo_dir() / "model")
+    if args.procedure:
+        if video is None or not video.exists():
+            parser.error("--procedure needs a case (a video file)")
+        remember_procedure(video, args.procedure)
     if args.info:
         if video is None:
             parser.error("--info needs a case")

@@ -21,6 +21,7 @@ from app.engine_link import EngineLink
 from app.session import CaseSession
 from app.state import AnalysisState
 from app.widgets.reasoning_panel import ReasoningPanel
+from engine.procedures import procedure_of_version
 
 __all__ = ["ReasoningFeed"]
 
@@ -57,6 +58,7 @@ class ReasoningFeed:
     def _on_session(self, name: str, value: object) -> None:
         if name == "analysis":
             self.live_frame, self.live_tasks = None, set()
+            self.panel.set_ontology(procedure_of_version(self.session.profile.version).ontology)
             self.panel.set_questions([(q.task, q.title) for q in self.session.profile.questions])
         elif name == "results" and value in (None, here := self.session.playhead.displayed) and here >= 0:
             self.show_stored(here)

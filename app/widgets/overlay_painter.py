@@ -19,6 +19,7 @@ from app import palette
 from app.state import LayerState
 from engine.chain import Chain, CvsState, InstrumentSighting, Mention
 from engine.ontology import load_ontology
+from engine.procedures import load_procedures
 from engine.timecode import format_time, format_timecode
 
 __all__ = ["FrameBox", "chain_boxes", "cvs_badge_parts", "overlay_font_px", "paint_overlays", "plain_text"]
@@ -37,12 +38,17 @@ def plain_text(text: str, limit: int = _MAX_TEXT) -> str:
 
 @functools.lru_cache(maxsize=512)
 def _display(vocabulary: str, label: str) -> str:
-    """The ontology's display form of a canonical label (``cystic_duct`` → ``cystic duct``)."""
-    try:
-        found = load_ontology().vocabulary(vocabulary).resolve(label)
-    except (KeyError, LookupError, ValueError):
-        found = None
-    return found.display if found is not None else label
+    """The ontology's display form of a canonical label (``cystic_duct`` → ``cystic duct``); another
+    procedure's label (a suturing case's ``Large_Needle_Driver``) in that procedure's display form."""
+    ontologies = [load_ontology(), *(p.ontology for p in load_procedures().values())]
+    for ontology in ontologies:
+        try:
+            found = ontology.vocabulary(vocabulary).resolve(label)
+        except (KeyError, LookupError, ValueError):
+            found = None
+        if found is not None and (ontology is ontologies[0] or found.name == label):
+            return found.display
+    return label
 
 
 @functools.lru_cache(maxsize=64)

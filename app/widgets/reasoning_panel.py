@@ -751,6 +751,12 @@ class ReasoningPanel(QWidget):
         assert isinstance(layout, QVBoxLayout)
         layout.insertWidget(layout.indexOf(self._scroll) + 1, widget)
 
+    def set_ontology(self, ontology: Ontology) -> None:
+        """The vocabularies chains are read in: the case's procedure's (a suturing case's instruments and
+        actions are not a cholecystectomy's); applies from the next chain shown."""
+        self._ontology = ontology
+        self._label_cache.clear()
+
     def set_questions(self, questions: Iterable[tuple[str, str]]) -> None:
         """The questions the model profile asks of each frame, as ``(task, title)`` in its order.
 

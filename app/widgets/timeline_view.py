@@ -71,8 +71,10 @@ from app.timeline_model import confidence_color as _confidence_color
 from app.timeline_model import confidence_runs as _confidence_runs
 from app.timeline_model import coverage_runs as _coverage_runs
 from app.timeline_model import label_runs as _label_runs
+from app.widgets.label_track import describe_row, is_other, procedure_legend, procedure_rows
 from engine.chain import CvsState
 from engine.cvs_assessment import ESTABLISHED, assess_cvs
+from engine.procedures import Procedure
 from engine.timecode import format_time
 from engine.timeline import Timelines
 
@@ -268,6 +270,7 @@ class TimelineView(QWidget):
         self._tracks: dict[str, _Track] = {}
         self._items: dict[str, _RunsItem] = {}
         self._extra: tuple[ExtraTrack, ...] = ()  # tracks others add (the reviewer's rows)
+        self._procedure: Procedure | None = None  # the case's; another than cholecystectomy draws its own rows
 
         self._time_axis = _TimeAxis()
         self._plot = pg.PlotWidget(background=BACKGROUND, axisItems={"bottom": self._time_axis})
@@ -490,7 +493,15 @@ class TimelineView(QWidget):
     def legend_entries(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         """What the legend under the tracks lists: (group, [(colour, name, meaning)])."""
         extra = [(t.legend_group, list(t.legend)) for t in self._extra if t.legend_group and t.legend]
-        return legend(self._tool_names()) + extra
+        own = procedure_legend(self._procedure, list(self._tracks.values())) if is_other(self._procedure) else None
+        return (own or legend(self._tool_names())) + extra
+
+    def set_procedure(self, procedure: Procedure | None) -> None:
+        """The case's procedure: another than cholecystectomy draws its own rows (a suturing case's actions,
+        a bypass's phases and steps) and its instruments, with no phase, raw phase or CVS rows."""
+        if procedure != self._procedure:
+            self._procedure, self._legend_tools = procedure, None
+            self._relayout()
 
     def set_extra_tracks(self, tracks: list[ExtraTrack]) -> None:
         """Tracks another part of the viewer draws here (each after the track it names), replacing the last.
@@ -726,6 +737,8 @@ class TimelineView(QWidget):
             if track.band is not None:
                 return f"{track.title}: not reviewed here (right click to label)"
             return f"{track.title}: nothing here (not analysed, or too far from an analysed frame)"
+        if (own := describe_row(self._procedure, track.key, track.title, value)) is not None:
+            return own
         if track.key in ("phase", "raw", "truth") or track.colours is PHASE_COLORS:
             how = {"phase": "smoothed over neighbouring answers", "raw": "the model's own answer"}
             extra = f" ({how[track.key]})" if track.key in how else ""
@@ -780,6 +793,7 @@ class TimelineView(QWidget):
         coverage = self._coverage()
         tracks.append(_Track("coverage", "Analysed", h["coverage"], coverage, {"analysed": COVERAGE_COLOR}))
         tracks.append(_Track("bookmarks", "Bookmarks", h["bookmarks"], _Runs.empty(), {}))
+        tracks = procedure_rows(self._procedure, t, tracks, _Track)  # another procedure: its own rows, no CVS
         for extra in self._extra:
             keys = [t.key for t in tracks]
             at = keys.index(extra.after) + 1 if extra.after in keys else len(tracks) - 3

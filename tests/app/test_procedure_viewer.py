@@ -1,0 +1,127 @@
+"""The viewer opens a suturing case as one: its procedure chosen on the command line (remembered), the
+action track drawn with its segments and named in the legend, no CVS rows or badge; Case ▸ Procedure
+switches a case to a bypass (phase and step tracks) or back to a cholecystectomy (CVS rows again)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app import palette
+from app.engine_worker import WorkerSpec, _Engine, profile_info
+from app.main import main as surgview_main
+from engine.case_procedure import case_procedure
+from engine.profiles import get_profile
+from engine.store import CaseStore, FrameResult
+from tests.engine.test_procedure_results import ACTIONS, RARP, rarp_answer, write_video
+
+MODEL = "suturing@1"
+FPS, STEP = 10, 10  # one answer a second
+PATTERN = [a for a in ACTIONS for _ in range(4)]  # four seconds of each action, in the natural order
+NAMES = [
+    "picking_up_the_needle",
+    "positioning_the_needle_tip",
+    "pushing_the_needle_through_the_tissue",
+    "pulling_the_needle_out_of_the_tissue",
+]
+
+
+@pytest.fixture
+def suturing_video(tmp_path, data_home) -> Path:
+    """A 16 s case whose store holds a suturing model's answers, one a second (as an engine writes them)."""
+    video = tmp_path / "suturing.mp4"
+    frames = STEP * len(PATTERN)
+    write_video(video, frames, fps=FPS)
+    with CaseStore.for_video(video, fps=float(FPS), frame_count=frames) as store:
+        for i, action in enumerate(PATTERN):
+            store.put_result(FrameResult.from_text(STEP * i, MODEL, RARP, "action", rarp_answer(action)))
+    return video
+
+
+def engine_opens_as_rarp(window, video: Path) -> None:
+    """What the engine process says when it opens this case: ready with its base profile, then the case's
+    store keys in the case's procedure (no process is started here)."""
+    window.engine.ready.emit(MODEL, "cpu", profile_info(get_profile(), "profile surgview (a surgview model)"))
+    rarp = get_profile("surgview", procedure="rarp")
+    info = {"prompt_version": rarp.version, "profile": rarp.name, "tasks": list(rarp.tasks), "procedure": "rarp"}
+    window.engine.case_opened.emit(str(video), info)
+
+
+def test_a_suturing_case_shows_its_action_track_and_no_cvs(qtbot, open_viewer, suturing_video, capsys):
+    assert surgview_main([str(suturing_video), "--procedure", "RARP", "--info"]) == 0  # remembered, no window
+    assert "case suturing.mp4" in capsys.readouterr().out
+    assert case_procedure(suturing_video).procedure.name == "rarp"
+
+    window = open_viewer(suturing_video)
+    assert window.procedures.procedure.name == "rarp" and window.procedures.actions["rarp"].isChecked()
+    engine_opens_as_rarp(window, suturing_video)
+    assert window.session.profile.tasks == ("action",) and window.session.profile.version == RARP
+    assert window.panel.questions == (("action", "Action"),)  # the session asks the procedure's default task
+
+    timeline = window.timeline
+    qtbot.waitUntil(
+        lambda: "label:action" in timeline.track_keys() and bool(timeline.track_runs("label:action")), timeout=5000
+    )
+    keys = timeline.track_keys()
+    assert not any(k.startswith("cvs") for k in keys) and "phase" not in keys and "raw" not in keys
+    assert keys.index("label:action") < keys.index("raw:action") < keys.index("tool:Prograsp_Forceps")
+    assert "tool:Large_Needle_Driver" in keys
+    runs = timeline.track_runs("label:action")
+    assert [label for *_, label in runs] == NAMES
+    assert runs[0][0] == 0 and runs[-1][1] == STEP * len(PATTERN)
+    assert timeline.colour_of("label:action", NAMES[2]) == palette.OKABE_ITO[2]
+    assert timeline.cvs_statement() is None
+
+    legend = timeline.legend_text()
+    assert "Action" in legend and "Pushing the needle through the tissue" in legend and "Other" in legend
+    assert "CVS" not in legend and "Calot" not in legend
+    assert "Large Needle Driver" in legend  # the procedure's instruments, by their display names
+
+    window.seek(STEP * 9)  # an analysed frame: its record has an action, and no phase or CVS to badge
+    qtbot.waitUntil(lambda: window.canvas.chain is not None and window.playhead.displayed == STEP * 9, timeout=5000)
+    record = window.session.record(STEP * 9)
+    assert record is not None and record.action is not None and record.action.label == NAMES[2]
+    assert window.canvas.chain.context is None and window.canvas.cvs_doubt is None
+    assert {s.name.label for s in window.canvas.chain.perception.instruments} == {
+        "Large_Needle_Driver",
+        "Prograsp_Forceps",
+    }
+
+
+def test_case_procedure_menu_switches_the_rows_and_is_remembered(qtbot, open_viewer, suturing_video):
+    window = open_viewer(suturing_video)
+    assert window.procedures.procedure.name == "cholecystectomy"  # no choice, no layout hint: the default
+    assert "Case ▸ Procedure" in window.statusBar().currentMessage()
+    assert "cvs1" in window.timeline.track_keys()
+
+    window.procedures.actions["bypass"].trigger()
+    assert case_procedure(suturing_video).procedure.name == "bypass"
+    keys = window.timeline.track_keys()
+    assert keys.index("label:phase") < keys.index("label:step") and "cvs1" not in keys
+    assert "Phase" in window.timeline.legend_text() and "Step" in window.timeline.legend_text()
+
+    window.procedures.actions["rarp"].trigger()
+    assert "label:action" in window.timeline.track_keys() and "label:step" not in window.timeline.track_keys()
+
+    window.procedures.actions["cholecystectomy"].trigger()
+    keys = window.timeline.track_keys()
+    assert {"phase", "raw", "cvs1", "cvs2", "cvs3"} <= set(keys) and "label:action" not in keys
+    assert case_procedure(suturing_video).source == "chosen"
+
+
+def test_the_engine_asks_a_case_its_procedures_default_question(suturing_video):
+    spec = WorkerSpec.from_dict({"kind": "openai", "url": "http://127.0.0.1:9/v1", "model": "x", "profile": "surgview"})
+    engine = _Engine(None, spec, None, get_profile())  # type: ignore[arg-type]  # no backend is used here
+    profile, note = engine.case_profile(suturing_video, None)
+    assert profile.version == get_profile().version and "default" in note
+    assert surgview_main([str(suturing_video), "--procedure", "suturing", "--info"]) == 0
+    profile, note = engine.case_profile(suturing_video, None)
+    assert (profile.version, profile.tasks) == (RARP, ("action",)) and "chosen" in note
+    assert "which suturing action is being performed" in profile.questions[0].prompt
+
+
+def test_an_unknown_procedure_on_the_command_line_is_one_line(suturing_video, capsys):
+    assert surgview_main([str(suturing_video), "--procedure", "appendectomy", "--info"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown procedure 'appendectomy'" in err and "Traceback" not in err
