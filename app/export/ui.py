@@ -37,6 +37,7 @@ from app.export.blank_edit import save_blank_areas
 from app.export.clip import ClipCancelled, ClipOptions, clip_for_video
 from app.export.report import ReportOptions, report_for_video
 from app.session import CaseSession
+from engine.procedures import procedure_for_version
 from engine.report_data import ReportError, default_title
 from engine.store import BlankArea, StoreError
 from engine.timecode import format_timecode, parse_position
@@ -275,12 +276,13 @@ class BlankAreasDialog(QDialog):
 
 
 class ReportDialog(QDialog):
-    """Export report…: the title (default: "Laparoscopic cholecystectomy review, <date>") and the reviewer."""
+    """Export report…: the title (default: "<the case's procedure> review, <date>") and the reviewer."""
 
-    def __init__(self, reviewer: str = "", parent: QWidget | None = None):
+    def __init__(self, reviewer: str = "", parent: QWidget | None = None, procedure: str | None = None):
         super().__init__(parent)
         self.setWindowTitle("Export report")
-        self.title_edit = QLineEdit(default_title())
+        self._procedure = procedure
+        self.title_edit = QLineEdit(default_title(procedure=procedure))
         self.title_edit.selectAll()
         self.reviewer_edit = QLineEdit(reviewer)
         self.reviewer_edit.setPlaceholderText("left blank: a line to write on")
@@ -290,7 +292,9 @@ class ReportDialog(QDialog):
         add_ok_cancel(self, form)
 
     def values(self) -> tuple[str, str]:
-        return self.title_edit.text().strip() or default_title(), self.reviewer_edit.text().strip()
+        return self.title_edit.text().strip() or default_title(
+            procedure=self._procedure
+        ), self.reviewer_edit.text().strip()
 
 
 class Exports:
@@ -359,7 +363,8 @@ class Exports:
 
     def _ask_title(self) -> tuple[str, str] | None:
         """The report's title and the reviewer's name (remembered for the next report); None if cancelled."""
-        dialog = ReportDialog(str(self.settings.value("export/reviewer", "") or ""), self.parent_widget)
+        procedure = procedure_for_version(self.session.profile.version)  # the analysis reported is the session's
+        dialog = ReportDialog(str(self.settings.value("export/reviewer", "") or ""), self.parent_widget, procedure)
         if dialog.exec() != QDialog.DialogCode.Accepted:
             return None
         title, reviewer = dialog.values()

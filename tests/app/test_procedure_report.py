@@ -59,3 +59,14 @@ def test_every_procedure_palette_slot_in_use_has_a_colour():
             if proc.has(role):
                 for key in proc.colour_keys(role).values():
                     assert key.slot < len(palette.PROCEDURE_PALETTES[key.palette]), (proc.name, role, key)
+
+
+def test_the_report_dialog_titles_a_suturing_case_as_one(qtbot):
+    from app.export.ui import ReportDialog
+
+    dialog = ReportDialog("Dr A", procedure="rarp")
+    qtbot.addWidget(dialog)
+    assert dialog.title_edit.text().startswith("Robot-assisted radical prostatectomy (suturing) review, ")
+    dialog.title_edit.clear()
+    assert dialog.values()[0].startswith("Robot-assisted radical prostatectomy (suturing) review, ")
+    assert ReportDialog().title_edit.text().startswith("Laparoscopic cholecystectomy review, ")
