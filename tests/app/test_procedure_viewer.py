@@ -125,3 +125,34 @@ def test_an_unknown_procedure_on_the_command_line_is_one_line(suturing_video, ca
     assert surgview_main([str(suturing_video), "--procedure", "appendectomy", "--info"]) != 0
     err = capsys.readouterr().err
     assert "unknown procedure 'appendectomy'" in err and "Traceback" not in err
+
+
+def test_a_synthetic_suturing_case_opens_as_one_from_its_layout(qtbot, open_viewer, tmp_path, data_home):
+    """``surgview-train synth --procedure rarp``'s case, in SAR-RARP50's layout, answered every second with its
+    own ground truth (a perfect model): the layout says suturing, and the action track follows the truth."""
+    from engine.procedures import get_procedure
+    from train.synth.rarp import RarpConfig, generate_rarp
+
+    generate_rarp(tmp_path / "sar", RarpConfig(cases=1, minutes=0.25, width=160, height=90, seed=3))
+    (video,) = (tmp_path / "sar").rglob("video_left.avi")
+    truth = {}
+    for line in (video.parent / "action_discrete.txt").read_text().split():
+        frame, action = line.split(",")
+        truth[int(frame)] = int(action)
+    vocab = get_procedure("rarp").vocabulary("action")
+    by_id = {label.id: label for label in vocab}
+    answered = {f: by_id[a] for f, a in truth.items() if f % 60 == 0}
+    with CaseStore.for_video(video, fps=60.0, frame_count=900) as store:
+        for frame, label in answered.items():
+            store.put_result(FrameResult.from_text(frame, MODEL, RARP, "action", rarp_answer(label.display)))
+
+    window = open_viewer(video)
+    assert window.procedures.procedure.name == "rarp" and window.procedures.current.source == "layout"
+    assert "dataset layout" in window.statusBar().currentMessage()
+    engine_opens_as_rarp(window, video)
+    timeline = window.timeline
+    qtbot.waitUntil(lambda: bool(timeline.track_runs("raw:action")), timeout=5000)
+    raw = timeline.track_runs("raw:action")
+    for frame, label in answered.items():  # every analysed second reads as the truth says
+        assert next(name for start, end, name in raw if start <= frame < end) == label.name
+    assert timeline.track_runs("label:action") and not any(k.startswith("cvs") for k in timeline.track_keys())
