@@ -17,11 +17,20 @@ from typing import Any
 
 from app import palette
 from app.procedure_view import display_of, label_colours, role_title
-from app.timeline_model import Runs
+from app.timeline_model import Runs, display_name
 from engine.procedures import DEFAULT_PROCEDURE, Procedure
 from engine.timeline import LabelTrack, Timelines, build_procedure_track
 
-__all__ = ["describe_row", "is_other", "label_track", "procedure_legend", "procedure_rows"]
+__all__ = [
+    "describe_row",
+    "is_other",
+    "label_track",
+    "procedure_extras",
+    "procedure_legend",
+    "procedure_rows",
+    "tag_key",
+    "tag_style",
+]
 
 HEIGHTS = {"label": 0.9, "raw": 0.5, "tool": 0.5}
 _REPLACED = ("phase", "raw", "cvs1", "cvs2", "cvs3")  # the cholecystectomy rows another procedure does without
@@ -64,6 +73,14 @@ def procedure_rows(proc: Procedure | None, timelines: Timelines | None, tracks: 
     return kept[:at] + mine + kept[at:]
 
 
+def procedure_extras(proc: Procedure | None, extras: Sequence[Any]) -> tuple[Any, ...]:
+    """The rows other parts of the viewer add (``ExtraTrack``) that apply to ``proc``: for another procedure
+    none placed after a row it does without (the reviewer's cholecystectomy phase and CVS rows)."""
+    if not is_other(proc):
+        return tuple(extras)
+    return tuple(e for e in extras if e.after not in _REPLACED)
+
+
 def _tool_rows(proc: Procedure, timelines: Timelines | None, make: Callable) -> list[Any]:
     if timelines is None or not proc.has("tool"):
         return []
@@ -96,6 +113,25 @@ def procedure_legend(proc: Procedure, tracks: Sequence[Any]) -> list[tuple[str, 
         (palette.UNKNOWN, "unknown", "a name outside the procedure's vocabulary"),
     ]
     return [*groups, ("Other", other)]
+
+
+def tag_key(proc: Procedure | None) -> str:
+    """The row whose label the playhead's tag names: a cholecystectomy's phase, else the procedure's first
+    timeline (a suturing case's action, a bypass's phase)."""
+    if not is_other(proc):
+        return "phase"
+    assert proc is not None
+    return next((f"label:{r}" for r in proc.timelines if r != "tool" and proc.has(r)), "phase")
+
+
+def tag_style(proc: Procedure | None, label: str) -> tuple[str, str]:
+    """(colour, name) of the playhead tag's label."""
+    key = tag_key(proc)
+    if key == "phase":
+        return palette.PHASE_COLORS.get(label, palette.UNKNOWN), display_name(label)
+    assert proc is not None
+    role = key.split(":", 1)[1]
+    return label_colours(proc, role).get(label, palette.UNKNOWN), display_of(proc, role, label)
 
 
 def describe_row(proc: Procedure | None, key: str, title: str, value: str) -> str | None:

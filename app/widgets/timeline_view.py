@@ -71,7 +71,15 @@ from app.timeline_model import confidence_color as _confidence_color
 from app.timeline_model import confidence_runs as _confidence_runs
 from app.timeline_model import coverage_runs as _coverage_runs
 from app.timeline_model import label_runs as _label_runs
-from app.widgets.label_track import describe_row, is_other, procedure_legend, procedure_rows
+from app.widgets.label_track import (
+    describe_row,
+    is_other,
+    procedure_extras,
+    procedure_legend,
+    procedure_rows,
+    tag_key,
+    tag_style,
+)
 from engine.chain import CvsState
 from engine.cvs_assessment import ESTABLISHED, assess_cvs
 from engine.procedures import Procedure
@@ -492,7 +500,8 @@ class TimelineView(QWidget):
 
     def legend_entries(self) -> list[tuple[str, list[tuple[str, str, str]]]]:
         """What the legend under the tracks lists: (group, [(colour, name, meaning)])."""
-        extra = [(t.legend_group, list(t.legend)) for t in self._extra if t.legend_group and t.legend]
+        extras = procedure_extras(self._procedure, self._extra)  # another procedure: no reviewer CVS rows
+        extra = [(t.legend_group, list(t.legend)) for t in extras if t.legend_group and t.legend]
         own = procedure_legend(self._procedure, list(self._tracks.values())) if is_other(self._procedure) else None
         return (own or legend(self._tool_names())) + extra
 
@@ -569,16 +578,16 @@ class TimelineView(QWidget):
     def _place_phase_tag(self, frame: int, x: float) -> None:
         """The smoothed phase under the playhead, written beside the line at the top of the tracks in view
         (its text is set only when the phase changes: cheap at video rate)."""
-        track = self._tracks.get("phase")
+        track = self._tracks.get(tag_key(self._procedure))  # another procedure: its first row (the action)
         i = track.runs.at(frame) if track is not None else None
         label = track.runs.labels[i] if track is not None and i is not None else None
         if label != self._phase_tag_label:
             self._phase_tag_label = label
             if label is not None:
-                colour = PHASE_COLORS.get(label, UNKNOWN)
+                colour, name = tag_style(self._procedure, label)
                 self._phase_tag.setHtml(
                     f'<span style="color:{colour}">&#9632;</span>'
-                    f'<span style="color:{TEXT}; font-size:8pt"> {display_name(label)}</span>'
+                    f'<span style="color:{TEXT}; font-size:8pt"> {name}</span>'
                 )
         if label is None:
             self._phase_tag.setVisible(False)
@@ -596,7 +605,7 @@ class TimelineView(QWidget):
         """The phase the playhead's tag names (display name), or None when it shows none."""
         if not self._phase_tag.isVisible() or self._phase_tag_label is None:
             return None
-        return display_name(self._phase_tag_label)
+        return tag_style(self._procedure, self._phase_tag_label)[1]
 
     def set_selection(self, frames: tuple[int, int] | None) -> None:
         """Show a frame range (first, last; ordered and clamped to the case) or none."""
@@ -794,7 +803,7 @@ class TimelineView(QWidget):
         tracks.append(_Track("coverage", "Analysed", h["coverage"], coverage, {"analysed": COVERAGE_COLOR}))
         tracks.append(_Track("bookmarks", "Bookmarks", h["bookmarks"], _Runs.empty(), {}))
         tracks = procedure_rows(self._procedure, t, tracks, _Track)  # another procedure: its own rows, no CVS
-        for extra in self._extra:
+        for extra in procedure_extras(self._procedure, self._extra):
             keys = [t.key for t in tracks]
             at = keys.index(extra.after) + 1 if extra.after in keys else len(tracks) - 3
             tracks.insert(at, _Track(extra.key, extra.title, extra.height, extra.runs, extra.colours, band=extra.band))

@@ -65,6 +65,7 @@ def test_a_suturing_case_shows_its_action_track_and_no_cvs(qtbot, open_viewer, s
     )
     keys = timeline.track_keys()
     assert not any(k.startswith("cvs") for k in keys) and "phase" not in keys and "raw" not in keys
+    assert not any(k.startswith("reviewed") for k in keys)  # nor the reviewer's cholecystectomy phase and CVS rows
     assert keys.index("label:action") < keys.index("raw:action") < keys.index("tool:Prograsp_Forceps")
     assert "tool:Large_Needle_Driver" in keys
     runs = timeline.track_runs("label:action")
@@ -75,11 +76,12 @@ def test_a_suturing_case_shows_its_action_track_and_no_cvs(qtbot, open_viewer, s
 
     legend = timeline.legend_text()
     assert "Action" in legend and "Pushing the needle through the tissue" in legend and "Other" in legend
-    assert "CVS" not in legend and "Calot" not in legend
+    assert "CVS" not in legend and "Calot" not in legend and "met (reviewer)" not in legend
     assert "Large Needle Driver" in legend  # the procedure's instruments, by their display names
 
     window.seek(STEP * 9)  # an analysed frame: its record has an action, and no phase or CVS to badge
     qtbot.waitUntil(lambda: window.canvas.chain is not None and window.playhead.displayed == STEP * 9, timeout=5000)
+    qtbot.waitUntil(lambda: timeline.playhead_phase() == "Pushing the needle through the tissue", timeout=5000)
     record = window.session.record(STEP * 9)
     assert record is not None and record.action is not None and record.action.label == NAMES[2]
     assert window.canvas.chain.context is None and window.canvas.cvs_doubt is None
@@ -107,6 +109,7 @@ def test_case_procedure_menu_switches_the_rows_and_is_remembered(qtbot, open_vie
     window.procedures.actions["cholecystectomy"].trigger()
     keys = window.timeline.track_keys()
     assert {"phase", "raw", "cvs1", "cvs2", "cvs3"} <= set(keys) and "label:action" not in keys
+    assert {"reviewed", "reviewed_c1"} <= set(keys)  # the reviewer's rows are back with CVS
     assert case_procedure(suturing_video).source == "chosen"
 
 
