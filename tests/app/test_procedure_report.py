@@ -70,3 +70,19 @@ def test_the_report_dialog_titles_a_suturing_case_as_one(qtbot):
     dialog.title_edit.clear()
     assert dialog.values()[0].startswith("Robot-assisted radical prostatectomy (suturing) review, ")
     assert ReportDialog().title_edit.text().startswith("Laparoscopic cholecystectomy review, ")
+
+
+def test_an_instruments_only_case_reports_its_instruments_and_no_cvs(qapp, tmp_path):
+    from engine.store import CaseInfo, CaseStore, FrameResult
+    from tests.engine.test_procedure_results import rarp_answer
+
+    with CaseStore.open(tmp_path / "r.sqlite") as store:
+        store.set_case_info(CaseInfo("e" * 32, "seq_1.mp4", 1.0, 10))
+        text = rarp_answer("Tying a knot", tools="Vessel Sealer [1, 1, 9, 9]").replace("Level 2 task", "Level 1 task")
+        for frame in range(10):
+            store.put_result(FrameResult.from_text(frame, "m", "1.0+robotic", "tools", text))
+        data = gather_report(store)
+    assert data.cvs is None and data.tracks == {} and [t.tool for t in data.tools if t.runs] == ["Vessel_Sealer"]
+    html = render_html(data, {}, "data:image/png;base64,")
+    assert "Tracks: instruments in view;" in html and "vocabulary (instruments)" in html
+    assert [name for name, _ in chart_rows(data)] == ["Vessel Sealer"]
