@@ -25,6 +25,7 @@ __all__ = [
     "describe_row",
     "is_other",
     "label_track",
+    "legend_key",
     "procedure_extras",
     "procedure_legend",
     "procedure_rows",
@@ -34,6 +35,7 @@ __all__ = [
 
 HEIGHTS = {"label": 0.9, "raw": 0.5, "tool": 0.5}
 _REPLACED = ("phase", "raw", "cvs1", "cvs2", "cvs3")  # the cholecystectomy rows another procedure does without
+_LEGEND_ALL = 12  # a vocabulary up to this long is listed whole in the legend; a longer one only as drawn
 _MEANINGS = {"phase": "surgical phase", "step": "surgical step", "action": "suturing action"}
 
 
@@ -94,15 +96,19 @@ def _tool_rows(proc: Procedure, timelines: Timelines | None, make: Callable) -> 
 
 def procedure_legend(proc: Procedure, tracks: Sequence[Any]) -> list[tuple[str, list[tuple[str, str, str]]]]:
     """The legend of ``proc``'s rows: every label of each of its timelines (display names, the vocabulary's
-    order), the instruments drawn, and the rows every case has (coverage, bookmarks). No CVS."""
+    order; of a long vocabulary only those drawn), the instruments drawn, and the rows every case has
+    (coverage, bookmarks). No CVS."""
     keys = {t.key for t in tracks}
     groups: list[tuple[str, list[tuple[str, str, str]]]] = []
     for role in proc.timelines:
         if role == "tool" or f"label:{role}" not in keys:
             continue
         meaning = _MEANINGS.get(role, role)
-        rows = [(c, display_of(proc, role, n), meaning) for n, c in label_colours(proc, role).items()]
-        groups.append((role_title(role), rows))
+        colours = label_colours(proc, role)
+        if len(colours) > _LEGEND_ALL:  # a bypass's 46 steps: only those drawn
+            drawn = _drawn(role, tracks)
+            colours = {n: c for n, c in colours.items() if n in drawn}
+        groups.append((role_title(role), [(c, display_of(proc, role, n), meaning) for n, c in colours.items()]))
     tools = label_colours(proc, "tool")
     drawn = [(c, display_of(proc, "tool", n), "instrument in view") for n, c in tools.items() if f"tool:{n}" in keys]
     if drawn:
@@ -132,6 +138,20 @@ def tag_style(proc: Procedure | None, label: str) -> tuple[str, str]:
     assert proc is not None
     role = key.split(":", 1)[1]
     return label_colours(proc, role).get(label, palette.UNKNOWN), display_of(proc, role, label)
+
+
+def _drawn(role: str, tracks: Sequence[Any]) -> set[str]:
+    return {label for t in tracks if t.key in (f"label:{role}", f"raw:{role}") for label in t.runs.labels}
+
+
+def legend_key(proc: Procedure | None, tracks: Sequence[Any]) -> tuple[str, ...]:
+    """What :func:`procedure_legend` depends on besides the rows present: the labels drawn of a long
+    vocabulary (the legend is written again when they change)."""
+    if not is_other(proc):
+        return ()
+    assert proc is not None
+    roles = [r for r in proc.timelines if r != "tool" and proc.has(r) and len(proc.vocabulary(r)) > _LEGEND_ALL]
+    return tuple(sorted(label for role in roles for label in _drawn(role, tracks)))
 
 
 def describe_row(proc: Procedure | None, key: str, title: str, value: str) -> str | None:

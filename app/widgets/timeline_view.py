@@ -74,6 +74,7 @@ from app.timeline_model import label_runs as _label_runs
 from app.widgets.label_track import (
     describe_row,
     is_other,
+    legend_key,
     procedure_extras,
     procedure_legend,
     procedure_rows,
@@ -537,7 +538,11 @@ class TimelineView(QWidget):
         return [key.split(":", 1)[1] for key in self._tracks if key.startswith("tool:")]
 
     def _render_legend(self) -> None:
-        tools = (*self._tool_names(), *(t.legend_group for t in self._extra))
+        tools = (
+            *self._tool_names(),
+            *(t.legend_group for t in self._extra),
+            *legend_key(self._procedure, self._tracks.values()),
+        )
         if tools == self._legend_tools:
             return
         self._legend_tools = tools

@@ -159,3 +159,33 @@ def test_a_synthetic_suturing_case_opens_as_one_from_its_layout(qtbot, open_view
     for frame, label in answered.items():  # every analysed second reads as the truth says
         assert next(name for start, end, name in raw if start <= frame < end) == label.name
     assert timeline.track_runs("label:action") and not any(k.startswith("cvs") for k in timeline.track_keys())
+
+
+def test_a_bypass_timeline_draws_phases_and_steps_and_names_the_steps_drawn(view):
+    from engine.procedures import get_procedure
+    from engine.timeline import TimelineRow, build_timelines
+
+    bypass = get_procedure("bypass")
+    rows = [
+        TimelineRow(25 * i, "gastric_pouch_creation" if i < 30 else "omentum_division", (None,) * 3, None)
+        for i in range(60)
+    ]
+    rows = [
+        TimelineRow(
+            r.frame, r.phase, r.cvs, r.tools, step="s8_vertical_stapling" if r.frame < 750 else "s13_omental_section"
+        )
+        for r in rows
+    ]
+    view.set_procedure(bypass)
+    view.set_timelines(build_timelines(rows, 25.0, 1500, tools=bypass.vocabulary("tool")))
+    keys = view.track_keys()
+    assert keys[:4] == ["label:phase", "raw:phase", "label:step", "raw:step"] and "cvs1" not in keys
+    assert [label for *_, label in view.track_runs("label:phase")] == ["gastric_pouch_creation", "omentum_division"]
+    assert [label for *_, label in view.track_runs("label:step")] == ["s8_vertical_stapling", "s13_omental_section"]
+    assert view.colour_of("label:step", "s13_omental_section") == palette.GLASBEY[13]
+    assert view.colour_of("label:phase", "omentum_division") == palette.TOL_LIGHT12[2]
+    legend = view.legend_text()
+    assert "Gastric pouch creation" in legend and "Disassembling" in legend  # the 12 phases: all of them
+    assert "Vertical stapling" in legend and "Trocar removal" not in legend  # the 46 steps: those drawn
+    view.set_playhead(800)
+    assert view.playhead_phase() == "Omentum division"
