@@ -189,3 +189,29 @@ def test_a_bypass_timeline_draws_phases_and_steps_and_names_the_steps_drawn(view
     assert "Vertical stapling" in legend and "Trocar removal" not in legend  # the 46 steps: those drawn
     view.set_playhead(800)
     assert view.playhead_phase() == "Omentum division"
+
+
+def test_the_engine_process_opens_a_case_chosen_as_suturing_with_its_questions(qtbot, suturing_video):
+    """A real engine process (an OpenAI-compatible client, connecting only when it generates) told the case
+    is suturing asks it the action question under the procedure's store version."""
+    import socket
+
+    from app.engine_link import EngineLink
+    from engine.case_procedure import set_case_procedure
+
+    set_case_procedure(suturing_video, "rarp")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"  # closed once the block ends
+    link = EngineLink()
+    try:
+        with qtbot.waitSignal(link.ready, timeout=60_000):
+            link.start({"kind": "openai", "model": "m", "url": url, "profile": "surgview", "give_up_s": 1.0})
+        with qtbot.waitSignal(link.case_opened, timeout=30_000) as opened:
+            link.open_case(str(suturing_video))
+        info = opened.args[1]
+        assert (info["prompt_version"], info["tasks"], info["procedure"]) == (RARP, ["action"], "rarp")
+        assert "chosen for this case" in info["procedure_note"]
+        assert link.profile["version"] == get_profile().version  # the engine's own profile is unchanged
+    finally:
+        link.stop()
