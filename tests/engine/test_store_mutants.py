@@ -143,3 +143,15 @@ def test_a_file_that_is_no_store_is_named(tmp_path):
     path.write_bytes(b"this is not a database at all" * 200)
     with pytest.raises(StoreError, match=r"notes\.sqlite is not a surgview case store"):
         CaseStore.open(path)
+
+
+def test_level_three_names_the_phase_before_the_answer_does(tmp_path):
+    chain = {
+        "status": "complete",
+        "context": {"phase": {"label": "CalotTriangleDissection"}, "cvs": ["met", "met", "not met"]},
+        "answer": {"phase": {"label": "ClippingCutting"}, "cvs": ["not met", None, None]},
+    }
+    with CaseStore.open(tmp_path / "c.sqlite") as store:
+        store.put_result(FrameResult(3, "m@1", "1.0", "frame", "<answer>Clipping Cutting</answer>", chain))
+        (row,) = store.timeline_rows("m@1", "1.0", "frame")
+    assert row.phase == "CalotTriangleDissection" and row.cvs == (CvsState.MET, CvsState.MET, CvsState.NOT_MET)
