@@ -169,16 +169,16 @@ def test_an_unknown_or_missing_cvs_word_is_not_said():
 
 def test_first_all_met_says_what_it_needs():
     timelines = build_timelines(rows_of([CALOT] * 3, step=25), fps=25.0)
-    with pytest.raises(ValueError, match="first_all_met needs the three CVS criteria"):
+    with pytest.raises(ValueError, match=r"^first_all_met needs the three CVS criteria$"):
         first_all_met(timelines.cvs[:2])
-    with pytest.raises(ValueError, match=r"raw=True needs the Timelines \(for the analysed frames\)"):
+    with pytest.raises(ValueError, match=r"^raw=True needs the Timelines \(for the analysed frames\)$"):
         first_all_met(timelines.cvs, raw=True)
 
 
 def test_transitions_into_preparation_and_of_weight_zero_are_accepted():
     matrix = phase_transition_matrix(0.9, [(CALOT, PREP, 0.5), (PREP, CALOT, 0.0)])
     assert matrix[1, 0] == pytest.approx(0.05) and matrix[0, 1] == 0.0 and matrix[0, 0] == 1.0
-    with pytest.raises(ValueError, match="the transition weights out of a phase must sum to at most 1"):
+    with pytest.raises(ValueError, match=r"^the transition weights out of a phase must sum to at most 1$"):
         phase_transition_matrix(0.9, [(CALOT, PREP, 0.6), (CALOT, CLIP, 0.6)])
 
 
@@ -254,7 +254,7 @@ def test_viterbi_of_a_single_observation_is_its_best_state():
 
 def test_a_gap_limit_under_a_second_is_allowed_and_none_is_refused():
     assert TimelineConfig(max_gap_s=0.5).max_gap_s == 0.5
-    with pytest.raises(ValueError, match="max_gap_s must be positive"):
+    with pytest.raises(ValueError, match=r"^max_gap_s must be positive$"):
         TimelineConfig(max_gap_s=0)
 
 
@@ -331,13 +331,13 @@ def test_label_transitions_and_settings_are_checked():
     for bad in [("a", "zz", 0.1), ("zz", "a", 0.1), ("a", "a", 0.1), ("a", "b", -0.1)]:
         with pytest.raises(ValueError, match=r"^bad transition "):
             label_transition_matrix(names, 0.9, [bad])
-    with pytest.raises(ValueError, match="the transition weights out of a state must sum to at most 1"):
+    with pytest.raises(ValueError, match=r"^the transition weights out of a state must sum to at most 1$"):
         label_transition_matrix(names, 0.9, [("a", "b", 0.7), ("a", "c", 0.7)])
     for settings in ({"self_transition": 1.5}, {"confusion": 1.0}):
         with pytest.raises(ValueError, match="must be between 0 and 1"):
             LabelTrackConfig(**settings)
     for settings in ({"max_gap_s": 0}, {"min_segment_s": -1}):
-        with pytest.raises(ValueError, match="max_gap_s must be positive and min_segment_s not negative"):
+        with pytest.raises(ValueError, match=r"^max_gap_s must be positive and min_segment_s not negative$"):
             LabelTrackConfig(**settings)
 
 
