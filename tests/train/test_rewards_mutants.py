@@ -317,8 +317,10 @@ def test_the_gold_action_is_its_column_else_the_answer_column_read_whole():
     assert one(accuracy_reward, letter, task="action_mcq", procedure="rarp", answer="H") == 1.0
     assert one(accuracy_reward, text, task="action", procedure="rarp", answer="H") == 0.0
     assert one(accuracy_reward, text, task="action", procedure="rarp") == 0.0  # no gold at all: no push
-    # without a procedure column the dataset says which vocabulary to read
-    assert one(accuracy_reward, text, task="action", dataset="sar_rarp50", action=PUSHING) == 1.0
+    # without a procedure column the dataset says which vocabulary to read (the task "tools" implies none)
+    tools = chain(L1.format(tools="Large Needle Driver"), answer="Large Needle Driver")
+    gold = ["Large_Needle_Driver", "Prograsp_Forceps"]
+    assert one(accuracy_reward, tools, task="tools", dataset="sar_rarp50", tools=gold) == pytest.approx(2 / 3)
 
 
 def test_level2_of_an_action_chain_pays_only_the_right_action():
