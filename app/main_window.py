@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 from app.bookmark_undo import BookmarkUndo, add_edit_menu
 from app.bookmarks import BookmarksPanel
 from app.case_library import MAX_RECENT, CaseLibrary, shortcuts_dialog
+from app.case_loading import CaseLoading
 from app.engine_link import EngineLink
 from app.export.ui import Exports
 from app.playback import PlaybackController
@@ -103,6 +104,7 @@ class SurgviewWindow(QMainWindow):
 
         self.player = PlaybackController(self)
         self.previews = Previews(self.session, self.canvas, self.timeline, self)  # seeks show keyframe previews
+        self.loading = CaseLoading(self)  # what can wait at opening waits for the first frame
         self.player.opened.connect(self._on_opened)
         self.player.frameReady.connect(self._on_frame)
         self.player.failed.connect(self._on_video_failed)
@@ -253,16 +255,14 @@ class SurgviewWindow(QMainWindow):
         path = Path(facts["path"])
         self.setWindowTitle(f"surgview — {path.name}")
         self.timeline.set_case(float(facts["fps"]), int(facts["frame_count"]), facts.get("times"))
-        problem = self.session.open_store(path, facts)
-        if problem:
+        if problem := self.session.open_store(path, facts):
             self.statusBar().showMessage(problem, 10000)
         self.canvas.set_fps(self.case.fps)
         self.panel.set_frame_formatter(lambda frame: f"{frame} ({self.session.timecode(frame)})")
-        self.library.remember(path, getattr(facts.get("times"), "duration_s", None))
+        self.loading.after_opening(lambda: self.library.remember(path, getattr(facts.get("times"), "duration_s", None)))
         if self.engine.alive:
             self.engine.open_case(str(path))
-        spot = self._recall_spot(path)
-        self.seek(spot.frame if spot is not None else 0)
+        self.seek(spot.frame if (spot := self._recall_spot(path)) is not None else 0)
         if spot is not None and spot.selection is not None:
             self.case.selection = spot.selection
         self.caseOpened.emit(str(path))

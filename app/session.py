@@ -8,13 +8,18 @@ arrives), the timelines, the bookmarks, the ground truth, and the reviewer's pos
 ``case`` and ``playhead`` models) like to the models of :mod:`app.state`; the window only wires.
 
 Nothing here runs SQL or parses a chain per displayed frame: answers are read when the analysis
-becomes known (one query) and when the engine says a frame's answer was committed (one query for
-that frame); records are merged by a warm-up thread in bulk, or on first use of a frame the
-warm-up has not reached yet, and then served from the cache. Events are ``(name, value)``:
+becomes known (one query per question, text and status only: no chain JSON is decoded) and when the
+engine says a frame's answer was committed (one query for that frame); records are merged by a
+warm-up thread in bulk, or on first use of a frame the warm-up has not reached yet, and then served
+from the cache. In a viewer (``hand_off`` set), the bulk read itself waits for the case's first frame
+and runs on the warm-up thread, handed to the UI thread when done; until then a frame asked about is
+read on its own and the analysed frames come from the timelines' statuses (a 90-minute case's 5,400
+answers stay off the UI thread at reopen). Events are ``(name, value)``:
 ``analysis`` (profile), ``results`` (a frame index, or None for all), ``timelines``,
-``bookmarks``, ``ground_truth``, ``store``, ``thumbnails`` (the keyframe preview strip, or None);
-like :mod:`app.state` they are called synchronously on the thread that changed the session (the UI
-thread; the warm-up and thumbnail threads emit nothing).
+``bookmarks``, ``ground_truth``, ``store``, ``thumbnails`` (the keyframe preview strip, or None),
+``problem`` (a line: the deferred bulk read failed); like :mod:`app.state` they are called
+synchronously on the thread that changed the session (the UI thread; the warm-up and thumbnail
+threads emit nothing: they hand over).
 """
 
 from __future__ import annotations
@@ -107,6 +112,14 @@ class CaseSession:
         self.stride_s = 1.0  # the sweep's seconds between analysed frames (the engine's setting)
         self._lock = threading.Lock()
         self._generation = 0  # bumped whenever the cache is dropped: a stale warm-up stops storing
+        # Set by a viewer: runs a function on the UI thread (a queued Qt signal). With it, ``reload`` leaves
+        # the bulk read of the answers to the warm-up thread, once the first frame is on screen; until it
+        # lands, a frame asked about is read on its own (``_peeked``). Without it (engine-only use, tests),
+        # ``reload`` reads them all before returning.
+        self.hand_off: Callable[[Callable[[], None]], None] | None = None
+        self._pending = False  # the bulk read is deferred and has not landed yet
+        self._peeked: dict[int, dict[str, FrameResult]] = {}  # frames read on their own meanwhile
+        self._fresh: set[int] = set()  # frames whose answers arrived meanwhile (newer than the bulk read)
         # The keyframe preview strip (engine.thumbnails) of the open video; built only when a viewer
         # asks for it by setting ``thumbnails_ready`` (called on the builder thread: hand it to the UI
         # thread, which then calls ``set_thumbnails``).
@@ -149,6 +162,9 @@ class CaseSession:
         """Presentation time of ``frame`` in seconds (right for variable frame rates too)."""
         times = self.times
         if times is not None and 0 <= frame < len(times):
+            base = getattr(times, "time_base", None)
+            if base is not None:  # FrameTimes.time_of without a Fraction per call (int / int rounds as it does)
+                return int(times.ticks[frame]) * base.numerator / base.denominator
             return float(times.time_of(frame))
         return frame / (self.case.fps or 25.0)
 
@@ -177,7 +193,7 @@ class CaseSession:
         self._emit("store", self.store)
         problem = self._load_ground_truth(path) or problem
         problem = self.load_bookmarks() or problem
-        self.reload()
+        self.reload(timelines_later=True)
         self._start_thumbnails(path)
         return problem
 
@@ -265,16 +281,27 @@ class CaseSession:
         with self._lock:
             self._generation += 1
             self._results, self._records, self._frames = {}, {}, []
+            self._pending, self._peeked, self._fresh = False, {}, set()
 
-    def reload(self) -> str | None:
-        """Read every stored answer of the analysis in bulk (one query), then warm the records off
-        this thread; rebuild the timelines. A line for the status bar if the store failed."""
+    def reload(self, timelines_later: bool = False) -> str | None:
+        """Read every stored answer of the analysis in bulk (one query per question; the chain JSON is
+        not decoded), then warm the records off this thread; rebuild the timelines. A line for the
+        status bar if the store failed. With :attr:`hand_off` set, the bulk read waits for the first
+        frame and runs on the warm-up thread (``results`` is emitted when it lands; a failure is
+        emitted as ``problem``); ``timelines_later`` (a case opens) then rebuilds the timelines through
+        the hand-off too, after the caller has asked for the first frame, so its decoding overlaps them."""
         self._drop_cache()
         analysis = self.analysis()
         problem = None
-        if analysis is not None:
+        hand_off = self.hand_off
+        if analysis is not None and hand_off is not None and self.store is not None:
+            with self._lock:
+                self._pending = True
+                args = (self._generation, analysis, self.store.path, hand_off)
+            threading.Thread(target=self._read_later, args=args, name="answers-read", daemon=True).start()
+        elif analysis is not None:
             try:
-                results = analysis.results(self.store)
+                results = self._stored_results(analysis, self.store)
             except StoreError as exc:
                 results, problem = {}, str(exc)
             with self._lock:
@@ -283,7 +310,57 @@ class CaseSession:
                 generation = self._generation
             threading.Thread(target=self._warm, args=(generation,), name="records-warm-up", daemon=True).start()
         self._emit("results", None)
+        if timelines_later and hand_off is not None:
+            self.timelines, self.statuses, self.cvs_episodes, self._cvs_disagreeing = None, [], (), frozenset()
+            generation = self._generation
+            hand_off(lambda: self._timelines_later(generation))
+            return problem
         return self.refresh_timelines() or problem
+
+    def _timelines_later(self, generation: int) -> None:
+        if generation == self._generation and (problem := self.refresh_timelines()):
+            self._emit("problem", problem)
+
+    def _stored_results(self, analysis: CaseAnalysis, store: CaseStore | None) -> dict[int, dict[str, FrameResult]]:
+        """Every stored answer of ``analysis``, by frame then task (in frame order), with its text and
+        status only: records are merged from the text, so the stored chain JSON is not decoded (for a
+        90-minute case, 5,400 JSON decodes took 0.8 s of the UI thread at reopen)."""
+        by_frame: dict[int, dict[str, FrameResult]] = {}
+        for task in analysis.tasks if store is not None else ():
+            for result in store.result_texts(analysis.model_id, analysis.prompt_version, task):
+                by_frame.setdefault(result.frame, {})[task] = result
+        return dict(sorted(by_frame.items()))
+
+    def _read_later(self, generation: int, analysis: CaseAnalysis, path: Path, hand_off: Callable) -> None:
+        """(Warm-up thread) The deferred bulk read: once the case's first frame is on screen (at most
+        3 s), on its own connection (the UI thread's reads do not wait for it); handed to the UI thread."""
+        first_frame_by = time.monotonic() + 3.0
+        while self._generation == generation and self.playhead.displayed < 0 and time.monotonic() < first_frame_by:
+            time.sleep(0.02)
+        if self._generation != generation:
+            return
+        try:
+            with CaseStore.open(path, readonly=True) as store:
+                results, problem = self._stored_results(analysis, store), None
+        except Exception as exc:  # a StoreError, or the store went away: said on the UI thread
+            results, problem = {}, str(exc) or type(exc).__name__
+        hand_off(lambda: self._landed(generation, results, problem))
+
+    def _landed(self, generation: int, results: dict[int, dict[str, FrameResult]], problem: str | None) -> None:
+        """(UI thread) The deferred bulk read becomes the cache (answers that arrived meanwhile win);
+        the records warm-up starts; ``results`` (and ``problem``) are emitted."""
+        with self._lock:
+            if generation != self._generation or not self._pending:
+                return
+            for frame in self._fresh:
+                results.pop(frame, None)
+            results.update(self._results)
+            self._results, self._frames = results, sorted(results)
+            self._pending, self._peeked, self._fresh = False, {}, set()
+        threading.Thread(target=self._warm, args=(generation,), name="records-warm-up", daemon=True).start()
+        self._emit("results", None)
+        if problem is not None:
+            self._emit("problem", problem)
 
     def _warm(self, generation: int) -> None:
         first_frame_by = time.monotonic() + 3.0
@@ -318,6 +395,9 @@ class CaseSession:
             return
         with self._lock:
             self._records.pop(frame, None)
+            if self._pending:
+                self._fresh.add(frame)
+                self._peeked.pop(frame, None)
             if results:
                 if frame not in self._results:
                     bisect.insort(self._frames, frame)
@@ -326,22 +406,43 @@ class CaseSession:
                 self._frames.remove(frame)
         self._emit("results", frame)
 
+    def _answers(self, frame: int) -> dict[str, FrameResult] | None:
+        """The cached answers of ``frame``; until a deferred bulk read lands, a frame it may hold is
+        read on its own (one query per question) and kept until it lands."""
+        with self._lock:
+            found = self._results.get(frame)
+            if found is None:
+                found = self._peeked.get(frame)
+            pending, generation = self._pending, self._generation
+        analysis = self.analysis() if found is None and pending and frame >= 0 else None
+        if analysis is None or self.store is None:
+            return found
+        try:
+            found = analysis.frame_results(self.store, frame)
+        except StoreError:
+            return None
+        with self._lock:
+            if generation == self._generation and self._pending and frame not in self._fresh:
+                found = self._peeked.setdefault(frame, found)
+        return found
+
     def results(self, frame: int) -> dict[str, FrameResult]:
         """Every stored answer of ``frame``, by question (from the cache)."""
-        with self._lock:
-            return dict(self._results.get(frame) or {})
+        return dict(self._answers(frame) or {})
 
     def record(self, frame: int) -> FrameRecord | None:
         """The merged record of ``frame`` (all its questions, boxes in video pixels); None if not analysed.
         Merged once per answer set and cached."""
         with self._lock:
             record = self._records.get(frame)
-            results = self._results.get(frame)
-        if record is not None or not results:
+        if record is not None:
             return record
+        results = self._answers(frame)
+        if not results:
+            return None
         record = self._merge(results)
         with self._lock:
-            if self._results.get(frame) is results:
+            if (self._results.get(frame) or self._peeked.get(frame)) is results:
                 self._records[frame] = record
         return record
 
@@ -374,8 +475,7 @@ class CaseSession:
         return f"from {self.timecode(source)[:8]} · {age:.1f} s ago"
 
     def answered(self, frame: int) -> int:
-        with self._lock:
-            return len(self._results.get(frame) or ())
+        return len(self._answers(frame) or ())
 
     def needs_answer(self, frame: int) -> bool:
         """A question of ``frame`` is not answered yet."""
@@ -401,12 +501,20 @@ class CaseSession:
             try:
                 rows = analysis.timeline_rows(self.store)  # merged: the phase question's phase, every question's tools
                 self.statuses = analysis.statuses(self.store)
+                self._frames_from(self.statuses)
                 self.timelines = self._build_timelines(rows) if rows else None
             except StoreError as exc:
                 return str(exc)
             self._assess_cvs(rows)
         self._emit("timelines", self.timelines)
         return problem
+
+    def _frames_from(self, statuses: list[tuple[int, str]]) -> None:
+        """Until a deferred bulk read lands, the analysed frames (bisected while playing) are those the
+        statuses list."""
+        with self._lock:
+            if self._pending:
+                self._frames = sorted({*self._frames, *(frame for frame, _ in statuses)})
 
     @property
     def sweep_step(self) -> int:

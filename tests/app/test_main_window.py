@@ -136,8 +136,8 @@ def test_help_lists_every_shortcut_and_cases_are_remembered(qtbot, settings, vid
     window.trigger("help")
     table = window.help_dialog.findChild(QTableWidget)
     assert table.rowCount() == len(DEFAULTS)
+    qtbot.waitUntil(lambda: window.library.count() == 1, timeout=5000)  # once the first frame has settled
     assert settings.value("cases/recent", [], type=list)[0] == str(video)
-    assert window.library.count() == 1
 
 
 def test_dropping_a_file_opens_it(qtbot, settings, video):
