@@ -31,6 +31,7 @@ from app.export.ui import Exports
 from app.playback import PlaybackController
 from app.preferences import PreferencesDialog, edit_preferences, spec_from_settings
 from app.previews import Previews
+from app.procedure_choice import install_procedures
 from app.reasoning_feed import ReasoningFeed
 from app.review_memory import ReviewMemory, ReviewSpot
 from app.review_ui import install_review
@@ -101,6 +102,7 @@ class SurgviewWindow(QMainWindow):
         )
         self._build_actions()
         self.review = install_review(self)  # reviewer rows, box editor, verdicts, agreement, keys
+        self.procedures = install_procedures(self)  # Case ▸ Procedure; the case's rows and vocabulary follow it
 
         self.player = PlaybackController(self)
         self.previews = Previews(self.session, self.canvas, self.timeline, self)  # seeks show keyframe previews
@@ -143,7 +145,6 @@ class SurgviewWindow(QMainWindow):
             self.analysis.engine = "starting"
             self.engine.start(self.engine_spec)
 
-    # ------------------------------------------------------------------ the session, as before
     @property
     def store(self):
         return self.session.store
@@ -160,7 +161,6 @@ class SurgviewWindow(QMainWindow):
         model = (self.engine_spec or {}).get("model")
         return Path(model) if model and Path(model).is_dir() else None
 
-    # ------------------------------------------------------------------ layout
     def _dock(self, title: str, name: str, widget: QWidget, area: str) -> QDockWidget:
         dock = QDockWidget(title, self)
         dock.setObjectName(name)

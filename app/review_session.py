@@ -116,8 +116,10 @@ class ReviewSession:
     def _measure(self) -> None:
         timelines = self.session.timelines
         rows = timelines.rows if timelines is not None else []
-        self.agreement = agreement(self.review, rows) if self.labels is not None and rows else None
-        self.found = disagreements(self.review, rows) if rows else []
+        # Nothing reviewed: nothing to compare (spared a walk over every row each time the timelines change).
+        compare = bool(rows) and self.labels is not None and not self.review.empty
+        self.agreement = agreement(self.review, rows) if compare else None
+        self.found = disagreements(self.review, rows) if compare else []
         self._emit("agreement", self.agreement)
 
     def status_text(self) -> str:

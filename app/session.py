@@ -37,6 +37,7 @@ from engine.chain import CvsState
 from engine.cvs_assessment import ESTABLISHED, CvsEpisode, assess_cvs
 from engine.frame_record import CaseAnalysis, FrameRecord, merge_results
 from engine.phase_labels import LabelFileError, read_cholec80_phases
+from engine.procedures import procedure_for_version, procedure_of_version
 from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for_version
 from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
 from engine.thumbnails import ThumbnailBuilder, ThumbnailStrip
@@ -61,7 +62,7 @@ def profile_from_info(info: Mapping[str, Any] | None) -> ModelProfile:
     if name == "surgview" and questions:
         task = str(questions[0].get("task") or "") or None
     try:
-        profile = get_profile(name, task)
+        profile = get_profile(name, task, procedure_for_version(version))  # another procedure's own questions
     except ProfileError:
         profile = get_profile()
     return replace(profile, version=version) if version and version != profile.version else profile
@@ -527,12 +528,13 @@ class CaseSession:
         boundary; the raw rows, the raw phase strip and coverage keep every answer. Without a sweep
         frame yet (only frames asked for), every answer is smoothed."""
         fps, count = self.case.fps, self.case.frame_count
-        full = build_timelines(rows, fps, count)
+        tools = procedure_of_version(self.profile.version).vocabulary("tool")  # a robotic case's own instruments
+        full = build_timelines(rows, fps, count, tools=tools)
         step = self.sweep_step
         sweep = [r for r in rows if r.frame % step == 0]
         if not sweep or len(sweep) == len(full.rows):
             return full
-        smooth = build_timelines(sweep, fps, count)
+        smooth = build_timelines(sweep, fps, count, tools=tools)
         path = dict(zip(smooth.frames.tolist(), smooth.phase_path, strict=True))
         cvs = tuple(replace(full.cvs[i], segments=smooth.cvs[i].segments) for i in range(3))
         return replace(

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from engine.ontology import Ontology, load_ontology
+from engine.ontology import SAFE_LOADER, Ontology, load_ontology
 from engine.procedures import DEFAULT_PROCEDURE
 from engine.resources import resource_path
 
@@ -190,7 +190,7 @@ def load_prompts(path: Path | None = None) -> Prompts:
     """Load (once) the prompt file; the shipped ``resources/prompts/prompts.yaml`` by default."""
     path = Path(path) if path is not None else resource_path("prompts", "prompts.yaml")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=SAFE_LOADER)
     except OSError as exc:
         raise PromptError(f"cannot read prompt file {path}: {exc.strerror or exc}") from exc
     except yaml.YAMLError as exc:
