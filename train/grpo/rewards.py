@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from engine.action_fields import chain_action, chain_step, parse_action, parse_step
+from engine.action_fields import parse_action, parse_step
 from engine.chain import Chain, ChainStatus, CvsState
 from engine.chain_fields import parse_answer
 from engine.chain_parser import parse_chain
@@ -226,15 +226,6 @@ def _labelled(onto: Ontology, role: str, row: dict[str, Any], parse) -> str | No
         return label.name
     found = parse(str(row.get("answer") or ""), vocab, whole=True)
     return found.label if found is not None else None
-
-
-def _action_score(chain: Chain, row: dict[str, Any], onto: Ontology, role: str = "action") -> float:
-    parse, read = (parse_action, chain_action) if role == "action" else (parse_step, chain_step)
-    gold = _labelled(onto, role, row, parse)
-    if gold is None:
-        return 0.0
-    said = read(chain, onto.vocabulary(role))
-    return float(said is not None and said.label == gold)
 
 
 def _answer_score(chain: Chain, task: str, row: dict[str, Any], onto: Ontology) -> float:
