@@ -38,7 +38,7 @@ from typing import Any
 
 from engine.procedures import get_procedure
 from engine.tasks import Task
-from train.data.errors import DatasetError, line_of
+from train.data.errors import DatasetError, line_of, read_json
 from train.data.media import find_video, video_info
 from train.data.sample import FrameRef, Sample, Truth
 from train.data.splits import multibypass140_split
@@ -102,16 +102,7 @@ def _items(path: Path, text: str, data: Any, key: str) -> list[tuple[dict, int]]
 def read_labels(path: str | Path) -> VideoLabels:
     """A ``<VID>.mp4.json`` label file, strictly: every bad item is a DatasetError naming its line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DatasetError(path, exc.strerror or str(exc)) from exc
-    except UnicodeDecodeError:
-        raise DatasetError(path, "not a UTF-8 text file") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(path, f"invalid JSON (column {exc.colno}): {exc.msg}", exc.lineno) from None
+    data, text = read_json(path)
     if not isinstance(data, dict):
         raise DatasetError(path, "expected an object with 'phases' and 'steps'", 1)
     bypass = get_procedure("bypass")

@@ -174,6 +174,19 @@ def _ids(values: Sequence[str | None], labels: Sequence[str]) -> np.ndarray:
     return np.array([index.get(v, _NOT_A_PHASE) if v is not None else _NOT_A_PHASE for v in values], dtype=int)
 
 
+def _checked_ids(
+    gold: Sequence[str | None], pred: Sequence[str | None], labels: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Both sequences as label ids, refusing sequences of different lengths and gold outside ``labels``."""
+    if len(gold) != len(pred):
+        raise ValueError(f"gold has {len(gold)} frames, pred {len(pred)}")
+    g, p = _ids(gold, labels), _ids(pred, labels)
+    if np.any(g == _NOT_A_PHASE):
+        bad = sorted({str(x) for x, k in zip(gold, g, strict=True) if k == _NOT_A_PHASE})
+        raise ValueError(f"gold labels outside labels: {', '.join(bad)}")
+    return g, p
+
+
 def _summary(gold: np.ndarray, pred: np.ndarray, ok: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     per_class = {name: _class_scores(gold, pred, ok, k) for k, name in enumerate(labels)}
     return {
@@ -208,12 +221,7 @@ def phase_metrics(
     the class; the reported values are means over videos (per class: mean over videos that have
     it; accuracy: mean of per-video accuracies), macro = mean over classes.
     """
-    if len(gold) != len(pred):
-        raise ValueError(f"gold has {len(gold)} frames, pred {len(pred)}")
-    g, p = _ids(gold, labels), _ids(pred, labels)
-    if np.any(g == _NOT_A_PHASE):
-        bad = sorted({str(x) for x, k in zip(gold, g, strict=True) if k == _NOT_A_PHASE})
-        raise ValueError(f"gold labels outside labels: {', '.join(bad)}")
+    g, p = _checked_ids(gold, pred, labels)
     strict = _summary(g, p, g == p, labels)
     result = PhaseMetrics(n=len(g), **strict)
     if relaxed:
@@ -677,12 +685,7 @@ def action_metrics(
     prediction outside ``labels`` is wrong and of no class); the edit score and F1@k are per video,
     then averaged over videos (SAR-RARP50 averages its per-video F1@10 the same way). A frame without
     a prediction forms its own segment of no class (a false positive segment)."""
-    if len(gold) != len(pred):
-        raise ValueError(f"gold has {len(gold)} frames, pred {len(pred)}")
-    g, p = _ids(gold, labels), _ids(pred, labels)
-    if np.any(g == _NOT_A_PHASE):
-        bad = sorted({str(x) for x, k in zip(gold, g, strict=True) if k == _NOT_A_PHASE})
-        raise ValueError(f"gold labels outside labels: {', '.join(bad)}")
+    g, p = _checked_ids(gold, pred, labels)
     videos = list(video_ids) if video_ids is not None else ["video"] * len(g)
     if len(videos) != len(g):
         raise ValueError("video_ids must have one entry per frame")
