@@ -161,9 +161,23 @@ def _sighting_from_item(vocab: Vocabulary, item: str, offset: int) -> Instrument
     if c:
         confidence = float(c.group(1) or c.group(2))
         rest = _blank(rest, c.start(), c.end())
+    rest = _without_remarks(rest)
     if not _clean(rest) or _NONE_ITEM.match(_clean(rest)):
         return None
     return InstrumentSighting(_mention(vocab, rest, offset), box, confidence)
+
+
+_REMARK = re.compile(r"\([^()]*\)")
+
+
+def _without_remarks(item: str) -> str:
+    """The item with parenthesised remarks blanked ("Grasper (the left one, on the fundus)" names a Grasper):
+    models add them to a listed name, which is no reason to call the name unknown. Offsets are kept."""
+    while True:  # innermost first, so nested remarks go too
+        blanked = _REMARK.sub(lambda m: " " * len(m.group(0)), item)
+        if blanked == item:
+            return item
+        item = blanked
 
 
 _BOX_LEAD = re.compile(r"^\s*(?:at|:|-|=|,)?\s*$")
@@ -192,7 +206,8 @@ def parse_perception(text: str, ontology: Ontology) -> Perception:
     if listed is not None:
         body, offset = listed
         for item, start in _split_items(body):
-            if not _NONE_ITEM.match(_clean(item)):
+            item = _without_remarks(item)
+            if _clean(item) and not _NONE_ITEM.match(_clean(item)):
                 anatomy.append(_mention(ontology.anatomy, item, offset + start))
     else:
         overlaps = _span_index([s.name.span for s in instruments if s.name.span])

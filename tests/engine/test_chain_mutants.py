@@ -396,7 +396,8 @@ def test_an_instrument_list_ends_where_its_sentence_ends(text):
 
 def test_a_comma_inside_nested_brackets_does_not_split_the_item():
     p = _perception("Instruments: Grasper (near (left), top), Hook.\nThe liver is retracted.")
-    assert [s.name.text for s in p.instruments] == ["Grasper (near (left), top)", "Hook"]
+    # Split inside the brackets, the items would be "Grasper (near (left)" and "top)": three names, one unknown.
+    assert [(s.name.text, s.name.label) for s in p.instruments] == [("Grasper", "Grasper"), ("Hook", "Hook")]
 
 
 def test_a_list_holding_an_x_ends_at_its_sentence_too():

@@ -307,3 +307,21 @@ def test_json_form_is_serialisable():
     again = json.loads(json.dumps(data))
     assert again == data and again["status"] == "complete"
     assert [lv["number"] for lv in again["levels"]] == [1, 2, 3] and again["answer"]["text"]
+
+
+def test_a_remark_in_brackets_after_a_listed_name_keeps_the_name_known(ontology):
+    """Models add remarks to listed names; the panel must not call "Grasper (the left one…)" unknown."""
+    text = (
+        "Instruments: Grasper (the left one, holding the fundus), Hook [10, 20, 30, 40] (tip visible), "
+        "(partly hidden). Anatomy: gallbladder (distended), liver."
+    )
+    found = parse_perception(text, ontology)
+    assert [(i.name.label, i.name.text, i.box) for i in found.instruments] == [
+        ("Grasper", "Grasper", None),
+        ("Hook", "Hook", (10.0, 20.0, 30.0, 40.0)),
+    ]
+    assert text[slice(*found.instruments[0].name.span)] == "Grasper"  # the span the panel highlights
+    assert [(a.label, text[slice(*a.span)]) for a in found.anatomy] == [
+        ("gallbladder", "gallbladder"),
+        ("liver", "liver"),
+    ]
