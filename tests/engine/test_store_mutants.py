@@ -500,9 +500,11 @@ def _v4_store(path, drop_columns: bool) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("DROP INDEX results_timeline")
     conn.execute("UPDATE results SET phase = 'stale', tools = 'stale', action = NULL, step = NULL")
-    if drop_columns:
-        conn.execute("ALTER TABLE results DROP COLUMN action")
-        conn.execute("ALTER TABLE results DROP COLUMN step")
+    conn.execute("ALTER TABLE results DROP COLUMN action")
+    conn.execute("ALTER TABLE results DROP COLUMN step")
+    if not drop_columns:  # as surgview 5 wrote them, before the version was set back
+        conn.execute("ALTER TABLE results ADD COLUMN action TEXT")
+        conn.execute("ALTER TABLE results ADD COLUMN step TEXT")
     conn.execute(f"CREATE INDEX results_timeline ON results (model_id, prompt_version, task, frame, phase, cvs1, "
                  f"cvs2, cvs3, tools{'' if drop_columns else ', action, step'})")  # fmt: skip
     conn.execute("PRAGMA user_version = 4")
@@ -522,3 +524,44 @@ def test_a_v4_store_reads_other_procedures_rows_again(tmp_path, drop_columns):
     assert (bypass.phase, bypass.action, bypass.step) == ("preparation", None, "s4_crura_dissection")
     assert (empty.phase, empty.step, empty.tools) == (None, None, None)
     assert (chole.phase, chole.tools) == ("stale", ("stale",))  # cholecystectomy's rows are left as they were
+
+
+def test_result_texts_read_every_result_with_its_text_and_timings(tmp_path):
+    with CaseStore.open(tmp_path / "c.sqlite") as store:
+        late = store.put_result(FrameResult.from_text(50, "m@1", "1.0", "frame", CHAIN, first_token_s=0.5, tokens=9))
+        early = store.put_result(FrameResult.from_text(5, "m@1", "1.0", "frame", "no chain", total_s=2.0))
+        store.put_result(FrameResult.from_text(7, "other", "1.0", "frame", CHAIN))
+        store.put_result(FrameResult.from_text(8, "m@1", "1.1", "frame", CHAIN))
+        store.put_result(FrameResult.from_text(9, "m@1", "1.0", "phase", CHAIN))
+        texts = store.result_texts("m@1", "1.0", "frame")
+        failing = CaseStore.open(tmp_path / "c.sqlite")
+        failing._conn.close()
+        with pytest.raises(StoreError, match=r"^cannot read results in c\.sqlite: "):
+            failing.result_texts("m@1", "1.0", "frame")
+    got = [(r.frame, r.model_id, r.prompt_version, r.task, r.raw_text, r.chain, r.status) for r in texts]
+    assert got == [
+        (5, "m@1", "1.0", "frame", "no chain", {}, "malformed"),
+        (50, "m@1", "1.0", "frame", CHAIN, {}, "complete"),
+    ]
+    assert [(r.first_token_s, r.total_s, r.tokens, r.created) for r in texts] == [
+        (None, 2.0, None, early.created),
+        (0.5, None, 9, late.created),
+    ]
+    assert texts[1].parsed().status == "complete"
+
+
+def test_the_store_waits_for_a_lock_as_long_as_asked(tmp_path, monkeypatch):
+    import engine.store
+
+    asked: list[float] = []
+    real_connect = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        asked.append(kwargs["timeout"])
+        return real_connect(*args, **kwargs)
+
+    monkeypatch.setattr(engine.store.sqlite3, "connect", connect)
+    CaseStore.open(tmp_path / "c.sqlite").close()
+    CaseStore.open(tmp_path / "c.sqlite", timeout_s=0.25).close()
+    CaseStore.open(tmp_path / "c.sqlite", readonly=True, timeout_s=3.0).close()
+    assert asked == [10.0, 0.25, 3.0]  # ten seconds unless told: a viewer's writes outwait a short import
