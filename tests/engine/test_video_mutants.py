@@ -207,3 +207,22 @@ def test_a_sweep_checks_the_file_once_then_plays_what_was_opened(mp4, tmp_path):
         assert [ident(rgb) for _, rgb in sweep] == list(range(1, 10))
         with pytest.raises(VideoError, match=r"sweep\.mp4.*vanished"):
             next(reader.frames(25))
+
+
+def test_a_single_frame_without_a_duration_lasts_one_frame_at_the_nominal_rate(tmp_path):
+    path = encode(tmp_path / "one.flv", "flv", "flv", n=1)  # FLV gives the packet no duration
+    with VideoReader(path) as reader:
+        assert reader.frame_count == 1 and int(reader._index.durations[-1]) == 0
+        assert reader.duration_s == pytest.approx(1 / 25)
+
+
+def test_a_read_failure_without_an_os_reason_gives_its_message(mp4, tmp_path, monkeypatch):
+    path = tmp_path / "clip.mp4"
+    shutil.copy(mp4, path)
+
+    def fail(*args, **kwargs):
+        raise OSError("the network share went away")  # no errno, no strerror
+
+    monkeypatch.setattr(engine.video.av, "open", fail)
+    with pytest.raises(VideoError, match=r"clip\.mp4: cannot read this video \(the network share went away\)$"):
+        VideoReader(path)
