@@ -875,8 +875,10 @@ def _text(value: str) -> str:
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        with suppress(sqlite3.Error):
+    # A closed connection (a write after close) raises ProgrammingError even here: the caller's StoreError,
+    # not this, is what the user must see.
+    with suppress(sqlite3.Error):
+        if conn.in_transaction:
             conn.execute("ROLLBACK")
 
 

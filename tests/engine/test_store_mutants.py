@@ -565,3 +565,10 @@ def test_the_store_waits_for_a_lock_as_long_as_asked(tmp_path, monkeypatch):
     CaseStore.open(tmp_path / "c.sqlite", timeout_s=0.25).close()
     CaseStore.open(tmp_path / "c.sqlite", readonly=True, timeout_s=3.0).close()
     assert asked == [10.0, 0.25, 3.0]  # ten seconds unless told: a viewer's writes outwait a short import
+
+
+def test_a_write_after_the_store_was_closed_is_a_store_error_naming_it(store_path):
+    store = CaseStore.open(store_path)
+    store.close()
+    with pytest.raises(StoreError, match="add a bookmark"):
+        store.add_bookmark(0, "after close")
