@@ -127,15 +127,20 @@ def export_cholec80(review: ReviewSet, case: CaseFacts, out: Path, name: str) ->
     return [target, _link_video(case.video, out / "videos", name)]
 
 
-# ------------------------------------------------------------------------------------- Endoscapes
-def _endoscapes_rows(path: Path, vid: int | None) -> list[tuple[int, int, tuple[float, float, float]]]:
-    """(line, frame, (C1, C2, C3)) of the rows of ``vid`` (None: the file must hold one vid)."""
+def _read_text(path: Path) -> str:
+    """A label file's text; an unreadable or non-UTF-8 file is one ``LabelFormatError`` naming it."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise LabelFormatError(path, exc.strerror or str(exc)) from None
     except UnicodeDecodeError:
         raise LabelFormatError(path, "not a UTF-8 text file") from None
+
+
+# ------------------------------------------------------------------------------------- Endoscapes
+def _endoscapes_rows(path: Path, vid: int | None) -> list[tuple[int, int, tuple[float, float, float]]]:
+    """(line, frame, (C1, C2, C3)) of the rows of ``vid`` (None: the file must hold one vid)."""
+    text = _read_text(path)
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = [h.strip() for h in next(reader, [])]
@@ -292,12 +297,7 @@ def _t50_box(values: list, case: CaseFacts, path: Path, line: int, what: str) ->
 
 
 def _t50_frames(path: Path, case: CaseFacts) -> tuple[list[_T50Frame], float | None]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise LabelFormatError(path, exc.strerror or str(exc)) from None
-    except UnicodeDecodeError:
-        raise LabelFormatError(path, "not a UTF-8 text file") from None
+    text = _read_text(path)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
