@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import av
@@ -226,3 +227,19 @@ def test_a_read_failure_without_an_os_reason_gives_its_message(mp4, tmp_path, mo
     monkeypatch.setattr(engine.video.av, "open", fail)
     with pytest.raises(VideoError, match=r"clip\.mp4: cannot read this video \(the network share went away\)$"):
         VideoReader(path)
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by ./dev.sh")
+def test_a_cut_file_starts_decoding_at_its_first_frame_not_at_its_last_keyframe(tmp_path):
+    """A stream copy cut mid-GOP shows frames before its first visible keyframe (the keyframe they
+    need is decoded but hidden by the edit list): for those frames decoding starts at frame 0, and a
+    preview of them is never taken from the last keyframe of the case."""
+    source = encode(tmp_path / "h264.mp4", "libx264", "mp4", n=60)
+    cut = tmp_path / "cut.mp4"
+    subprocess.run(["ffmpeg", "-v", "error", "-ss", "1.3", "-i", str(source), "-c", "copy", str(cut)], check=True)
+    with VideoReader(cut) as reader:
+        first_key = reader.keyframes[0]
+        assert first_key > 0  # the cut's first frames come before its first visible keyframe
+        assert [reader.keyframe_at_or_before(i) for i in range(first_key)] == [0] * first_key
+        assert reader.keyframe_at_or_before(first_key) == first_key
+        assert reader.keyframe_at_or_before(reader.frame_count - 1) == reader.keyframes[-1] > first_key
