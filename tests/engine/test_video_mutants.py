@@ -232,8 +232,8 @@ def test_a_read_failure_without_an_os_reason_gives_its_message(mp4, tmp_path, mo
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg is installed by ./dev.sh")
 def test_a_cut_file_starts_decoding_at_its_first_frame_not_at_its_last_keyframe(tmp_path):
     """A stream copy cut mid-GOP shows frames before its first visible keyframe (the keyframe they
-    need is decoded but hidden by the edit list): for those frames decoding starts at frame 0, and a
-    preview of them is never taken from the last keyframe of the case."""
+    need is decoded but hidden by the edit list): for those frames decoding starts at frame 0, never at the
+    case's last keyframe (the playback cache's estimate and backward play's prefetch read it)."""
     source = encode(tmp_path / "h264.mp4", "libx264", "mp4", n=60)
     cut = tmp_path / "cut.mp4"
     subprocess.run(["ffmpeg", "-v", "error", "-ss", "1.3", "-i", str(source), "-c", "copy", str(cut)], check=True)
