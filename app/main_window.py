@@ -105,7 +105,7 @@ class SurgviewWindow(QMainWindow):
         self.procedures = install_procedures(self)  # Case ▸ Procedure; the case's rows and vocabulary follow it
 
         self.player = PlaybackController(self)
-        self.previews = Previews(self.session, self.canvas, self.timeline, self)  # seeks show keyframe previews
+        self.previews = Previews(self.session, self.canvas, self.timeline, self.player.holds, self)  # seek previews
         self.loading = CaseLoading(self)  # what can wait at opening waits for the first frame
         self.player.opened.connect(self._on_opened)
         self.player.frameReady.connect(self._on_frame)

@@ -268,6 +268,14 @@ class _FrameSource:
     def reader(self) -> VideoReader:
         return self.primary.reader
 
+    def holds(self, j: int) -> bool:
+        """Whether a reader's cache is believed to hold frame ``j`` (the estimate errs on the small side).
+
+        Called from the UI thread: it reads attributes the worker replaces whole, never mutates."""
+        return any(
+            s is not None and s.span is not None and s.span.lo <= j <= s.span.hi for s in (self.primary, self.spare)
+        )
+
     def get(self, j: int) -> np.ndarray:
         """Frame ``j`` as RGB, from the spare's cache when it holds it and the primary does not."""
         spare = self.spare
@@ -398,6 +406,10 @@ class _Worker:
         self._playing = False
         self._speed = 1.0
         self._anchor = (0.0, 0)  # (clock, frame) that play time counts from
+
+    def holds(self, j: int) -> bool:
+        source = self._source
+        return source is not None and source.holds(j)
 
     def run(self) -> None:
         lower_thread_priority(self._config.worker_nice)
@@ -606,6 +618,10 @@ class _Thread(QThread):
         self._worker = worker
         self.setObjectName("surgview-playback")
 
+    @property
+    def worker(self) -> _Worker:
+        return self._worker
+
     def run(self) -> None:
         self._worker.run()
 
@@ -671,6 +687,12 @@ class PlaybackController(QObject):
             self._thread = _Thread(worker)
             self._thread.start()
         self._inbox.post(open=(Path(path), self._gen))
+
+    def holds(self, frame: int) -> bool:
+        """Whether a seek to ``frame`` will be served from the decoder's cache at once (so it needs no
+        preview); False when unsure."""
+        thread = self._thread
+        return thread is not None and self._info is not None and thread.worker.holds(int(frame))
 
     def seek(self, frame: int) -> None:
         """Show ``frame`` (clamped to the video). Seeks posted while one decodes: only the last is decoded."""

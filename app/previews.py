@@ -16,6 +16,7 @@ preview, only exact frames.
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -58,10 +59,16 @@ class Previews(QObject):
     _progress = Signal(object, float)  # builder thread → UI thread
 
     def __init__(
-        self, session: CaseSession, canvas: VideoCanvas, timeline: TimelineView, parent: QObject | None = None
+        self,
+        session: CaseSession,
+        canvas: VideoCanvas,
+        timeline: TimelineView,
+        cached: Callable[[int], bool],
+        parent: QObject | None = None,
     ):
         super().__init__(parent)
         self.session, self.canvas, self.timeline = session, canvas, timeline
+        self.cached = cached  # frame -> the decoder's cache holds it (the playback controller's ``holds``)
         self.shown = 0  # previews put on the canvas (for tests and the curious)
         self.enabled = True  # False: seeks show no preview (benchmarks compare against exact frames only)
         self.stripReady.connect(self._on_strip, Qt.ConnectionType.QueuedConnection)
@@ -93,14 +100,14 @@ class Previews(QObject):
             self.show(value)
 
     def show(self, frame: int) -> bool:
-        """Put the preview of ``frame`` on the canvas unless its group of pictures is on screen already
-        (the exact frame then comes at once from the decoder's cache). True when shown."""
+        """Put the preview of ``frame`` on the canvas unless the exact frame comes at once from the
+        decoder's cache (``cached``). A frame of the group of pictures on screen is no exception: ahead of
+        what was decoded it can take most of a group's decode. True when shown."""
         strip = self.session.thumbnails
         if strip is None or frame < 0 or not self.enabled:
             return False
         keyframe, picture = strip.nearest(frame)
-        here = self.canvas.index
-        if frame == here or (here >= 0 and strip.nearest(here)[0] == keyframe):
+        if frame == self.canvas.index or self.cached(frame):
             if self.canvas.previewing:
                 self.canvas.set_preview(-1, -1, None)
             return False

@@ -3,7 +3,11 @@ replaced by the exact frame; previews in the timeline's tooltip; the strip's lif
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
+import pytest
 from PySide6.QtCore import QEvent, QPoint
 from PySide6.QtGui import QHelpEvent
 from PySide6.QtWidgets import QApplication, QToolTip
@@ -12,6 +16,7 @@ from app.previews import preview_html, to_qimage
 from app.session import CaseSession
 from engine.chain_parser import parse_chain
 from engine.thumbnails import ThumbnailStrip
+from tests.engine.test_video import pattern
 
 CHAIN = """<think>
 Level 1 (Perception): Instruments: Grasper [10, 20, 100, 90] (0.93). Anatomy: liver, gallbladder.
@@ -55,15 +60,47 @@ def test_a_far_seek_shows_the_keyframe_preview_until_the_exact_frame_arrives(ope
     assert w.playhead.displayed == target
 
 
-def test_a_seek_within_the_group_on_screen_shows_no_preview(open_viewer, video, qtbot):
+def test_a_seek_the_cache_holds_shows_no_preview(open_viewer, video, qtbot):
+    """The next frames are refilled after the first one is shown: a step there is exact at once."""
     w = open_viewer(video)
-    strip = _ready(w, qtbot)
+    _ready(w, qtbot)
     here = w.canvas.index
-    same = here + 1
-    if strip.nearest(same)[0] == strip.nearest(here)[0]:
-        w.seek(same)
-        assert not w.canvas.previewing
-        qtbot.waitUntil(lambda: w.canvas.index == same, timeout=10000)
+    qtbot.waitUntil(lambda: w.player.holds(here + 3), timeout=10000)
+    w.seek(here + 3)
+    assert not w.canvas.previewing
+    qtbot.waitUntil(lambda: w.canvas.index == here + 3, timeout=10000)
+    assert not w.player.holds(w.case.frame_count - 7)  # far away: nothing decoded there
+
+
+@pytest.fixture(scope="module")
+def long_gop_video(tmp_path_factory) -> Path:
+    """A 12 s video whose groups of pictures are 10 s long, as hospital recorders write them."""
+    path = tmp_path_factory.mktemp("long-gop") / "long-gop.mp4"
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=25, options={"g": "250", "keyint_min": "250", "sc_threshold": "0"})
+        stream.width, stream.height, stream.pix_fmt = 320, 180, "yuv420p"
+        for i in range(300):
+            frame = av.VideoFrame.from_ndarray(pattern(i, 320, 180), format="rgb24")
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    return path
+
+
+def test_a_seek_ahead_in_the_group_on_screen_shows_the_preview_until_it_is_decoded(open_viewer, long_gop_video, qtbot):
+    """Frame 200 shares frame 0's keyframe, but the decoder must run 200 frames to reach it: a click
+    there shows the preview at once (before, nothing changed on screen for the whole decode)."""
+    w = open_viewer(long_gop_video)
+    strip = _ready(w, qtbot)
+    here, target = w.canvas.index, 200
+    assert strip.nearest(here)[0] == strip.nearest(target)[0] == 0
+    assert not w.player.holds(target)
+    w.seek(target)
+    assert w.canvas.previewing and (w.canvas.preview_frame, w.canvas.preview_keyframe) == (target, 0)
+    qtbot.waitUntil(lambda: w.canvas.index == target and not w.canvas.previewing, timeout=10000)
+    assert w.player.holds(target)
+    w.seek(target - 2)  # decoded on the way: exact at once, no preview
+    assert not w.canvas.previewing
+    qtbot.waitUntil(lambda: w.canvas.index == target - 2, timeout=10000)
 
 
 def test_dragging_the_playhead_previews_continuously(open_viewer, video, qtbot):
