@@ -15,6 +15,7 @@ import random
 import shutil
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from engine.chain import (
@@ -96,10 +97,28 @@ _SAFETY = (
 )
 
 
-# Text decoder sizes: (hidden, intermediate, layers, heads, kv heads, mrope sections = head_dim / 2).
+@dataclass(frozen=True)
+class ModelSize:
+    """A tiny model's shape: the text decoder's, the vision tower's, and the pixels a frame is resized to."""
+
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    mrope: tuple[int, int, int]  # mrope sections: head_dim / 2 in all
+    vision_depth: int = 2
+    vision_hidden: int = 64
+    vision_intermediate: int = 128
+    image_pixels: int = IMAGE_SIZE * IMAGE_SIZE  # min = max pixels: the image-token count is fixed per aspect
+
+
 SIZES = {
-    "tiny": (128, 256, 2, 4, 2, (4, 6, 6)),  # ~0.66 M parameters: tests, demos
-    "small": (256, 768, 4, 4, 2, (8, 12, 12)),  # ~3.5 M parameters: learns chain formats on CPU
+    "tiny": ModelSize(128, 256, 2, 4, 2, (4, 6, 6)),  # ~0.66 M parameters: tests, demos
+    "small": ModelSize(256, 768, 4, 4, 2, (8, 12, 12)),  # ~3.5 M parameters: learns chain formats on CPU
+    # The demo model's: a frame is read at 336x196 (12x7 = 84 image tokens for 16:9, against 15 for "tiny"),
+    # by a vision tower deep enough to say where an instrument's tip is; ~2 M parameters.
+    "demo": ModelSize(192, 512, 3, 4, 2, (6, 9, 9), 4, 96, 256, 336 * 196),
 }
 
 
@@ -133,7 +152,8 @@ def build_tiny_model(
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
-    config = _config(len(tokenizer), ids, init_std, SIZES[size])
+    shape = SIZES[size]
+    config = _config(len(tokenizer), ids, init_std, shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
@@ -147,7 +167,7 @@ def build_tiny_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        _processor(tokenizer).save_pretrained(tmp)
+        _processor(tokenizer, shape.image_pixels).save_pretrained(tmp)
         prompts = load_prompts()
         Manifest(
             name=f"tiny-qwen2.5-vl-s{seed}",
@@ -270,18 +290,24 @@ def _train_tokenizer(texts: list[str]):
     )
 
 
-def _processor(tokenizer) -> ImageOnlyQwen2_5_VLProcessor:
+def _processor(tokenizer, pixels: int = IMAGE_SIZE * IMAGE_SIZE) -> ImageOnlyQwen2_5_VLProcessor:
     from transformers import Qwen2VLImageProcessorPil
 
-    pixels = IMAGE_SIZE * IMAGE_SIZE
     image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2)
     return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
-def _config(vocab_size: int, ids: dict[str, int], init_std: float, size=SIZES["tiny"]):
+def _config(vocab_size: int, ids: dict[str, int], init_std: float, size: ModelSize = SIZES["tiny"]):
     from transformers import Qwen2_5_VLConfig
 
-    hidden, intermediate, layers, heads, kv_heads, mrope = size
+    hidden, intermediate, layers, heads, kv_heads, mrope = (
+        size.hidden,
+        size.intermediate,
+        size.layers,
+        size.heads,
+        size.kv_heads,
+        size.mrope,
+    )
     return Qwen2_5_VLConfig(
         text_config={
             "vocab_size": vocab_size,
@@ -299,13 +325,13 @@ def _config(vocab_size: int, ids: dict[str, int], init_std: float, size=SIZES["t
             "initializer_range": init_std,
         },
         vision_config={
-            "depth": 2,
-            "hidden_size": 64,
-            "intermediate_size": 128,
+            "depth": size.vision_depth,
+            "hidden_size": size.vision_hidden,
+            "intermediate_size": size.vision_intermediate,
             "num_heads": 4,
             "out_hidden_size": hidden,
             "window_size": 112,
-            "fullatt_block_indexes": [1],
+            "fullatt_block_indexes": list(range(1, size.vision_depth, 2)),
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,

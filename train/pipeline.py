@@ -127,7 +127,7 @@ class PipelineRecipe:
     out: str  # the run folder
     data: DataSpec
     seed: int = 0
-    base_model: str = "tiny"  # engine.tiny_model size ("tiny", "small") or a model directory
+    base_model: str = "tiny"  # engine.tiny_model size ("tiny", "small", "demo") or a model directory
     canonical_chains: bool = False  # one fixed phrasing per level (very small models learn it faster)
     sft: SFTRecipe = field(default_factory=SFTRecipe)  # every SFT stage's settings but model, data, folder
     grpo: GRPORecipe = field(default_factory=GRPORecipe)  # likewise for GRPO (rewards: the chain variant's)
@@ -196,7 +196,9 @@ def load_pipeline_recipe(path: Path) -> PipelineRecipe:
         if value is not None:
             setattr(recipe.data, key, [str(resolve_path(path.parent, v)) for v in value])
     recipe.out = str(resolve_path(path.parent, recipe.out))
-    if recipe.base_model not in ("tiny", "small"):
+    from engine.tiny_model import SIZES
+
+    if recipe.base_model not in SIZES:
         recipe.base_model = str(resolve_path(path.parent, recipe.base_model))
     if recipe.accelerate and not Path(recipe.accelerate).suffix:
         recipe.accelerate = str(ACCELERATE_CONFIGS / f"{recipe.accelerate}.yaml")
@@ -477,9 +479,9 @@ class StopRequested(Exception):
 
 
 def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
-    if recipe.base_model in ("tiny", "small"):
-        from engine.tiny_model import build_tiny_model
+    from engine.tiny_model import SIZES, build_tiny_model
 
+    if recipe.base_model in SIZES:
         base = out / "base-model"
         if not (base / "surgview.json").exists():
             build_tiny_model(base, seed=recipe.seed, size=recipe.base_model)
@@ -553,6 +555,8 @@ def _export(
     target = run.out / "export" / "model"
 
     def work() -> None:
+        from train.eval.report import headline
+
         staging = target.with_name("model.part")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(model, staging)
@@ -564,8 +568,9 @@ def _export(
             details["accepted_chains"] = sum(c.accepted_chains for c in reviewed)
             manifest.lineage.append(Stage("reviewed", data=[c.case for c in reviewed], details=details))
         manifest.lineage.append(Stage("export", details={"from": str(model)}))
+        held_out = {k: v for k, v in report.items() if k in ("arena_score", "format_ok", "key_metrics", "n")}
         manifest.evaluation = {
-            "held_out": {k: v for k, v in report.items() if k in ("arena_score", "format_ok", "key_metrics", "n")},
+            "held_out": held_out | {"headline": headline(report)},
             "stages": rows,
         }
         manifest.write(staging)

@@ -217,8 +217,10 @@ def test_phrasing_varies_across_seeds():
     assert len(texts) >= 10
     levels = {n: {parse_chain(t).level(n).text for t in texts} for n in (1, 2, 3)}
     assert all(len(v) >= 3 for v in levels.values())
-    assert any(t.startswith("Instruments: Grasper [10, 20, 110.5, 140], Hook.") for t in levels[1])  # canonical
-    assert any("grasper at [10, 20, 110.5, 140]" in t or "grasper [10" in t for t in levels[1])  # prose
+    # canonical; the label's 110.5 is written in whole pixels (sub-pixel digits are noise a model cannot learn)
+    assert any(t.startswith("Instruments: Grasper [10, 20, 110, 140], Hook.") for t in levels[1])
+    assert any("grasper at [10, 20, 110, 140]" in t or "grasper [10" in t for t in levels[1])  # prose
+    assert not any("110.5" in t for t in texts)
     assert any(t.startswith("Triplets: grasper retract gallbladder; hook dissect cystic duct.") for t in levels[2])
     assert any("retracts the gallbladder" in t or "retracting the gallbladder" in t for t in levels[2])
 

@@ -203,6 +203,8 @@ def test_cvs_hand_computed():
     assert m.mAP == approx((0.5 + 1 + 11 / 12) / 3)
     assert m.balanced_accuracy == approx([0.5, 1.0, (2 / 3 + 1) / 2])
     assert m.mean_balanced_accuracy == approx((0.5 + 1 + 5 / 6) / 3)
+    assert m.accuracy == approx([0.5, 1.0, 0.75])
+    assert m.false_met == [1, 0, 0]  # frame 4's C1: called met, the raters said not met
 
 
 def test_cvs_criterion_without_positives_is_left_out():

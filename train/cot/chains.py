@@ -129,7 +129,8 @@ def perceived_instruments(truth: Truth) -> list[tuple[str, Box | None]] | None:
         if inst.box is None:
             continue
         tool = _onto().tool.require(inst.tool).name
-        out.append((tool, tuple(float(v) for v in inst.box)))  # type: ignore[arg-type]
+        # whole pixels: a label's sub-pixel digits are noise no model can read off a frame, and cost tokens
+        out.append((tool, tuple(float(round(v)) for v in inst.box)))  # type: ignore[arg-type]
         named.add(tool)
     if truth.tools is None:
         return out or None

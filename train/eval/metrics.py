@@ -392,6 +392,8 @@ class CvsMetrics(_Result):
     mAP: float
     balanced_accuracy: list[float]  # C1..C3; NaN when the gold has a single class
     mean_balanced_accuracy: float
+    accuracy: list[float] = field(default_factory=list)  # C1..C3: share of frames called right (met or not)
+    false_met: list[int] = field(default_factory=list)  # C1..C3: frames called met that the gold says are not
 
 
 def cvs_metrics(gold_means, pred_scores, threshold: float = 0.5) -> CvsMetrics:
@@ -399,7 +401,8 @@ def cvs_metrics(gold_means, pred_scores, threshold: float = 0.5) -> CvsMetrics:
 
     AP per criterion by scikit-learn's ``average_precision_score`` (NaN with no positive gold), mAP
     their mean; balanced accuracy = mean of sensitivity and specificity of the scores binarised at
-    >= ``threshold`` (NaN when the gold of that criterion has one class only), and its mean."""
+    >= ``threshold`` (NaN when the gold of that criterion has one class only), and its mean; plain accuracy
+    and the count of false "met" calls per criterion (the error a reviewer must never be shown as safe)."""
     gold = np.asarray(gold_means, dtype=float).reshape(-1, 3) >= threshold
     scores = np.asarray(pred_scores, dtype=float).reshape(-1, 3)
     if gold.shape != scores.shape:
@@ -412,7 +415,10 @@ def cvs_metrics(gold_means, pred_scores, threshold: float = 0.5) -> CvsMetrics:
             bacc.append(float(balanced_accuracy_score(y, (s >= threshold).astype(int))))
         else:
             bacc.append(float("nan"))
-    return CvsMetrics(len(gold), ap, _nanmean(ap), bacc, _nanmean(bacc))
+    called = scores >= threshold
+    accuracy = [float((called[:, c] == gold[:, c]).mean()) if len(gold) else float("nan") for c in range(3)]
+    false_met = [int((called[:, c] & ~gold[:, c]).sum()) for c in range(3)]
+    return CvsMetrics(len(gold), ap, _nanmean(ap), bacc, _nanmean(bacc), accuracy, false_met)
 
 
 # ----------------------------------------------------------------------------------------- boxes

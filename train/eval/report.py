@@ -315,6 +315,21 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
     )
 
 
+def headline(report: Mapping[str, Any]) -> dict[str, Any]:
+    """The figures a reader of a model's manifest looks for first: phase accuracy, CVS accuracy and false "met"
+    calls per criterion, triplet ivt mAP, box mAP@50 and the share of complete chains (None where not asked)."""
+    tasks = report.get("tasks", {})
+    phase, cvs = tasks.get("phase") or {}, tasks.get("cvs") or {}
+    return {
+        "phase_accuracy": phase.get("accuracy"),
+        "cvs_accuracy": cvs.get("accuracy"),
+        "cvs_false_met": cvs.get("false_met"),
+        "triplet_mAP_ivt": (tasks.get("triplet") or {}).get("mAP_ivt"),
+        "boxes_mAP50": (tasks.get("boxes") or {}).get("mAP50"),
+        "complete_chains": report.get("format_ok"),
+    }
+
+
 # ------------------------------------------------------------------------------------- outputs
 
 
