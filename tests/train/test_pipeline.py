@@ -52,7 +52,7 @@ def write_recipe(folder: Path, **changes) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["tiny-synthetic.yaml", "qwen2_5_vl_3b-real.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["tiny-synthetic.yaml", "qwen2_5_vl_3b-real.yaml", "demo.yaml", "ablation.yaml"])
 def test_shipped_recipes_pass_the_checks(name):
     recipe = load_pipeline_recipe(RECIPES / name)
     check_recipe(recipe)  # loading refused any key that is no SFTConfig / GRPOConfig field; every reward known

@@ -1,0 +1,178 @@
+"""The Surg-R1 ablation over several seeds, with confidence intervals: one pipeline run per seed, then one table.
+
+    .venv/bin/python scripts/ablation.py --seeds 0 1 2 3 4            # train/recipes/ablation.yaml, runs/ablation/
+    .venv/bin/python scripts/ablation.py --seeds 0 1 2 3 4 --table    # only the table, from the runs there
+
+Every seed runs the same recipe (``seed`` changes the model's initial weights and the order it sees the data;
+the synthetic cases, and so the held-out set, are the same for every seed: they are generated once and shared).
+Each run is resumable, like ``surgview-train run``. The table gives, per variant and stage, the mean over seeds
+with a 95% Student-t interval, and the chain's paired difference from the direct answer with its interval: a
+difference whose interval holds 0 cannot be told from run-to-run noise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# (label, how to read it from an evaluation report); None when the report has no such task.
+METRICS = {
+    "CVS mAP": lambda r: _get(r, "tasks", "cvs", "mAP"),
+    "CVS accuracy": lambda r: _mean(_get(r, "tasks", "cvs", "accuracy")),
+    "triplet ivt mAP": lambda r: _get(r, "tasks", "triplet", "mAP_ivt"),
+    "arena": lambda r: r.get("arena_score"),
+    "well-formed": lambda r: r.get("format_ok"),
+}
+STAGE_LABELS = {"sft": "SFT", "grpo": "+ GRPO"}
+
+
+def _get(report: dict, *keys: str):
+    for key in keys:
+        if not isinstance(report, dict) or key not in report:
+            return None
+        report = report[key]
+    return report
+
+
+def _mean(values) -> float | None:
+    values = [v for v in values or [] if v is not None and not math.isnan(v)]
+    return sum(values) / len(values) if values else None
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def text(self, scale: float = 100.0) -> str:
+        if self.n < 2:
+            return f"{scale * self.mean:.1f}"
+        return f"{scale * self.mean:.1f} [{scale * self.low:.1f}, {scale * self.high:.1f}]"
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> Interval | None:
+    """Mean and two-sided Student-t interval over independent runs (no interval from one run)."""
+    values = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return None
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, mean, mean, 1)
+    from scipy.stats import t
+
+    half = float(t.ppf(0.5 + level / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def seed_reports(out: Path, seeds: Sequence[int]) -> dict[int, dict[str, dict]]:
+    """seed → "variant/stage" → its held-out evaluation report, for the runs that got that far."""
+    found: dict[int, dict[str, dict]] = {}
+    for seed in seeds:
+        folder = out / f"seed{seed}" / "eval"
+        reports = {}
+        for path in sorted(folder.glob("*/report.json")):
+            variant, _, stage = path.parent.name.partition("-")
+            reports[f"{variant}/{stage}"] = json.loads(path.read_text(encoding="utf-8"))
+        if reports:
+            found[seed] = reports
+    return found
+
+
+def _stage_order(key: str) -> tuple:
+    variant, stage = key.split("/")
+    return (variant != "direct", 0 if stage == "sft" else 1 if stage == "grpo" else 2, stage)
+
+
+def ablation_table(reports: dict[int, dict[str, dict]]) -> tuple[str, list[dict]]:
+    """Markdown table and JSON rows: every variant/stage and metric as mean [95% CI] over seeds, then the chain's
+    paired difference from the direct answer at the same stage."""
+    keys = sorted({k for per_seed in reports.values() for k in per_seed}, key=_stage_order)
+    names = [m for m in METRICS if any(METRICS[m](r) is not None for s in reports.values() for r in s.values())]
+    rows: list[dict] = []
+    lines = ["| variant | stage | seeds | " + " | ".join(names) + " |", "| --- | --- | ---: |" + " ---: |" * len(names)]
+    for key in keys:
+        variant, stage = key.split("/")
+        cells, row = [], {"variant": variant, "stage": stage}
+        seeds = [s for s in reports if key in reports[s]]
+        for name in names:
+            interval = t_interval([METRICS[name](reports[s][key]) for s in seeds])
+            row[name] = None if interval is None else interval.__dict__
+            cells.append("–" if interval is None else interval.text())
+        row["seeds"] = seeds
+        rows.append(row)
+        label = "hierarchical chain" if variant == "chain" else "direct answer"
+        stage_label = STAGE_LABELS.get(stage, f"+ iteration {stage.removeprefix('iter')}")
+        lines.append(f"| {label} | {stage_label} | {len(seeds)} | " + " | ".join(cells) + " |")
+    diffs = []
+    for key in keys:
+        variant, stage = key.split("/")
+        other = f"direct/{stage}"
+        if variant != "chain" or other not in keys:
+            continue
+        seeds = [s for s in reports if key in reports[s] and other in reports[s]]
+        cells, row = [], {"variant": "chain - direct", "stage": stage, "seeds": seeds}
+        for name in names:
+            pairs = [(METRICS[name](reports[s][key]), METRICS[name](reports[s][other])) for s in seeds]
+            interval = t_interval([a - b for a, b in pairs if a is not None and b is not None])
+            row[name] = None if interval is None else interval.__dict__
+            cells.append("–" if interval is None else interval.text())
+        rows.append(row)
+        stage_label = STAGE_LABELS.get(stage, f"+ iteration {stage.removeprefix('iter')}")
+        diffs.append(f"| chain − direct (paired) | {stage_label} | {len(seeds)} | " + " | ".join(cells) + " |")
+    n = {r.get("n") for per_seed in reports.values() for r in per_seed.values()}
+    note = (
+        f"\nMean over seeds [95% Student-t interval], in points; held-out samples per evaluation: "
+        f"{', '.join(str(v) for v in sorted(x for x in n if x is not None))}.\n"
+    )
+    return "\n".join(lines + diffs) + "\n" + note, rows
+
+
+def run_seed(recipe_path: Path, out: Path, seed: int, first: int) -> None:
+    """One pipeline run of ``recipe_path`` with ``seed`` into ``out/seed<seed>``, sharing the first seed's cases."""
+    from train.pipeline import load_pipeline_recipe, run_pipeline
+
+    recipe = load_pipeline_recipe(recipe_path)
+    recipe.seed = seed
+    recipe.out = str(out / f"seed{seed}")
+    folder = Path(recipe.out)
+    shared = out / f"seed{first}" / "data"
+    if seed != first and shared.is_dir() and not (folder / "data").exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "data").symlink_to(shared.resolve(), target_is_directory=True)
+    run_pipeline(recipe, say=lambda line: print(f"[seed {seed}] {line}", flush=True))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--recipe", type=Path, default=ROOT / "train" / "recipes" / "ablation.yaml")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--table", action="store_true", help="only write the table from the runs in --out")
+    args = parser.parse_args(argv)
+    if not args.table:
+        for seed in args.seeds:
+            run_seed(args.recipe, args.out, seed, args.seeds[0])
+    reports = seed_reports(args.out, args.seeds)
+    if not reports:
+        print(f"no evaluated runs under {args.out}", file=sys.stderr)
+        return 1
+    table, rows = ablation_table(reports)
+    (args.out / "table.md").write_text(table, encoding="utf-8")
+    (args.out / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
