@@ -3,8 +3,10 @@
     .venv/bin/python scripts/ablation.py --seeds 0 1 2 3 4            # train/recipes/ablation.yaml, runs/ablation/
     .venv/bin/python scripts/ablation.py --seeds 0 1 2 3 4 --table    # only the table, from the runs there
 
-Every seed runs the same recipe (``seed`` changes the model's initial weights and the order it sees the data;
-the synthetic cases, and so the held-out set, are the same for every seed: they are generated once and shared).
+Every seed starts from the same warm-up model (``train/recipes/warmup-phase.yaml``: the phase answered
+directly, which teaches the model to read the frames and nothing of the chain) and runs the same recipe; ``seed``
+changes the order the data is seen in and what GRPO and self-iteration sample, not the warm-up's weights. The
+synthetic cases, and so the held-out set, are the same for every seed: generated once and shared.
 Each run is resumable, like ``surgview-train run``. The table gives, per variant and stage, the mean over seeds
 with a 95% Student-t interval, and the chain's paired difference from the direct answer with its interval: a
 difference whose interval holds 0 cannot be told from run-to-run noise.
@@ -138,12 +140,23 @@ def ablation_table(reports: dict[int, dict[str, dict]]) -> tuple[str, list[dict]
     return "\n".join(lines + diffs) + "\n" + note, rows
 
 
-def run_seed(recipe_path: Path, out: Path, seed: int, first: int) -> None:
+def warm_base(warmup_path: Path, out: Path) -> Path:
+    """The neutral warm-up every seed starts from (phase answered directly: the frames, not the chain's form)."""
+    from train.pipeline import load_pipeline_recipe, run_pipeline
+
+    recipe = load_pipeline_recipe(warmup_path)
+    recipe.out = str(out / "warmup")
+    return Path(run_pipeline(recipe, say=lambda line: print(f"[warm-up] {line}", flush=True))["model"])
+
+
+def run_seed(recipe_path: Path, out: Path, seed: int, first: int, base: Path | None = None) -> None:
     """One pipeline run of ``recipe_path`` with ``seed`` into ``out/seed<seed>``, sharing the first seed's cases."""
     from train.pipeline import load_pipeline_recipe, run_pipeline
 
     recipe = load_pipeline_recipe(recipe_path)
     recipe.seed = seed
+    if base is not None:
+        recipe.base_model = str(base)
     recipe.out = str(out / f"seed{seed}")
     folder = Path(recipe.out)
     shared = out / f"seed{first}" / "data"
@@ -156,13 +169,15 @@ def run_seed(recipe_path: Path, out: Path, seed: int, first: int) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", type=Path, default=ROOT / "train" / "recipes" / "ablation.yaml")
+    parser.add_argument("--warmup", type=Path, default=ROOT / "train" / "recipes" / "warmup-phase.yaml")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "ablation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--table", action="store_true", help="only write the table from the runs in --out")
     args = parser.parse_args(argv)
     if not args.table:
+        base = warm_base(args.warmup, args.out)
         for seed in args.seeds:
-            run_seed(args.recipe, args.out, seed, args.seeds[0])
+            run_seed(args.recipe, args.out, seed, args.seeds[0], base)
     reports = seed_reports(args.out, args.seeds)
     if not reports:
         print(f"no evaluated runs under {args.out}", file=sys.stderr)

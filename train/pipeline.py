@@ -133,6 +133,9 @@ class PipelineRecipe:
     grpo: GRPORecipe = field(default_factory=GRPORecipe)  # likewise for GRPO (rewards: the chain variant's)
     iterate: IterationRounds = field(default_factory=IterationRounds)
     ablation: bool = True  # also train and evaluate the direct-answer variant
+    # Which variants to train, the first exported; None: chain (and direct with ablation). [direct] makes a
+    # neutral warm-up model: it learns to read the frames without learning the chain's form.
+    variants: list[str] | None = None
     direct_rewards: dict[str, float] = field(default_factory=lambda: {"accuracy": 1.0})
     evaluation: EvaluationSpec = field(default_factory=EvaluationSpec)
     export: ExportSpec = field(default_factory=ExportSpec)
@@ -214,6 +217,9 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         raise PipelineError(f"no accelerate config {recipe.accelerate}")
     if recipe.rounds < 0:
         raise PipelineError("iterate.rounds must be 0 or more")
+    named = recipe.variants
+    if named is not None and (not named or set(named) - {"chain", "direct"} or len(set(named)) < len(named)):
+        raise PipelineError(f"variants must name chain and/or direct, once each; got {recipe.variants}")
 
 
 def recipe_record(value: Any) -> Any:
@@ -624,7 +630,7 @@ def _run(run: Run) -> dict[str, Any]:
 
     run.stage("cot", sets["sft-chain"], write_sets)
     base = _base_model(recipe, out)
-    variants = ["chain", "direct"] if recipe.ablation else ["chain"]
+    variants = recipe.variants or (["chain", "direct"] if recipe.ablation else ["chain"])
     rows: list[dict[str, Any]] = []
     reports: dict[str, dict[str, Any]] = {}
     finals: dict[str, Path] = {}
@@ -647,8 +653,8 @@ def _run(run: Run) -> dict[str, Any]:
     table = table_markdown(rows, chance=1 / 7 if phases else None, majority=majority)
     (out / "table.md").write_text(table, encoding="utf-8")
     (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    final_key = f"chain/{'iter' + str(recipe.rounds) if recipe.rounds else 'grpo'}"
-    exported = _export(run, finals["chain"], reports[final_key], rows, data.reviewed)
+    final_key = f"{variants[0]}/{'iter' + str(recipe.rounds) if recipe.rounds else 'grpo'}"
+    exported = _export(run, finals[variants[0]], reports[final_key], rows, data.reviewed)
     say(table)
     say(f"model: {exported}")
     return {"rows": rows, "model": str(exported), "table": table}
