@@ -97,8 +97,9 @@ def cmd_demo(args) -> int:
     """The demo case and the demo model that ``./dev.sh run`` opens.
 
     The model is the one bundled in ``resources/demo_model``, trained by this same command with
-    ``--train`` (``train/recipes/demo.yaml``): ``--train`` rebuilds it from synthetic cases on this machine
-    (about an hour on two cores); ``--bundle`` then also replaces the bundled copy.
+    ``--train``: ``train/recipes/tiny-synthetic.yaml``, then ``demo.yaml`` from its model. ``--train``
+    rebuilds it from synthetic cases on this machine (about an hour on two cores); ``--bundle``
+    then also replaces the bundled copy.
     """
     import shutil
 
@@ -121,11 +122,14 @@ def cmd_demo(args) -> int:
         from train.pipeline import PipelineError, load_pipeline_recipe, run_pipeline
 
         recipes = Path(__file__).resolve().parent / "recipes"
+        first = load_pipeline_recipe(recipes / "tiny-synthetic.yaml")  # the phase model it starts from
+        first.out = str((out / "training" / "tiny-synthetic").resolve())
         recipe = load_pipeline_recipe(recipes / "demo.yaml")
         recipe.out = str((out / "training" / "demo").resolve())
-        print("training the demo model (resumable: run the command again if stopped)")
+        print("training the demo model (two pipeline runs, resumable: run the command again if stopped)")
         say = lambda line: print(line, flush=True)  # noqa: E731
         try:
+            recipe.base_model = run_pipeline(first, say=say)["model"]
             source = Path(run_pipeline(recipe, say=say)["model"])
         except PipelineError as exc:
             raise CliError(str(exc)) from None
