@@ -81,6 +81,16 @@ def test_misspelt_settings_are_refused_before_training(tmp_path):
         check_recipe(load_pipeline_recipe(write_recipe(tmp_path, grpo={"rewards": {"length": 1.0}})))
     with pytest.raises(PipelineError, match="unknown task"):
         load_pipeline_recipe(write_recipe(tmp_path, data={**MICRO["data"], "tasks": ["surgery"]}))
+    for wrong in ([], ["chain", "chain"], ["cot"]):  # a warm-up names which variants it trains, each once
+        with pytest.raises(PipelineError, match="variants must name chain and/or direct"):
+            check_recipe(load_pipeline_recipe(write_recipe(tmp_path, variants=wrong)))
+    check_recipe(load_pipeline_recipe(write_recipe(tmp_path, variants=["direct"])))
+
+
+def test_a_size_name_is_a_base_model_not_a_folder(tmp_path):
+    """``base_model: demo`` builds that size; any other name is a folder beside the recipe."""
+    assert load_pipeline_recipe(write_recipe(tmp_path, base_model="demo")).base_model == "demo"
+    assert load_pipeline_recipe(write_recipe(tmp_path, base_model="models/x")).base_model == str(tmp_path / "models/x")
 
 
 def test_a_stopped_run_resumes_at_the_stage_it_stopped_in(tmp_path, monkeypatch):
