@@ -63,8 +63,11 @@ class Interval:
         return f"{scale * self.mean:.1f} [{scale * self.low:.1f}, {scale * self.high:.1f}]"
 
 
-def t_interval(values: Sequence[float], level: float = 0.95) -> Interval | None:
-    """Mean and two-sided Student-t interval over independent runs (no interval from one run)."""
+def t_interval(
+    values: Sequence[float], level: float = 0.95, bounds: tuple[float, float] | None = None
+) -> Interval | None:
+    """Mean and two-sided Student-t interval over independent runs (no interval from one run); ``bounds``
+    clips the interval to a score's range (a share cannot pass 0 or 1; a difference of two is not clipped)."""
     values = [float(v) for v in values if v is not None and not math.isnan(v)]
     if not values:
         return None
@@ -74,7 +77,10 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> Interval | None:
     from scipy.stats import t
 
     half = float(t.ppf(0.5 + level / 2, len(values) - 1)) * statistics.stdev(values) / math.sqrt(len(values))
-    return Interval(mean, mean - half, mean + half, len(values))
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return Interval(mean, low, high, len(values))
 
 
 def seed_reports(out: Path, seeds: Sequence[int]) -> dict[int, dict[str, dict]]:
@@ -108,7 +114,7 @@ def ablation_table(reports: dict[int, dict[str, dict]]) -> tuple[str, list[dict]
         cells, row = [], {"variant": variant, "stage": stage}
         seeds = [s for s in reports if key in reports[s]]
         for name in names:
-            interval = t_interval([METRICS[name](reports[s][key]) for s in seeds])
+            interval = t_interval([METRICS[name](reports[s][key]) for s in seeds], bounds=(0.0, 1.0))
             row[name] = None if interval is None else interval.__dict__
             cells.append("–" if interval is None else interval.text())
         row["seeds"] = seeds
@@ -134,7 +140,8 @@ def ablation_table(reports: dict[int, dict[str, dict]]) -> tuple[str, list[dict]
         diffs.append(f"| chain − direct (paired) | {stage_label} | {len(seeds)} | " + " | ".join(cells) + " |")
     n = {r.get("n") for per_seed in reports.values() for r in per_seed.values()}
     note = (
-        f"\nMean over seeds [95% Student-t interval], in points; held-out samples per evaluation: "
+        f"\nMean over seeds [95% Student-t interval, clipped to 0-100 for scores], in points; held-out samples per "
+        f"evaluation: "
         f"{', '.join(str(v) for v in sorted(x for x in n if x is not None))}.\n"
     )
     return "\n".join(lines + diffs) + "\n" + note, rows

@@ -39,6 +39,8 @@ def test_the_interval_is_student_t_over_seeds_and_absent_for_one_run():
     half = 4.302652729911275 * 0.1 / math.sqrt(3)  # t(0.975, 2 df) * sd / sqrt(n)
     assert got.mean == pytest.approx(0.6) and got.low == pytest.approx(0.6 - half) and got.n == 3
     assert got.text() == f"60.0 [{100 * (0.6 - half):.1f}, {100 * (0.6 + half):.1f}]"
+    clipped = ablation.t_interval([0.90, 1.0, 0.98], bounds=(0.0, 1.0))  # a share's interval stops at 1
+    assert clipped.high == 1.0 and clipped.low < clipped.mean == pytest.approx(0.96)
     one = ablation.t_interval([0.4])
     assert one.text() == "40.0" and ablation.t_interval([]) is None
 
@@ -62,6 +64,7 @@ def test_the_table_reads_every_seed_and_pairs_chain_with_direct(tmp_path):
     assert paired["CVS mAP"]["low"] > 0  # told from noise: the interval excludes 0
     assert paired["triplet ivt mAP"]["low"] == pytest.approx(0.1) == paired["triplet ivt mAP"]["high"]
     assert "held-out samples per evaluation: 300" in table
+    assert "hierarchical chain | SFT | 3 | 72.0 [" in table and paired["CVS mAP"]["high"] < 1
 
 
 def test_a_missing_task_is_left_out_of_the_columns(tmp_path):
