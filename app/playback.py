@@ -234,11 +234,17 @@ class _Slot:
         self.reader = reader
         self.span: _Span | None = None
 
+    def holds(self, j: int) -> bool:
+        """Whether the reader's cache is believed to hold frame ``j`` (reads ``span`` once: the worker replaces
+        it whole, so the UI thread may ask too)."""
+        s = self.span
+        return s is not None and s.lo <= j <= s.hi
+
     def note(self, j: int, capacity: int) -> None:
         """Track what reading frame ``j`` left in the cache (an estimate that errs on the small side)."""
-        s = self.span
-        if s is not None and s.lo <= j <= s.hi:
+        if self.holds(j):
             return  # a cache hit changes nothing
+        s = self.span
         k = self.reader.keyframe_at_or_before(j)
         lo = s.lo if s is not None and s.hi < j and k <= s.hi + 1 else k  # decoded on from the span
         self.span = _Span(max(lo, j - capacity + 1), j)
@@ -272,15 +278,12 @@ class _FrameSource:
         """Whether a reader's cache is believed to hold frame ``j`` (the estimate errs on the small side).
 
         Called from the UI thread: it reads attributes the worker replaces whole, never mutates."""
-        return any(
-            s is not None and s.span is not None and s.span.lo <= j <= s.span.hi for s in (self.primary, self.spare)
-        )
+        return any(s is not None and s.holds(j) for s in (self.primary, self.spare))
 
     def get(self, j: int) -> np.ndarray:
         """Frame ``j`` as RGB, from the spare's cache when it holds it and the primary does not."""
         spare = self.spare
-        in_primary = self.primary.span is not None and self.primary.span.lo <= j <= self.primary.span.hi
-        if spare is not None and spare.span is not None and spare.span.lo <= j <= spare.span.hi and not in_primary:
+        if spare is not None and spare.holds(j) and not self.primary.holds(j):
             rgb = spare.reader.frame(j)
             self.primary, self.spare, self._job = spare, self.primary, None
             return rgb

@@ -34,7 +34,6 @@ METRICS = {
     "arena": lambda r: r.get("arena_score"),
     "well-formed": lambda r: r.get("format_ok"),
 }
-STAGE_LABELS = {"sft": "SFT", "grpo": "+ GRPO"}
 
 
 def _get(report: dict, *keys: str):
@@ -105,6 +104,8 @@ def _stage_order(key: str) -> tuple:
 def ablation_table(reports: dict[int, dict[str, dict]]) -> tuple[str, list[dict]]:
     """Markdown table and JSON rows: every variant/stage and metric as mean [95% CI] over seeds, then the chain's
     paired difference from the direct answer at the same stage."""
+    from train.pipeline import stage_label, variant_label
+
     keys = sorted({k for per_seed in reports.values() for k in per_seed}, key=_stage_order)
     names = [m for m in METRICS if any(METRICS[m](r) is not None for s in reports.values() for r in s.values())]
     rows: list[dict] = []
@@ -119,9 +120,7 @@ def ablation_table(reports: dict[int, dict[str, dict]]) -> tuple[str, list[dict]
             cells.append("–" if interval is None else interval.text())
         row["seeds"] = seeds
         rows.append(row)
-        label = "hierarchical chain" if variant == "chain" else "direct answer"
-        stage_label = STAGE_LABELS.get(stage, f"+ iteration {stage.removeprefix('iter')}")
-        lines.append(f"| {label} | {stage_label} | {len(seeds)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {variant_label(variant)} | {stage_label(stage)} | {len(seeds)} | " + " | ".join(cells) + " |")
     diffs = []
     for key in keys:
         variant, stage = key.split("/")
@@ -136,8 +135,7 @@ def ablation_table(reports: dict[int, dict[str, dict]]) -> tuple[str, list[dict]
             row[name] = None if interval is None else interval.__dict__
             cells.append("–" if interval is None else interval.text())
         rows.append(row)
-        stage_label = STAGE_LABELS.get(stage, f"+ iteration {stage.removeprefix('iter')}")
-        diffs.append(f"| chain − direct (paired) | {stage_label} | {len(seeds)} | " + " | ".join(cells) + " |")
+        diffs.append(f"| chain − direct (paired) | {stage_label(stage)} | {len(seeds)} | " + " | ".join(cells) + " |")
     n = {r.get("n") for per_seed in reports.values() for r in per_seed.values()}
     note = (
         f"\nMean over seeds [95% Student-t interval, clipped to 0-100 for scores], in points; held-out samples per "

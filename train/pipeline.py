@@ -531,6 +531,15 @@ def _row(variant: str, stage: str, report: dict[str, Any]) -> dict[str, Any]:
 _LABELS = {"sft": "SFT", "grpo": "+ GRPO"}
 
 
+def stage_label(stage: str) -> str:
+    """A stage as the ablation tables name it: SFT, + GRPO, + iteration N."""
+    return _LABELS.get(stage, f"+ iteration {stage.removeprefix('iter')}")
+
+
+def variant_label(variant: str) -> str:
+    return "hierarchical chain" if variant == "chain" else "direct answer"
+
+
 def table_markdown(rows: list[dict[str, Any]], chance: float | None = None, majority: float | None = None) -> str:
     lines = [
         "| variant | stage | arena | phase accuracy | well-formed outputs |",
@@ -541,8 +550,7 @@ def table_markdown(rows: list[dict[str, Any]], chance: float | None = None, majo
         return "–" if value is None else f"{100 * float(value):.1f}"
 
     for row in rows:
-        stage = _LABELS.get(row["stage"], f"+ iteration {row['stage'].removeprefix('iter')}")
-        variant = "hierarchical chain" if row["variant"] == "chain" else "direct answer"
+        stage, variant = stage_label(row["stage"]), variant_label(row["variant"])
         scores = " | ".join(pct(row[k]) for k in ("arena", "phase_accuracy", "format_ok"))
         lines.append(f"| {variant} | {stage} | {scores} |")
     notes = []
