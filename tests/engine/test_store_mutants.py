@@ -4,6 +4,7 @@ case's store again, a store used from the viewer's worker threads, CVS words tha
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
@@ -163,19 +164,28 @@ RARP_CHAIN = "<think>\nLevel 1 (Perception): Instruments: Large Needle Driver.\n
 BYPASS_CHAIN = "<think>\nLevel 3 (Context): Phase: Preparation.\n</think>\n<answer>Crura dissection</answer>"
 
 
-def test_a_second_connection_holding_the_lock_is_named_at_open(tmp_path):
-    path = tmp_path / "n.sqlite"
+@contextlib.contextmanager
+def _held_by_another_connection(path, *statements: str):
+    """Another connection runs ``statements`` (opening a transaction) and holds the lock until the block ends."""
     other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN EXCLUSIVE")
-    other.execute("CREATE TABLE t (a)")
+    for statement in statements:
+        other.execute(statement)
     try:
-        with pytest.raises(
-            StoreError, match=r"^cannot open in n\.sqlite: another process kept the case store locked too long$"
-        ):
-            CaseStore.open(path, timeout_s=0)
+        yield
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_a_second_connection_holding_the_lock_is_named_at_open(tmp_path):
+    path = tmp_path / "n.sqlite"
+    with (
+        _held_by_another_connection(path, "BEGIN EXCLUSIVE", "CREATE TABLE t (a)"),
+        pytest.raises(
+            StoreError, match=r"^cannot open in n\.sqlite: another process kept the case store locked too long$"
+        ),
+    ):
+        CaseStore.open(path, timeout_s=0)
 
 
 def test_an_upgrade_blocked_by_another_writer_is_named(tmp_path):
@@ -183,17 +193,13 @@ def test_an_upgrade_blocked_by_another_writer_is_named(tmp_path):
 
     path = tmp_path / "old.sqlite"
     make_v1_store(path)
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("PRAGMA journal_mode = WAL")
-    other.execute("BEGIN IMMEDIATE")
-    try:
-        with pytest.raises(
+    with (
+        _held_by_another_connection(path, "PRAGMA journal_mode = WAL", "BEGIN IMMEDIATE"),
+        pytest.raises(
             StoreError, match=r"^cannot upgrade in old\.sqlite: another process kept the case store locked too long$"
-        ):
-            CaseStore.open(path, timeout_s=0)
-    finally:
-        other.execute("ROLLBACK")
-        other.close()
+        ),
+    ):
+        CaseStore.open(path, timeout_s=0)
 
 
 def _creating_elsewhere(path, monkeypatch, finish: str) -> list[float]:
