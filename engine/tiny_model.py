@@ -272,7 +272,12 @@ def _train_tokenizer(texts: list[str]):
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    # One token per digit, as Qwen's own tokenizer splits numbers: a box coordinate is then always
+    # hundreds, tens, units. Merged digits ("3"+"34" for 334 but "36"+"6" for 366) give the same
+    # value different token boundaries, which a small model learns far more slowly.
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=VOCAB_SIZE,

@@ -20,6 +20,7 @@ At the end a table shows what each stage bought on held-out cases (the paper's a
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -89,6 +90,10 @@ class DataSpec:
     frame_size: list[int] | None = field(default_factory=lambda: [224, 126])  # cached frames (w, h)
     max_train: int | None = None  # evenly spaced subsample of the training samples
     max_test: int | None = None
+    # The last N training cases set aside, never trained on: the validation split choices such as the
+    # self-iteration round's learning rate are tuned on (the held-out set only judges the result).
+    validation_cases: int = 0
+    max_validation: int | None = None
 
     def __post_init__(self) -> None:
         if self.synthetic is None and not (
@@ -106,6 +111,9 @@ class IterationRounds(IterationConfig):
 
     rounds: int = 1
     seed: int | None = None  # None: the pipeline's seed plus the round
+    # Candidate learning rates for each round's SFT: each is trained, and the one whose model scores best on the
+    # validation split (arena score; a tie goes to the gentler rate) goes on to the round's GRPO. None: sft's own.
+    learning_rates: list[float] | None = None
     sft: SFTRecipe = field(default_factory=SFTRecipe)
     grpo: GRPORecipe = field(default_factory=GRPORecipe)
 
@@ -217,6 +225,15 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         raise PipelineError(f"no accelerate config {recipe.accelerate}")
     if recipe.rounds < 0:
         raise PipelineError("iterate.rounds must be 0 or more")
+    rates = recipe.iterate.learning_rates
+    if rates is not None and (not rates or any(not isinstance(r, int | float) or r <= 0 for r in rates)):
+        raise PipelineError(f"iterate.learning_rates must be positive numbers; got {rates}")
+    if rates and recipe.rounds and recipe.data.validation_cases < 1:
+        raise PipelineError(
+            "iterate.learning_rates are tuned on a validation split: set data.validation_cases (never the held-out set)"
+        )
+    if recipe.data.validation_cases < 0:
+        raise PipelineError("data.validation_cases must be 0 or more")
     named = recipe.variants
     if named is not None and (not named or set(named) - {"chain", "direct"} or len(set(named)) < len(named)):
         raise PipelineError(f"variants must name chain and/or direct, once each; got {recipe.variants}")
@@ -297,6 +314,17 @@ class Samples:
     test: list[Sample]
     chains: list[tuple[Any, Sample]] = field(default_factory=list)
     reviewed: list[Any] = field(default_factory=list)
+    validation: list[Sample] = field(default_factory=list)  # cases set aside from training (data.validation_cases)
+
+
+def split_off_cases(samples: list[Sample], n: int) -> tuple[list[Sample], list[Sample]]:
+    """The samples of all but the last ``n`` cases (in name order), and those of the last ``n``: a split by case,
+    so no frame of a validation case, nor its neighbours, is ever trained on."""
+    cases = sorted({(s.dataset, s.case) for s in samples})
+    if n >= len(cases):
+        raise PipelineError(f"data.validation_cases {n} leaves no training case ({len(cases)} in all)")
+    held = set(cases[len(cases) - n :])
+    return [s for s in samples if (s.dataset, s.case) not in held], [s for s in samples if (s.dataset, s.case) in held]
 
 
 def _samples(recipe: PipelineRecipe, out: Path) -> Samples:
@@ -340,9 +368,13 @@ def _samples(recipe: PipelineRecipe, out: Path) -> Samples:
         test = [s for s in synthetic_samples(test_root, tasks=tasks) if s.task in tasks]
     elif spec.cholec80 or spec.cholect50 or spec.endoscapes or spec.sar_rarp50:
         train, test = _real_samples(spec, tasks)
+    validation: list[Sample] = []
+    if spec.validation_cases:
+        train, validation = split_off_cases(train, spec.validation_cases)
     reviewed = reviewed_data(spec.reviewed or [], tasks, fps=spec.fps)
     held_out = reviewed_data(spec.reviewed_test or [], tasks, fps=spec.fps, split="test")
     train, test = _spread(train, spec.max_train), _spread(test, spec.max_test)
+    validation = _spread(validation, spec.max_validation)
     train += reviewed.samples  # the reviewer's truth is never thinned out
     test += held_out.samples
     if not train or not test:
@@ -350,11 +382,15 @@ def _samples(recipe: PipelineRecipe, out: Path) -> Samples:
     size = tuple(spec.frame_size) if spec.frame_size else None
     cache = out / "data" / "frames"
     frames = [c.sample for c in reviewed.chains]
-    mapping = extract_frames([*train, *test, *frames], cache, size=size)
+    mapping = extract_frames([*train, *test, *validation, *frames], cache, size=size)
     chains = list(zip(reviewed.chains, with_cached_frames(frames, mapping), strict=True))
     return Samples(
-        with_cached_frames(train, mapping), with_cached_frames(test, mapping), chains, reviewed.cases
-    )  # the lineage names the cases trained on; held-out ones only judged the model
+        with_cached_frames(train, mapping),
+        with_cached_frames(test, mapping),
+        chains,
+        reviewed.cases,  # the lineage names the cases trained on; held-out ones only judged the model
+        with_cached_frames(validation, mapping),
+    )
 
 
 def write_verified_set(chains: list[tuple[Any, Sample]], out_jsonl: Path) -> int:
@@ -452,7 +488,9 @@ class Run:
         self.stage(self._key(folder), done, lambda: self._train(kind, settings, folder))
         return folder / "model"
 
-    def iteration(self, variant: str, model: Path, round_: int, sets: dict[str, Path]) -> Path:
+    def iteration(
+        self, variant: str, model: Path, round_: int, sets: dict[str, Path], validation: list[Sample] | None = None
+    ) -> Path:
         from train.iterate import sample_chains, write_iteration_set
 
         folder = self.out / variant / f"iter{round_}"
@@ -476,8 +514,35 @@ class Run:
             )
 
         self.stage(f"{variant}/iter{round_}/sample", stats_file, sample)
-        tuned = self.sft(variant, model, mixed, folder / "sft", rounds.sft)
+        if rounds.learning_rates:
+            tuned = self._tuned_sft(variant, model, mixed, folder, validation or [])
+        else:
+            tuned = self.sft(variant, model, mixed, folder / "sft", rounds.sft)
         return self.grpo(variant, tuned, sets["grpo"], folder / "grpo", rounds.grpo)
+
+    def _tuned_sft(self, variant: str, model: Path, data: Path, folder: Path, validation: list[Sample]) -> Path:
+        """The round's SFT at each candidate learning rate, judged on the validation split; the best model."""
+        if not validation:
+            raise PipelineError("iterate.learning_rates need validation samples: data.validation_cases gave none")
+        scores: dict[float, float | None] = {}
+        for rate in self.recipe.iterate.learning_rates or []:
+            sub = folder / f"sft-lr{rate:g}"
+            tuned = self._training_stage("sft", self.recipe.iterate.sft, model, data, sub, learning_rate=rate)
+            report = _evaluate(self, f"validation {self._key(sub)}", tuned, validation, f"validation-{self._key(sub)}")
+            scores[rate] = report.get("arena_score")
+        best = choose_learning_rate(scores)
+        shown = {f"{r:g}": v for r, v in scores.items()}
+        choice = {"chosen": best, "validation_arena": shown, "validation_samples": len(validation)}
+        (folder / "learning-rate.json").write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
+        shown = ", ".join(f"{r}: {'–' if v is None else f'{v:.3f}'}" for r, v in shown.items())
+        self.say(f"  {self._key(folder)} learning rate {best:g} (validation arena score {shown})")
+        return folder / f"sft-lr{best:g}" / "model"
+
+
+def choose_learning_rate(scores: dict[float, float | None]) -> float:
+    """The rate whose model scored best on the validation split; a tie goes to the smaller, gentler rate, and a
+    model with no score (nothing parsed) ranks last."""
+    return max(sorted(scores), key=lambda rate: -math.inf if scores[rate] is None else scores[rate])
 
 
 class StopRequested(Exception):
@@ -495,10 +560,11 @@ def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
     return inspect_model_dir(recipe.base_model).path
 
 
-def _evaluate(run: Run, key: str, model: Path, test: list[Sample]) -> dict[str, Any]:
+def _evaluate(run: Run, key: str, model: Path, test: list[Sample], name: str | None = None) -> dict[str, Any]:
+    """``model``'s report on ``test`` (written once, in eval/NAME; NAME defaults to the key)."""
     from train.eval.run import evaluate_model
 
-    folder = run.out / "eval" / key.replace("/", "-")
+    folder = run.out / "eval" / (name or key).replace("/", "-")
     report_file = folder / "report.json"
     options = run.recipe.evaluation
     run.stage(
@@ -620,6 +686,8 @@ def _run(run: Run) -> dict[str, Any]:
     data = _samples(recipe, out)
     train, test = data.train, data.test
     say(f"  {len(train)} training and {len(test)} held-out samples ({', '.join(recipe.data.tasks)})")
+    if data.validation:
+        say(f"  {len(data.validation)} validation samples from {recipe.data.validation_cases} case(s) set aside")
     if data.reviewed:
         frames = sum(c.frames_reviewed for c in data.reviewed)
         say(f"  {len(data.reviewed)} reviewed case(s): {frames} reviewed frames, {len(data.chains)} accepted chains")
@@ -649,7 +717,7 @@ def _run(run: Run) -> dict[str, Any]:
         model = run.grpo(variant, model, sets["grpo"], out / variant / "grpo", recipe.grpo)
         models.append(("grpo", model))
         for round_ in range(1, recipe.rounds + 1):
-            model = run.iteration(variant, model, round_, sets)
+            model = run.iteration(variant, model, round_, sets, data.validation)
             models.append((f"iter{round_}", model))
         finals[variant] = model
         for stage, path in models:

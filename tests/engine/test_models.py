@@ -146,6 +146,17 @@ def test_tokenizer_round_trips_chain_text(backend):
     assert len(tokenizer(chain)["input_ids"]) < len(chain.encode()) / 2.5
 
 
+def test_box_coordinates_are_one_token_per_digit_whatever_their_value(backend):
+    """A coordinate's digits always fall on the same token boundaries (hundreds, tens, units), as in
+    Qwen's tokenizer: merged digits gave 334 as "3"+"34" but 366 as "36"+"6"."""
+    tokenizer = backend.processor.tokenizer
+    for box in ("[334, 232, 398, 256]", "[366, 192, 439, 225]", "[0, 287, 67, 1080]"):
+        pieces = [tokenizer.decode([i]).strip() for i in tokenizer(box, add_special_tokens=False)["input_ids"]]
+        numbers = [p for p in pieces if p.isdigit()]
+        assert all(len(p) == 1 for p in numbers), pieces
+        assert "".join(numbers) == "".join(ch for ch in box if ch.isdigit())
+
+
 def test_chat_template_marks_what_the_assistant_wrote(backend):
     tokenizer = backend.processor.tokenizer
     template = (backend.path / "chat_template.jinja").read_text()

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from engine.modeldir import Manifest, inspect_model_dir
-from train.pipeline import PipelineError, check_recipe, load_pipeline_recipe, run_pipeline
+from train.pipeline import PipelineError, check_recipe, choose_learning_rate, load_pipeline_recipe, run_pipeline
 
 RECIPES = Path(__file__).resolve().parents[2] / "train" / "recipes"
 
@@ -121,3 +121,42 @@ def test_a_stopped_run_resumes_at_the_stage_it_stopped_in(tmp_path, monkeypatch)
     grpo_stage = manifest.lineage[2].details
     assert set(grpo_stage["rewards"]) == {"format", "accuracy", "level1", "level2", "consistency"}
     assert json.loads((tmp_path / "run" / "chain" / "iter1" / "samples.json").read_text())["sampled"] == 4
+
+
+def test_the_gentler_learning_rate_wins_a_tie_and_an_unscored_model_ranks_last():
+    assert choose_learning_rate({3e-4: 0.60, 1e-4: 0.71, 3e-5: 0.65}) == 1e-4
+    assert choose_learning_rate({3e-4: 0.70, 1e-4: 0.70}) == 1e-4
+    assert choose_learning_rate({1e-4: None, 3e-4: 0.1}) == 3e-4
+
+
+def test_iteration_learning_rates_need_a_validation_split(tmp_path):
+    iterate = {**MICRO["iterate"], "learning_rates": [1e-4, 1e-3]}
+    with pytest.raises(PipelineError, match="validation split: set data.validation_cases"):
+        check_recipe(load_pipeline_recipe(write_recipe(tmp_path, iterate=iterate)))
+    with pytest.raises(PipelineError, match="positive numbers"):
+        check_recipe(load_pipeline_recipe(write_recipe(tmp_path, iterate={**iterate, "learning_rates": [0]})))
+
+
+def test_the_iteration_round_is_tuned_on_validation_cases_it_never_trains_on(tmp_path, monkeypatch):
+    monkeypatch.setenv("SURGVIEW_NO_TENSORBOARD", "1")
+    synthetic = {**MICRO["data"]["synthetic"], "train_cases": 3}
+    data = {**MICRO["data"], "synthetic": synthetic, "validation_cases": 1, "max_validation": 4}
+    iterate = {**MICRO["iterate"], "learning_rates": [1e-4, 1e-3]}
+    lines: list[str] = []
+    run_pipeline(load_pipeline_recipe(write_recipe(tmp_path, data=data, iterate=iterate)), say=lines.append)
+    run = tmp_path / "run"
+    assert "  4 validation samples from 1 case(s) set aside" in lines
+
+    trained = "\n".join((run / "cot" / name).read_text() for name in ("sft.jsonl", "grpo.jsonl", "sft-direct.jsonl"))
+    assert "video01" in trained and "video02" in trained and "video03" not in trained  # the last case set aside
+
+    choice = json.loads((run / "chain" / "iter1" / "learning-rate.json").read_text())
+    scores = {
+        rate: json.loads((run / "eval" / f"validation-chain-iter1-sft-lr{rate}" / "report.json").read_text())
+        for rate in ("0.0001", "0.001")
+    }
+    assert all(report["n"] == 4 for report in scores.values())  # judged on the validation cases, not the held-out
+    assert choice["validation_arena"] == {rate: report["arena_score"] for rate, report in scores.items()}
+    assert choice["chosen"] == choose_learning_rate({float(r): v for r, v in choice["validation_arena"].items()})
+    grpo_recipe = yaml.safe_load((run / "chain" / "iter1" / "grpo" / "grpo.yaml").read_text())["grpo"]
+    assert grpo_recipe["model"] == str(run / "chain" / "iter1" / f"sft-lr{choice['chosen']:g}" / "model")
