@@ -131,7 +131,7 @@ def test_the_gentler_learning_rate_wins_a_tie_and_an_unscored_model_ranks_last()
 
 def test_iteration_learning_rates_need_a_validation_split(tmp_path):
     iterate = {**MICRO["iterate"], "learning_rates": [1e-4, 1e-3]}
-    with pytest.raises(PipelineError, match="validation split: set data.validation_cases"):
+    with pytest.raises(PipelineError, match=r"validation split: set data\.validation_cases"):
         check_recipe(load_pipeline_recipe(write_recipe(tmp_path, iterate=iterate)))
     with pytest.raises(PipelineError, match="positive numbers"):
         check_recipe(load_pipeline_recipe(write_recipe(tmp_path, iterate={**iterate, "learning_rates": [0]})))
