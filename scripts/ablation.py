@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+VARIANTS = ("chain", "direct")
 # (label, how to read it from an evaluation report); None when the report has no such task.
 METRICS = {
     "CVS mAP": lambda r: _get(r, "tasks", "cvs", "mAP"),
@@ -90,10 +91,32 @@ def seed_reports(out: Path, seeds: Sequence[int]) -> dict[int, dict[str, dict]]:
         reports = {}
         for path in sorted(folder.glob("*/report.json")):
             variant, _, stage = path.parent.name.partition("-")
-            reports[f"{variant}/{stage}"] = json.loads(path.read_text(encoding="utf-8"))
+            if variant in VARIANTS:  # not the validation reports the iteration's learning rate was chosen on
+                reports[f"{variant}/{stage}"] = json.loads(path.read_text(encoding="utf-8"))
         if reports:
             found[seed] = reports
     return found
+
+
+def rates_note(out: Path, seeds: Sequence[int]) -> str:
+    """Which self-iteration learning rate each seed's validation case chose, per variant and round."""
+    from train.pipeline import variant_label
+
+    lines = []
+    for variant in VARIANTS:
+        for round_file in sorted(
+            {p.parent.name for s in seeds for p in (out / f"seed{s}" / variant).glob("iter*/learning-rate.json")}
+        ):
+            chosen = []
+            for seed in seeds:
+                path = out / f"seed{seed}" / variant / round_file / "learning-rate.json"
+                if path.exists():
+                    chosen.append(f"seed {seed}: {json.loads(path.read_text(encoding='utf-8'))['chosen']:g}")
+            lines.append(f"- {variant_label(variant)}, {round_file}: " + ", ".join(chosen))
+    if not lines:
+        return ""
+    head = "Self-iteration learning rate, chosen per seed on the validation case (arena score; never the held-out set):"
+    return "\n".join([head, *lines]) + "\n"
 
 
 def _stage_order(key: str) -> tuple:
@@ -188,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"no evaluated runs under {args.out}", file=sys.stderr)
         return 1
     table, rows = ablation_table(reports)
+    note = rates_note(args.out, args.seeds)
+    table += f"\n{note}" if note else ""
     (args.out / "table.md").write_text(table, encoding="utf-8")
     (args.out / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
     print(table)

@@ -72,3 +72,18 @@ def test_a_missing_task_is_left_out_of_the_columns(tmp_path):
     write_run(tmp_path, 0, {"chain/sft": rep})
     table, _ = ablation.ablation_table(ablation.seed_reports(tmp_path, [0]))
     assert "CVS" not in table.splitlines()[0] and "| hierarchical chain | SFT | 1 | 50.0 | 50.0 | 100.0 |" in table
+
+
+def test_validation_reports_stay_out_of_the_table_and_each_seeds_chosen_rate_is_listed(tmp_path):
+    for seed, rate in ((0, 1e-4), (1, 3e-5)):
+        write_run(
+            tmp_path, seed, {"chain/iter1": report(0.7, 0.3), "validation/chain-iter1-sft-lr0.0003": report(0.1, 0.1)}
+        )
+        chosen = tmp_path / f"seed{seed}" / "chain" / "iter1" / "learning-rate.json"
+        chosen.parent.mkdir(parents=True)
+        chosen.write_text(json.dumps({"chosen": rate, "validation_arena": {}}))
+    table, _ = ablation.ablation_table(ablation.seed_reports(tmp_path, [0, 1]))
+    assert "direct answer" not in table and table.count("| hierarchical chain |") == 1
+    note = ablation.rates_note(tmp_path, [0, 1])
+    assert "- hierarchical chain, iter1: seed 0: 0.0001, seed 1: 3e-05" in note
+    assert ablation.rates_note(tmp_path / "none", [0]) == ""
