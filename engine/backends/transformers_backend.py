@@ -32,7 +32,9 @@ from engine.modeldir import ModelDirError, ModelInfo, inspect_model_dir
 from engine.prompts import system_prompt, user_content
 from engine.terminal import one_line
 
-__all__ = ["TransformersBackend", "build_messages"]
+__all__ = ["TokenProbs", "TransformersBackend", "build_messages"]
+
+TokenProbs = list[tuple[str, float]]  # each generated token's text and the probability the model gave it
 
 log = logging.getLogger(__name__)
 
@@ -331,9 +333,20 @@ class TransformersBackend(Backend):
 
     def generate_batch(self, requests: Sequence[GenerationRequest]) -> list[str]:
         """Greedy or sampled requests in one padded batch per sampling setting (left padding)."""
+        return [text for text, _ in self._generate_batch(requests, with_probs=False)]
+
+    def generate_batch_with_probs(self, requests: Sequence[GenerationRequest]) -> list[tuple[str, TokenProbs]]:
+        """:meth:`generate_batch`, with each generated token's text and the probability the model gave it.
+
+        Evaluation ranks detections and triplets by these (a chain the model writes states no confidence
+        of its own), as detection metrics need. The pieces joined are the text. Holds every step's logits
+        for the batch: keep batches small for a large vocabulary."""
+        return self._generate_batch(requests, with_probs=True)
+
+    def _generate_batch(self, requests: Sequence[GenerationRequest], with_probs: bool) -> list[tuple[str, TokenProbs]]:
         import torch
 
-        results: list[str] = [""] * len(requests)
+        results: list[tuple[str, TokenProbs]] = [("", [])] * len(requests)
         groups: dict[tuple, list[int]] = {}
         for i, request in enumerate(requests):
             if request.image is not None:
@@ -346,17 +359,44 @@ class TransformersBackend(Backend):
                 with self._lock:
                     inputs = self._inputs(batch)
                     with torch.inference_mode():
-                        out = self.model.generate(**inputs, **self._sampling(batch[0]), max_new_tokens=cap)
+                        out = self.model.generate(
+                            **inputs,
+                            **self._sampling(batch[0]),
+                            max_new_tokens=cap,
+                            output_scores=with_probs,
+                            return_dict_in_generate=True,
+                        )
+                        chosen = self._chosen_probs(out, inputs["input_ids"].shape[1]) if with_probs else None
             except Exception as exc:
                 raise BackendError(f"generation failed: {one_line(exc)}") from exc
             prompt_len = inputs["input_ids"].shape[1]
             for row, (i, request) in enumerate(zip(indices, batch, strict=True)):
-                tokens = out[row, prompt_len:].tolist()[: request.max_new_tokens]
+                tokens = out.sequences[row, prompt_len:].tolist()[: request.max_new_tokens]
                 end = next((k for k, t in enumerate(tokens) if t in self._eos_ids), None)
-                results[i] = self._decode(tokens if end is None else tokens[: end + 1])
+                tokens = tokens if end is None else tokens[: end + 1]
+                pieces: TokenProbs = []
+                if chosen is not None:
+                    shown = ""
+                    for k in range(len(tokens)):
+                        text = self._decode(tokens[: k + 1])
+                        pieces.append((text[len(shown) :], float(chosen[row, k])))
+                        shown = text
+                results[i] = (self._decode(tokens), pieces)
         return results
 
     # -- helpers -----------------------------------------------------------------------------
+
+    @staticmethod
+    def _chosen_probs(out: Any, prompt_len: int) -> Any:
+        """(batch, steps): the probability each generated token had at its step."""
+        import torch
+
+        generated = out.sequences[:, prompt_len:]
+        probs = [
+            torch.softmax(step.float(), dim=-1).gather(1, generated[:, k : k + 1])[:, 0]
+            for k, step in enumerate(out.scores)
+        ]
+        return torch.stack(probs, dim=1) if probs else torch.zeros(generated.shape)
 
     def _decode(self, tokens: list[int]) -> str:
         return self.processor.tokenizer.decode(tokens, skip_special_tokens=True, clean_up_tokenization_spaces=False)

@@ -682,3 +682,16 @@ def test_batch_output_equals_one_by_one_greedy_output(backend):
     ]
     assert backend.generate_batch(requests) == [backend.generate(r) for r in requests]
     assert backend.generate_batch([]) == []
+
+
+def test_batch_with_probabilities_gives_the_same_text_spelt_token_by_token(backend):
+    requests = [
+        GenerationRequest(build_prompt("triplet"), image=frame(seed=4), max_new_tokens=25),
+        GenerationRequest("Say hi", max_new_tokens=12),
+    ]
+    scored = backend.generate_batch_with_probs(requests)
+    assert [text for text, _ in scored] == backend.generate_batch(requests)
+    for text, pieces in scored:
+        assert "".join(piece for piece, _ in pieces) == text
+        assert pieces and all(0.0 < p <= 1.0 for _, p in pieces)
+        assert len(pieces) <= 25

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -348,9 +348,12 @@ def triplet_map(
 
 
 def triplet_sets_to_arrays(
-    gold_sets: Sequence[set[int] | Sequence[int]], pred_sets: Sequence[set[int] | Sequence[int]]
+    gold_sets: Sequence[set[int] | Sequence[int]],
+    pred_sets: Sequence[set[int] | Sequence[int]],
+    pred_scores: Sequence[Mapping[int, float]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Multi-hot (N, 100) gold and scores from sets of triplet ids: score 1 when predicted, else 0.
+    """Multi-hot (N, 100) gold and scores from sets of triplet ids: a predicted triplet's score is its entry in
+    ``pred_scores`` (the model's probability for it) when there is one, else 1; 0 when not predicted.
 
     Ids outside 0..99 (unknown triplets) have no column and are dropped here (:func:`triplet_set_f1`
     counts them as false positives)."""
@@ -358,13 +361,16 @@ def triplet_sets_to_arrays(
         raise ValueError("gold and pred must have one set per frame")
     gold = np.zeros((len(gold_sets), N_TRIPLETS), dtype=int)
     pred = np.zeros((len(pred_sets), N_TRIPLETS), dtype=float)
+    if pred_scores is not None and len(pred_scores) != len(pred_sets):
+        raise ValueError("pred_scores must have one mapping per frame")
     for row, (gs, ps) in enumerate(zip(gold_sets, pred_sets, strict=True)):
+        given = pred_scores[row] if pred_scores is not None else {}
         for tid in gs:
             if 0 <= tid < N_TRIPLETS:
                 gold[row, tid] = 1
         for tid in ps:
             if 0 <= tid < N_TRIPLETS:
-                pred[row, tid] = 1.0
+                pred[row, tid] = float(given.get(tid, 1.0))
     return gold, pred
 
 

@@ -7,13 +7,15 @@ reads from the chain (the ``predicted_*`` functions below) is:
 
 * phase: ``Answer.phase`` else Level 3 ``Context.phase`` (canonical Cholec80 name; None: none);
 * triplets: ``Answer.triplets`` when the answer names any, else Level 2 ``Relations.triplets``;
-  CholecT50 ids, an unknown triplet gets its own negative id (a false positive for set-F1);
+  CholecT50 ids, an unknown triplet gets its own negative id (a false positive for set-F1); each scored
+  by the probability of its tokens when the row carries them (else 1), which AP ranks by;
 * CVS: ``Answer.cvs`` when the answer states any criterion, else Level 3 ``Context.cvs``;
   score 1 for "met", 0 for "not met", "not assessable" or unstated;
 * boxes: localisation asks for the sample's instrument(s): ``Answer.boxes`` (unlabelled) take
   the gold class when the gold boxes have a single class, else Level 1 sightings of the gold
   classes; frame analysis: every Level 1 sighting with a box, else ``Answer.boxes`` as above.
-  A sighting's confidence is its score (1 when none).
+  A sighting's score is the confidence the chain states, else the probability the model gave its name's
+  tokens (:mod:`train.eval.confidence`, when the row carries them), else 1.
 * MCQ: the raw response against ``Sample.answer`` with the release scorer.
 
 Another procedure's samples are parsed in its ontology: action and action_mcq → action (accuracy,
@@ -33,7 +35,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +47,7 @@ from engine.ontology import load_ontology
 from engine.procedures import DEFAULT_PROCEDURE, get_procedure
 from engine.tasks import Task
 from train.data.sample import Sample, Truth
+from train.eval.confidence import MentionScores, TokenProbs, mention_scores
 from train.eval.metrics import (
     PHASES,
     action_metrics,
@@ -92,13 +95,14 @@ FAMILIES = tuple(KEY_METRICS)
 class EvalRow:
     response: str
     sample: Sample
+    token_probs: TokenProbs | None = None  # each generated token and its probability: scores for AP
 
 
 def _row(row: Any) -> EvalRow:
     if isinstance(row, EvalRow):
         return row
     if isinstance(row, Mapping):
-        return EvalRow(str(row.get("response", "")), row["sample"])
+        return EvalRow(str(row.get("response", "")), row["sample"], row.get("token_probs"))
     response, sample = row
     return EvalRow(str(response), sample)
 
@@ -140,12 +144,22 @@ def gold_boxes(truth: Truth) -> list[tuple[str, tuple[float, float, float, float
     return [(ins.tool, tuple(ins.box)) for ins in truth.instruments if ins.box is not None]
 
 
-def predicted_boxes(chain: Chain, sample: Sample) -> list[tuple[str, tuple, float]]:
+def predicted_boxes(
+    chain: Chain, sample: Sample, scores: Sequence[float | None] = ()
+) -> list[tuple[str, tuple, float]]:
+    """``scores``: one per Level 1 sighting (:func:`train.eval.confidence.mention_scores`), for those that state
+    no confidence."""
     gold = gold_boxes(sample.truth)
     classes = {c for c, _ in gold}
+    instruments = chain.perception.instruments if chain.perception is not None else ()
+    given = list(scores) + [None] * (len(instruments) - len(scores))
     sightings = [
-        (s.name.label or s.name.text, tuple(s.box), 1.0 if s.confidence is None else float(s.confidence))
-        for s in (chain.perception.instruments if chain.perception is not None else ())
+        (
+            s.name.label or s.name.text,
+            tuple(s.box),
+            float(s.confidence) if s.confidence is not None else 1.0 if given[k] is None else float(given[k]),
+        )
+        for k, s in enumerate(instruments)
         if s.box is not None
     ]
     answer = list(chain.answer.boxes) if chain.answer is not None else []
@@ -235,6 +249,10 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
         else parse_chain(r.response, _ontology(r.sample))
         for r in rows
     ]
+    mentions = [
+        mention_scores(r.response, r.token_probs, c) if r.token_probs else MentionScores()
+        for r, c in zip(rows, chains, strict=True)
+    ]
     by_family: dict[str, list[tuple[int, EvalRow, Chain]]] = {f: [] for f in FAMILIES}
     parsed = {"complete": 0, "partial": 0, "malformed": 0}
     for position, (row, chain) in enumerate(zip(rows, chains, strict=True)):
@@ -258,7 +276,7 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
     if items:
         gold_sets = [gold_triplet_ids(r.sample.truth) for _, r, _ in items]
         pred_sets = [predicted_triplets(c) for _, _, c in items]
-        gold, scores = triplet_sets_to_arrays(gold_sets, pred_sets)
+        gold, scores = triplet_sets_to_arrays(gold_sets, pred_sets, [mentions[p].triplets for p, _, _ in items])
         m = triplet_map(gold, scores)
         m.set_f1 = triplet_set_f1(gold_sets, pred_sets)
         d = m.to_dict()
@@ -275,7 +293,8 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
     items = by_family["boxes"]
     if items:
         tasks["boxes"] = box_metrics(
-            [gold_boxes(r.sample.truth) for _, r, _ in items], [predicted_boxes(c, r.sample) for _, r, c in items]
+            [gold_boxes(r.sample.truth) for _, r, _ in items],
+            [predicted_boxes(c, r.sample, mentions[p].sightings) for p, r, c in items],
         ).to_dict()
     items = by_family["mcq"]
     if items:

@@ -35,10 +35,12 @@ def evaluate_model(
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """Answer every sample (image files: run the frame cache first) greedily, in batches; score the
-    answers; write ``report.json``, ``report.md`` and ``responses.jsonl`` under ``out_dir``."""
+    answers (instruments and triplets ranked by the probability the model gave them); write
+    ``report.json``, ``report.md`` and ``responses.jsonl`` under ``out_dir``."""
     from engine.backends.transformers_backend import TransformersBackend
 
     responses: list[str] = []
+    probs: list[Any] = []  # each response's tokens and their probabilities: what AP ranks predictions by
     with TransformersBackend(model_dir) as backend:
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
@@ -46,10 +48,14 @@ def evaluate_model(
                 GenerationRequest(procedure_user_prompt(s, s.frame.path), _rgb(s), max_new_tokens=max_new_tokens)
                 for s in chunk
             ]
-            responses += backend.generate_batch(requests)
+            for text, pieces in backend.generate_batch_with_probs(requests):
+                responses.append(text)
+                probs.append(pieces)
             if progress is not None:
                 progress(len(chunk))
-    report = evaluate([{"response": r, "sample": s} for s, r in zip(samples, responses, strict=True)])
+    report = evaluate(
+        [{"response": r, "sample": s, "token_probs": p} for s, r, p in zip(samples, responses, probs, strict=True)]
+    )
     statuses = [parse_chain(r).status for r in responses]
     report["format_ok"] = sum(s is ChainStatus.COMPLETE for s in statuses) / max(1, len(statuses))
     phases = [s.truth.phase for s in samples if s.truth.phase]
