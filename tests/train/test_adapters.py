@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -555,6 +556,20 @@ def test_extract_frames_decodes_once_and_matches_the_reader(cholec80_root, tmp_p
 
     monkeypatch.setattr("train.data.frames.VideoReader", boom)
     assert extract_frames(samples, tmp_path / "cache", fmt="png") == mapping  # idempotent: nothing decoded
+
+
+def test_one_video_named_by_two_datasets_caches_frames_for_both(cholec80_root, tmp_path):
+    """A synthetic case is Cholec80's "video01" and CholecT50's "VID01": the CVS task read one name, the
+    triplet task the other. Each name's frames are written, whichever comes first (it crashed before)."""
+    samples = cholec80_samples(cholec80_root, cases=["video01"])
+    renamed = [replace(s, case="VID01") for s in samples[1:]]  # frames 25 and 50 under the other name
+    mapping = extract_frames([samples[0], *renamed], tmp_path / "cache", fmt="png")
+    assert sorted(p.parent.name.split("-")[0] + "/" + p.name for p in mapping.values()) == [
+        "VID01/000025.png",
+        "VID01/000050.png",
+        "video01/000000.png",
+    ]
+    assert all(p.is_file() for p in mapping.values())
 
 
 def test_cached_frames_replace_video_refs_and_scale_boxes(synth_samples, tmp_path):

@@ -86,7 +86,10 @@ def extract_frames(
     for video, frames in per_video.items():
         todo = sorted(i for i, (target, _) in frames.items() if not target.exists())
         if todo:
-            frames[todo[0]][0].parent.mkdir(parents=True, exist_ok=True)
+            # one video can be named by several datasets' cases (a synthetic case is written as Cholec80's
+            # "video01" and CholecT50's "VID01"): its frames then go to more than one folder
+            for folder in {frames[i][0].parent for i in todo}:
+                folder.mkdir(parents=True, exist_ok=True)
             try:
                 with VideoReader(video) as reader:
                     for i in todo:
