@@ -32,7 +32,7 @@ from engine.chain import (
 from engine.modeldir import Manifest, Stage
 from engine.ontology import Ontology, load_ontology
 from engine.prompts import load_prompts
-from engine.vlm_processor import ImageOnlyQwen2_5_VLProcessor, load_processor
+from engine.vlm_processor import ImageOnlyQwen2_5_VLProcessor, load_processor, processor_class_for
 
 __all__ = [
     "ARCHITECTURE",
@@ -111,6 +111,9 @@ class ModelSize:
     vision_hidden: int = 64
     vision_intermediate: int = 128
     image_pixels: int = IMAGE_SIZE * IMAGE_SIZE  # min = max pixels: the image-token count is fixed per aspect
+    # Qwen2.5-VL's vision tower knows positions only through rotary embeddings (relative); Qwen3-VL's adds learned
+    # absolute position embeddings, which a box's coordinates are read from. (ONNX export: Qwen2.5-VL only.)
+    architecture: str = ARCHITECTURE
 
 
 SIZES = {
@@ -120,6 +123,8 @@ SIZES = {
     # by a 4-block vision tower; ~2.2 M parameters. Measured on the demo task: no better than the bundled tiny model
     # (train/recipes/demo.yaml records the run).
     "demo": ModelSize(192, 512, 3, 4, 2, (6, 9, 9), 4, 96, 256, 336 * 196),
+    # The demo size as a Qwen3-VL: 16-pixel patches, a 16:9 frame read at 384x192 (the same 72 image tokens).
+    "demo-qwen3": ModelSize(192, 512, 3, 4, 2, (8, 8, 8), 4, 96, 256, 384 * 224, "Qwen3VLForConditionalGeneration"),
 }
 
 
@@ -141,7 +146,8 @@ def build_tiny_model(
     ``out_dir`` must not exist or be empty.
     """
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
+    import transformers
+    from transformers import GenerationConfig
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
@@ -154,10 +160,10 @@ def build_tiny_model(
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
     shape = SIZES[size]
-    config = _config(len(tokenizer), ids, init_std, shape)
+    config = (_config if shape.architecture == ARCHITECTURE else _config_qwen3)(len(tokenizer), ids, init_std, shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
+        model = getattr(transformers, shape.architecture)(config).eval()
     model.generation_config = GenerationConfig(
         eos_token_id=[ids["<|im_end|>"], ids["<|endoftext|>"]],
         pad_token_id=ids["<|endoftext|>"],
@@ -168,11 +174,11 @@ def build_tiny_model(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         model.save_pretrained(tmp, safe_serialization=True)
-        _processor(tokenizer, shape.image_pixels).save_pretrained(tmp)
+        _processor(tokenizer, shape.image_pixels, shape.architecture).save_pretrained(tmp)
         prompts = load_prompts()
         Manifest(
             name=f"tiny-qwen2.5-vl-s{seed}",
-            base_architecture=ARCHITECTURE,
+            base_architecture=shape.architecture,
             ontology_version=ontology.version,
             prompts_version=prompts.version,
             profile="surgview",
@@ -296,11 +302,21 @@ def _train_tokenizer(texts: list[str]):
     )
 
 
-def _processor(tokenizer, pixels: int = IMAGE_SIZE * IMAGE_SIZE) -> ImageOnlyQwen2_5_VLProcessor:
+def _processor(tokenizer, pixels: int = IMAGE_SIZE * IMAGE_SIZE, architecture: str = ARCHITECTURE):
     from transformers import Qwen2VLImageProcessorPil
 
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2)
-    return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+    if architecture == ARCHITECTURE:
+        image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2)
+        return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=pixels,
+        max_pixels=pixels,
+        patch_size=16,
+        merge_size=2,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
+    return processor_class_for(architecture)(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 
 
 def _config(vocab_size: int, ids: dict[str, int], init_std: float, size: ModelSize = SIZES["tiny"]):
@@ -341,6 +357,53 @@ def _config(vocab_size: int, ids: dict[str, int], init_std: float, size: ModelSi
             "patch_size": 14,
             "spatial_merge_size": 2,
             "temporal_patch_size": 2,
+            "initializer_range": init_std,
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def _config_qwen3(vocab_size: int, ids: dict[str, int], init_std: float, size: ModelSize):
+    from transformers import Qwen3VLConfig
+
+    head_dim = size.hidden // size.heads
+    return Qwen3VLConfig(
+        text_config={
+            "vocab_size": vocab_size,
+            "hidden_size": size.hidden,
+            "intermediate_size": size.intermediate,
+            "num_hidden_layers": size.layers,
+            "num_attention_heads": size.heads,
+            "num_key_value_heads": size.kv_heads,
+            "head_dim": head_dim,
+            "max_position_embeddings": 4096,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1e4,
+                "mrope_section": list(size.mrope),
+                "mrope_interleaved": True,
+            },
+            "bos_token_id": None,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": True,
+            "initializer_range": init_std,
+        },
+        vision_config={
+            "depth": size.vision_depth,
+            "hidden_size": size.vision_hidden,
+            "intermediate_size": size.vision_intermediate,
+            "num_heads": 4,
+            "out_hidden_size": size.hidden,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 576,  # a 24x24 grid, interpolated to the frame's patches
+            "deepstack_visual_indexes": [size.vision_depth // 2 - 1],
             "initializer_range": init_std,
         },
         image_token_id=ids["<|image_pad|>"],

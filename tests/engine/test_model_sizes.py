@@ -26,3 +26,22 @@ def test_a_size_sets_the_frame_resolution_and_the_parameter_count(tmp_path, size
     assert parameters[0] < count < parameters[1]
     config = json.loads((model / "config.json").read_text())["vision_config"]
     assert config["depth"] == SIZES[size].vision_depth and config["fullatt_block_indexes"][-1] < config["depth"]
+
+
+def test_the_qwen3_demo_size_reads_the_same_tokens_with_absolute_positions_and_loads(tmp_path):
+    """The demo size as a Qwen3-VL, whose vision tower adds learned absolute position embeddings to the
+    patches: same 72 tokens for a 16:9 frame (16-px patches at 384x192), a loadable model folder."""
+    from engine.backends.base import GenerationRequest
+    from engine.backends.transformers_backend import TransformersBackend
+    from engine.modeldir import inspect_model_dir
+
+    model = build_tiny_model(tmp_path / "q3", size="demo-qwen3", init_std=0.1)
+    assert inspect_model_dir(model).architecture == "Qwen3VLForConditionalGeneration"
+    frame = np.zeros((360, 640, 3), np.uint8)
+    thw = load_processor(model).image_processor(images=[Image.fromarray(frame)])["image_grid_thw"].tolist()[0]
+    assert tuple(thw[1:]) == (12, 24) and thw[1] * thw[2] // 4 == 72
+    config = json.loads((model / "config.json").read_text())["vision_config"]
+    assert config["num_position_embeddings"] > 0 and config["patch_size"] == 16
+    with TransformersBackend(model) as backend:
+        text = backend.generate(GenerationRequest("Which phase?", image=frame, max_new_tokens=6))
+    assert isinstance(text, str) and text
