@@ -160,7 +160,7 @@ def build_tiny_model(
     if size not in SIZES:
         raise ValueError(f"unknown size {size!r}; choose from {', '.join(SIZES)}")
     shape = SIZES[size]
-    config = (_config if shape.architecture == ARCHITECTURE else _config_qwen3)(len(tokenizer), ids, init_std, shape)
+    config = _config(len(tokenizer), ids, init_std, shape)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = getattr(transformers, shape.architecture)(config).eval()
@@ -320,92 +320,49 @@ def _processor(tokenizer, pixels: int = IMAGE_SIZE * IMAGE_SIZE, architecture: s
 
 
 def _config(vocab_size: int, ids: dict[str, int], init_std: float, size: ModelSize = SIZES["tiny"]):
-    from transformers import Qwen2_5_VLConfig
+    """Qwen2.5-VL's config, or Qwen3-VL's (16-pixel patches, absolute position embeddings, interleaved M-RoPE)."""
+    import transformers
 
-    hidden, intermediate, layers, heads, kv_heads, mrope = (
-        size.hidden,
-        size.intermediate,
-        size.layers,
-        size.heads,
-        size.kv_heads,
-        size.mrope,
-    )
-    return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": hidden,
-            "intermediate_size": intermediate,
-            "num_hidden_layers": layers,
-            "num_attention_heads": heads,
-            "num_key_value_heads": kv_heads,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": list(mrope)},
-            "bos_token_id": None,
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            "tie_word_embeddings": True,
-            "initializer_range": init_std,
-        },
-        vision_config={
-            "depth": size.vision_depth,
-            "hidden_size": size.vision_hidden,
-            "intermediate_size": size.vision_intermediate,
-            "num_heads": 4,
-            "out_hidden_size": hidden,
-            "window_size": 112,
-            "fullatt_block_indexes": list(range(1, size.vision_depth, 2)),
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "initializer_range": init_std,
-        },
-        image_token_id=ids["<|image_pad|>"],
-        video_token_id=ids["<|video_pad|>"],
-        vision_start_token_id=ids["<|vision_start|>"],
-        vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
-    )
-
-
-def _config_qwen3(vocab_size: int, ids: dict[str, int], init_std: float, size: ModelSize):
-    from transformers import Qwen3VLConfig
-
-    head_dim = size.hidden // size.heads
-    return Qwen3VLConfig(
-        text_config={
-            "vocab_size": vocab_size,
-            "hidden_size": size.hidden,
-            "intermediate_size": size.intermediate,
-            "num_hidden_layers": size.layers,
-            "num_attention_heads": size.heads,
-            "num_key_value_heads": size.kv_heads,
-            "head_dim": head_dim,
-            "max_position_embeddings": 4096,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1e4,
-                "mrope_section": list(size.mrope),
-                "mrope_interleaved": True,
-            },
-            "bos_token_id": None,
-            "eos_token_id": ids["<|im_end|>"],
-            "pad_token_id": ids["<|endoftext|>"],
-            "tie_word_embeddings": True,
-            "initializer_range": init_std,
-        },
-        vision_config={
-            "depth": size.vision_depth,
-            "hidden_size": size.vision_hidden,
-            "intermediate_size": size.vision_intermediate,
-            "num_heads": 4,
-            "out_hidden_size": size.hidden,
+    qwen3 = size.architecture != ARCHITECTURE
+    rope = {"rope_type": "default", "rope_theta": 1e4, "mrope_section": list(size.mrope)}
+    text = {
+        "vocab_size": vocab_size,
+        "hidden_size": size.hidden,
+        "intermediate_size": size.intermediate,
+        "num_hidden_layers": size.layers,
+        "num_attention_heads": size.heads,
+        "num_key_value_heads": size.kv_heads,
+        "max_position_embeddings": 4096,
+        "rope_parameters": rope | ({"mrope_interleaved": True} if qwen3 else {}),
+        "bos_token_id": None,
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "tie_word_embeddings": True,
+        "initializer_range": init_std,
+    }
+    vision = {
+        "depth": size.vision_depth,
+        "hidden_size": size.vision_hidden,
+        "intermediate_size": size.vision_intermediate,
+        "num_heads": 4,
+        "out_hidden_size": size.hidden,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        "initializer_range": init_std,
+    }
+    if qwen3:
+        text["head_dim"] = size.hidden // size.heads
+        vision |= {
             "patch_size": 16,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
             "num_position_embeddings": 576,  # a 24x24 grid, interpolated to the frame's patches
             "deepstack_visual_indexes": [size.vision_depth // 2 - 1],
-            "initializer_range": init_std,
-        },
+        }
+    else:
+        vision |= {"patch_size": 14, "window_size": 112, "fullatt_block_indexes": list(range(1, size.vision_depth, 2))}
+    config_class = transformers.Qwen3VLConfig if qwen3 else transformers.Qwen2_5_VLConfig
+    return config_class(
+        text_config=text,
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
