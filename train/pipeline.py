@@ -515,12 +515,12 @@ class Run:
 
         self.stage(f"{variant}/iter{round_}/sample", stats_file, sample)
         if rounds.learning_rates:
-            tuned = self._tuned_sft(variant, model, mixed, folder, validation or [])
+            tuned = self._tuned_sft(model, mixed, folder, validation or [])
         else:
             tuned = self.sft(variant, model, mixed, folder / "sft", rounds.sft)
         return self.grpo(variant, tuned, sets["grpo"], folder / "grpo", rounds.grpo)
 
-    def _tuned_sft(self, variant: str, model: Path, data: Path, folder: Path, validation: list[Sample]) -> Path:
+    def _tuned_sft(self, model: Path, data: Path, folder: Path, validation: list[Sample]) -> Path:
         """The round's SFT at each candidate learning rate, judged on the validation split; the best model."""
         if not validation:
             raise PipelineError("iterate.learning_rates need validation samples: data.validation_cases gave none")
@@ -534,8 +534,8 @@ class Run:
         shown = {f"{r:g}": v for r, v in scores.items()}
         choice = {"chosen": best, "validation_arena": shown, "validation_samples": len(validation)}
         (folder / "learning-rate.json").write_text(json.dumps(choice, indent=2) + "\n", encoding="utf-8")
-        shown = ", ".join(f"{r}: {'–' if v is None else f'{v:.3f}'}" for r, v in shown.items())
-        self.say(f"  {self._key(folder)} learning rate {best:g} (validation arena score {shown})")
+        listing = ", ".join(f"{r}: {'–' if v is None else f'{v:.3f}'}" for r, v in shown.items())
+        self.say(f"  {self._key(folder)} learning rate {best:g} (validation arena score {listing})")
         return folder / f"sft-lr{best:g}" / "model"
 
 
