@@ -17,11 +17,10 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from engine.backends.transformers_backend import TokenProbs
 from engine.chain import Chain, TripletMention
 
 __all__ = ["MentionScores", "TokenProbs", "mention_scores"]
-
-TokenProbs = Sequence[tuple[str, float]]  # each generated token's text and its probability
 
 
 @dataclass(frozen=True)
