@@ -2,7 +2,7 @@
 # The demo report's CVS statement beside the demo case's ground truth, for a model folder:
 #   scripts/demo_cvs_check.sh MODEL_DIR WORK_DIR      (WORK_DIR: the demo case, its data folder and both reports)
 set -e
-MODEL=$1; W=$2
+MODEL=$(realpath "$1"); W=$(realpath -m "$2")
 cd "$(dirname "$0")/.."
 export SURGVIEW_DATA=$W/data
 mkdir -p $W
