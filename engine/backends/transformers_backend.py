@@ -90,8 +90,8 @@ def _to_pil(image: np.ndarray):
 _END = object()  # end of a stream, put on its queue by the worker once everything is recorded
 
 
-class _PieceStreamer:
-    """Generated token ids → text pieces on a queue (the ``streamer`` protocol of ``generate``).
+class _PieceDecoder:
+    """Generated token ids → the text each batch of them adds.
 
     Each token is decoded within a short window (the previous piece's tokens plus the new
     ones) and the growth of that text is the piece: linear in the output, where
@@ -101,32 +101,45 @@ class _PieceStreamer:
     """
 
     def __init__(self, decode: Callable[[list[int]], str]):
-        self.queue: queue.SimpleQueue = queue.SimpleQueue()
         self._decode = decode
         self._ids: list[int] = []
         self._prefix = self._read = 0  # window start; end of what has been sent
+
+    def feed(self, ids: list[int], final: bool = False) -> str:
+        """The text ``ids`` add (with any held back before); "" while it ends inside a character."""
+        self._ids += ids
+        if self._read == len(self._ids):
+            return ""
+        sent = self._decode(self._ids[self._prefix : self._read])
+        text = self._decode(self._ids[self._prefix :])
+        if len(text) > len(sent) and (final or not text.endswith("\ufffd")):
+            self._prefix, self._read = self._read, len(self._ids)
+            return text[len(sent) :]
+        if final:
+            self._read = len(self._ids)
+        return ""
+
+
+class _PieceStreamer:
+    """Generated token ids → text pieces on a queue (the ``streamer`` protocol of ``generate``)."""
+
+    def __init__(self, decode: Callable[[list[int]], str]):
+        self.queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._pieces = _PieceDecoder(decode)
         self._prompt_seen = False
 
     def put(self, value) -> None:
         if not self._prompt_seen:  # generate() hands over the prompt first
             self._prompt_seen = True
             return
-        self._ids += value.reshape(-1).tolist()
-        self._flush(final=False)
+        self._send(self._pieces.feed(value.reshape(-1).tolist()))
 
     def end(self) -> None:
-        self._flush(final=True)
+        self._send(self._pieces.feed([], final=True))
 
-    def _flush(self, final: bool) -> None:
-        if self._read == len(self._ids):
-            return
-        sent = self._decode(self._ids[self._prefix : self._read])
-        text = self._decode(self._ids[self._prefix :])
-        if len(text) > len(sent) and (final or not text.endswith("\ufffd")):
-            self.queue.put(text[len(sent) :])
-            self._prefix, self._read = self._read, len(self._ids)
-        elif final:
-            self._read = len(self._ids)
+    def _send(self, piece: str) -> None:
+        if piece:
+            self.queue.put(piece)
 
 
 @dataclass(eq=False)
@@ -375,12 +388,10 @@ class TransformersBackend(Backend):
                 end = next((k for k, t in enumerate(tokens) if t in self._eos_ids), None)
                 tokens = tokens if end is None else tokens[: end + 1]
                 pieces: TokenProbs = []
-                if chosen is not None:
-                    shown = ""
-                    for k in range(len(tokens)):
-                        text = self._decode(tokens[: k + 1])
-                        pieces.append((text[len(shown) :], float(chosen[row, k])))
-                        shown = text
+                if chosen is not None:  # a token whose text is held back (inside a character) gets ""
+                    decoder = _PieceDecoder(self._decode)
+                    last = len(tokens) - 1
+                    pieces = [(decoder.feed([t], k == last), float(chosen[row, k])) for k, t in enumerate(tokens)]
                 results[i] = (self._decode(tokens), pieces)
         return results
 
