@@ -32,7 +32,7 @@ from engine.chain import (
 from engine.modeldir import Manifest, Stage
 from engine.ontology import Ontology, load_ontology
 from engine.prompts import load_prompts
-from engine.vlm_processor import ImageOnlyQwen2_5_VLProcessor, load_processor, processor_class_for
+from engine.vlm_processor import load_processor, processor_class_for
 
 __all__ = [
     "ARCHITECTURE",
@@ -305,16 +305,10 @@ def _train_tokenizer(texts: list[str]):
 def _processor(tokenizer, pixels: int = IMAGE_SIZE * IMAGE_SIZE, architecture: str = ARCHITECTURE):
     from transformers import Qwen2VLImageProcessorPil
 
-    if architecture == ARCHITECTURE:
-        image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2)
-        return ImageOnlyQwen2_5_VLProcessor(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
+    qwen3 = architecture != ARCHITECTURE  # 16-pixel patches, normalised to [-1, 1]
+    norm = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]} if qwen3 else {}
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=pixels,
-        max_pixels=pixels,
-        patch_size=16,
-        merge_size=2,
-        image_mean=[0.5, 0.5, 0.5],
-        image_std=[0.5, 0.5, 0.5],
+        min_pixels=pixels, max_pixels=pixels, patch_size=16 if qwen3 else 14, merge_size=2, **norm
     )
     return processor_class_for(architecture)(image_processor, tokenizer, chat_template=CHAT_TEMPLATE)
 

@@ -76,7 +76,6 @@ def mention_scores(text: str, pieces: TokenProbs, chain: Chain) -> MentionScores
         span = s.name.span
         sightings.append(None if base is None or span is None else spans.probability(base + span[0], base + span[1]))
 
-    triplets: dict[int, float] = {}
     level2 = _triplet_scores(spans, offsets.get(2), chain.relations.triplets if chain.relations is not None else ())
     answer: dict[int, float] = {}
     if chain.answer is not None and chain.answer.triplets and chain.answer.text:

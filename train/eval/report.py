@@ -152,15 +152,15 @@ def predicted_boxes(
     gold = gold_boxes(sample.truth)
     classes = {c for c, _ in gold}
     instruments = chain.perception.instruments if chain.perception is not None else ()
-    given = list(scores) + [None] * (len(instruments) - len(scores))
+
+    def score(k: int) -> float:
+        stated = instruments[k].confidence
+        if stated is None and k < len(scores):
+            stated = scores[k]
+        return 1.0 if stated is None else float(stated)
+
     sightings = [
-        (
-            s.name.label or s.name.text,
-            tuple(s.box),
-            float(s.confidence) if s.confidence is not None else 1.0 if given[k] is None else float(given[k]),
-        )
-        for k, s in enumerate(instruments)
-        if s.box is not None
+        (s.name.label or s.name.text, tuple(s.box), score(k)) for k, s in enumerate(instruments) if s.box is not None
     ]
     answer = list(chain.answer.boxes) if chain.answer is not None else []
     answer_cls = next(iter(classes)) if len(classes) == 1 else "(unlabelled)"
