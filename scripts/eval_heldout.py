@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 def main(argv: list[str] | None = None) -> int:
     from train.eval.report import headline
     from train.eval.run import evaluate_model
-    from train.pipeline import _samples, load_pipeline_recipe
+    from train.pipeline import load_pipeline_recipe, recipe_samples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path)
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     recipe = load_pipeline_recipe(args.recipe)
-    test = _samples(recipe, args.run or Path(recipe.out)).test
+    test = recipe_samples(recipe, args.run or Path(recipe.out)).test
     options = recipe.evaluation
     report = evaluate_model(args.model, test, args.out, options.max_new_tokens, options.batch_size)
     print(json.dumps(headline(report)))

@@ -327,7 +327,7 @@ def split_off_cases(samples: list[Sample], n: int) -> tuple[list[Sample], list[S
     return [s for s in samples if (s.dataset, s.case) not in held], [s for s in samples if (s.dataset, s.case) in held]
 
 
-def _samples(recipe: PipelineRecipe, out: Path) -> Samples:
+def recipe_samples(recipe: PipelineRecipe, out: Path) -> Samples:
     """Training and held-out samples, their frames in the cache (extracted once)."""
     from train.data.frames import extract_frames, with_cached_frames
     from train.data.reviewed import reviewed_data
@@ -683,7 +683,7 @@ def run_pipeline(recipe: PipelineRecipe, say: Say = print, stop_after: str | Non
 def _run(run: Run) -> dict[str, Any]:
     recipe, out, say = run.recipe, run.out, run.say
     say(f"run folder: {out}")
-    data = _samples(recipe, out)
+    data = recipe_samples(recipe, out)
     train, test = data.train, data.test
     say(f"  {len(train)} training and {len(test)} held-out samples ({', '.join(recipe.data.tasks)})")
     if data.validation:
