@@ -14,7 +14,7 @@ from engine.ontology import load_ontology
 from engine.phase_labels import read_cholec80_phases, segments
 from train.synth.generate import SynthConfig, SynthError, generate
 from train.synth.render import CaseRenderer
-from train.synth.script import PHASES, build_script
+from train.synth.script import ANCHORS, PHASES, build_script
 
 
 def decoded_frames(path: Path) -> int:
@@ -144,6 +144,31 @@ def test_cvs_is_achieved_during_calot_dissection_before_clipping():
         met = [f for f in range(script.n_frames) if all(script.cvs(f))]
         if met:
             assert calot0 <= met[0] < calot1
+
+
+def test_each_cvs_criterion_is_met_where_level_1_lists_its_evidence():
+    """A chain's perception carries its CVS calls: wherever the structures are in view, C1 is met exactly when the
+    cystic duct and artery are listed, C2 exactly when the Calot fat is no longer listed, C3 exactly when the cystic
+    plate is (before the gallbladder comes away from it)."""
+    script = build_script(3, 25 * 90, 25, seed=2)
+    renderer = CaseRenderer(script, 320, 180)
+    calot0, calot1 = script.phase_span("CalotTriangleDissection")
+    checked = [0, 0, 0]
+    for frame in range(calot0, calot1, 12):
+        truth = renderer.render(frame)[1]
+        met = [value >= 0.5 for value in truth.cvs]
+        view = renderer.view_matrix(frame)
+        shows = lambda anchor, view=view: renderer.visible(renderer._to_frame(view, *ANCHORS[anchor]))  # noqa: E731
+        if shows("cystic_duct"):
+            assert met[0] == ("cystic_duct" in truth.anatomy and "cystic_artery" in truth.anatomy), frame
+            checked[0] += 1
+        if shows("peritoneum"):
+            assert met[1] == ("calot_triangle" not in truth.anatomy), frame
+            checked[1] += 1
+        if shows("cystic_plate"):
+            assert met[2] == ("cystic_plate" in truth.anatomy), frame
+            checked[2] += 1
+    assert min(checked) >= 10, checked
 
 
 def test_endoscapes_metadata_has_rater_means(synth_case):

@@ -17,7 +17,16 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from train.synth.script import ANCHORS, PHASES, PORTS, CaseScript, ToolPose
+from train.synth.script import (
+    ANCHORS,
+    PHASES,
+    PLATE_SEEN,
+    PORTS,
+    STRUCTURES_SEEN,
+    TRIANGLE_CLEARED,
+    CaseScript,
+    ToolPose,
+)
 
 Box = tuple[float, float, float, float]
 
@@ -689,11 +698,12 @@ class CaseRenderer:
             seen.append("gallbladder")
         if shows("liver"):
             seen.append("liver")
-        if sc.fat_cleared(frame) >= 0.45 and not sc.cut(frame).get("cystic_duct") and shows("cystic_duct"):
+        # The thresholds of the CVS criteria (train.synth.script): what is listed here is the criteria's evidence.
+        if sc.fat_cleared(frame) >= STRUCTURES_SEEN and not sc.cut(frame).get("cystic_duct") and shows("cystic_duct"):
             seen += ["cystic_duct", "cystic_artery"]
-        if (sc.plate_exposed(frame) >= 0.5 or sc.gb_detached(frame) > 0.3) and shows("cystic_plate"):
+        if (sc.plate_exposed(frame) >= PLATE_SEEN or sc.gb_detached(frame) > 0.3) and shows("cystic_plate"):
             seen.append("cystic_plate")
-        if sc.fat_cleared(frame) < 0.9 and shows("peritoneum"):
+        if sc.fat_cleared(frame) < TRIANGLE_CLEARED and shows("peritoneum"):
             seen.append("calot_triangle")
         if shows("omentum"):
             seen.append("omentum")

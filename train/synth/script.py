@@ -51,6 +51,14 @@ ANCHORS: dict[str, tuple[float, float]] = {
 # Trocar ports (outside the camera's view): assistant (top left), left hand, right hand.
 PORTS = {"assistant": (-0.05, -0.05), "left": (-0.12, 0.82), "right": (1.12, 0.70), "top": (0.95, -0.12)}
 
+# What must be exposed for each CVS criterion, the same threshold for the raters and for Level 1's anatomy list
+# (train.synth.render), so a chain's perception carries the evidence for its CVS calls: C1 (two structures) once
+# the cystic duct and artery are seen, C2 (hepatocystic triangle cleared) once the Calot fat is no longer seen, C3
+# (cystic plate exposed) once the plate is seen. Shares of the fat cleared, and of the plate window opened.
+STRUCTURES_SEEN = 0.45
+TRIANGLE_CLEARED = 0.9
+PLATE_SEEN = 0.5
+
 ENTER_SECONDS = 0.8
 LEAVE_SECONDS = 0.6
 
@@ -162,10 +170,12 @@ class CaseScript:
         return float(np.clip(1.0 - p / 0.6, 0.05, 1.0)) if p < 1 else 0.0
 
     def cvs_raters(self, frame: int) -> tuple[float, float, float]:
-        """Mean of three raters per criterion, as Endoscapes reports it (0, 1/3, 2/3, 1)."""
+        """Mean of three raters per criterion, as Endoscapes reports it (0, 1/3, 2/3, 1): the raters' thresholds
+        lie 5% either side of what must be exposed, so the mean reaches 2/3 (met) exactly where Level 1 starts
+        listing the structure (the duct and artery, the plate) or stops listing the Calot fat."""
         clearing = self.fat_cleared(frame)
         plate = self.plate_exposed(frame)
-        measures = (clearing / 0.62, clearing / 0.9, plate / 0.95)
+        measures = (clearing / STRUCTURES_SEEN, clearing / TRIANGLE_CLEARED, plate / PLATE_SEEN)
         values = []
         for m in measures:
             votes = sum(1 for delta in (-0.05, 0.0, 0.05) if m >= 1.0 + delta)
