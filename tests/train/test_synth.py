@@ -14,7 +14,7 @@ from engine.ontology import load_ontology
 from engine.phase_labels import read_cholec80_phases, segments
 from train.synth.generate import SynthConfig, SynthError, generate
 from train.synth.render import CaseRenderer
-from train.synth.script import ANCHORS, PHASES, build_script
+from train.synth.script import PHASES, build_script
 
 
 def decoded_frames(path: Path) -> int:
@@ -158,7 +158,7 @@ def test_each_cvs_criterion_is_met_where_level_1_lists_its_evidence():
         truth = renderer.render(frame)[1]
         met = [value >= 0.5 for value in truth.cvs]
         view = renderer.view_matrix(frame)
-        shows = lambda anchor, view=view: renderer.visible(renderer._to_frame(view, *ANCHORS[anchor]))  # noqa: E731
+        shows = lambda anchor, view=view: renderer.anchor_in_view(view, anchor)  # noqa: E731
         if shows("cystic_duct"):
             assert met[0] == ("cystic_duct" in truth.anatomy and "cystic_artery" in truth.anatomy), frame
             checked[0] += 1

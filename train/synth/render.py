@@ -622,6 +622,11 @@ class CaseRenderer:
         inside_frame = -margin <= p[0] < self.w + margin and -margin <= p[1] < self.h + margin
         return inside_frame and math.hypot(p[0] - self.w / 2, p[1] - self.h / 2) < self.radius * 0.97
 
+    def anchor_in_view(self, view: np.ndarray, anchor: str) -> bool:
+        """Whether an anatomical anchor lies in the endoscope's field under ``view`` (``view_matrix(frame)``): what
+        the anatomy list requires before it names a structure."""
+        return self.visible(self._to_frame(view, *ANCHORS[anchor]))
+
     # ------------------------------------------------------------------ frames
     def render(self, frame: int) -> tuple[np.ndarray, FrameTruth]:
         """The RGB frame and its ground truth."""
@@ -692,7 +697,7 @@ class CaseRenderer:
         seen = []
 
         def shows(anchor: str) -> bool:
-            return self.visible(self._to_frame(M, *ANCHORS[anchor]))
+            return self.anchor_in_view(M, anchor)
 
         if sc.gb_in_bag(frame) < 0.9 and shows("gb_body"):
             seen.append("gallbladder")
