@@ -39,6 +39,7 @@ from train.cot.procedure_sets import write_procedure_grpo_set, write_procedure_s
 from train.data.sample import Sample
 from train.grpo.rewards import REWARDS
 from train.grpo.stage import GRPORecipe
+from train.image_budget import ImageBudgetError, set_image_pixels
 from train.iterate import IterationConfig
 from train.sft import SFTRecipe
 from train.stage_inputs import StageRecipe, evenly_spaced, flat_settings, parse_settings, read_mapping, resolve_path
@@ -136,6 +137,9 @@ class PipelineRecipe:
     data: DataSpec
     seed: int = 0
     base_model: str = "tiny"  # engine.tiny_model size ("tiny", "small", "demo") or a model directory
+    # Read frames at this many pixels (min = max) instead of the base model's own budget: a model continued at a
+    # higher resolution (train.image_budget). None: the base model's processor as it is.
+    image_pixels: int | None = None
     canonical_chains: bool = False  # one fixed phrasing per level (very small models learn it faster)
     sft: SFTRecipe = field(default_factory=SFTRecipe)  # every SFT stage's settings but model, data, folder
     grpo: GRPORecipe = field(default_factory=GRPORecipe)  # likewise for GRPO (rewards: the chain variant's)
@@ -234,6 +238,8 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         )
     if recipe.data.validation_cases < 0:
         raise PipelineError("data.validation_cases must be 0 or more")
+    if recipe.image_pixels is not None and (not isinstance(recipe.image_pixels, int) or recipe.image_pixels <= 0):
+        raise PipelineError(f"image_pixels must be a positive whole number of pixels; got {recipe.image_pixels!r}")
     named = recipe.variants
     if named is not None and (not named or set(named) - {"chain", "direct"} or len(set(named)) < len(named)):
         raise PipelineError(f"variants must name chain and/or direct, once each; got {recipe.variants}")
@@ -550,14 +556,29 @@ class StopRequested(Exception):
 
 
 def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
+    """The model the first SFT starts from: a size built here, or a folder (copied here when its pixel budget
+    changes, so the source folder is never modified)."""
     from engine.tiny_model import SIZES, build_tiny_model
 
+    base = out / "base-model"
     if recipe.base_model in SIZES:
-        base = out / "base-model"
         if not (base / "surgview.json").exists():
             build_tiny_model(base, seed=recipe.seed, size=recipe.base_model)
-        return base
-    return inspect_model_dir(recipe.base_model).path
+    else:
+        source = inspect_model_dir(recipe.base_model).path
+        if recipe.image_pixels is None:
+            return source
+        if not (base / "surgview.json").exists():
+            staging = base.with_name(base.name + ".part")
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.copytree(source, staging, ignore=shutil.ignore_patterns("onnx", "__pycache__"))
+            staging.rename(base)
+    if recipe.image_pixels is not None:
+        try:
+            set_image_pixels(base, recipe.image_pixels)
+        except ImageBudgetError as exc:
+            raise PipelineError(str(exc)) from None
+    return base
 
 
 def _evaluate(run: Run, key: str, model: Path, test: list[Sample], name: str | None = None) -> dict[str, Any]:
