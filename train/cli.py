@@ -97,9 +97,9 @@ def cmd_demo(args) -> int:
     """The demo case and the demo model that ``./dev.sh run`` opens.
 
     The model is the one bundled in ``resources/demo_model``, trained by this same command with
-    ``--train``: ``train/recipes/tiny-synthetic.yaml``, then ``demo.yaml`` from its model. ``--train``
-    rebuilds it from synthetic cases on this machine (about an hour on two cores); ``--bundle``
-    then also replaces the bundled copy.
+    ``--train``: ``train/recipes/demo-size.yaml`` (from random weights at 336x168), then ``demo-448.yaml``
+    (its SFT model continued at 448x252). ``--train`` rebuilds it from synthetic cases on this machine
+    (about two and a half hours on two cores); ``--bundle`` then also replaces the bundled copy.
     """
     import shutil
 
@@ -122,14 +122,15 @@ def cmd_demo(args) -> int:
         from train.pipeline import PipelineError, load_pipeline_recipe, run_pipeline
 
         recipes = Path(__file__).resolve().parent / "recipes"
-        first = load_pipeline_recipe(recipes / "tiny-synthetic.yaml")  # the phase model it starts from
-        first.out = str((out / "training" / "tiny-synthetic").resolve())
-        recipe = load_pipeline_recipe(recipes / "demo.yaml")
-        recipe.out = str((out / "training" / "demo").resolve())
+        first = load_pipeline_recipe(recipes / "demo-size.yaml")  # the demo size from random weights
+        first.out = str((out / "training" / "demo-size").resolve())
+        recipe = load_pipeline_recipe(recipes / "demo-448.yaml")  # continued at a higher resolution
+        recipe.out = str((out / "training" / "demo-448").resolve())
         print("training the demo model (two pipeline runs, resumable: run the command again if stopped)")
         say = lambda line: print(line, flush=True)  # noqa: E731
         try:
-            recipe.base_model = run_pipeline(first, say=say)["model"]
+            run_pipeline(first, say=say)
+            recipe.base_model = str(Path(first.out) / "chain" / "sft" / "model")  # as demo-448.yaml names it
             source = Path(run_pipeline(recipe, say=say)["model"])
         except PipelineError as exc:
             raise CliError(str(exc)) from None

@@ -128,6 +128,9 @@ class EvaluationSpec:
 @dataclass
 class ExportSpec:
     onnx: bool = False  # also write the ONNX graphs (train.onnx_export)
+    # Which stage's model of the first variant is exported: "sft", "grpo" or "iterN"; None: the last stage. A
+    # stage measured to add nothing (a short GRPO) need not be what ships.
+    stage: str | None = None
 
 
 @dataclass
@@ -238,6 +241,10 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         )
     if recipe.data.validation_cases < 0:
         raise PipelineError("data.validation_cases must be 0 or more")
+    stage = recipe.export.stage
+    stages = {"sft", "grpo"} | {f"iter{k}" for k in range(1, recipe.rounds + 1)}
+    if stage is not None and stage not in stages:
+        raise PipelineError(f"export.stage must be one of {', '.join(sorted(stages))}; got {stage!r}")
     if recipe.image_pixels is not None and (not isinstance(recipe.image_pixels, int) or recipe.image_pixels <= 0):
         raise PipelineError(f"image_pixels must be a positive whole number of pixels; got {recipe.image_pixels!r}")
     named = recipe.variants
@@ -682,8 +689,18 @@ def _export(
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
 
+    if _exported_from(target) not in (None, str(model)):  # the recipe now ships another stage: export again
+        shutil.rmtree(target)
     run.stage("export", target / "surgview.json", work)
     return target
+
+
+def _exported_from(target: Path) -> str | None:
+    """The model folder an earlier export was copied from (None: nothing exported yet)."""
+    if not (target / "surgview.json").exists():
+        return None
+    lineage = Manifest.read(target).lineage
+    return str(lineage[-1].details.get("from")) if lineage and lineage[-1].name == "export" else None
 
 
 def run_pipeline(recipe: PipelineRecipe, say: Say = print, stop_after: str | None = None) -> dict[str, Any]:
@@ -730,7 +747,7 @@ def _run(run: Run) -> dict[str, Any]:
     variants = recipe.variants or (["chain", "direct"] if recipe.ablation else ["chain"])
     rows: list[dict[str, Any]] = []
     reports: dict[str, dict[str, Any]] = {}
-    finals: dict[str, Path] = {}
+    finals: dict[str, dict[str, Path]] = {}
     for variant in variants:
         models: list[tuple[str, Path]] = []
         model = run.sft(variant, base, sets[f"sft-{variant}"], out / variant / "sft", recipe.sft)
@@ -740,7 +757,7 @@ def _run(run: Run) -> dict[str, Any]:
         for round_ in range(1, recipe.rounds + 1):
             model = run.iteration(variant, model, round_, sets, data.validation)
             models.append((f"iter{round_}", model))
-        finals[variant] = model
+        finals[variant] = dict(models)
         for stage, path in models:
             report = _evaluate(run, f"{variant}/{stage}", path, test)
             reports[f"{variant}/{stage}"] = report
@@ -750,8 +767,8 @@ def _run(run: Run) -> dict[str, Any]:
     table = table_markdown(rows, chance=1 / 7 if phases else None, majority=majority)
     (out / "table.md").write_text(table, encoding="utf-8")
     (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
-    final_key = f"{variants[0]}/{'iter' + str(recipe.rounds) if recipe.rounds else 'grpo'}"
-    exported = _export(run, finals[variants[0]], reports[final_key], rows, data.reviewed)
+    shipped = recipe.export.stage or (f"iter{recipe.rounds}" if recipe.rounds else "grpo")
+    exported = _export(run, finals[variants[0]][shipped], reports[f"{variants[0]}/{shipped}"], rows, data.reviewed)
     say(table)
     say(f"model: {exported}")
     return {"rows": rows, "model": str(exported), "table": table}

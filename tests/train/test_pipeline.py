@@ -125,6 +125,18 @@ def test_a_stopped_run_resumes_at_the_stage_it_stopped_in(tmp_path, monkeypatch)
     assert set(grpo_stage["rewards"]) == {"format", "accuracy", "level1", "level2", "consistency"}
     assert json.loads((tmp_path / "run" / "chain" / "iter1" / "samples.json").read_text())["sampled"] == 4
 
+    # The recipe now ships the SFT stage's model: the finished run exports again, training nothing.
+    lines.clear()
+    recipe = load_pipeline_recipe(write_recipe(tmp_path, export={"stage": "sft"}))
+    again = Manifest.read(Path(run_pipeline(recipe, say=lines.append)["model"]))
+    assert [s.name for s in again.lineage] == ["init", "sft", "export"]
+    assert again.lineage[-1].details["from"] == str(sft_model)
+    sft_row = next(row for row in manifest.evaluation["stages"] if row["stage"] == "sft")
+    assert again.evaluation["held_out"]["arena_score"] == sft_row["arena"]
+    assert not any(line.startswith("▶ chain/") for line in lines)  # every training stage done earlier
+    with pytest.raises(PipelineError, match=r"export\.stage must be one of"):
+        check_recipe(load_pipeline_recipe(write_recipe(tmp_path, export={"stage": "iter2"})))
+
 
 def test_the_gentler_learning_rate_wins_a_tie_and_an_unscored_model_ranks_last():
     assert choose_learning_rate({3e-4: 0.60, 1e-4: 0.71, 3e-5: 0.65}) == 1e-4
