@@ -120,8 +120,8 @@ SIZES = {
     "tiny": ModelSize(128, 256, 2, 4, 2, (4, 6, 6)),  # ~0.66 M parameters: tests, demos
     "small": ModelSize(256, 768, 4, 4, 2, (8, 12, 12)),  # ~3.5 M parameters: learns chain formats on CPU
     # The demo size: a 16:9 frame is read at 336x168 (12x6 = 72 image tokens, against 15 for "tiny"),
-    # by a 4-block vision tower; ~2.2 M parameters. Measured on the demo task: no better than the bundled tiny model
-    # (train/recipes/demo.yaml records the run).
+    # by a 4-block vision tower; ~2.2 M parameters. The bundled demo model is this size, trained by
+    # train/recipes/demo-size.yaml and continued at 448x252 by demo-448.yaml (the README has the figures).
     "demo": ModelSize(192, 512, 3, 4, 2, (6, 9, 9), 4, 96, 256, 336 * 196),
     # The demo size as a Qwen3-VL: 16-pixel patches, a 16:9 frame read at 384x192 (the same 72 image tokens).
     "demo-qwen3": ModelSize(192, 512, 3, 4, 2, (8, 8, 8), 4, 96, 256, 384 * 224, "Qwen3VLForConditionalGeneration"),
