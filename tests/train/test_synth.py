@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 
@@ -14,7 +15,7 @@ from engine.ontology import load_ontology
 from engine.phase_labels import read_cholec80_phases, segments
 from train.synth.generate import SynthConfig, SynthError, generate
 from train.synth.render import CaseRenderer
-from train.synth.script import PHASES, build_script
+from train.synth.script import PHASES, STRUCTURES_SEEN, build_script
 
 
 def decoded_frames(path: Path) -> int:
@@ -169,6 +170,41 @@ def test_each_cvs_criterion_is_met_where_level_1_lists_its_evidence():
             assert met[2] == ("cystic_plate" in truth.anatomy), frame
             checked[2] += 1
     assert min(checked) >= 10, checked
+
+
+def _under_fat(renderer: CaseRenderer, cleared: float) -> list[float]:
+    """Share of the cystic duct's and the artery's pixels still under fat once ``cleared`` of it is gone."""
+    fat, h, w = renderer.fat, renderer.H, renderer.W
+    alpha, order = np.zeros((h, w), np.float32), np.ones((h, w), np.float32)
+    alpha[fat.y : fat.y + fat.alpha.shape[0], fat.x : fat.x + fat.alpha.shape[1]] = fat.alpha
+    order[fat.y : fat.y + fat.order.shape[0], fat.x : fat.x + fat.order.shape[1]] = fat.order
+    shares = []
+    for path, width in ((renderer.duct_path(), 15), (renderer.artery_path(), 8)):
+        tube = np.zeros((h, w), np.uint8)
+        cv2.polylines(tube, [renderer._tube_points(path, 0, 0).astype(np.int32)], False, 255, int(width * w / 960))
+        on = tube > 0
+        shares.append(float(np.mean((alpha[on] > 0.3) & (order[on] >= cleared))))
+    return shares
+
+
+@pytest.mark.parametrize("seed", [2, 5, 7])
+def test_the_duct_and_artery_stay_under_fat_until_the_truth_lists_them(seed):
+    """What the picture shows is what the truth says: before C1 is met both structures are hidden, from then on
+    both are in plain view (the fat on them was once cleared first, showing them 10-15% of the dissection early)."""
+    script = build_script(3, 25 * 90, 25, seed=seed)
+    renderer = CaseRenderer(script, 640, 360)
+    calot0, calot1 = script.phase_span("CalotTriangleDissection")
+    seen = hidden = 0
+    for frame in range(calot0, calot1, 6):
+        cleared = script.fat_cleared(frame)
+        duct, artery = _under_fat(renderer, cleared)
+        if cleared >= STRUCTURES_SEEN:
+            assert max(duct, artery) <= 0.05, (frame, cleared, duct, artery)
+            seen += 1
+        elif cleared < 0.85 * STRUCTURES_SEEN:
+            assert min(duct, artery) >= 0.95, (frame, cleared, duct, artery)
+            hidden += 1
+    assert seen >= 10 and hidden >= 10, (seen, hidden)
 
 
 def test_endoscapes_metadata_has_rater_means(synth_case):

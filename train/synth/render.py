@@ -30,6 +30,11 @@ from train.synth.script import (
 
 Box = tuple[float, float, float, float]
 
+# The fat lying on the cystic duct and artery (a band this wide at 960 pixels, over tubes 15 and 8 wide) clears
+# between these shares of STRUCTURES_SEEN: both structures come into view just as the truth lists them.
+STRUCTURE_COVER_PX = 28
+STRUCTURES_UNCOVER = (0.88, 0.98)
+
 # CholecT50 instrument for each Cholec80 tool (the specimen bag is not a triplet instrument).
 TOOL_TO_INSTRUMENT = {
     "Grasper": "grasper",
@@ -386,13 +391,22 @@ class CaseRenderer:
             centers += [tuple(p) for p in self._tube_points(path, x, y, 9)[1:]]
         rgb, lobes = _lobules(self.rng, h, w, centers, 20 * s, (234, 198, 112))
         mask = lobes.astype(np.uint8) * 255
-        # Clearing order: structures first (close to the duct and artery), then the rest, with texture.
+        # Clearing order: close to the duct and artery first, then the rest, with texture ...
         near = np.zeros((h, w), np.uint8)
+        over = np.zeros((h, w), np.uint8)
         for path in (self.duct_path(), self.artery_path()):
-            cv2.polylines(near, [self._tube_points(path, x, y).astype(np.int32)], False, 255, int(10 * s))
+            points = [self._tube_points(path, x, y).astype(np.int32)]
+            cv2.polylines(near, points, False, 255, int(10 * s))
+            cv2.polylines(over, points, False, 255, int(STRUCTURE_COVER_PX * s))
         dist = cv2.distanceTransform(255 - near, cv2.DIST_L2, 3)
-        order = 0.55 * (dist / max(float(dist.max()), 1.0)) + 0.45 * fractal_noise(self.rng, h, w, base=4)
+        noise = fractal_noise(self.rng, h, w, base=4)
+        order = 0.55 * (dist / max(float(dist.max()), 1.0)) + 0.45 * noise
         order = (order - order.min()) / max(float(np.ptp(order)), 1e-6)
+        # ... but the fat lying on the structures themselves goes just before the truth lists them (C1 met at
+        # STRUCTURES_SEEN): neither structure shows before the anatomy list and the raters say it is seen.
+        lo, hi = STRUCTURES_UNCOVER
+        texture = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)
+        order = np.where(over > 0, STRUCTURES_SEEN * (lo + (hi - lo) * texture), order)
         return Sprite(rgb, _border_fade(_smooth_mask(mask > 0, 2)), x, y, order.astype(np.float32))
 
     def _adhesion_sprite(self) -> Sprite:
