@@ -105,6 +105,7 @@ def cmd_demo(args) -> int:
 
     from engine.modeldir import ModelDirError, inspect_model_dir
     from engine.resources import resource_path
+    from train.model_output import replace_tree
 
     out = Path(args.out)
     case_dir, model_dir = out, out / "model"
@@ -135,11 +136,11 @@ def cmd_demo(args) -> int:
         except PipelineError as exc:
             raise CliError(str(exc)) from None
         if args.bundle:
-            _replace_tree(source, bundled)
+            replace_tree(source, bundled)
             print(f"bundled: {bundled}")
-        _replace_tree(source, model_dir)
+        replace_tree(source, model_dir)
     elif not _same_manifest(bundled, model_dir):  # missing, or an older demo model
-        _replace_tree(bundled, model_dir)
+        replace_tree(bundled, model_dir)
     try:
         inspect_model_dir(model_dir)
     except ModelDirError as exc:
@@ -155,17 +156,6 @@ def _same_manifest(a: Path, b: Path) -> bool:
         return (a / "surgview.json").read_bytes() == (b / "surgview.json").read_bytes()
     except OSError:
         return False
-
-
-def _replace_tree(source: Path, target: Path) -> None:
-    """Copy a model folder into place whole: staged beside the target, then renamed."""
-    import shutil
-
-    staging = target.with_name(target.name + ".part")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
 
 
 ACCELERATE_CONFIGS = Path(__file__).resolve().parent / "accelerate"

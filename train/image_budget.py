@@ -29,9 +29,10 @@ def set_image_pixels(model_dir: Path, pixels: int) -> None:
         if not path.is_file():
             continue
         config = json.loads(path.read_text(encoding="utf-8"))
-        section = config.get("image_processor", config) if name == "processor_config.json" else config
-        if name == "processor_config.json" and "image_processor" not in config:
+        nested = name == "processor_config.json"  # there the image processor is one section of several
+        if nested and "image_processor" not in config:
             continue
+        section = config["image_processor"] if nested else config
         tile = section.get("patch_size", 14) * section.get("merge_size", 2)
         if pixels < tile * tile:
             raise ImageBudgetError(f"image_pixels {pixels} is below one image token ({tile}x{tile} pixels)")

@@ -14,7 +14,7 @@ from engine.modeldir import Manifest, ModelInfo, Stage
 from engine.ontology import load_ontology
 from engine.prompts import prompts_version
 
-__all__ = ["copy_template", "finish_model_dir", "has_tensorboard", "last_logged", "save_trained_model"]
+__all__ = ["copy_template", "finish_model_dir", "has_tensorboard", "last_logged", "replace_tree", "save_trained_model"]
 
 
 def save_trained_model(trainer, final: Path, merge_lora: bool = False) -> None:
@@ -80,3 +80,15 @@ def has_tensorboard() -> bool:
     except ImportError:
         return False
     return os.environ.get("SURGVIEW_NO_TENSORBOARD") is None
+
+
+def replace_tree(source: Path, target: Path, ignore: tuple[str, ...] = ("__pycache__",)) -> None:
+    """Copy a model folder into place whole: staged beside the target, then renamed, so a stopped copy never
+    leaves a half folder where a model is expected."""
+    import shutil
+
+    staging = target.with_name(target.name + ".part")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(*ignore))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)

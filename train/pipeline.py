@@ -41,6 +41,7 @@ from train.grpo.rewards import REWARDS
 from train.grpo.stage import GRPORecipe
 from train.image_budget import ImageBudgetError, set_image_pixels
 from train.iterate import IterationConfig
+from train.model_output import replace_tree
 from train.sft import SFTRecipe
 from train.stage_inputs import StageRecipe, evenly_spaced, flat_settings, parse_settings, read_mapping, resolve_path
 
@@ -576,10 +577,7 @@ def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
         if recipe.image_pixels is None:
             return source
         if not (base / "surgview.json").exists():
-            staging = base.with_name(base.name + ".part")
-            shutil.rmtree(staging, ignore_errors=True)
-            shutil.copytree(source, staging, ignore=shutil.ignore_patterns("onnx", "__pycache__"))
-            staging.rename(base)
+            replace_tree(source, base, ignore=("onnx", "__pycache__"))  # the graphs would keep the old budget
     if recipe.image_pixels is not None:
         try:
             set_image_pixels(base, recipe.image_pixels)

@@ -179,7 +179,7 @@ def _under_fat(renderer: CaseRenderer, cleared: float) -> list[float]:
     alpha[fat.y : fat.y + fat.alpha.shape[0], fat.x : fat.x + fat.alpha.shape[1]] = fat.alpha
     order[fat.y : fat.y + fat.order.shape[0], fat.x : fat.x + fat.order.shape[1]] = fat.order
     shares = []
-    for path, width in ((renderer.duct_path(), 15), (renderer.artery_path(), 8)):
+    for path, width in renderer.tubes():
         tube = np.zeros((h, w), np.uint8)
         cv2.polylines(tube, [renderer._tube_points(path, 0, 0).astype(np.int32)], False, 255, int(width * w / 960))
         on = tube > 0

@@ -362,15 +362,17 @@ class CaseRenderer:
     def artery_path(self) -> list[tuple[float, float]]:
         return [(0.475, 0.455), ANCHORS["cystic_artery"], (0.405, 0.625)]
 
+    def tubes(self) -> tuple[tuple[list[tuple[float, float]], int], ...]:
+        """The cystic duct's and the artery's paths with their widths in pixels at 960 wide."""
+        return (self.duct_path(), 15), (self.artery_path(), 8)
+
     def _duct_sprite(self, cut: bool) -> Sprite:
         x, y, w, h = self._region(0.26, 0.42, 0.52, 0.72)
         rgb = np.zeros((h, w, 3), np.uint8)
         mask = np.zeros((h, w), np.uint8)
         s = self.W / 960.0
-        for path, width, color in (
-            (self.duct_path(), 15, (228, 214, 176)),
-            (self.artery_path(), 8, (196, 86, 84)),
-        ):
+        colors = ((228, 214, 176), (196, 86, 84))
+        for (path, width), color in zip(self.tubes(), colors, strict=True):
             pts = self._tube_points(path, x, y)
             if cut:
                 gap = slice(int(len(pts) * 0.52), int(len(pts) * 0.60))
@@ -387,14 +389,14 @@ class CaseRenderer:
         s = self.W / 960.0
         cx, cy = self.px(0.41, 0.565)
         centers = _scatter(self.rng, (cx - x, cy - y), (0.10 * self.W, 0.10 * self.H), 14)
-        for path in (self.duct_path(), self.artery_path()):
+        for path, _ in self.tubes():
             centers += [tuple(p) for p in self._tube_points(path, x, y, 9)[1:]]
         rgb, lobes = _lobules(self.rng, h, w, centers, 20 * s, (234, 198, 112))
         mask = lobes.astype(np.uint8) * 255
         # Clearing order: close to the duct and artery first, then the rest, with texture ...
         near = np.zeros((h, w), np.uint8)
         over = np.zeros((h, w), np.uint8)
-        for path in (self.duct_path(), self.artery_path()):
+        for path, _ in self.tubes():
             points = [self._tube_points(path, x, y).astype(np.int32)]
             cv2.polylines(near, points, False, 255, int(10 * s))
             cv2.polylines(over, points, False, 255, int(STRUCTURE_COVER_PX * s))
@@ -405,8 +407,7 @@ class CaseRenderer:
         # ... but the fat lying on the structures themselves goes just before the truth lists them (C1 met at
         # STRUCTURES_SEEN): neither structure shows before the anatomy list and the raters say it is seen.
         lo, hi = STRUCTURES_UNCOVER
-        texture = (noise - noise.min()) / max(float(np.ptp(noise)), 1e-6)
-        order = np.where(over > 0, STRUCTURES_SEEN * (lo + (hi - lo) * texture), order)
+        order = np.where(over > 0, STRUCTURES_SEEN * (lo + (hi - lo) * noise), order)  # fractal_noise spans 0..1
         return Sprite(rgb, _border_fade(_smooth_mask(mask > 0, 2)), x, y, order.astype(np.float32))
 
     def _adhesion_sprite(self) -> Sprite:
