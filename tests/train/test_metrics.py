@@ -31,6 +31,7 @@ from train.eval.metrics import (
 from train.eval.report import (
     evaluate,
     gold_triplet_ids,
+    headline,
     predicted_boxes,
     predicted_cvs,
     predicted_phase,
@@ -205,6 +206,21 @@ def test_cvs_hand_computed():
     assert m.mean_balanced_accuracy == approx((0.5 + 1 + 5 / 6) / 3)
     assert m.accuracy == approx([0.5, 1.0, 0.75])
     assert m.false_met == [1, 0, 0]  # frame 4's C1: called met, the raters said not met
+
+
+def test_cvs_met_in_a_phase_whose_gold_never_has_it_is_counted_apart_from_a_few_frames_early():
+    # One case: Preparation (never met), then the end of dissection where C1 becomes met on the last frame.
+    groups = [("a", "Preparation"), ("a", "Calot"), ("a", "Calot"), ("b", "Calot")]
+    gold = [[0, 0, 0], [0, 0, 0], [1, 0, 0], [0, 0, 0]]
+    pred = [[1, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 0]]
+    m = cvs_metrics(gold, pred, phase_groups=groups)
+    assert m.false_met == [3, 1, 0]
+    # Case a's Calot C1 call one frame early is inside a phase where the gold has C1 met; case b's is not,
+    # nor is the Preparation call.
+    assert m.met_outside_gold_phases == [2, 1, 0]
+    assert cvs_metrics(gold, pred).met_outside_gold_phases is None
+    with pytest.raises(ValueError, match="3 phase groups for 4 rows"):
+        cvs_metrics(gold, pred, phase_groups=groups[:3])
 
 
 def test_cvs_criterion_without_positives_is_left_out():
@@ -399,6 +415,24 @@ def test_evaluate_frame_analysis_feeds_every_family_and_empty_input():
     empty = evaluate([])
     assert empty["tasks"] == {} and empty["arena_score"] is None
     assert "**–**" in to_markdown(empty)
+
+
+def test_the_headline_separates_met_calls_in_a_phase_the_gold_never_has_from_calls_a_frame_early():
+    def frame(phase, cvs, index):
+        return _sample(Task.FRAME, Truth(phase=phase, cvs=cvs), index=index)
+
+    # FULL calls C1 met on every frame: during Preparation (never met there), one frame before the gold's
+    # C1 in dissection, then where the gold has it.
+    rows = [
+        (FULL.format(answer="done"), frame("Preparation", (0.0, 0.0, 0.0), 0)),
+        (FULL.format(answer="done"), frame("CalotTriangleDissection", (0.33, 0.0, 0.0), 25)),
+        (FULL.format(answer="done"), frame("CalotTriangleDissection", (1.0, 0.0, 0.0), 50)),
+    ]
+    head = headline(evaluate(rows))
+    assert head["cvs_false_met"] == [2, 0, 0]
+    assert head["cvs_met_outside_gold_phases"] == [1, 0, 0]
+    no_phase = evaluate([(FULL.format(answer="done"), _sample(Task.CVS, Truth(cvs=(0.0, 0.0, 0.0))))])
+    assert headline(no_phase)["cvs_met_outside_gold_phases"] is None  # Endoscapes-style rows: no phase to group by
 
 
 def _has(module: str) -> bool:

@@ -400,15 +400,23 @@ class CvsMetrics(_Result):
     mean_balanced_accuracy: float
     accuracy: list[float] = field(default_factory=list)  # C1..C3: share of frames called right (met or not)
     false_met: list[int] = field(default_factory=list)  # C1..C3: frames called met that the gold says are not
+    # C1..C3: frames called met in a (case, phase) whose gold never has that criterion met (None without phases)
+    met_outside_gold_phases: list[int] | None = None
 
 
-def cvs_metrics(gold_means, pred_scores, threshold: float = 0.5) -> CvsMetrics:
+def cvs_metrics(
+    gold_means, pred_scores, threshold: float = 0.5, *, phase_groups: Sequence[Any] | None = None
+) -> CvsMetrics:
     """CVS C1..C3: gold rater means (N, 3) binarised at >= ``threshold``; predicted scores (N, 3).
 
     AP per criterion by scikit-learn's ``average_precision_score`` (NaN with no positive gold), mAP
     their mean; balanced accuracy = mean of sensitivity and specificity of the scores binarised at
     >= ``threshold`` (NaN when the gold of that criterion has one class only), and its mean; plain accuracy
-    and the count of false "met" calls per criterion (the error a reviewer must never be shown as safe)."""
+    and the count of false "met" calls per criterion (the error a reviewer must never be shown as safe).
+
+    ``phase_groups`` (one hashable per row, e.g. ``(case, gold phase)``) adds the coarser count: "met" calls in a
+    group where the gold never has that criterion met, e.g. C1 called during Preparation. A call a few frames
+    early at the end of dissection counts in ``false_met`` but not here; a call in the wrong phase counts in both."""
     gold = np.asarray(gold_means, dtype=float).reshape(-1, 3) >= threshold
     scores = np.asarray(pred_scores, dtype=float).reshape(-1, 3)
     if gold.shape != scores.shape:
@@ -424,7 +432,17 @@ def cvs_metrics(gold_means, pred_scores, threshold: float = 0.5) -> CvsMetrics:
     called = scores >= threshold
     accuracy = [float((called[:, c] == gold[:, c]).mean()) if len(gold) else float("nan") for c in range(3)]
     false_met = [int((called[:, c] & ~gold[:, c]).sum()) for c in range(3)]
-    return CvsMetrics(len(gold), ap, _nanmean(ap), bacc, _nanmean(bacc), accuracy, false_met)
+    outside = None
+    if phase_groups is not None:
+        groups = list(phase_groups)
+        if len(groups) != len(gold):
+            raise ValueError(f"{len(groups)} phase groups for {len(gold)} rows")
+        ever_met = {}
+        for g, row in zip(groups, gold, strict=True):
+            ever_met[g] = ever_met.get(g, np.zeros(3, dtype=bool)) | row
+        allowed = np.array([ever_met[g] for g in groups], dtype=bool).reshape(-1, 3)
+        outside = [int((called[:, c] & ~allowed[:, c]).sum()) for c in range(3)]
+    return CvsMetrics(len(gold), ap, _nanmean(ap), bacc, _nanmean(bacc), accuracy, false_met, outside)
 
 
 # ----------------------------------------------------------------------------------------- boxes
