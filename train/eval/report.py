@@ -341,7 +341,8 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
 
 def headline(report: Mapping[str, Any]) -> dict[str, Any]:
     """The figures a reader of a model's manifest looks for first: phase accuracy, CVS accuracy and false "met"
-    calls per criterion (per frame, and in phases whose gold never has the criterion met), triplet ivt mAP, box mAP@50 and the share of complete chains (None where not asked)."""
+    calls per criterion (per frame, and in phases whose gold never has the criterion met), triplet ivt mAP,
+    box mAP@50 and the share of complete chains (None where not asked)."""
     tasks = report.get("tasks", {})
     phase, cvs = tasks.get("phase") or {}, tasks.get("cvs") or {}
     return {
