@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ from typing import Any
 import yaml
 
 from engine.modeldir import Manifest, Stage, inspect_model_dir
+from engine.ontology import normalise_key
 from engine.tasks import Task
 from train.cot.datasets import chain_row, write_jsonl
 from train.cot.procedure_sets import write_procedure_grpo_set, write_procedure_sft_set
@@ -96,6 +97,9 @@ class DataSpec:
     # self-iteration round's learning rate are tuned on (the held-out set only judges the result).
     validation_cases: int = 0
     max_validation: int | None = None
+    # Phase → how many times each of its training samples is used (whole numbers >= 1): more of the frames where
+    # the hard calls are made (CVS is decided in Calot triangle dissection) without new rendering.
+    oversample: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.synthetic is None and not (
@@ -242,6 +246,9 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         )
     if recipe.data.validation_cases < 0:
         raise PipelineError("data.validation_cases must be 0 or more")
+    for phase, times in (recipe.data.oversample or {}).items():
+        if not isinstance(times, int) or isinstance(times, bool) or times < 1:
+            raise PipelineError(f"data.oversample.{phase} must be a whole number of 1 or more; got {times!r}")
     stage = recipe.export.stage
     stages = {"sft", "grpo"} | {f"iter{k}" for k in range(1, recipe.rounds + 1)}
     if stage is not None and stage not in stages:
@@ -288,6 +295,22 @@ def write_stage_recipe(kind: str, settings: dict[str, Any], folder: Path) -> Pat
 # ----------------------------------------------------------------------------- data
 def _spread(items: list, limit: int | None) -> list:
     return [items[k] for k in evenly_spaced(len(items), limit)]
+
+
+def oversampled(samples: list[Sample], repeats: Mapping[str, int] | None) -> list[Sample]:
+    """Each sample whose phase ``repeats`` names, that many times (in place, so the order stays case by case).
+    A named phase no sample has is refused: a misspelt phase would otherwise change nothing, silently."""
+    if not repeats:
+        return samples
+    wanted = {normalise_key(name): times for name, times in repeats.items()}
+    present = {normalise_key(s.truth.phase) for s in samples if s.truth.phase}
+    missing = [name for name in repeats if normalise_key(name) not in present]
+    if missing:
+        raise PipelineError(f"data.oversample names {missing[0]!r}, a phase no training sample has")
+    out: list[Sample] = []
+    for sample in samples:
+        out += [sample] * (wanted.get(normalise_key(sample.truth.phase), 1) if sample.truth.phase else 1)
+    return out
 
 
 def _real_samples(spec: DataSpec, tasks: set[Task]) -> tuple[list[Sample], list[Sample]]:
@@ -388,6 +411,7 @@ def recipe_samples(recipe: PipelineRecipe, out: Path) -> Samples:
     reviewed = reviewed_data(spec.reviewed or [], tasks, fps=spec.fps)
     held_out = reviewed_data(spec.reviewed_test or [], tasks, fps=spec.fps, split="test")
     train, test = _spread(train, spec.max_train), _spread(test, spec.max_test)
+    train = oversampled(train, spec.oversample)
     validation = _spread(validation, spec.max_validation)
     train += reviewed.samples  # the reviewer's truth is never thinned out
     test += held_out.samples

@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from engine.modeldir import Manifest, inspect_model_dir
-from train.pipeline import PipelineError, check_recipe, choose_learning_rate, load_pipeline_recipe, run_pipeline
+from train.data.sample import FrameRef, Sample, Task, Truth
+from train.pipeline import (
+    PipelineError,
+    check_recipe,
+    choose_learning_rate,
+    load_pipeline_recipe,
+    oversampled,
+    run_pipeline,
+)
 
 RECIPES = Path(__file__).resolve().parents[2] / "train" / "recipes"
 
@@ -88,6 +96,22 @@ def test_misspelt_settings_are_refused_before_training(tmp_path):
         with pytest.raises(PipelineError, match="variants must name chain and/or direct"):
             check_recipe(load_pipeline_recipe(write_recipe(tmp_path, variants=wrong)))
     check_recipe(load_pipeline_recipe(write_recipe(tmp_path, variants=["direct"])))
+
+
+def test_oversampling_repeats_the_named_phases_frames_where_they_stand(tmp_path):
+    def frame(index, phase):
+        return Sample("synthetic", "video01", FrameRef(Path("v.mp4"), index), Task.FRAME, Truth(phase=phase))
+
+    samples = [frame(0, "Preparation"), frame(25, "CalotTriangleDissection"), frame(50, "ClippingCutting")]
+    out = oversampled(samples, {"Calot Triangle Dissection": 3})  # any spelling of the phase
+    assert [s.frame.index for s in out] == [0, 25, 25, 25, 50]
+    assert oversampled(samples, None) == samples
+    with pytest.raises(PipelineError, match="'Calot dissection', a phase no training sample has"):
+        oversampled(samples, {"Calot dissection": 2})  # a misspelt phase would otherwise change nothing
+    for wrong in (0, 1.5, True):
+        with pytest.raises(PipelineError, match=r"data\.oversample\.ClippingCutting must be a whole number"):
+            data = {**MICRO["data"], "oversample": {"ClippingCutting": wrong}}
+            check_recipe(load_pipeline_recipe(write_recipe(tmp_path, data=data)))
 
 
 def test_a_size_name_is_a_base_model_not_a_folder(tmp_path):
