@@ -15,7 +15,7 @@ from engine.ontology import load_ontology
 from engine.phase_labels import read_cholec80_phases, segments
 from train.synth.generate import SynthConfig, SynthError, generate
 from train.synth.render import CaseRenderer
-from train.synth.script import PHASES, STRUCTURES_SEEN, build_script
+from train.synth.script import PHASES, STRUCTURES_SEEN, TRIANGLE_CLEARED, build_script
 
 
 def decoded_frames(path: Path) -> int:
@@ -205,6 +205,36 @@ def test_the_duct_and_artery_stay_under_fat_until_the_truth_lists_them(seed):
             assert min(duct, artery) >= 0.95, (frame, cleared, duct, artery)
             hidden += 1
     assert seen >= 10 and hidden >= 10, (seen, hidden)
+
+
+def _calot_fat_left(renderer: CaseRenderer, cleared: float) -> float:
+    """Share of the Calot fat (by opacity) still in the picture once ``cleared`` of it is gone."""
+    fat = renderer.fat
+    return float((fat.alpha * (fat.order >= cleared)).sum() / fat.alpha.sum())
+
+
+@pytest.mark.parametrize("seed", [2, 5, 7])
+def test_calot_fat_stays_in_view_until_the_truth_calls_the_triangle_cleared(seed):
+    """C2 ("hepatocystic triangle cleared") is met where the truth stops listing the triangle's fat: the picture
+    must still show fat just before that and none from it. Once the fat was gone by 60% of the dissection while the
+    truth said "not cleared" until 90%, so no model could see the difference."""
+    script = build_script(3, 25 * 90, 25, seed=seed)
+    renderer = CaseRenderer(script, 640, 360)
+    left = {c: _calot_fat_left(renderer, c) for c in (0.6, 0.8, 0.85, TRIANGLE_CLEARED)}
+    assert left[0.6] >= 0.25 and left[0.8] >= 0.1 and left[0.85] >= 0.03, left
+    assert left[TRIANGLE_CLEARED] == 0.0, left
+    assert left[0.6] > left[0.8] > left[0.85]  # it goes as the dissection goes
+    calot0, calot1 = script.phase_span("CalotTriangleDissection")
+    checked = 0
+    for frame in range(calot0, calot1, 10):  # the anatomy list agrees: fat listed while some is in view
+        if not renderer.anchor_in_view(renderer.view_matrix(frame), "peritoneum"):
+            continue
+        listed, cleared = "calot_triangle" in renderer.render(frame)[1].anatomy, script.fat_cleared(frame)
+        fat_left = _calot_fat_left(renderer, cleared)
+        assert listed or fat_left == 0.0, (frame, cleared, fat_left)
+        assert not listed or fat_left > 0 or cleared >= 0.95 * TRIANGLE_CLEARED, (frame, cleared)
+        checked += 1
+    assert checked >= 10
 
 
 def test_endoscapes_metadata_has_rater_means(synth_case):

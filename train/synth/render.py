@@ -34,6 +34,10 @@ Box = tuple[float, float, float, float]
 # between these shares of STRUCTURES_SEEN: both structures come into view just as the truth lists them.
 STRUCTURE_COVER_PX = 28
 STRUCTURES_UNCOVER = (0.88, 0.98)
+# The rest of the Calot fat clears nearest the structures first, its share left falling as 1 - (cleared / gone)^2
+# (slowly at first, the last of it quickly), and its last lobule goes at this share of TRIANGLE_CLEARED: fat is in
+# view for as long as the truth lists the triangle as not cleared (C2 not met), and gone just as it is met.
+TRIANGLE_FAT_GONE = 0.97
 
 # CholecT50 instrument for each Cholec80 tool (the specimen bag is not a triplet instrument).
 TOOL_TO_INSTRUMENT = {
@@ -403,7 +407,13 @@ class CaseRenderer:
         dist = cv2.distanceTransform(255 - near, cv2.DIST_L2, 3)
         noise = fractal_noise(self.rng, h, w, base=4)
         order = 0.55 * (dist / max(float(dist.max()), 1.0)) + 0.45 * noise
-        order = (order - order.min()) / max(float(np.ptp(order)), 1e-6)
+        # Ranked over the fat itself (not the sprite's rectangle, most of which holds no fat), so the share of fat
+        # left is what the script's fat_cleared says: once a rectangle-wide ramp had removed 90% of the fat by 45%
+        # cleared, and none was left from 60%, while the truth said "triangle not cleared" until 90%.
+        fat = mask > 0
+        rank = np.zeros_like(order)
+        rank[fat] = np.argsort(np.argsort(order[fat], kind="stable"), kind="stable") / max(int(fat.sum()) - 1, 1)
+        order = TRIANGLE_CLEARED * TRIANGLE_FAT_GONE * np.sqrt(rank)
         # ... but the fat lying on the structures themselves goes just before the truth lists them (C1 met at
         # STRUCTURES_SEEN): neither structure shows before the anatomy list and the raters say it is seen.
         lo, hi = STRUCTURES_UNCOVER
