@@ -287,13 +287,11 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
         )
     items = by_family["cvs"]
     if items:
-        phases = [r.sample.truth.phase for _, r, _ in items]
+        groups = [(r.sample.case, r.sample.truth.phase) for _, r, _ in items]
         tasks["cvs"] = cvs_metrics(
             [r.sample.truth.cvs for _, r, _ in items],
             [predicted_cvs(c) for _, _, c in items],
-            phase_groups=[(r.sample.case, p) for (_, r, _), p in zip(items, phases, strict=True)]
-            if all(phases)
-            else None,
+            phase_groups=groups if all(phase for _, phase in groups) else None,  # none without a phase per row
         ).to_dict()
     items = by_family["boxes"]
     if items:

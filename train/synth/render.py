@@ -418,7 +418,7 @@ class CaseRenderer:
         # STRUCTURES_SEEN): neither structure shows before the anatomy list and the raters say it is seen.
         lo, hi = STRUCTURES_UNCOVER
         order = np.where(over > 0, STRUCTURES_SEEN * (lo + (hi - lo) * noise), order)  # fractal_noise spans 0..1
-        return Sprite(rgb, _border_fade(_smooth_mask(mask > 0, 2)), x, y, order.astype(np.float32))
+        return Sprite(rgb, _border_fade(_smooth_mask(fat, 2)), x, y, order.astype(np.float32))
 
     def _adhesion_sprite(self) -> Sprite:
         x, y, w, h = self._region(0.46, 0.26, 0.86, 0.70)
