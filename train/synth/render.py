@@ -38,6 +38,12 @@ STRUCTURES_UNCOVER = (0.88, 0.98)
 # (slowly at first, the last of it quickly), and its last lobule goes at this share of TRIANGLE_CLEARED: fat is in
 # view for as long as the truth lists the triangle as not cleared (C2 not met), and gone just as it is met.
 TRIANGLE_FAT_GONE = 0.97
+# The cystic plate lies under the gallbladder's lower end. As it is exposed (criterion C3) the gallbladder turns about
+# its fundus, lifting its neck off the bed, and the pale plate shows below it: the turn (up to PLATE_LIFT_DEG) and
+# the plate's opacity grow from 0 to full between these shares of the exposure, which straddle PLATE_SEEN. Without
+# the lift the plate lay wholly under the gallbladder and no picture before gallbladder dissection showed C3.
+PLATE_LIFT_DEG = 15.0
+PLATE_LIFT = (0.3, 0.6)
 
 # CholecT50 instrument for each Cholec80 tool (the specimen bag is not a triplet instrument).
 TOOL_TO_INSTRUMENT = {
@@ -488,6 +494,11 @@ class CaseRenderer:
         return Sprite(rgb, _smooth_mask(mask > 0, 4), x, y)
 
     # ------------------------------------------------------------------ world state
+    def plate_lift(self, frame: int) -> float:
+        """How far (0..1) the gallbladder's neck is lifted off the cystic plate, and how opaque the plate shows."""
+        lo, hi = PLATE_LIFT
+        return float(np.clip((self.script.plate_exposed(frame) - lo) / (hi - lo), 0.0, 1.0))
+
     def _gb_transform(self, frame: int) -> tuple[np.ndarray, float] | None:
         """Affine (sprite → world canvas) of the gallbladder and its opacity, or None if gone."""
         sc = self.script
@@ -497,7 +508,7 @@ class CaseRenderer:
             return None
         pivot = np.array(self.px(*ANCHORS["fundus"]), np.float32)
         lift = np.array([0.02 * self.W, -0.06 * self.H], np.float32) * detach
-        angle = -12.0 * detach
+        angle = -PLATE_LIFT_DEG * self.plate_lift(frame) - 12.0 * detach
         scale = 1.0 - 0.12 * detach
         opacity = 1.0
         if bag > 0:
@@ -553,7 +564,7 @@ class CaseRenderer:
         _blend(canvas, fat.rgb, fat.alpha * cv2.GaussianBlur(keep, (0, 0), 1.2), fat.x, fat.y)
         if sc.plate_exposed(frame) > 0 and detach <= 0:
             win = self.window
-            _blend(canvas, win.rgb, win.alpha * sc.plate_exposed(frame), win.x, win.y)
+            _blend(canvas, win.rgb, win.alpha * self.plate_lift(frame), win.x, win.y)
         gb = self._gb_transform(frame)
         if gb is not None:
             M, opacity = gb
