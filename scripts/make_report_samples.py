@@ -55,7 +55,7 @@ def demo_case(folder: Path) -> tuple[Path, Path]:
         for frame, title, note in moments:
             store.add_bookmark(frame, title)
             store.add_note(note, frame=frame, author="reviewer")
-        store.add_note("Demo case: synthetic video, analysed by the bundled 0.66 M-parameter demo model.", frame=None)
+        store.add_note("Demo case: synthetic video, analysed by the bundled 2.2 M-parameter demo model.", frame=None)
         store.set_blank_areas([BlankArea(8, 8, 150, 22)])
     return video, model
 
