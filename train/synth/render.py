@@ -562,9 +562,10 @@ class CaseRenderer:
         fat = self.fat
         keep = (fat.order >= sc.fat_cleared(frame)).astype(np.float32)
         _blend(canvas, fat.rgb, fat.alpha * cv2.GaussianBlur(keep, (0, 0), 1.2), fat.x, fat.y)
-        if sc.plate_exposed(frame) > 0 and detach <= 0:
+        plate = self.plate_lift(frame)
+        if plate > 0 and detach <= 0:
             win = self.window
-            _blend(canvas, win.rgb, win.alpha * self.plate_lift(frame), win.x, win.y)
+            _blend(canvas, win.rgb, win.alpha * plate, win.x, win.y)
         gb = self._gb_transform(frame)
         if gb is not None:
             M, opacity = gb
