@@ -62,7 +62,15 @@ def write_recipe(folder: Path, **changes) -> Path:
 
 @pytest.mark.parametrize(
     "name",
-    ["tiny-synthetic.yaml", "qwen2_5_vl_3b-real.yaml", "demo.yaml", "demo-size.yaml", "demo-448.yaml", "ablation.yaml"],
+    [
+        "tiny-synthetic.yaml",
+        "qwen2_5_vl_3b-real.yaml",
+        "demo.yaml",
+        "demo-size.yaml",
+        "demo-448.yaml",
+        "demo-continue.yaml",
+        "ablation.yaml",
+    ],
 )
 def test_shipped_recipes_pass_the_checks(name):
     recipe = load_pipeline_recipe(RECIPES / name)

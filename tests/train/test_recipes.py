@@ -44,7 +44,15 @@ def before(config: type, checkpoints: Path, seed: int, settings: dict, rewards: 
 
 @pytest.mark.filterwarnings("ignore:`gradient_checkpointing` is deprecated:FutureWarning")  # plain trl configs
 @pytest.mark.parametrize(
-    "name", ["tiny-synthetic.yaml", "demo.yaml", "demo-448.yaml", "qwen2_5_vl_3b-real.yaml", "ablation.yaml"]
+    "name",
+    [
+        "tiny-synthetic.yaml",
+        "demo.yaml",
+        "demo-448.yaml",
+        "demo-continue.yaml",
+        "qwen2_5_vl_3b-real.yaml",
+        "ablation.yaml",
+    ],
 )
 def test_shipped_recipes_resolve_to_the_same_trainer_settings(name, tmp_path):
     raw = yaml.safe_load((RECIPES / name).read_text())
