@@ -77,7 +77,7 @@ case "$cmd" in
         install_system_packages
         install_python_packages
         demo="$("$VENV/bin/python" -c 'from engine.userdata import demo_dir; print(demo_dir())')"
-        # Builds the demo case once and installs the bundled demo model (again when it changed).
+        # Builds the demo case (again when an older renderer made it) and installs the bundled demo model (again when it changed).
         [ -f "$demo/synth.json" ] || log "building the demo case in $demo"
         "$VENV/bin/surgview-train" demo --out "$demo" >/dev/null
         if [ -z "${DISPLAY:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ] && [ -z "${QT_QPA_PLATFORM:-}" ]; then

@@ -109,7 +109,7 @@ def excluded_but_needed(modules: list[str], variant: str, with_train: bool) -> l
 
 def build_demo(demo_dir: Path, refresh: bool) -> None:
     """``surgview-train demo`` into ``demo_dir`` when it is incomplete, or (``refresh``: the build's own
-    folder) always: it only copies the bundled demo model over an older one, the case stays."""
+    folder) always: it copies the bundled demo model over an older one and remakes a case an older renderer made."""
     if not refresh and (demo_dir / "synth.json").is_file() and (demo_dir / "model" / "surgview.json").is_file():
         log(f"demo case and model: {demo_dir} (present)")
         return

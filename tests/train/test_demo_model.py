@@ -10,6 +10,7 @@ import pytest
 from engine.modeldir import Manifest, inspect_model_dir
 from engine.resources import resource_path
 from train import cli
+from train.synth.generate import GENERATOR_VERSION
 
 BUNDLED = resource_path("demo_model")
 
@@ -28,7 +29,9 @@ def test_the_bundled_demo_model_is_a_trained_model_the_engine_loads():
 def test_demo_installs_the_bundled_model_and_replaces_an_older_one(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     out.mkdir()
-    (out / "synth.json").write_text("{}")  # the case exists already: only the model is at stake
+    (out / "synth.json").write_text(
+        json.dumps({"version": GENERATOR_VERSION})
+    )  # a current case: only the model is at stake
     stale = out / "model"
     shutil.copytree(BUNDLED, stale)
     manifest = json.loads((stale / "surgview.json").read_text())
@@ -41,6 +44,31 @@ def test_demo_installs_the_bundled_model_and_replaces_an_older_one(tmp_path, mon
     weights = (out / "model" / "model.safetensors").stat().st_mtime_ns
     assert cli.main(["demo", "--out", str(out), "--quiet"]) == 0  # current: left alone
     assert (out / "model" / "model.safetensors").stat().st_mtime_ns == weights
+
+
+def test_demo_remakes_a_case_an_older_renderer_made_and_keeps_a_current_one(tmp_path, monkeypatch, capsys):
+    """A returning user's demo case from before a renderer fix shows pictures the bundled model was not trained on
+    (its CVS call on them lands a frame early): the demo command makes the case again, and only then."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "synth.json").write_text(json.dumps({"generator": "surgview synth", "version": GENERATOR_VERSION - 1}))
+    made = []
+
+    def fake_generate(folder, config, progress=None):
+        made.append((folder, config.seed, config.minutes))
+        (folder / "synth.json").write_text(json.dumps({"generator": "surgview synth", "version": GENERATOR_VERSION}))
+        return {}
+
+    monkeypatch.setattr(cli, "generate", fake_generate)
+    assert cli.main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert made == [(out, 7, 2.0)]
+    assert "older renderer" in capsys.readouterr().err
+    assert (out / "model" / "surgview.json").exists()
+    assert cli.main(["demo", "--out", str(out), "--quiet"]) == 0  # now current: left alone
+    assert len(made) == 1
+    (out / "synth.json").write_text("{not json")  # a damaged summary is a case to make again, not a crash
+    assert cli.main(["demo", "--out", str(out), "--quiet"]) == 0
+    assert len(made) == 2
 
 
 @pytest.mark.slow
