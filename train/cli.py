@@ -6,7 +6,6 @@ surgview-train synth --procedure rarp --out DIR                robotic suturing 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.clitools import ArgumentParser, CliError, run_subcommand
-from train.synth.generate import GENERATOR_VERSION, SynthConfig, SynthError, generate
+from train.synth.generate import SynthConfig, SynthError, generate, made_by_this_generator
 
 PROG = "surgview-train"
 
@@ -94,16 +93,6 @@ def _synth_rarp(out: Path, args) -> int:
     return 0
 
 
-def _current_case(case_dir: Path) -> bool:
-    """Whether a demo case is there, made by this renderer (an older one's pictures are not what the bundled model
-    was trained on, so its report on them would not be the README's)."""
-    try:
-        summary = json.loads((case_dir / "synth.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and summary.get("version") == GENERATOR_VERSION
-
-
 def cmd_demo(args) -> int:
     """The demo case and the demo model that ``./dev.sh run`` opens.
 
@@ -120,7 +109,7 @@ def cmd_demo(args) -> int:
 
     out = Path(args.out)
     case_dir, model_dir = out, out / "model"
-    if not _current_case(case_dir):
+    if not made_by_this_generator(case_dir):  # an older renderer's pictures are not the bundled model's
         if (case_dir / "synth.json").exists():
             print("the demo case was made by an older renderer: making it again", file=sys.stderr)
         config = SynthConfig(cases=1, minutes=args.minutes, seed=args.seed)

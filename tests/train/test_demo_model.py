@@ -29,9 +29,8 @@ def test_the_bundled_demo_model_is_a_trained_model_the_engine_loads():
 def test_demo_installs_the_bundled_model_and_replaces_an_older_one(tmp_path, monkeypatch):
     out = tmp_path / "demo"
     out.mkdir()
-    (out / "synth.json").write_text(
-        json.dumps({"version": GENERATOR_VERSION})
-    )  # a current case: only the model is at stake
+    # a current case: only the model is at stake
+    (out / "synth.json").write_text(json.dumps({"version": GENERATOR_VERSION}))
     stale = out / "model"
     shutil.copytree(BUNDLED, stale)
     manifest = json.loads((stale / "surgview.json").read_text())

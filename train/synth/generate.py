@@ -173,6 +173,16 @@ def generate(out: Path, config: SynthConfig, progress: Progress | None = None) -
     return summary
 
 
+def made_by_this_generator(out: Path) -> bool:
+    """Whether ``out`` holds cases this generator wrote: its synth.json names ``GENERATOR_VERSION``. Cases of another
+    version (or an unreadable summary) show pictures that may disagree with the truth as it is written now."""
+    try:
+        summary = json.loads((Path(out) / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and summary.get("version") == GENERATOR_VERSION
+
+
 def train_test_cases(
     out: Path, train_cases: int, test_cases: int, minutes: float, seed: int, *, width: int = 640, height: int = 360
 ) -> tuple[Path, Path]:
