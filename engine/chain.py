@@ -91,6 +91,7 @@ class InstrumentSighting:
     name: Mention
     box: Box | None = None
     confidence: float | None = None
+    box_span: tuple[int, int] | None = field(default=None, compare=False)  # where the box is written, as name.span
 
 
 @dataclass(frozen=True)

@@ -151,11 +151,12 @@ def _blank(text: str, start: int, end: int) -> str:
 
 
 def _sighting_from_item(vocab: Vocabulary, item: str, offset: int) -> InstrumentSighting | None:
-    box = confidence = None
+    box = confidence = box_span = None
     rest = item
     found = _box_at(item)
     if found:
         box, b0, b1 = found
+        box_span = (offset + b0, offset + b1)
         rest = _blank(rest, b0, b1)
     c = _CONFIDENCE.search(rest)
     if c:
@@ -164,7 +165,7 @@ def _sighting_from_item(vocab: Vocabulary, item: str, offset: int) -> Instrument
     rest = _without_remarks(rest)
     if not _clean(rest) or _NONE_ITEM.match(_clean(rest)):
         return None
-    return InstrumentSighting(_mention(vocab, rest, offset), box, confidence)
+    return InstrumentSighting(_mention(vocab, rest, offset), box, confidence, box_span)
 
 
 _REMARK = re.compile(r"\([^()]*\)")
@@ -196,11 +197,11 @@ def parse_perception(text: str, ontology: Ontology) -> Perception:
                 instruments.append(sighting)
     else:
         for label, s, e in ontology.tool.find(text):
-            box = None
+            box = box_span = None
             near = _box_at(text[e : e + 48])
             if near and _BOX_LEAD.match(text[e : e + near[1]]):
-                box = near[0]
-            instruments.append(InstrumentSighting(Mention("tool", text[s:e], label.name, (s, e)), box))
+                box, box_span = near[0], (e + near[1], e + near[2])
+            instruments.append(InstrumentSighting(Mention("tool", text[s:e], label.name, (s, e)), box, None, box_span))
     anatomy: list[Mention] = []
     listed = _list_after(_ANATOMY_LABEL, text, _INSTRUMENTS_LABEL)
     if listed is not None:

@@ -13,7 +13,7 @@ mapped back.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from engine.action_fields import chain_action, chain_step
@@ -112,7 +112,7 @@ def _scaled(sighting: InstrumentSighting, sx: float, sy: float) -> InstrumentSig
     if sighting.box is None or (sx == 1.0 and sy == 1.0):
         return sighting
     x1, y1, x2, y2 = sighting.box
-    return InstrumentSighting(sighting.name, (x1 * sx, y1 * sy, x2 * sx, y2 * sy), sighting.confidence)
+    return replace(sighting, box=(x1 * sx, y1 * sy, x2 * sx, y2 * sy))
 
 
 def _instruments_of(chain: Chain, ontology: Ontology) -> tuple[InstrumentSighting, ...]:

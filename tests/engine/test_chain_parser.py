@@ -28,6 +28,7 @@ from engine.chain_parser import (
     TextAdded,
     parse_chain,
 )
+from engine.ontology import load_ontology
 
 CANONICAL = """<think>
 Level 1 (Perception): Instruments: Grasper [412, 80, 590, 260] (0.93), Hook [120, 300, 260, 420]. Anatomy: gallbladder, liver, cystic duct.
@@ -89,6 +90,20 @@ def test_box_answers_in_point_form():
     chain = parse_chain("<think>L1: grasper at (10, 20), (110, 220).</think><answer>(10,20), (110,220)</answer>")
     assert chain.answer.boxes == ((10, 20, 110, 220),)
     assert chain.perception.instruments[0].box == (10, 20, 110, 220)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Instruments: Grasper [10, 20, 110, 220] (0.9), Hook. Anatomy: liver.",  # a list
+        "A grasper at [10, 20, 110, 220] holds the fundus; a hook waits.",  # prose
+    ],
+)
+def test_a_sighting_knows_where_its_box_is_written(text):
+    # Evaluation scores a box by the probabilities of the tokens it was written with: it needs their place.
+    grasper, hook = parse_perception(text, load_ontology()).instruments
+    assert text[slice(*grasper.box_span)] == "[10, 20, 110, 220]"
+    assert hook.box is None and hook.box_span is None
 
 
 def test_direct_answer_without_reasoning_is_complete():

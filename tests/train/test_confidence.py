@@ -35,9 +35,25 @@ def pieces(text: str, doubtful: dict[str, float]) -> list[tuple[str, float]]:
 def test_a_mention_scores_the_probability_of_the_tokens_the_model_wrote_for_it():
     text = CHAIN.format(extra="hook dissect cystic duct")
     scores = mention_scores(text, pieces(text, {"Hook": 0.5}), parse_chain(text))
-    assert scores.sightings == approx((0.99**7, 0.5**4))  # "Grasper", "Hook": the names, not their boxes
+    # "Grasper [262, 146, 334, 176]" (28 characters), "Hook [366, 192, 439, 225]": each name with its box
+    assert scores.sightings == approx((0.99**28, 0.5**4 * 0.99**21))
     # Level 2 scores its triplets (the answer repeating them adds nothing); one only in the answer is scored there
     assert scores.triplets == approx({17: 0.99**27, 96: 0.99**24, 58: 0.99**24})
+
+
+def test_a_sure_name_with_a_doubtful_box_scores_below_a_sure_box():
+    # The model was sure a hook is there but not where: the digits it wrote for the box were guesses.
+    text = CHAIN.format(extra="hook dissect cystic duct")
+    scores = mention_scores(text, pieces(text, {"366, 192": 0.4}), parse_chain(text))
+    grasper, hook = scores.sightings
+    assert hook == approx(0.99**17 * 0.4**8)  # 25 characters, 8 of them doubtful
+    assert hook < 0.1 < grasper
+
+
+def test_a_sighting_without_a_box_scores_its_name():
+    text = CHAIN.format(extra="hook dissect cystic duct").replace(" [262, 146, 334, 176]", "")
+    scores = mention_scores(text, pieces(text, {"Grasper": 0.5}), parse_chain(text))
+    assert scores.sightings[0] == approx(0.5**7)
 
 
 def test_tokens_that_do_not_spell_the_text_give_no_scores():

@@ -14,8 +14,8 @@ reads from the chain (the ``predicted_*`` functions below) is:
 * boxes: localisation asks for the sample's instrument(s): ``Answer.boxes`` (unlabelled) take
   the gold class when the gold boxes have a single class, else Level 1 sightings of the gold
   classes; frame analysis: every Level 1 sighting with a box, else ``Answer.boxes`` as above.
-  A sighting's score is the confidence the chain states, else the probability the model gave its name's
-  tokens (:mod:`train.eval.confidence`, when the row carries them), else 1.
+  A sighting's score is the confidence the chain states, else the probability the model gave the tokens of its
+  name and box (:mod:`train.eval.confidence`, when the row carries them), else 1.
 * MCQ: the raw response against ``Sample.answer`` with the release scorer.
 
 Another procedure's samples are parsed in its ontology: action and action_mcq → action (accuracy,
