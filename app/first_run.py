@@ -56,7 +56,7 @@ MAX_CONCURRENCY = 256
 AUTOMATIC = "Automatic"
 AUTOMATIC_DESCRIPTION = (
     "the profile the model's manifest names; a folder or server without one gets a stated default "
-    "(surg-r1 when its name says so, else qwen-vl)"
+    "(surg-r1 when its name says so, qwen3-vl for a Qwen3-VL, else qwen-vl)"
 )
 
 

@@ -197,8 +197,8 @@ def _add_profile_arguments(parser) -> None:
         "--profile",
         choices=PROFILE_NAMES,
         help=f"how the model is asked: surgview (one {Task.FRAME} prompt), surg-r1 (the Surg-R1 release's three "
-        "questions at 840x476), qwen-vl (a general Qwen-VL instruct model); default: the model manifest's, else "
-        "a stated default",
+        "questions at 840x476), qwen-vl (a general Qwen2.5-VL instruct model), qwen3-vl (a Qwen3-VL: boxes in "
+        "0-1000); default: the model manifest's, else a stated default",
     )
     parser.add_argument("--task", help=f"surgview profile: the one question asked (default {Task.FRAME})")
     parser.add_argument(

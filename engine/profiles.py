@@ -3,10 +3,12 @@
 A model answers best to the questions, system prompt and image size it was trained on. The one
 released surgical reasoning model (Surg-R1, served by vLLM) answers three questions per frame at
 840×476 with its own system prompt; surgview's own models answer one ``frame_analysis`` prompt;
-a general Qwen2.5-VL / Qwen3-VL instruct model can be asked for the three levels in surgview's
-format. A :class:`ModelProfile` holds all of that: the questions (each stored under its own task
-in the case store), the system prompt, how the frame is sized and encoded, the sampling settings,
-and the scale that maps the boxes a model answers back to pixels of the source frame. The answers
+a general Qwen2.5-VL or Qwen3-VL instruct model can be asked for the three levels in surgview's
+format, each in the coordinates it was trained to give boxes in (Qwen2.5-VL: pixels of the image it
+saw; Qwen3-VL: 0–1000 of that image's width and height). A :class:`ModelProfile` holds all of that:
+the questions (each stored under its own task in the case store), the system prompt, how the frame is
+sized and encoded, the sampling settings, and how the boxes a model answers map back to pixels of the
+source frame. The answers
 of one frame merge into one record in :mod:`engine.frame_record`.
 """
 
@@ -27,6 +29,8 @@ from engine.prompts import load_prompts
 from engine.tasks import Task
 
 __all__ = [
+    "BOX_PIXELS",
+    "BOX_THOUSANDTHS",
     "DEFAULT_PROFILE",
     "PROFILE_NAMES",
     "ImageSpec",
@@ -36,6 +40,7 @@ __all__ = [
     "Sampling",
     "default_profile",
     "get_profile",
+    "in_thousandths",
     "procedure_for_version",
     "profile_for_version",
     "qwen_grid_size",
@@ -76,9 +81,16 @@ SURG_R1_QUESTIONS = (
 
 SURG_R1_VERSION = "surg-r1-release"
 QWEN_VL_VERSION_PREFIX = "qwen-vl-"
+QWEN3_VL_VERSION_PREFIX = "qwen3-vl-"
 QWEN_FACTOR = 28  # Qwen2.5-VL: 14-pixel patches merged 2x2
 QWEN_MIN_PIXELS = 256 * 28 * 28  # 200704, the release's server setting
 QWEN_MAX_PIXELS = 1280 * 28 * 28  # 1003520
+QWEN3_FACTOR = 32  # Qwen3-VL: 16-pixel patches merged 2x2
+QWEN3_MIN_PIXELS = 256 * 32 * 32  # the same 256 to 1280 image tokens as Qwen2.5-VL's bounds
+QWEN3_MAX_PIXELS = 1280 * 32 * 32
+
+BOX_PIXELS = "pixels"  # boxes in pixels of the image the model saw (Qwen2.5-VL, the Surg-R1 release, surgview)
+BOX_THOUSANDTHS = "thousandths"  # x and y from 0 to 1000 across that image's width and height (Qwen2-VL, Qwen3-VL)
 
 
 class ProfileError(ValueError):
@@ -99,7 +111,8 @@ class ImageSpec:
     """How the frame is sized before it is sent: as it is, to a fixed size, or to Qwen's 28-pixel grid."""
 
     size: tuple[int, int] | None = None  # exact (width, height)
-    qwen_grid: bool = False  # resize as Qwen2.5-VL's processor would (multiples of 28, pixel bounds)
+    qwen_grid: bool = False  # resize as a Qwen VL processor would (multiples of grid_factor, pixel bounds)
+    grid_factor: int = QWEN_FACTOR
     min_pixels: int = QWEN_MIN_PIXELS
     max_pixels: int = QWEN_MAX_PIXELS
     jpeg_quality: int = 90
@@ -121,6 +134,7 @@ class ModelProfile:
     questions: tuple[Question, ...]
     image: ImageSpec = ImageSpec()
     sampling: Sampling = Sampling()
+    box_units: str = BOX_PIXELS  # how the model's boxes are written: BOX_PIXELS or BOX_THOUSANDTHS
 
     @property
     def tasks(self) -> tuple[str, ...]:
@@ -137,11 +151,14 @@ class ModelProfile:
         if self.image.size is not None:
             return self.image.size
         if self.image.qwen_grid:
-            return qwen_grid_size(width, height, self.image.min_pixels, self.image.max_pixels)
+            return qwen_grid_size(width, height, self.image.min_pixels, self.image.max_pixels, self.image.grid_factor)
         return width, height
 
     def box_scale(self, width: int, height: int) -> tuple[float, float]:
-        """Factors that map boxes in the sent image's pixels to the source frame's pixels."""
+        """Factors that map the model's boxes (pixels of the sent image, or thousandths of it) to the source
+        frame's pixels."""
+        if self.box_units == BOX_THOUSANDTHS:
+            return width / 1000, height / 1000
         sent_w, sent_h = self.sent_size(width, height)
         return width / sent_w, height / sent_h
 
@@ -186,11 +203,16 @@ def _fill(template: str, width: int, height: int) -> str:
 
 
 def qwen_grid_size(
-    width: int, height: int, min_pixels: int = QWEN_MIN_PIXELS, max_pixels: int = QWEN_MAX_PIXELS
+    width: int,
+    height: int,
+    min_pixels: int = QWEN_MIN_PIXELS,
+    max_pixels: int = QWEN_MAX_PIXELS,
+    factor: int = QWEN_FACTOR,
 ) -> tuple[int, int]:
-    """Qwen2.5-VL's ``smart_resize``: each side a multiple of 28, the area within the pixel bounds,
-    the aspect ratio kept as well as that allows. Boxes a Qwen2.5-VL model answers are in these pixels."""
-    h, w = grid_resize(height, width, QWEN_FACTOR, min_pixels, max_pixels)
+    """Qwen2.5-VL's ``smart_resize``: each side a multiple of ``factor`` (28; Qwen3-VL's is 32), the area within
+    the pixel bounds, the aspect ratio kept as well as that allows. Boxes a Qwen2.5-VL model answers are in these
+    pixels."""
+    h, w = grid_resize(height, width, factor, min_pixels, max_pixels)
     return w, h
 
 
@@ -232,7 +254,7 @@ def _qwen_vl() -> ModelProfile:
     base = _surgview(Task.FRAME)
     return ModelProfile(
         name="qwen-vl",
-        description="a general Qwen2.5-VL / Qwen3-VL instruct model asked for the three levels in surgview's format",
+        description="a general Qwen2.5-VL instruct model asked for the three levels in surgview's format",
         version=QWEN_VL_VERSION_PREFIX + base.version,
         system=base.system,
         questions=base.questions,
@@ -241,7 +263,40 @@ def _qwen_vl() -> ModelProfile:
     )
 
 
-_BUILDERS = {"surgview": lambda: _surgview(Task.FRAME), "surg-r1": _surg_r1, "qwen-vl": _qwen_vl}
+# What surgview's prompts say about box coordinates, and what a model that gives thousandths is asked instead.
+_PIXEL_WORDING = re.compile(r"in pixels of the (?:original|\{width\}x\{height\}) frame")
+_THOUSANDTHS_WORDING = "with x and y from 0 to 1000 across the frame's width and height"
+
+
+def in_thousandths(profile: ModelProfile) -> ModelProfile:
+    """``profile`` asking for boxes in 0–1000 coordinates wherever its texts ask for pixels, and mapping them so."""
+    questions = tuple(replace(q, prompt=_PIXEL_WORDING.sub(_THOUSANDTHS_WORDING, q.prompt)) for q in profile.questions)
+    system = _PIXEL_WORDING.sub(_THOUSANDTHS_WORDING, profile.system)
+    return replace(profile, system=system, questions=questions, box_units=BOX_THOUSANDTHS)
+
+
+def _qwen3_vl() -> ModelProfile:
+    base = _qwen_vl()
+    asked = in_thousandths(base)
+    if asked.system == base.system or asked.questions == base.questions:
+        raise ProfileError("surgview's prompts no longer say how boxes are written; the qwen3-vl profile cannot ask")
+    return replace(
+        asked,
+        name="qwen3-vl",
+        description="a general Qwen3-VL instruct model asked for the three levels, boxes in its 0–1000 coordinates",
+        version=QWEN3_VL_VERSION_PREFIX + _surgview(Task.FRAME).version,
+        image=ImageSpec(
+            qwen_grid=True, grid_factor=QWEN3_FACTOR, min_pixels=QWEN3_MIN_PIXELS, max_pixels=QWEN3_MAX_PIXELS
+        ),
+    )
+
+
+_BUILDERS = {
+    "surgview": lambda: _surgview(Task.FRAME),
+    "surg-r1": _surg_r1,
+    "qwen-vl": _qwen_vl,
+    "qwen3-vl": _qwen3_vl,
+}
 PROFILE_NAMES: tuple[str, ...] = tuple(_BUILDERS)
 
 
@@ -282,7 +337,8 @@ def _for_procedure(name: str, task: str | None, procedure: str) -> ModelProfile:
         return own
     base = _profile(name)
     system = base.system if name == "surg-r1" else own.system
-    return replace(base, version=f"{base.version}+{proc.name}", system=system, questions=own.questions)
+    asked = replace(base, version=f"{base.version}+{proc.name}", system=system, questions=own.questions)
+    return in_thousandths(asked) if base.box_units == BOX_THOUSANDTHS else asked
 
 
 def profile_for_version(prompt_version: str) -> str:
@@ -291,17 +347,22 @@ def profile_for_version(prompt_version: str) -> str:
     prompt_version = prompt_version.split("+", 1)[0]
     if prompt_version == SURG_R1_VERSION:
         return "surg-r1"
+    if prompt_version.startswith(QWEN3_VL_VERSION_PREFIX):
+        return "qwen3-vl"
     if prompt_version.startswith(QWEN_VL_VERSION_PREFIX):
         return "qwen-vl"
     return "surgview"
 
 
-def default_profile(manifest_profile: str | None, has_manifest: bool, model_name: str | None) -> tuple[str, str]:
+def default_profile(
+    manifest_profile: str | None, has_manifest: bool, model_name: str | None, architecture: str | None = None
+) -> tuple[str, str]:
     """The profile to use when none was chosen, and one line saying why.
 
     A surgview manifest names its profile (``surgview`` when it says nothing: surgview trained it).
     A folder or a server without one is most likely the Surg-R1 release when its name says so, else
-    a general Qwen-VL instruct model.
+    a general Qwen-VL instruct model: a Qwen3-VL (its folder's architecture, or a name that says so) gives
+    boxes in thousandths, which only the ``qwen3-vl`` profile maps right.
     """
     if manifest_profile:
         if manifest_profile not in _BUILDERS:
@@ -312,8 +373,12 @@ def default_profile(manifest_profile: str | None, has_manifest: bool, model_name
         return manifest_profile, f"profile {manifest_profile} (named in the model's manifest)"
     if has_manifest:
         return "surgview", "profile surgview (a surgview model)"
-    if "surgr1" in re.sub(r"[^a-z0-9]", "", (model_name or "").lower()):
+    plain_name = re.sub(r"[^a-z0-9]", "", (model_name or "").lower())
+    if "surgr1" in plain_name:
         return "surg-r1", f"profile surg-r1 (default for a model called {model_name!r}; choose with --profile)"
+    if architecture == "Qwen3VLForConditionalGeneration" or "qwen3vl" in plain_name:
+        why = "default for a Qwen3-VL without a surgview manifest; choose with --profile"
+        return "qwen3-vl", f"profile qwen3-vl ({why})"
     return "qwen-vl", "profile qwen-vl (default for a model without a surgview manifest; choose with --profile)"
 
 
@@ -332,7 +397,7 @@ def resolve_profile(
     """
     if name:
         return get_profile(name, task, procedure), f"profile {name}"
-    manifest_profile, has_manifest, model_name = None, False, model
+    manifest_profile, has_manifest, model_name, architecture = None, False, model, None
     if kind in LOCAL_KINDS and model:
         from pathlib import Path
 
@@ -340,6 +405,7 @@ def resolve_profile(
 
         folder = Path(model).expanduser()
         model_name = folder.name
+        architecture = _architecture(folder)
         if (folder / MANIFEST_NAME).is_file():
             try:
                 manifest = Manifest.read(folder)
@@ -347,5 +413,17 @@ def resolve_profile(
                 manifest = None  # the backend reports the bad manifest when it loads the folder
             has_manifest = manifest is not None
             manifest_profile = manifest.profile if manifest is not None else None
-    chosen, note = default_profile(manifest_profile, has_manifest, model_name)
+    chosen, note = default_profile(manifest_profile, has_manifest, model_name, architecture)
     return get_profile(chosen, task, procedure), note
+
+
+def _architecture(folder) -> str | None:
+    """The first architecture a model folder's ``config.json`` names; None when it has none to read (the
+    backend says what is wrong with the folder when it loads it)."""
+    import json
+
+    try:
+        names = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or ()
+    except (OSError, ValueError, AttributeError):
+        return None
+    return names[0] if names and isinstance(names[0], str) else None

@@ -90,12 +90,43 @@ def test_unknown_profile_and_a_task_the_profile_does_not_ask_are_refused():
         get_profile("gpt")
     with pytest.raises(ProfileError, match="drop --task"):
         get_profile("surg-r1", "cvs")
-    assert set(PROFILE_NAMES) == {"surgview", "surg-r1", "qwen-vl"}
-    assert [profile_for_version(v) for v in ("1.0", "surg-r1-release", "qwen-vl-1.0")] == [
+    assert set(PROFILE_NAMES) == {"surgview", "surg-r1", "qwen-vl", "qwen3-vl"}
+    assert [profile_for_version(v) for v in ("1.0", "surg-r1-release", "qwen-vl-1.0", "qwen3-vl-1.0+rarp")] == [
         "surgview",
         "surg-r1",
         "qwen-vl",
+        "qwen3-vl",
     ]
+
+
+FRAME_ANSWER = (
+    "<think>\nLevel 1 (Perception): Instruments: Grasper [500, 500, 750, 1000]. Anatomy: liver.\n"
+    "Level 2 (Relation): Triplets: grasper retract gallbladder.\n"
+    "Level 3 (Context): Phase: Preparation. CVS: C1 not met, C2 not met, C3 not met. Safety: none.\n</think>\n"
+    "<answer>Phase: Preparation. Triplets: grasper retract gallbladder. CVS: C1 not met, C2 not met, C3 not met."
+    "</answer>"
+)
+
+
+def test_a_qwen3_vl_is_asked_for_boxes_in_thousandths_and_they_land_on_the_source_frame():
+    # Qwen3-VL writes boxes as 0-1000 of the image's width and height; read as pixels of the sent image they would
+    # be drawn on the wrong part of the frame.
+    profile = get_profile("qwen3-vl")
+    asked = profile.system + profile.prompt("frame_analysis", 1920, 1080)
+    assert "from 0 to 1000" in asked and "pixels of the" not in asked
+    w, h = profile.sent_size(1920, 1080)
+    assert w % 32 == 0 and h % 32 == 0 and abs(w / h - 16 / 9) < 0.05
+    stored = {
+        "frame_analysis": FrameResult.from_text(3, "openai:qwen3", profile.version, "frame_analysis", FRAME_ANSWER)
+    }
+    record = merge_results(get_profile(profile_for_version(profile.version)), stored, 1920, 1080)
+    assert record.to_json()["instruments"] == [{"label": "Grasper", "box": [960.0, 540.0, 1440.0, 1080.0]}]
+    as_pixels = merge_results(get_profile("qwen-vl"), stored, 1920, 1080)
+    assert as_pixels.to_json()["instruments"][0]["box"] != [960.0, 540.0, 1440.0, 1080.0]
+    # another procedure's prompts ask in thousandths too
+    rarp = get_profile("qwen3-vl", procedure="rarp")
+    assert "from 0 to 1000" in rarp.system and "pixels of the" not in rarp.system
+    assert rarp.box_scale(1280, 720) == (1.28, 0.72)
 
 
 def _folder(tmp_path, name, manifest=None):
@@ -123,6 +154,16 @@ def test_the_default_profile_follows_the_manifest_and_says_why(tmp_path):
     assert release[0].name == "surg-r1" and "--profile" in release[1]
     plain = resolve_profile(None, kind="openai", model="Qwen2.5-VL-3B-Instruct")
     assert plain[0].name == "qwen-vl" and "default" in plain[1]
+    served3 = resolve_profile(None, kind="openai", model="Qwen/Qwen3-VL-8B-Instruct")
+    assert served3[0].name == "qwen3-vl" and "Qwen3-VL" in served3[1]
+    for arch, expected in (
+        ("Qwen3VLForConditionalGeneration", "qwen3-vl"),
+        ("Qwen2_5_VLForConditionalGeneration", "qwen-vl"),
+    ):
+        folder = tmp_path / arch
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"architectures": [arch]}))
+        assert resolve_profile(None, kind="transformers", model=str(folder))[0].name == expected
     chosen = resolve_profile("surgview", kind="openai", model="Surg-R1")
     assert chosen[0].name == "surgview"
     with pytest.raises(ProfileError, match="does not know"):
