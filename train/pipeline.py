@@ -37,6 +37,7 @@ from engine.ontology import normalise_key
 from engine.tasks import Task
 from train.cot.datasets import chain_row, write_jsonl
 from train.cot.procedure_sets import write_procedure_grpo_set, write_procedure_sft_set
+from train.data.repeat_factor import repeat_factor_sampled
 from train.data.sample import Sample
 from train.grpo.rewards import REWARDS
 from train.grpo.stage import GRPORecipe
@@ -100,6 +101,9 @@ class DataSpec:
     # Phase → how many times each of its training samples is used (whole numbers >= 1): more of the frames where
     # the hard calls are made (CVS is decided in Calot triangle dissection) without new rendering.
     oversample: dict[str, int] | None = None
+    # LVIS repeat-factor sampling over instrument classes (train/data/repeat_factor.py): a frame showing a class seen
+    # in fewer than this fraction of training frames is repeated sqrt(threshold / fraction) times. None: off.
+    repeat_factor_threshold: float | None = None
 
     def __post_init__(self) -> None:
         if self.synthetic is None and not (
@@ -249,6 +253,11 @@ def check_recipe(recipe: PipelineRecipe) -> None:
     for phase, times in (recipe.data.oversample or {}).items():
         if not isinstance(times, int) or isinstance(times, bool) or times < 1:
             raise PipelineError(f"data.oversample.{phase} must be a whole number of 1 or more; got {times!r}")
+    threshold = recipe.data.repeat_factor_threshold
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0 < threshold <= 1
+    ):
+        raise PipelineError(f"data.repeat_factor_threshold must be a fraction of frames in (0, 1]; got {threshold!r}")
     stage = recipe.export.stage
     stages = {"sft", "grpo"} | {f"iter{k}" for k in range(1, recipe.rounds + 1)}
     if stage is not None and stage not in stages:
@@ -411,7 +420,7 @@ def recipe_samples(recipe: PipelineRecipe, out: Path) -> Samples:
     reviewed = reviewed_data(spec.reviewed or [], tasks, fps=spec.fps)
     held_out = reviewed_data(spec.reviewed_test or [], tasks, fps=spec.fps, split="test")
     train, test = _spread(train, spec.max_train), _spread(test, spec.max_test)
-    train = oversampled(train, spec.oversample)
+    train = repeat_factor_sampled(oversampled(train, spec.oversample), spec.repeat_factor_threshold, recipe.seed)
     validation = _spread(validation, spec.max_validation)
     train += reviewed.samples  # the reviewer's truth is never thinned out
     test += held_out.samples
