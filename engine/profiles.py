@@ -8,8 +8,7 @@ format, each in the coordinates it was trained to give boxes in (Qwen2.5-VL: pix
 saw; Qwen3-VL: 0–1000 of that image's width and height). A :class:`ModelProfile` holds all of that:
 the questions (each stored under its own task in the case store), the system prompt, how the frame is
 sized and encoded, the sampling settings, and how the boxes a model answers map back to pixels of the
-source frame. The answers
-of one frame merge into one record in :mod:`engine.frame_record`.
+source frame. The answers of one frame merge into one record in :mod:`engine.frame_record`.
 """
 
 from __future__ import annotations
@@ -108,7 +107,7 @@ class Question:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """How the frame is sized before it is sent: as it is, to a fixed size, or to Qwen's 28-pixel grid."""
+    """How the frame is sized before it is sent: as it is, to a fixed size, or to a Qwen VL grid (28 or 32 pixels)."""
 
     size: tuple[int, int] | None = None  # exact (width, height)
     qwen_grid: bool = False  # resize as a Qwen VL processor would (multiples of grid_factor, pixel bounds)
