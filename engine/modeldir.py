@@ -34,6 +34,7 @@ __all__ = [
     "ModelInfo",
     "Stage",
     "check_safe_files",
+    "config_architecture",
     "inspect_model_dir",
     "supported_architectures",
 ]
@@ -343,6 +344,17 @@ def _pickle_files(path: Path) -> list[Path]:
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         found += [Path(root) / f for f in sorted(files) if f.lower().endswith(PICKLE_SUFFIXES)]
     return found
+
+
+def config_architecture(path: Path) -> str | None:
+    """The first architecture a model folder's ``config.json`` names, read as loading reads it (nothing that could
+    block is opened); None when there is none to read: loading the folder says what is wrong with it."""
+    try:
+        config = _read_json(Path(path) / "config.json")
+    except ModelDirError:
+        return None
+    names = config.get("architectures") if isinstance(config, dict) else None
+    return names[0] if isinstance(names, list) and names and isinstance(names[0], str) else None
 
 
 def _architecture(config: dict[str, Any], path: Path) -> str:

@@ -400,11 +400,11 @@ def resolve_profile(
     if kind in LOCAL_KINDS and model:
         from pathlib import Path
 
-        from engine.modeldir import MANIFEST_NAME, Manifest, ModelDirError
+        from engine.modeldir import MANIFEST_NAME, Manifest, ModelDirError, config_architecture
 
         folder = Path(model).expanduser()
         model_name = folder.name
-        architecture = _architecture(folder)
+        architecture = config_architecture(folder)
         if (folder / MANIFEST_NAME).is_file():
             try:
                 manifest = Manifest.read(folder)
@@ -414,15 +414,3 @@ def resolve_profile(
             manifest_profile = manifest.profile if manifest is not None else None
     chosen, note = default_profile(manifest_profile, has_manifest, model_name, architecture)
     return get_profile(chosen, task, procedure), note
-
-
-def _architecture(folder) -> str | None:
-    """The first architecture a model folder's ``config.json`` names; None when it has none to read (the
-    backend says what is wrong with the folder when it loads it)."""
-    import json
-
-    try:
-        names = json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or ()
-    except (OSError, ValueError, AttributeError):
-        return None
-    return names[0] if names and isinstance(names[0], str) else None
