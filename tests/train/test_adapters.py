@@ -35,7 +35,7 @@ PHASES = ["Preparation"] * 25 + ["CalotTriangleDissection"] * 25 + ["ClippingCut
 # ---------------------------------------------------------------- fixture writers (real formats)
 
 
-def write_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 25) -> None:
+def write_video(path: Path, frames: int, width: int = 64, height: int = 48, fps: int = 25, grey_shift: int = 0) -> None:
     """A tiny H.264 video whose frame i has a distinct grey level (so cached frames can be checked)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w") as container:
@@ -43,7 +43,7 @@ def write_video(path: Path, frames: int, width: int = 64, height: int = 48, fps:
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"crf": "10", "g": "10"}
         for i in range(frames):
-            image = np.full((height, width, 3), (i * 3) % 250, np.uint8)
+            image = np.full((height, width, 3), (i * 3 + grey_shift) % 250, np.uint8)
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():

@@ -21,7 +21,14 @@ from train.data.sample import FrameRef, Sample
 
 
 def _folder(case: str, video: Path) -> str:
-    digest = hashlib.sha1(str(video.resolve()).encode()).hexdigest()[:8]
+    """Cache folder of one source file, named by its path *and* its size and modification time: a video written
+    again under the same name (remade cases, a replaced recording) gets a new folder, never the old file's frames."""
+    try:
+        stat = video.stat()
+        version = f"{stat.st_size}:{stat.st_mtime_ns}"
+    except OSError:  # missing: the decoder reports it with the file's name
+        version = ""
+    digest = hashlib.sha1(f"{video.resolve()}|{version}".encode()).hexdigest()[:8]
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", case) or "case"
     return f"{safe}-{digest}"
 

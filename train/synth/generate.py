@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -187,19 +188,44 @@ def train_test_cases(
     out: Path, train_cases: int, test_cases: int, minutes: float, seed: int, *, width: int = 640, height: int = 360
 ) -> tuple[Path, Path]:
     """Training cases (videos 1..) in ``out/cases-train`` and held-out ones (videos 50.., another
-    seed) in ``out/cases-test``; a folder already written is kept, so a rerun resumes."""
+    seed) in ``out/cases-test``. A folder already written with these settings by this generator is kept, so a rerun
+    resumes; one written with other settings or by an older renderer is made again, so a run never trains or
+    evaluates on pictures that disagree with its truth or its recipe."""
     out = Path(out)
     train_root, test_root = out / "cases-train", out / "cases-test"
     for root, cases, case_seed, first_id in (
         (train_root, train_cases, seed, 1),
         (test_root, test_cases, seed + 1000, 50),
     ):
-        if not (root / "synth.json").exists():
-            config = SynthConfig(
-                cases=cases, minutes=minutes, seed=case_seed, first_id=first_id, width=width, height=height
-            )
-            generate(root, config)
+        config = SynthConfig(
+            cases=cases, minutes=minutes, seed=case_seed, first_id=first_id, width=width, height=height
+        )
+        if not _written_with(root, config):
+            _generate_in_place_of(root, config)
     return train_root, test_root
+
+
+def _written_with(out: Path, config: SynthConfig) -> bool:
+    """Whether ``out`` holds this generator's cases made with exactly ``config``."""
+    if not made_by_this_generator(out):
+        return False
+    summary = json.loads((out / "synth.json").read_text(encoding="utf-8"))
+    return summary.get("config") == asdict(config)
+
+
+def _generate_in_place_of(root: Path, config: SynthConfig) -> None:
+    """Write the cases beside ``root`` and swap them in only when complete: an interrupted run leaves the old
+    folder (or none), never a mix of old and new cases under one summary."""
+    fresh = root.with_name(root.name + ".partial")
+    stale = root.with_name(root.name + ".stale")
+    for leftover in (fresh, stale):
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    generate(fresh, config)
+    if root.exists():
+        root.rename(stale)
+    fresh.rename(root)
+    shutil.rmtree(stale, ignore_errors=True)
 
 
 def _first_all_met(log: TruthLog) -> int | None:

@@ -1,0 +1,98 @@
+"""A training run reuses cases and cached frames only while they are the ones its recipe and renderer would make."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import cv2
+import pytest
+
+import train.synth.generate as synth
+from train.data.cholec80 import cholec80_samples
+from train.data.frames import extract_frames
+from train.data.sample import Task
+from train.synth.generate import GENERATOR_VERSION, train_test_cases
+
+from .test_adapters import phase_txt, write_video
+
+
+@pytest.fixture
+def fake_generate(monkeypatch):
+    """Stand-in for rendering (minutes a case): writes the summary a real run writes and one marker file."""
+    made: list[tuple[str, int, float]] = []
+
+    def generate(folder: Path, config: synth.SynthConfig, progress=None) -> dict:
+        folder.mkdir(parents=True, exist_ok=True)
+        made.append((folder.name, config.seed, config.minutes))
+        summary = {"generator": "surgview synth", "version": GENERATOR_VERSION, "config": asdict(config), "cases": []}
+        (folder / "synth.json").write_text(json.dumps(summary))
+        (folder / "marker").write_text(f"seed {config.seed} minutes {config.minutes}")
+        return summary
+
+    monkeypatch.setattr(synth, "generate", generate)
+    return made
+
+
+def test_a_rerun_keeps_cases_made_with_the_same_settings(tmp_path, fake_generate):
+    train_test_cases(tmp_path, 3, 1, 2.0, 0)
+    assert fake_generate == [("cases-train.partial", 0, 2.0), ("cases-test.partial", 1000, 2.0)]
+    assert (tmp_path / "cases-train" / "marker").read_text() == "seed 0 minutes 2.0"
+    assert not list(tmp_path.glob("*.partial")) and not list(tmp_path.glob("*.stale"))
+    train_test_cases(tmp_path, 3, 1, 2.0, 0)
+    assert len(fake_generate) == 2  # nothing made again
+
+
+def test_cases_of_an_older_renderer_or_other_settings_are_made_again(tmp_path, fake_generate):
+    """Before, any folder with a synth.json was kept: a recipe changed to other minutes, or cases copied from a run
+    made before a renderer fix, trained and evaluated on pictures other than the ones the recipe names."""
+    train_test_cases(tmp_path, 3, 1, 2.0, 0)
+    train_test_cases(tmp_path, 3, 1, 3.0, 0)  # other settings: both splits made again
+    assert [m[2] for m in fake_generate] == [2.0, 2.0, 3.0, 3.0]
+    assert (tmp_path / "cases-test" / "marker").read_text() == "seed 1000 minutes 3.0"
+
+    summary_path = tmp_path / "cases-train" / "synth.json"
+    summary = json.loads(summary_path.read_text())
+    summary["version"] = GENERATOR_VERSION - 1
+    summary_path.write_text(json.dumps(summary))
+    (tmp_path / "cases-train" / "video99.mp4").write_bytes(b"an old case")
+    train_test_cases(tmp_path, 3, 1, 3.0, 0)
+    assert len(fake_generate) == 5  # the older renderer's training cases only
+    assert not (tmp_path / "cases-train" / "video99.mp4").exists()  # no old case left among the new ones
+
+
+def test_an_interrupted_remake_leaves_the_old_cases_not_a_mix(tmp_path, fake_generate, monkeypatch):
+    train_test_cases(tmp_path, 3, 1, 2.0, 0)
+
+    def killed(folder, config, progress=None):
+        folder.mkdir(parents=True)
+        (folder / "half.mp4").write_bytes(b"half a case")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(synth, "generate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train_test_cases(tmp_path, 3, 1, 3.0, 0)
+    assert (tmp_path / "cases-train" / "marker").read_text() == "seed 0 minutes 2.0"  # old cases intact
+    assert not (tmp_path / "cases-train" / "half.mp4").exists()
+
+
+def _cholec80_case(root: Path, grey_shift: int) -> None:
+    """One Cholec80 case whose frames' grey levels depend on ``grey_shift`` (another recording, same name)."""
+    write_video(root / "videos" / "video01.mp4", 60, grey_shift=grey_shift)
+    (root / "phase_annotations").mkdir(parents=True, exist_ok=True)
+    (root / "phase_annotations" / "video01-phase.txt").write_text(phase_txt(["Preparation"] * 60))
+
+
+def test_a_video_written_again_under_its_name_is_not_served_from_the_old_frames(tmp_path):
+    root, cache = tmp_path / "cholec80", tmp_path / "cache"
+    _cholec80_case(root, 0)
+    before = extract_frames(cholec80_samples(root, cases=["video01"], tasks={Task.PHASE}), cache, fmt="png")
+    grey_before = {ref.index: int(cv2.imread(str(p))[0, 0, 0]) for ref, p in before.items()}
+
+    _cholec80_case(root, 100)  # remade cases: same path, other pictures
+    after = extract_frames(cholec80_samples(root, cases=["video01"], tasks={Task.PHASE}), cache, fmt="png")
+    grey_after = {ref.index: int(cv2.imread(str(p))[0, 0, 0]) for ref, p in after.items()}
+    assert set(grey_after) == set(grey_before)
+    for index, grey in grey_before.items():
+        assert abs(grey_after[index] - (grey + 100) % 250) <= 3  # the new recording's frame, not the cached one
