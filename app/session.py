@@ -497,7 +497,7 @@ class CaseSession:
         problem = None
         if analysis is None or self.case.frame_count <= 0:
             self.timelines, self.statuses = None, []
-            self._assess_cvs([])
+            self._assess_cvs([], None)
         else:
             try:
                 rows = analysis.timeline_rows(self.store)  # merged: the phase question's phase, every question's tools
@@ -506,7 +506,7 @@ class CaseSession:
                 self.timelines = self._build_timelines(rows) if rows else None
             except StoreError as exc:
                 return str(exc)
-            self._assess_cvs(rows)
+            self._assess_cvs(rows, self.timelines.first_clip_frame() if self.timelines is not None else None)
         self._emit("timelines", self.timelines)
         return problem
 
@@ -546,11 +546,13 @@ class CaseSession:
             step=smooth.step,
         )
 
-    def _assess_cvs(self, rows: list) -> None:
+    def _assess_cvs(self, rows: list, first_clip_frame: int | None) -> None:
         """CVS episodes (established or doubtful) and the frames whose analysed neighbours disagree
-        with them, once per timelines refresh (what the canvas's CVS badge reads)."""
+        with them, once per timelines refresh (what the canvas's CVS badge reads). Runs are cut where clipping
+        begins, as the report's statement cuts them, so the badge and the statement never disagree."""
         stated = [r for r in sorted(rows, key=lambda r: r.frame) if any(c is not None for c in r.cvs)]
-        self.cvs_episodes = assess_cvs(stated, self.case.fps or 25.0, None, time_of=self.time_of).episodes
+        fps = self.case.fps or 25.0
+        self.cvs_episodes = assess_cvs(stated, fps, first_clip_frame, time_of=self.time_of).episodes
         met = [all(c is CvsState.MET for c in r.cvs) for r in stated]
         disagreeing = set()
         for i, row in enumerate(stated):

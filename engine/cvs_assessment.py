@@ -5,7 +5,9 @@ This module turns the analysed frames' answers into *episodes* (runs of consecut
 all three criteria are met) and says, in one statement, whether CVS was **established** — all three met on a
 run lasting at least ``min_duration_s`` over at least ``min_frames`` analysed frames — before the first clip,
 whether it held until then, or was lost, or came only after clipping, or never. Shorter runs are *doubtful*:
-shown, never a green light. Nothing here reads pixels; it reads what the model said, with its times.
+shown, never a green light. Only what was seen *before* the first clip can establish CVS before it: one "all met"
+frame just before clipping, followed by more during it, is a doubtful frame and a run after clipping, never
+"established before clipping". Nothing here reads pixels; it reads what the model said, with its times.
 """
 
 from __future__ import annotations
@@ -138,23 +140,36 @@ def episodes_of(
     time_of: Callable[[int], float],
     rule: CvsRule,
     dissection_frame: int | None = None,
+    clip_frame: int | None = None,
 ) -> list[CvsEpisode]:
     """Runs of consecutive analysed frames on which all three criteria are met. A run can only establish CVS
     when an earlier analysed frame showed dissection under way (``dissection_frame`` < its start): the view is
     the result of dissection, so a run from before it, or from the first frame that shows it, is doubtful
-    whatever its length. ``dissection_frame`` None: no frame states a phase, nothing to check."""
+    whatever its length. ``dissection_frame`` None: no frame states a phase, nothing to check. A run that crosses
+    ``clip_frame`` (where clipping begins) is one episode when its frames before the clip are a stable view by
+    themselves; otherwise its parts before and after the clip are two, the first doubtful: frames seen during
+    clipping cannot make a view before it stable."""
     found: list[CvsEpisode] = []
     run: list[int] = []
 
+    def episode(frames: list[int]) -> CvsEpisode:
+        start, end = frames[0], frames[-1]
+        start_s, end_s = time_of(start), time_of(end)
+        stable = len(frames) >= rule.min_frames and end_s - start_s >= rule.min_duration_s
+        early = dissection_frame is not None and start <= dissection_frame
+        return CvsEpisode(start, end, start_s, end_s, len(frames), ESTABLISHED if stable and not early else DOUBTFUL)
+
     def close() -> None:
-        if run:
-            start, end = run[0], run[-1]
-            start_s, end_s = time_of(start), time_of(end)
-            stable = len(run) >= rule.min_frames and end_s - start_s >= rule.min_duration_s
-            early = dissection_frame is not None and start <= dissection_frame
-            status = ESTABLISHED if stable and not early else DOUBTFUL
-            found.append(CvsEpisode(start, end, start_s, end_s, len(run), status))
-            run.clear()
+        if not run:
+            return
+        before = [f for f in run if clip_frame is None or f < clip_frame]
+        if 0 < len(before) < len(run) and episode(before).status != ESTABLISHED:
+            # the run crosses the first clip, and what came before it is no stable view: its frames during
+            # clipping cannot make it one, so the two parts are judged apart
+            found.extend([episode(before), episode(run[len(before) :])])
+        else:
+            found.append(episode(run))
+        run.clear()
 
     for row in sorted(rows, key=lambda r: r.frame):
         if run and time_of(row.frame) - time_of(run[-1]) > rule.max_gap_s:
@@ -185,7 +200,7 @@ def assess_cvs(
         dissection_frame = dissection_start(rows)
     if not rule.after_dissection:
         dissection_frame = None
-    episodes = episodes_of(rows, time_of, rule, dissection_frame)
+    episodes = episodes_of(rows, time_of, rule, dissection_frame, first_clip_frame)
     clip_s = time_of(first_clip_frame) if first_clip_frame is not None else None
 
     def at(seconds: float | None, frame: int | None) -> str:

@@ -435,7 +435,7 @@ def cvs_summary(timelines: Timelines, fps: float, rule: CvsRule | None = None) -
     (:mod:`engine.cvs_assessment`); the first frames answering all three met are kept beside it."""
     first = timelines.first_all_met()
     raw = timelines.first_all_met(raw=True)
-    clipping = next((s.start for s in timelines.phase if s.label == "ClippingCutting"), None)
+    clipping = timelines.first_clip_frame()
     assessment = assess_cvs(timelines.rows, fps, clipping, rule)
     tracks = tuple(t.segments for t in timelines.cvs)
     return CvsSummary(first, raw, clipping, assessment.statement, tracks, assessment)  # type: ignore[arg-type]

@@ -62,6 +62,8 @@ __all__ = [
     "viterbi",
 ]
 
+CLIPPING = "ClippingCutting"  # the phase whose start is the first clip (the CVS statement's deadline)
+
 CHOLEC80_TRANSITIONS: tuple[tuple[str, str, float], ...] = (
     ("Preparation", "CalotTriangleDissection", 1.0),
     ("CalotTriangleDissection", "ClippingCutting", 1.0),
@@ -166,6 +168,10 @@ class Timelines:
 
     def first_all_met(self, *, raw: bool = False) -> int | None:
         return first_all_met(self, raw=raw)
+
+    def first_clip_frame(self) -> int | None:
+        """Where the smoothed phase track first enters clipping (the first clip, for CVS), or None."""
+        return next((s.start for s in self.phase if s.label == CLIPPING), None)
 
     def _span(self) -> _Span:
         return _Span(self.step, self.frame_count, _max_gap_frames(self.config, self.fps))

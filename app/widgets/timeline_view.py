@@ -435,7 +435,7 @@ class TimelineView(QWidget):
             self._cvs_statement = None
             self._cvs_line.setVisible(False)
             return
-        clip = next((seg.start for seg in t.phase if seg.label == "ClippingCutting"), None)
+        clip = t.first_clip_frame()
         fps = self._fps
         assessment = assess_cvs(t.rows, fps, clip, time_of=lambda frame: self._time_axis.seconds(frame / fps))
         self._cvs_statement = assessment.statement

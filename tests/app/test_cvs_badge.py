@@ -69,3 +69,28 @@ def test_a_doubtful_badge_never_shows_the_green_light():
         parts = cvs_badge_parts(met, doubt)
         assert green not in [c for _, c in parts]
         assert parts[-1] == (doubt, palette.THEME_WARNING)
+
+
+def test_all_met_just_before_clipping_is_doubtful_on_the_badge_as_in_the_statement(qtbot, open_viewer, video):
+    """A case clipped without a stable view: one frame before the clip says all three met, and so do the frames of
+    clipping. The statement says CVS was not established before clipping; the badge on that frame must not show
+    the green light the statement withholds (it did: its run, continued during clipping, counted as stable)."""
+    version = get_profile().version
+    with CaseStore.for_video(video, fps=25.0, frame_count=1500) as store:
+        for frame in range(0, 750, 25):
+            phase = "Calot Triangle Dissection" if frame < 500 else "Clipping Cutting"
+            cvs = ALL_MET if frame >= 475 else NOT_MET
+            text = chain(cvs).replace("Calot Triangle Dissection", phase)
+            store.put_result(FrameResult.from_text(frame, MODEL, version, "frame_analysis", text))
+    window = open_viewer(video)
+    window.engine.ready.emit(MODEL, "cpu", profile_info(get_profile(), "profile surgview"))
+    qtbot.waitUntil(lambda: window.session.cvs_episodes != (), timeout=5000)
+    assert window.session.timelines.first_clip_frame() in range(476, 501)
+
+    def at(frame: int) -> str | None:
+        window.seek(frame)
+        qtbot.waitUntil(lambda: window.canvas.index == frame and window.canvas.chain is not None, timeout=5000)
+        return window.canvas.cvs_doubt
+
+    assert at(475) == "doubtful"  # the one frame before the clip
+    assert at(600) is None  # all met during clipping on a stable run: said, not doubted

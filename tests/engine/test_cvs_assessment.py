@@ -28,7 +28,7 @@ def test_established_on_a_stable_run_and_held_until_the_clip():
     assert "established at 00:00:10 (frame 250) and held until clipping began at 00:00:30 (frame 750)" in a.statement
     data = a.to_json()
     assert data["established"] is True and data["held_until_clip"] is True and data["first_clip_s"] == 30.0
-    assert [e["status"] for e in data["episodes"]] == ["established"]
+    assert [e["status"] for e in data["episodes"]] == ["established"]  # one view, held into clipping
 
 
 def test_met_then_lost_before_the_clip_is_no_green_light():
@@ -48,6 +48,23 @@ def test_met_only_after_clipping_is_not_established():
     assert not a.established and not a.green_light and a.established_at_s is None
     assert "NOT established before clipping began at 00:00:30" in a.statement
     assert "met only after it, from 00:00:30 (frame 750)" in a.statement
+
+
+def test_a_run_that_starts_just_before_clipping_does_not_establish_cvs_before_it():
+    """Found on a held-out case clipped without the cystic plate exposed: the model said all three met on the last
+    analysed frame before the clip, then on the frames of clipping, and the report read the whole run as "CVS was
+    established at 00:00:47 and held until clipping began at 00:00:47", a green light on one frame. Only what was
+    seen before the first clip can establish CVS before it."""
+    a = assess_cvs(history("n" * 29 + "M" * 11), FPS, CLIP)
+    assert not a.established and not a.green_light and a.held_until_clip is None
+    assert [(e.start_frame, e.status) for e in a.episodes] == [(725, "doubtful"), (750, "established")]
+    assert "NOT established before clipping began at 00:00:30 (frame 750)" in a.statement
+    assert "met only after it, from 00:00:30 (frame 750)" in a.statement
+    assert "Isolated frames said all three were met" in a.statement and "frame(s) 725" in a.statement
+    assert a.doubt(725, (MET, MET, MET)) == "doubtful"  # the badge on that frame is no green light either
+    # enough of the run before the clip still establishes it, from where it began
+    b = assess_cvs(history("n" * 24 + "M" * 16), FPS, CLIP)
+    assert b.green_light and b.established_frame == 600
 
 
 def test_never_met():
