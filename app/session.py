@@ -551,8 +551,8 @@ class CaseSession:
         with them, once per timelines refresh (what the canvas's CVS badge reads). Runs are cut where clipping
         begins, as the report's statement cuts them, so the badge and the statement never disagree."""
         stated = [r for r in sorted(rows, key=lambda r: r.frame) if any(c is not None for c in r.cvs)]
-        fps = self.case.fps or 25.0
-        self.cvs_episodes = assess_cvs(stated, fps, first_clip_frame, time_of=self.time_of).episodes
+        fps = self.case.fps or 25.0  # all rows, as the report passes them: the phases also say where dissection began
+        self.cvs_episodes = assess_cvs(rows, fps, first_clip_frame, time_of=self.time_of).episodes
         met = [all(c is CvsState.MET for c in r.cvs) for r in stated]
         disagreeing = set()
         for i, row in enumerate(stated):

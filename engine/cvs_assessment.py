@@ -145,10 +145,11 @@ def episodes_of(
     """Runs of consecutive analysed frames on which all three criteria are met. A run can only establish CVS
     when an earlier analysed frame showed dissection under way (``dissection_frame`` < its start): the view is
     the result of dissection, so a run from before it, or from the first frame that shows it, is doubtful
-    whatever its length. ``dissection_frame`` None: no frame states a phase, nothing to check. A run that crosses
-    ``clip_frame`` (where clipping begins) is one episode when its frames before the clip are a stable view by
-    themselves; otherwise its parts before and after the clip are two, the first doubtful: frames seen during
-    clipping cannot make a view before it stable."""
+    whatever its length (its part after the clip, if any, is judged apart). ``dissection_frame`` None: no frame
+    states a phase, nothing to check. A run that crosses ``clip_frame`` (where clipping begins) is one episode when
+    its frames before the clip are a stable view by themselves; otherwise its parts before and after the clip are
+    two, the first doubtful: frames seen during clipping cannot make a view before it stable. A frame that says
+    nothing of CVS (all three None) is skipped."""
     found: list[CvsEpisode] = []
     run: list[int] = []
 
@@ -172,6 +173,8 @@ def episodes_of(
         run.clear()
 
     for row in sorted(rows, key=lambda r: r.frame):
+        if all(state is None for state in row.cvs):
+            continue  # said nothing of CVS (another question, an unfinished chain): neither extends nor breaks a run
         if run and time_of(row.frame) - time_of(run[-1]) > rule.max_gap_s:
             close()
         if _all_met(row):

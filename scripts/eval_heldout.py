@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     recipe = load_pipeline_recipe(args.recipe)
-    test = recipe_samples(recipe, args.run or Path(recipe.out)).test
+    # another run's cases are read as they are: remaking them would delete that run's cases
+    test = recipe_samples(recipe, args.run or Path(recipe.out), remake_cases=False).test
     options = recipe.evaluation
     report = evaluate_model(args.model, test, args.out, options.max_new_tokens, options.batch_size)
     print(json.dumps(headline(report)))

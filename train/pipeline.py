@@ -373,8 +373,9 @@ def split_off_cases(samples: list[Sample], n: int) -> tuple[list[Sample], list[S
     return [s for s in samples if (s.dataset, s.case) not in held], [s for s in samples if (s.dataset, s.case) in held]
 
 
-def recipe_samples(recipe: PipelineRecipe, out: Path) -> Samples:
-    """Training and held-out samples, their frames in the cache (extracted once)."""
+def recipe_samples(recipe: PipelineRecipe, out: Path, *, remake_cases: bool = True) -> Samples:
+    """Training and held-out samples, their frames in the cache (extracted once). ``remake_cases=False``: synthetic
+    cases made with other settings or by an older renderer are an error, not made again (see train_test_cases)."""
     from train.data.frames import extract_frames, with_cached_frames
     from train.data.reviewed import reviewed_data
     from train.data.synthetic import synthetic_samples
@@ -409,6 +410,7 @@ def recipe_samples(recipe: PipelineRecipe, out: Path) -> Samples:
             synthetic.seed,
             width=synthetic.width,
             height=synthetic.height,
+            remake=remake_cases,
         )
         train = [s for s in synthetic_samples(train_root, tasks=tasks) if s.task in tasks]
         test = [s for s in synthetic_samples(test_root, tasks=tasks) if s.task in tasks]
@@ -752,7 +754,12 @@ def run_pipeline(recipe: PipelineRecipe, say: Say = print, stop_after: str | Non
 def _run(run: Run) -> dict[str, Any]:
     recipe, out, say = run.recipe, run.out, run.say
     say(f"run folder: {out}")
-    data = recipe_samples(recipe, out)
+    from train.synth.generate import SynthError
+
+    try:  # cases are remade only before any stage was built on them
+        data = recipe_samples(recipe, out, remake_cases=not run.records.exists())
+    except SynthError as exc:
+        raise PipelineError(f"{exc} (this run's stages were built on those cases)") from exc
     train, test = data.train, data.test
     say(f"  {len(train)} training and {len(test)} held-out samples ({', '.join(recipe.data.tasks)})")
     if data.validation:

@@ -58,7 +58,9 @@ def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -
     """Run every stage; return the held-out evaluation report (also written under ``out``)."""
     out = Path(out)
     say("1/6 synthetic cases")
-    train_root, test_root = train_test_cases(out, config.train_cases, config.test_cases, config.minutes, config.seed)
+    train_root, test_root = train_test_cases(  # remade only before a training set was built on them
+        out, config.train_cases, config.test_cases, config.minutes, config.seed, remake=not (out / "sft.jsonl").exists()
+    )
     say("2/6 adapters and 3/6 frame cache")
     train = _samples(train_root, out / "frames", config)
     test = _samples(test_root, out / "frames", config)

@@ -87,6 +87,15 @@ def test_unsaid_frames_do_not_break_or_lose_a_run_but_gaps_do():
     assert [e.frames for e in b.episodes] == [1, 1] and not b.established
 
 
+def test_a_frame_that_said_nothing_of_cvs_neither_breaks_nor_extends_a_run():
+    """Another question's answer, or a chain cut off before Level 3, says nothing of CVS: the report read it as the
+    end of a run (two doubtful halves) while the viewer's badge skipped it (one established run), so the badge
+    showed the green light the statement withheld."""
+    a = assess_cvs(history("n" * 5 + "MMM MMM" + "n" * 18), FPS, CLIP)
+    assert [(e.start_frame, e.end_frame, e.frames, e.status) for e in a.episodes] == [(125, 275, 6, "established")]
+    assert a.established and a.established_frame == 125
+
+
 def test_the_rule_is_configurable_and_times_come_from_the_video():
     rows = history("M" * 4 + "n" * 26)
     assert not assess_cvs(rows, FPS, CLIP).established  # 3 s < 5 s

@@ -69,6 +69,7 @@ def write_recipe(folder: Path, **changes) -> Path:
         "demo-size.yaml",
         "demo-448.yaml",
         "demo-continue.yaml",
+        "demo-heldout8.yaml",
         "ablation.yaml",
     ],
 )
@@ -120,6 +121,22 @@ def test_oversampling_repeats_the_named_phases_frames_where_they_stand(tmp_path)
         with pytest.raises(PipelineError, match=r"data\.oversample\.ClippingCutting must be a whole number"):
             data = {**MICRO["data"], "oversample": {"ClippingCutting": wrong}}
             check_recipe(load_pipeline_recipe(write_recipe(tmp_path, data=data)))
+
+
+def test_a_run_refuses_to_remake_the_cases_its_stages_were_built_on(tmp_path):
+    """Resuming a run whose recipe now names other cases (or whose cases an older renderer made) would train its
+    remaining stages on the old frames and evaluate on new ones: it stops with the reason instead."""
+    from train.synth.generate import GENERATOR_VERSION
+
+    recipe = load_pipeline_recipe(write_recipe(tmp_path))
+    out = Path(recipe.out)
+    (out / "data" / "cases-train").mkdir(parents=True)
+    (out / "data" / "cases-train" / "synth.json").write_text(json.dumps({"version": GENERATOR_VERSION - 1}))
+    (out / "stages.json").write_text(json.dumps({"cot": 1.0}))
+    with pytest.raises(PipelineError, match="stages were built on those cases"):
+        run_pipeline(recipe, say=lambda line: None)
+    assert (out / "data" / "cases-train" / "synth.json").exists()  # left as it was
+    assert not (out / "data" / "cases-train.partial").exists()
 
 
 def test_a_size_name_is_a_base_model_not_a_folder(tmp_path):

@@ -96,3 +96,32 @@ def test_a_video_written_again_under_its_name_is_not_served_from_the_old_frames(
     assert set(grey_after) == set(grey_before)
     for index, grey in grey_before.items():
         assert abs(grey_after[index] - (grey + 100) % 250) <= 3  # the new recording's frame, not the cached one
+
+
+def test_cases_something_was_built_on_are_refused_not_remade(tmp_path, fake_generate):
+    """A run whose stages were trained on its cases, or an evaluation reading another run's cases, must not remake
+    them: the stages would stay on the old pictures, or the other run would lose its cases."""
+    train_test_cases(tmp_path, 3, 1, 2.0, 0)
+    with pytest.raises(synth.SynthError, match="use a new run folder"):
+        train_test_cases(tmp_path, 3, 1, 3.0, 0, remake=False)
+    assert (tmp_path / "cases-train" / "marker").read_text() == "seed 0 minutes 2.0"  # untouched
+    assert len(fake_generate) == 2
+    train_test_cases(tmp_path, 3, 1, 2.0, 0, remake=False)  # the same settings: read as they are
+    fresh = tmp_path / "fresh"
+    train_test_cases(fresh, 3, 1, 2.0, 0, remake=False)  # nothing there yet: made
+    assert (fresh / "cases-test" / "marker").exists()
+
+
+def test_a_link_or_file_in_place_of_the_folder_is_replaced_and_its_target_kept(tmp_path, fake_generate):
+    shared = tmp_path / "shared-cases"
+    shared.mkdir()
+    (shared / "video01.mp4").write_bytes(b"someone else's case")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "cases-train").symlink_to(shared, target_is_directory=True)
+    (out / "cases-test").write_text("not a folder")
+    train_test_cases(out, 3, 1, 2.0, 0)
+    assert (out / "cases-train").is_dir() and not (out / "cases-train").is_symlink()
+    assert (out / "cases-test" / "marker").exists()
+    assert (shared / "video01.mp4").exists()  # the link's target is never deleted
+    assert not list(out.glob("*.stale")) and not list(out.glob("*.partial"))

@@ -185,12 +185,22 @@ def made_by_this_generator(out: Path) -> bool:
 
 
 def train_test_cases(
-    out: Path, train_cases: int, test_cases: int, minutes: float, seed: int, *, width: int = 640, height: int = 360
+    out: Path,
+    train_cases: int,
+    test_cases: int,
+    minutes: float,
+    seed: int,
+    *,
+    width: int = 640,
+    height: int = 360,
+    remake: bool = True,
 ) -> tuple[Path, Path]:
     """Training cases (videos 1..) in ``out/cases-train`` and held-out ones (videos 50.., another
     seed) in ``out/cases-test``. A folder already written with these settings by this generator is kept, so a rerun
     resumes; one written with other settings or by an older renderer is made again, so a run never trains or
-    evaluates on pictures that disagree with its truth or its recipe."""
+    evaluates on pictures that disagree with its truth or its recipe. ``remake=False`` (a run with stages already
+    built on the folder's cases, an evaluation of another run's cases) raises SynthError instead: remaking them
+    would leave those stages on the old pictures, or delete another run's cases."""
     out = Path(out)
     train_root, test_root = out / "cases-train", out / "cases-test"
     for root, cases, case_seed, first_id in (
@@ -200,8 +210,14 @@ def train_test_cases(
         config = SynthConfig(
             cases=cases, minutes=minutes, seed=case_seed, first_id=first_id, width=width, height=height
         )
-        if not _written_with(root, config):
-            _generate_in_place_of(root, config)
+        if _written_with(root, config):
+            continue
+        if not remake and root.exists():
+            raise SynthError(
+                f"{root} holds cases made by another renderer or with other settings than the recipe's "
+                f"({_settings(config)}); what was built on them would no longer match: use a new run folder"
+            )
+        _generate_in_place_of(root, config)
     return train_root, test_root
 
 
@@ -213,19 +229,33 @@ def _written_with(out: Path, config: SynthConfig) -> bool:
     return summary.get("config") == asdict(config)
 
 
+def _settings(config: SynthConfig) -> str:
+    return (
+        f"{config.cases} cases of {config.minutes:g} min, seed {config.seed}, {config.width}x{config.height}, "
+        f"generator version {GENERATOR_VERSION}"
+    )
+
+
+def _remove(path: Path) -> None:
+    """Remove a folder of ours, or whatever file or link stands in its place (never a link's target)."""
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
 def _generate_in_place_of(root: Path, config: SynthConfig) -> None:
     """Write the cases beside ``root`` and swap them in only when complete: an interrupted run leaves the old
     folder (or none), never a mix of old and new cases under one summary."""
     fresh = root.with_name(root.name + ".partial")
     stale = root.with_name(root.name + ".stale")
     for leftover in (fresh, stale):
-        if leftover.exists():
-            shutil.rmtree(leftover)
+        _remove(leftover)
     generate(fresh, config)
-    if root.exists():
+    if root.exists() or root.is_symlink():
         root.rename(stale)
     fresh.rename(root)
-    shutil.rmtree(stale, ignore_errors=True)
+    _remove(stale)
 
 
 def _first_all_met(log: TruthLog) -> int | None:
