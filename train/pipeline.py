@@ -395,7 +395,7 @@ def recipe_samples(recipe: PipelineRecipe, out: Path, *, remake_cases: bool = Tr
             )
         root = rarp_train_test_cases(
             out / "data" / "sar_rarp50", synthetic.train_cases, synthetic.test_cases, synthetic.minutes,
-            synthetic.seed, width=synthetic.width, height=synthetic.height,
+            synthetic.seed, width=synthetic.width, height=synthetic.height, remake=remake_cases,
         )  # fmt: skip
         samples = _sar_rarp50(root, spec, tasks)
         train = [s for s in samples if s.split == "train"]
@@ -755,10 +755,11 @@ def _run(run: Run) -> dict[str, Any]:
     recipe, out, say = run.recipe, run.out, run.say
     say(f"run folder: {out}")
     from train.synth.generate import SynthError
+    from train.synth.rarp import RarpSynthError
 
     try:  # cases are remade only before any stage was built on them
         data = recipe_samples(recipe, out, remake_cases=not run.records.exists())
-    except SynthError as exc:
+    except (SynthError, RarpSynthError) as exc:
         raise PipelineError(f"{exc} (this run's stages were built on those cases)") from exc
     train, test = data.train, data.test
     say(f"  {len(train)} training and {len(test)} held-out samples ({', '.join(recipe.data.tasks)})")

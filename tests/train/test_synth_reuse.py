@@ -125,3 +125,39 @@ def test_a_link_or_file_in_place_of_the_folder_is_replaced_and_its_target_kept(t
     assert (out / "cases-test" / "marker").exists()
     assert (shared / "video01.mp4").exists()  # the link's target is never deleted
     assert not list(out.glob("*.stale")) and not list(out.glob("*.partial"))
+
+
+def test_rarp_splits_follow_the_same_rule(tmp_path, monkeypatch):
+    """SAR-RARP50-layout cases (one root, a summary listing each split's settings) are kept, remade or refused as
+    the cholecystectomy cases are, and the summary never names a split's old settings beside its new ones."""
+    import train.synth.rarp as rarp
+
+    made: list[tuple[str, float]] = []
+
+    def generate_rarp(out: Path, config: rarp.RarpConfig, progress=None) -> dict:
+        made.append((config.split, config.minutes))
+        summary = rarp._summary(out) or {"version": rarp.GENERATOR_VERSION, "configs": [], "cases": []}
+        summary["version"] = rarp.GENERATOR_VERSION
+        summary["configs"].append(asdict(config))
+        last = out / config.split / f"video_{config.first_id + config.cases - 1:02d}"
+        last.mkdir(parents=True, exist_ok=True)
+        (last / "action_discrete.txt").write_text(f"{config.minutes}")
+        (out / "synth.json").write_text(json.dumps(summary))
+        return summary
+
+    monkeypatch.setattr(rarp, "generate_rarp", generate_rarp)
+    rarp.rarp_train_test_cases(tmp_path, 2, 1, 0.5, 0)
+    rarp.rarp_train_test_cases(tmp_path, 2, 1, 0.5, 0)
+    assert made == [("train1", 0.5), ("test", 0.5)]  # kept on the rerun
+    with pytest.raises(rarp.RarpSynthError, match="use a new run folder"):
+        rarp.rarp_train_test_cases(tmp_path, 2, 1, 1.0, 0, remake=False)
+    assert len(made) == 2
+    rarp.rarp_train_test_cases(tmp_path, 2, 1, 1.0, 0)
+    assert made[2:] == [("train1", 1.0), ("test", 1.0)]
+    summary = json.loads((tmp_path / "synth.json").read_text())
+    assert sorted((c["split"], c["minutes"]) for c in summary["configs"]) == [("test", 1.0), ("train1", 1.0)]
+
+    summary["version"] = rarp.GENERATOR_VERSION - 1  # an older generator wrote both: both made again
+    (tmp_path / "synth.json").write_text(json.dumps(summary))
+    rarp.rarp_train_test_cases(tmp_path, 2, 1, 1.0, 0)
+    assert made[4:] == [("train1", 1.0), ("test", 1.0)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -162,15 +163,69 @@ def generate_rarp(out: Path, config: RarpConfig, progress: Progress | None = Non
 
 
 def rarp_train_test_cases(
-    out: Path, train_cases: int, test_cases: int, minutes: float, seed: int, *, width: int = 320, height: int = 180
+    out: Path,
+    train_cases: int,
+    test_cases: int,
+    minutes: float,
+    seed: int,
+    *,
+    width: int = 320,
+    height: int = 180,
+    remake: bool = True,
 ) -> Path:
     """Training cases (video_01..) in ``out/train1`` and held-out ones (video_50.., another seed) in
-    ``out/test``, one SAR-RARP50 root; a split already written is kept, so a rerun resumes."""
+    ``out/test``, one SAR-RARP50 root. A split this generator already wrote with these settings is kept, so a rerun
+    resumes; one written with other settings or by another version is made again (``remake=False``: refused, as
+    :func:`train.synth.generate.train_test_cases` does)."""
     out = Path(out)
-    for split, cases, case_seed, first in (("train1", train_cases, seed, 1), ("test", test_cases, seed + 1000, 50)):
-        done = out / split / f"video_{first + cases - 1:02d}" / "action_discrete.txt"
-        if not done.is_file():
-            config = RarpConfig(cases=cases, minutes=minutes, seed=case_seed, first_id=first, split=split,
-                                width=width, height=height)  # fmt: skip
-            generate_rarp(out, config)
+    splits = (("train1", train_cases, seed, 1), ("test", test_cases, seed + 1000, 50))
+    configs = [
+        RarpConfig(cases=n, minutes=minutes, seed=s, first_id=first, split=split, width=width, height=height)
+        for split, n, s, first in splits
+    ]
+    summary = _summary(out)
+    stale = [c for c in configs if not _split_written_with(out, summary, c)]  # judged before anything is rewritten
+    for config in stale:
+        if not remake and (out / config.split).exists():
+            raise RarpSynthError(
+                f"{out / config.split} holds cases made by another version or with other settings than the recipe's "
+                f"({config.cases} cases of {config.minutes:g} min, seed {config.seed}, {config.width}x{config.height}, "
+                f"generator version {GENERATOR_VERSION}); what was built on them would no longer match: use a new "
+                "run folder"
+            )
+    for config in stale:
+        _forget_split(out, config.split)
+        generate_rarp(out, config)
     return out
+
+
+def _summary(out: Path) -> dict:
+    try:
+        summary = json.loads((out / "synth.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def _split_written_with(out: Path, summary: dict, config: RarpConfig) -> bool:
+    last = out / config.split / f"video_{config.first_id + config.cases - 1:02d}" / "action_discrete.txt"
+    return (
+        summary.get("version") == GENERATOR_VERSION
+        and asdict(config) in summary.get("configs", [])
+        and last.is_file()  # written last: the split is complete
+    )
+
+
+def _forget_split(out: Path, split: str) -> None:
+    """Remove a split's cases and its entries in synth.json, so the split is written afresh and the summary names
+    only what is on disk."""
+    folder = out / split
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        folder.unlink()
+    elif folder.exists():
+        shutil.rmtree(folder)
+    summary = _summary(out)
+    if summary:
+        summary["configs"] = [c for c in summary.get("configs", []) if c.get("split") != split]
+        summary["cases"] = [c for c in summary.get("cases", []) if c.get("split") != split]
+        _atomic(out / "synth.json", json.dumps(summary, indent=2).encode())
