@@ -70,6 +70,8 @@ class CvsAssessment:
     episodes: tuple[CvsEpisode, ...] = ()
     statement: str = ""
     rule: CvsRule = field(default_factory=CvsRule)
+    # the statement without its list of doubtful frames (for a summary line that points to the episodes instead)
+    verdict: str = ""
 
     def doubt(self, frame: int, cvs: tuple[CvsState | None, ...]) -> str | None:
         """ "doubtful" when ``frame``'s answer says all three met outside an established episode (a badge
@@ -224,7 +226,17 @@ def assess_cvs(
                 "no clipping phase was found."
             )
             return CvsAssessment(
-                True, first.start_s, first.start_frame, None, None, None, None, tuple(episodes), statement, rule
+                True,
+                first.start_s,
+                first.start_frame,
+                None,
+                None,
+                None,
+                None,
+                tuple(episodes),
+                statement,
+                rule,
+                statement,
             )
         last = before[-1]
         contradicted = [
@@ -251,6 +263,7 @@ def assess_cvs(
                 tuple(episodes),
                 statement,
                 rule,
+                statement,
             )
         statement = f"CVS was established at {at(first.start_s, first.start_frame)} and held until {clip_text}."
         if last is not first:
@@ -269,6 +282,7 @@ def assess_cvs(
             tuple(episodes),
             statement,
             rule,
+            statement,
         )
     after = [e for e in stable if first_clip_frame is not None and e.start_frame >= first_clip_frame]
     if first_clip_frame is None:
@@ -280,6 +294,7 @@ def assess_cvs(
             statement += (
                 f" All three criteria were met only after it, from {at(after[0].start_s, after[0].start_frame)}."
             )
+    verdict = statement
     early = [e for e in doubtful if dissection_frame is not None and e.start_frame <= dissection_frame]
     brief = [e for e in doubtful if e not in early]
     if early:
@@ -294,4 +309,6 @@ def assess_cvs(
             f" Isolated frames said all three were met (doubtful, shorter than {rule.min_duration_s:g} s or fewer than "
             f"{rule.min_frames} analysed frames): frame(s) {frames}."
         )
-    return CvsAssessment(False, None, None, None, None, clip_s, first_clip_frame, tuple(episodes), statement, rule)
+    return CvsAssessment(
+        False, None, None, None, None, clip_s, first_clip_frame, tuple(episodes), statement, rule, verdict
+    )

@@ -62,6 +62,7 @@ def test_a_run_that_starts_just_before_clipping_does_not_establish_cvs_before_it
     assert "met only after it, from 00:00:30 (frame 750)" in a.statement
     assert "Isolated frames said all three were met" in a.statement and "frame(s) 725" in a.statement
     assert a.doubt(725, (MET, MET, MET)) == "doubtful"  # the badge on that frame is no green light either
+    assert a.statement.startswith(a.verdict) and "Isolated" not in a.verdict  # the summary line's short form
     # enough of the run before the clip still establishes it, from where it began
     b = assess_cvs(history("n" * 24 + "M" * 16), FPS, CLIP)
     assert b.green_light and b.established_frame == 600
