@@ -70,8 +70,13 @@ class CvsAssessment:
     episodes: tuple[CvsEpisode, ...] = ()
     statement: str = ""
     rule: CvsRule = field(default_factory=CvsRule)
-    # the statement without its list of doubtful frames (for a summary line that points to the episodes instead)
+    # the statement without its list of doubtful frames (for a summary line that points to the episodes instead);
+    # the statement itself when it lists none
     verdict: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.verdict:
+            object.__setattr__(self, "verdict", self.statement)
 
     def doubt(self, frame: int, cvs: tuple[CvsState | None, ...]) -> str | None:
         """ "doubtful" when ``frame``'s answer says all three met outside an established episode (a badge
@@ -226,17 +231,7 @@ def assess_cvs(
                 "no clipping phase was found."
             )
             return CvsAssessment(
-                True,
-                first.start_s,
-                first.start_frame,
-                None,
-                None,
-                None,
-                None,
-                tuple(episodes),
-                statement,
-                rule,
-                statement,
+                True, first.start_s, first.start_frame, None, None, None, None, tuple(episodes), statement, rule
             )
         last = before[-1]
         contradicted = [
@@ -263,7 +258,6 @@ def assess_cvs(
                 tuple(episodes),
                 statement,
                 rule,
-                statement,
             )
         statement = f"CVS was established at {at(first.start_s, first.start_frame)} and held until {clip_text}."
         if last is not first:
@@ -282,7 +276,6 @@ def assess_cvs(
             tuple(episodes),
             statement,
             rule,
-            statement,
         )
     after = [e for e in stable if first_clip_frame is not None and e.start_frame >= first_clip_frame]
     if first_clip_frame is None:

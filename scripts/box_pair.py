@@ -20,14 +20,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine.backends.base import GenerationRequest
-    from engine.backends.transformers_backend import TransformersBackend
     from engine.chain_parser import parse_chain
-    from train.cot.procedure_sets import procedure_user_prompt
     from train.eval.confidence import mention_scores
     from train.eval.metrics import coco_ap50
     from train.eval.report import gold_boxes, predicted_boxes
-    from train.eval.run import _rgb
+    from train.eval.run import answer_samples
     from train.pipeline import load_pipeline_recipe, recipe_samples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,19 +40,12 @@ def main(argv: list[str] | None = None) -> int:
 
     def boxes(model: Path) -> list:
         out = []
-        with TransformersBackend(model) as backend:
-            for start in range(0, len(framed), 16):
-                chunk = framed[start : start + 16]
-                requests = [
-                    GenerationRequest(
-                        procedure_user_prompt(s, s.frame.path), _rgb(s), max_new_tokens=recipe.evaluation.max_new_tokens
-                    )
-                    for s in chunk
-                ]
-                for sample, (text, pieces) in zip(chunk, backend.generate_batch_with_probs(requests), strict=True):
-                    chain = parse_chain(text)
-                    scores = mention_scores(text, pieces, chain)
-                    out.append(predicted_boxes(chain, sample, scores.sightings))
+        options = recipe.evaluation
+        for sample, (text, pieces) in zip(
+            framed, answer_samples(model, framed, options.max_new_tokens, options.batch_size), strict=True
+        ):
+            chain = parse_chain(text)
+            out.append(predicted_boxes(chain, sample, mention_scores(text, pieces, chain).sightings))
         return out
 
     gold = [gold_boxes(s.truth) for s in framed]

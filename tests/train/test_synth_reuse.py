@@ -136,7 +136,7 @@ def test_rarp_splits_follow_the_same_rule(tmp_path, monkeypatch):
 
     def generate_rarp(out: Path, config: rarp.RarpConfig, progress=None) -> dict:
         made.append((config.split, config.minutes))
-        summary = rarp._summary(out) or {"version": rarp.GENERATOR_VERSION, "configs": [], "cases": []}
+        summary = synth.read_summary(out) or {"version": rarp.GENERATOR_VERSION, "configs": [], "cases": []}
         summary["version"] = rarp.GENERATOR_VERSION
         summary["configs"].append(asdict(config))
         last = out / config.split / f"video_{config.first_id + config.cases - 1:02d}"

@@ -16,7 +16,7 @@ from train.cot.procedure_sets import procedure_user_prompt
 from train.data.sample import Sample
 from train.eval.report import evaluate, write_report
 
-__all__ = ["evaluate_model"]
+__all__ = ["answer_samples", "evaluate_model"]
 
 
 def _rgb(sample: Sample):
@@ -24,6 +24,31 @@ def _rgb(sample: Sample):
     if bgr is None:
         raise FileNotFoundError(f"{sample.frame.path}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def answer_samples(
+    model_dir: Path,
+    samples: list[Sample],
+    max_new_tokens: int = 160,
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> list[tuple[str, Any]]:
+    """Each sample's answer (greedy, in batches, asked as the sample's procedure asks it) with the probability of
+    every token, in the samples' order (image files: run the frame cache first)."""
+    from engine.backends.transformers_backend import TransformersBackend
+
+    answers: list[tuple[str, Any]] = []
+    with TransformersBackend(model_dir) as backend:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            requests = [
+                GenerationRequest(procedure_user_prompt(s, s.frame.path), _rgb(s), max_new_tokens=max_new_tokens)
+                for s in chunk
+            ]
+            answers.extend(backend.generate_batch_with_probs(requests))
+            if progress is not None:
+                progress(len(chunk))
+    return answers
 
 
 def evaluate_model(
@@ -37,22 +62,9 @@ def evaluate_model(
     """Answer every sample (image files: run the frame cache first) greedily, in batches; score the
     answers (instruments and triplets ranked by the probability the model gave them); write
     ``report.json``, ``report.md`` and ``responses.jsonl`` under ``out_dir``."""
-    from engine.backends.transformers_backend import TransformersBackend
-
-    responses: list[str] = []
-    probs: list[Any] = []  # each response's tokens and their probabilities: what AP ranks predictions by
-    with TransformersBackend(model_dir) as backend:
-        for start in range(0, len(samples), batch_size):
-            chunk = samples[start : start + batch_size]
-            requests = [
-                GenerationRequest(procedure_user_prompt(s, s.frame.path), _rgb(s), max_new_tokens=max_new_tokens)
-                for s in chunk
-            ]
-            for text, pieces in backend.generate_batch_with_probs(requests):
-                responses.append(text)
-                probs.append(pieces)
-            if progress is not None:
-                progress(len(chunk))
+    answers = answer_samples(model_dir, samples, max_new_tokens, batch_size, progress)
+    responses = [text for text, _ in answers]
+    probs = [pieces for _, pieces in answers]  # each response's tokens and their probabilities: what AP ranks by
     report = evaluate(
         [{"response": r, "sample": s, "token_probs": p} for s, r, p in zip(samples, responses, probs, strict=True)]
     )

@@ -22,6 +22,7 @@ import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import av
 import cv2
@@ -174,14 +175,19 @@ def generate(out: Path, config: SynthConfig, progress: Progress | None = None) -
     return summary
 
 
-def made_by_this_generator(out: Path) -> bool:
-    """Whether ``out`` holds cases this generator wrote: its synth.json names ``GENERATOR_VERSION``. Cases of another
-    version (or an unreadable summary) show pictures that may disagree with the truth as it is written now."""
+def read_summary(out: Path) -> dict:
+    """A case folder's synth.json (this generator's or the RARP one's); empty when missing or unreadable."""
     try:
         summary = json.loads((Path(out) / "synth.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and summary.get("version") == GENERATOR_VERSION
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def made_by_this_generator(out: Path) -> bool:
+    """Whether ``out`` holds cases this generator wrote: its synth.json names ``GENERATOR_VERSION``. Cases of another
+    version (or an unreadable summary) show pictures that may disagree with the truth as it is written now."""
+    return read_summary(out).get("version") == GENERATOR_VERSION
 
 
 def train_test_cases(
@@ -213,30 +219,27 @@ def train_test_cases(
         if _written_with(root, config):
             continue
         if not remake and root.exists():
-            raise SynthError(
-                f"{root} holds cases made by another renderer or with other settings than the recipe's "
-                f"({_settings(config)}); what was built on them would no longer match: use a new run folder"
-            )
+            raise SynthError(remake_refused(root, config, GENERATOR_VERSION))
         _generate_in_place_of(root, config)
     return train_root, test_root
 
 
 def _written_with(out: Path, config: SynthConfig) -> bool:
     """Whether ``out`` holds this generator's cases made with exactly ``config``."""
-    if not made_by_this_generator(out):
-        return False
-    summary = json.loads((out / "synth.json").read_text(encoding="utf-8"))
-    return summary.get("config") == asdict(config)
+    summary = read_summary(out)
+    return summary.get("version") == GENERATOR_VERSION and summary.get("config") == asdict(config)
 
 
-def _settings(config: SynthConfig) -> str:
+def remake_refused(folder: Path, config: Any, version: int) -> str:
+    """Why cases made otherwise than ``config`` (a cholecystectomy or RARP config) are not made again."""
     return (
-        f"{config.cases} cases of {config.minutes:g} min, seed {config.seed}, {config.width}x{config.height}, "
-        f"generator version {GENERATOR_VERSION}"
+        f"{folder} holds cases made by another generator version or with other settings than the recipe's "
+        f"({config.cases} cases of {config.minutes:g} min, seed {config.seed}, {config.width}x{config.height}, "
+        f"generator version {version}); what was built on them would no longer match: use a new run folder"
     )
 
 
-def _remove(path: Path) -> None:
+def remove_path(path: Path) -> None:
     """Remove a folder of ours, or whatever file or link stands in its place (never a link's target)."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         path.unlink()
@@ -250,12 +253,12 @@ def _generate_in_place_of(root: Path, config: SynthConfig) -> None:
     fresh = root.with_name(root.name + ".partial")
     stale = root.with_name(root.name + ".stale")
     for leftover in (fresh, stale):
-        _remove(leftover)
+        remove_path(leftover)
     generate(fresh, config)
     if root.exists() or root.is_symlink():
         root.rename(stale)
     fresh.rename(root)
-    _remove(stale)
+    remove_path(stale)
 
 
 def _first_all_met(log: TruthLog) -> int | None:

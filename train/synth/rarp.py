@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import av
 import cv2
 
+from train.synth.generate import read_summary, remake_refused, remove_path
 from train.synth.suturing import SuturingRenderer, build_suturing_script
 
 __all__ = ["RarpConfig", "generate_rarp", "rarp_train_test_cases"]
@@ -183,28 +183,15 @@ def rarp_train_test_cases(
         RarpConfig(cases=n, minutes=minutes, seed=s, first_id=first, split=split, width=width, height=height)
         for split, n, s, first in splits
     ]
-    summary = _summary(out)
+    summary = read_summary(out)
     stale = [c for c in configs if not _split_written_with(out, summary, c)]  # judged before anything is rewritten
     for config in stale:
         if not remake and (out / config.split).exists():
-            raise RarpSynthError(
-                f"{out / config.split} holds cases made by another version or with other settings than the recipe's "
-                f"({config.cases} cases of {config.minutes:g} min, seed {config.seed}, {config.width}x{config.height}, "
-                f"generator version {GENERATOR_VERSION}); what was built on them would no longer match: use a new "
-                "run folder"
-            )
+            raise RarpSynthError(remake_refused(out / config.split, config, GENERATOR_VERSION))
     for config in stale:
         _forget_split(out, config.split)
         generate_rarp(out, config)
     return out
-
-
-def _summary(out: Path) -> dict:
-    try:
-        summary = json.loads((out / "synth.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
 
 
 def _split_written_with(out: Path, summary: dict, config: RarpConfig) -> bool:
@@ -219,12 +206,8 @@ def _split_written_with(out: Path, summary: dict, config: RarpConfig) -> bool:
 def _forget_split(out: Path, split: str) -> None:
     """Remove a split's cases and its entries in synth.json, so the split is written afresh and the summary names
     only what is on disk."""
-    folder = out / split
-    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-        folder.unlink()
-    elif folder.exists():
-        shutil.rmtree(folder)
-    summary = _summary(out)
+    remove_path(out / split)
+    summary = read_summary(out)
     if summary:
         summary["configs"] = [c for c in summary.get("configs", []) if c.get("split") != split]
         summary["cases"] = [c for c in summary.get("cases", []) if c.get("split") != split]
