@@ -42,7 +42,7 @@ from engine.profiles import ModelProfile, ProfileError, get_profile, profile_for
 from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
 from engine.thumbnails import ThumbnailBuilder, ThumbnailStrip
 from engine.timecode import format_time, format_timecode
-from engine.timeline import Timelines, build_timelines
+from engine.timeline import Timelines, build_case_timelines, sweep_step
 
 __all__ = ["BookmarkRow", "CaseSession", "ground_truth_path", "profile_from_info"]
 
@@ -520,31 +520,13 @@ class CaseSession:
     @property
     def sweep_step(self) -> int:
         """Frames between the sweep's analysed frames (``engine.scheduler.sweep_frames``' grid)."""
-        return max(1, round(self.stride_s * (self.case.fps or 25.0)))
+        return sweep_step(self.stride_s, self.case.fps or 25.0)
 
     def _build_timelines(self, rows: list) -> Timelines:
-        """Timelines whose smoothed tracks (phase segments, CVS, tools) come from the sweep's frames
-        only, so frames asked for on demand (the frame on screen, off the stride) never move a phase
-        boundary; the raw rows, the raw phase strip and coverage keep every answer. Without a sweep
-        frame yet (only frames asked for), every answer is smoothed."""
-        fps, count = self.case.fps, self.case.frame_count
+        """The case's timelines smoothed on the sweep's grid, as the report builds them
+        (:func:`engine.timeline.build_case_timelines`)."""
         tools = procedure_of_version(self.profile.version).vocabulary("tool")  # a robotic case's own instruments
-        full = build_timelines(rows, fps, count, tools=tools)
-        step = self.sweep_step
-        sweep = [r for r in rows if r.frame % step == 0]
-        if not sweep or len(sweep) == len(full.rows):
-            return full
-        smooth = build_timelines(sweep, fps, count, tools=tools)
-        path = dict(zip(smooth.frames.tolist(), smooth.phase_path, strict=True))
-        cvs = tuple(replace(full.cvs[i], segments=smooth.cvs[i].segments) for i in range(3))
-        return replace(
-            full,
-            phase=smooth.phase,
-            phase_path=[path.get(f) for f in full.frames.tolist()],
-            cvs=cvs,
-            tools=smooth.tools,
-            step=smooth.step,
-        )
+        return build_case_timelines(rows, self.case.fps, self.case.frame_count, self.sweep_step, tools=tools)
 
     def _assess_cvs(self, rows: list, first_clip_frame: int | None) -> None:
         """CVS episodes (established or doubtful) and the frames whose analysed neighbours disagree

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.chain import LEVEL_NAMES, Chain, ChainStatus
 from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
-from engine.clitools import ArgumentParser, CliError, run_subcommand
+from engine.clitools import ArgumentParser, CliError, positive, run_subcommand
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
 from engine.tasks import Task
 from engine.terminal import safe_for_terminal, safe_json
@@ -179,17 +179,6 @@ def cmd_serve(args) -> int:
     return serve_main(args, load_backend=_load_for_serving)
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if value <= 0:
-            raise ValueError(text)
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
 def _add_profile_arguments(parser) -> None:
     from engine.profiles import PROFILE_NAMES
 
@@ -207,23 +196,23 @@ def _add_profile_arguments(parser) -> None:
         "labels are used and it is remembered for each case; default: the case's remembered procedure, else "
         "cholecystectomy",
     )
-    parser.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
+    parser.add_argument("--max-tokens", type=positive(int), default=None, help="token cap (default: the profile's)")
     add_limit_arguments(parser)
 
 
 def add_limit_arguments(parser) -> None:
     """Bounds of each answer: what a flooding or stalling model or server may cost."""
     parser.add_argument(
-        "--max-chars", type=_positive(int), default=None, help="characters kept of one answer (default 64000)"
+        "--max-chars", type=positive(int), default=None, help="characters kept of one answer (default 64000)"
     )
     parser.add_argument(
         "--idle-timeout",
-        type=_positive(float),
+        type=positive(float),
         default=None,
         help="seconds without new text before an answer is given up (default: 60 for a server, 600 for a local model)",
     )
     parser.add_argument(
-        "--total-timeout", type=_positive(float), default=None, help="seconds for one whole answer (default 600)"
+        "--total-timeout", type=positive(float), default=None, help="seconds for one whole answer (default 600)"
     )
 
 
@@ -241,17 +230,17 @@ def _add_analysis_commands(sub) -> None:
     )
     a.add_argument("cases", nargs="+", metavar="CASE")
     add_backend_arguments(a)
-    a.add_argument("--stride", type=_positive(float), default=1.0, help="seconds between analysed frames")
+    a.add_argument("--stride", type=positive(float), default=1.0, help="seconds between analysed frames")
     a.add_argument(
         "--batch",
-        type=_positive(int),
+        type=positive(int),
         default=None,
         help="frames per batch (transformers backend; default: 1 on the CPU, what free GPU memory holds on CUDA)",
     )
     _add_profile_arguments(a)
     a.add_argument(
         "--concurrency",
-        type=_positive(int),
+        type=positive(int),
         default=16,
         help="requests in flight to the model server(s) (openai backend; a local model runs one at a time)",
     )
@@ -275,8 +264,8 @@ def _add_analysis_commands(sub) -> None:
     e.add_argument(
         "--profile", choices=PROFILE_NAMES, help="system prompt, image size and sampling (default: the model's)"
     )
-    e.add_argument("--max-tokens", type=_positive(int), default=None, help="token cap (default: the profile's)")
-    e.add_argument("--concurrency", type=_positive(int), default=16, help="rows in flight to a model server")
+    e.add_argument("--max-tokens", type=positive(int), default=None, help="token cap (default: the profile's)")
+    e.add_argument("--concurrency", type=positive(int), default=16, help="rows in flight to a model server")
     add_limit_arguments(e)
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(func=cc.cmd_eval)
@@ -290,6 +279,12 @@ def _add_analysis_commands(sub) -> None:
     x.add_argument("--csv", metavar="OUT", help=_OUT_HELP)
     x.add_argument("--model-id", help="which stored analysis (default: the most recent)")
     x.add_argument("--task")
+    x.add_argument(
+        "--stride",
+        type=positive(float),
+        default=1.0,
+        help="seconds between the sweep's analysed frames, as analysed (default 1.0): only those are smoothed",
+    )
     x.set_defaults(func=cc.cmd_export)
     v = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server on a local model")
     add_serve_arguments(v)

@@ -38,7 +38,7 @@ from engine.scheduler import (
 from engine.store import CaseStore, FrameResult, StoreError
 from engine.terminal import safe_for_terminal
 from engine.timecode import format_timecode
-from engine.timeline import build_timelines, label_at
+from engine.timeline import build_case_timelines, label_at, sweep_step
 from engine.video import VIDEO_SUFFIXES, VideoError, VideoReader, video_size
 
 
@@ -263,7 +263,8 @@ def _report_case(
         if unreached > 0:
             _say(f"  {unreached} not analysed: {reason}")
     analysis = CaseAnalysis(model_id, profile.version, profile, stored, 0.0)
-    timelines = build_timelines(analysis.timeline_rows(store), scheduler.fps, scheduler.frame_count)
+    step = sweep_step(args.stride, scheduler.fps)
+    timelines = build_case_timelines(analysis.timeline_rows(store), scheduler.fps, scheduler.frame_count, step)
     for seg in timelines.phase:
         span = f"{format_timecode(seg.start, scheduler.fps)} – {format_timecode(seg.end, scheduler.fps)}"
         _say(f"  {span}  {seg.label}")
@@ -287,7 +288,7 @@ def _failure_lines(failures: dict[int, str], fps: float, stride_s: float) -> lis
     by_reason: dict[str, list[int]] = {}
     for frame, reason in failures.items():
         by_reason.setdefault(reason, []).append(frame)
-    step = max(1, round(stride_s * fps)) if fps else 1
+    step = sweep_step(stride_s, fps) if fps else 1
     count = f"{len(failures)} could not be analysed"
     if len(by_reason) == 1:
         ((reason, frames),) = by_reason.items()
@@ -510,7 +511,9 @@ def cmd_export(args) -> int:
     fps = (info.fps if info and info.fps else None) or 25.0
     proc = chosen.procedure
     frame_count = info.frame_count if info else None
-    timelines = build_timelines(rows, fps, frame_count, tools=proc.vocabulary("tool"))
+    timelines = build_case_timelines(
+        rows, fps, frame_count, sweep_step(args.stride, fps), tools=proc.vocabulary("tool")
+    )
     # The procedure's timelines (a cholecystectomy's phase; a suturing case's action; a bypass's phase, step).
     tracks = label_tracks(proc, timelines, rows, fps, frame_count)
     extra = [role for role in tracks if role != "phase"]

@@ -40,9 +40,10 @@ from engine.timeline import (
     TimelineConfig,
     TimelineRow,
     Timelines,
+    build_case_timelines,
     build_procedure_track,
-    build_timelines,
     covered_frames,
+    sweep_step,
 )
 
 __all__ = [
@@ -304,9 +305,12 @@ def gather_report(
     frame_count: int | None = None,
     config: TimelineConfig | None = None,
     analysis: CaseAnalysis | None = None,
+    stride_s: float = 1.0,
 ) -> ReportData:
     """Everything a report shows, from the store (``fps``/``frame_count`` override the store's);
-    ``analysis`` (else the most recent matching ``model_id`` and ``task``) is the one reported."""
+    ``analysis`` (else the most recent matching ``model_id`` and ``task``) is the one reported. ``stride_s``:
+    the sweep's stride; its frames alone are smoothed, as the viewer smooths them, so the report's phases,
+    first clip and CVS statement are the viewer's whatever frames the reviewer asked for on demand."""
     try:
         analysis = analysis or choose_analysis(store, model_id, task)
         info = store.case_info()
@@ -332,7 +336,9 @@ def gather_report(
         raise ReportError(str(exc)) from None
     config = config or TimelineConfig()
     proc = analysis.procedure
-    timelines = build_timelines(rows, fps, frame_count, config, tools=proc.vocabulary("tool"))
+    timelines = build_case_timelines(
+        rows, fps, frame_count, sweep_step(stride_s, fps), config, tools=proc.vocabulary("tool")
+    )
     covered = covered_frames(timelines.frames, max(1, round(config.max_gap_s * fps)), frame_count, timelines.step)
     tracks = label_tracks(proc, timelines, rows, fps, frame_count)
     durations = {role: label_durations(role, segs, proc.vocabulary(role), fps) for role, segs in tracks.items()}

@@ -44,6 +44,7 @@ from engine.backends.base import Backend, BackendError, BackendUnavailable, Stre
 from engine.profiles import ModelProfile, Question
 from engine.prompts import TaskPrompt
 from engine.store import CaseStore, FrameResult, StoreError, video_fingerprint
+from engine.timeline import sweep_step
 from engine.video import VideoError, VideoReader
 
 __all__ = ["AnalysisScheduler", "SchedulerConfig", "SchedulerListener", "VideoChanged", "VideoIdentity", "sweep_frames"]
@@ -95,8 +96,7 @@ class SchedulerListener:
 
 def sweep_frames(frame_count: int, fps: float, stride_s: float) -> list[int]:
     """Frame indices of a sweep at ``stride_s`` seconds (at least every frame)."""
-    step = max(1, round(stride_s * fps))
-    return list(range(0, frame_count, step))
+    return list(range(0, frame_count, sweep_step(stride_s, fps)))
 
 
 Job = tuple[int, str]  # (frame, task)

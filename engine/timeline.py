@@ -30,7 +30,7 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Hashable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache, lru_cache
 from typing import Any
 
@@ -50,6 +50,7 @@ __all__ = [
     "TimelineRow",
     "Timelines",
     "build_action_track",
+    "build_case_timelines",
     "build_label_track",
     "build_procedure_track",
     "build_timelines",
@@ -59,6 +60,7 @@ __all__ = [
     "label_at",
     "label_transition_matrix",
     "phase_transition_matrix",
+    "sweep_step",
     "viterbi",
 ]
 
@@ -213,6 +215,42 @@ def build_timelines(
     cvs = tuple(_cvs_track(cvs_codes[:, c], frames, c, fps, config, span) for c in range(3))
     tool_tracks = _tool_tracks(ordered, frames, fps, config, span, load_ontology().tool if tools is None else tools)
     return Timelines(frames, ordered, phase, path, cvs, tool_tracks, step, float(fps), frame_count, config)  # type: ignore[arg-type]
+
+
+def sweep_step(stride_s: float, fps: float) -> int:
+    """Frames between a sweep's analysed frames (``engine.scheduler.sweep_frames``' grid: 0, step, 2 step...)."""
+    return max(1, round(stride_s * fps))
+
+
+def build_case_timelines(
+    rows: Iterable[TimelineRow],
+    fps: float,
+    frame_count: int | None,
+    step: int,
+    config: TimelineConfig | None = None,
+    tools: Any = None,
+) -> Timelines:
+    """A case's timelines as the viewer, the report and the CLI all show them: the smoothed tracks (phase,
+    CVS, tools) come from the sweep's frames only (those on the ``step`` grid), so frames asked for on demand
+    (the frame on screen, off the stride) never move a phase boundary, nor the first clip that the CVS
+    statement is judged against; the raw rows, the raw phase strip and coverage keep every answer. Without a
+    sweep frame (only frames asked for), every answer is smoothed."""
+    rows = list(rows)
+    full = build_timelines(rows, fps, frame_count, config, tools)
+    sweep = [r for r in full.rows if r.frame % step == 0]
+    if not sweep or len(sweep) == len(full.rows):
+        return full
+    smooth = build_timelines(sweep, fps, frame_count, config, tools)
+    path = dict(zip(smooth.frames.tolist(), smooth.phase_path, strict=True))
+    cvs = tuple(replace(full.cvs[i], segments=smooth.cvs[i].segments) for i in range(3))
+    return replace(
+        full,
+        phase=smooth.phase,
+        phase_path=[path.get(f) for f in full.frames.tolist()],
+        cvs=cvs,  # type: ignore[arg-type]
+        tools=smooth.tools,
+        step=smooth.step,
+    )
 
 
 def first_all_met(tracks: Timelines | Sequence[CvsTrack], *, raw: bool = False) -> int | None:

@@ -1,7 +1,7 @@
 """``surgview report`` and ``surgview clip``: exports from the command line, no window.
 
     surgview report CASE --out FILE.html|FILE.pdf [--title T] [--reviewer NAME]
-        [--model DIR] [--model-id ID] [--no-blank]
+        [--model DIR] [--model-id ID] [--no-blank] [--stride S]
     surgview clip CASE --from T --to T --out FILE.mp4 [--no-panel] [--no-blank] [--crf N] [--preset P]
 
 T is a frame number or a timecode (``hh:mm:ss.ff``, ``mm:ss``). Both read the case's stored
@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.clitools import ArgumentParser, CliError
+from engine.clitools import ArgumentParser, CliError, positive
 from engine.report_data import ReportError
 from engine.timecode import parse_position
 from engine.video import VideoError
@@ -43,6 +43,13 @@ def _parser(prog: str) -> ArgumentParser:
     report.add_argument("--model", help="the model folder that analysed the case (its manifest goes in the report)")
     report.add_argument("--model-id", help="which stored analysis (default: the most recent)")
     report.add_argument("--no-blank", action="store_true", help="do not blank the case's burned-in text areas")
+    report.add_argument(
+        "--stride",
+        type=positive(float),
+        default=1.0,
+        help="seconds between the sweep's analysed frames, as analysed (default 1.0): only those frames are "
+        "smoothed into the phase timeline, as the viewer does",
+    )
     report.add_argument("--json", metavar="OUT", help="also write the report's data as JSON (- for standard output)")
     clip = sub.add_parser("clip", help="write an annotated MP4 clip")
     clip.add_argument("case", help="the case video")
@@ -87,6 +94,7 @@ def _report(case: Path, out: Path, args) -> int:
         model_id=args.model_id,
         model_dir=Path(args.model) if args.model else None,
         blank=not args.no_blank,
+        stride_s=args.stride,
     )
     data = report_for_video(case, out, options)
     if args.json:

@@ -64,6 +64,7 @@ class ReportOptions:
     model_dir: Path | None = None  # its manifest goes in the summary when it made the analysis
     blank: bool = True  # paint the case's blank areas over every picture
     frame_width: int = 800  # pixels of the bookmarked-frame pictures
+    stride_s: float = 1.0  # the sweep's stride: its frames are smoothed, as the viewer smooths them
 
 
 @dataclass(frozen=True)
@@ -342,4 +343,5 @@ def _gather(store: CaseStore, options: ReportOptions, fps: float, frame_count: i
         blank=options.blank,
         fps=fps,
         frame_count=frame_count,
+        stride_s=options.stride_s,
     )

@@ -355,7 +355,9 @@ class Exports:
         out = self._output_path(path, "Export report", "case-report.pdf", "PDF (*.pdf);;HTML (*.html)")
         if out is None:
             return None
-        options = ReportOptions(title=title, reviewer=reviewer, model_dir=self.model_dir())
+        options = ReportOptions(
+            title=title, reviewer=reviewer, model_dir=self.model_dir(), stride_s=self.session.stride_s
+        )
         worker = ExportWorker(
             lambda progress, cancel: report_for_video(Path(video), out, options), out, self.parent_widget
         )

@@ -323,3 +323,15 @@ def test_report_and_clip_name_a_folder_as_a_folder(tmp_path, capsys):
     assert app_main(["clip", str(tmp_path), "--from", "0", "--to", "1", "--out", str(tmp_path / "c.mp4")]) == 1
     err = capsys.readouterr().err
     assert err.count(f"{tmp_path} is a folder, not a video") == 2
+
+
+def test_a_stride_that_is_no_positive_number_of_seconds_is_refused(tmp_path, capsys):
+    from app.main import main as app_main
+
+    with pytest.raises(SystemExit):
+        app_main(["report", str(tmp_path / "c.mp4"), "--out", str(tmp_path / "r.html"), "--stride", "0"])
+    with pytest.raises(SystemExit):
+        engine_main(["export", str(tmp_path / "c.mp4"), "--csv", str(tmp_path / "x.csv"), "--stride", "-1"])
+    err = capsys.readouterr().err
+    assert "argument --stride: invalid positive float value: '0'" in err and "'-1'" in err
+    assert not (tmp_path / "r.html").exists() and not (tmp_path / "x.csv").exists()
