@@ -51,7 +51,9 @@ def test_frames_asked_for_near_the_clip_change_neither_the_report_nor_the_viewer
     clip = viewer.first_clip_frame()
     assert clip is not None and 975 < clip <= 1000
     assert report.cvs.clipping_start == clip
-    assert [(s.start, s.end, s.label) for s in report.timelines.phase] == [(s.start, s.end, s.label) for s in viewer.phase]
+    assert [(s.start, s.end, s.label) for s in report.timelines.phase] == [
+        (s.start, s.end, s.label) for s in viewer.phase
+    ]
     shown = assess_cvs(viewer.rows, FPS, clip, time_of=session.time_of)  # the viewer's CVS line, under the tracks
     assert report.cvs.statement == shown.statement
     assert report.cvs.statement.startswith("CVS was established at 00:00:28 (frame 700) and held until clipping")
