@@ -301,7 +301,7 @@ def test_the_scheduler_stores_a_suturing_answer_in_its_own_names_and_export_carr
     from engine.cli_commands import cmd_export
 
     out = tmp_path / "x.jsonl"
-    args = Namespace(case=str(video), jsonl=str(out), csv=str(tmp_path / "x.csv"), model_id=None, task=None)
+    args = Namespace(case=str(video), jsonl=str(out), csv=str(tmp_path / "x.csv"), model_id=None, task=None, stride=1.0)
     assert cmd_export(args) == 0
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     frames = [r for r in lines if r["type"] == "frame"]
