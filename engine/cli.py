@@ -13,7 +13,7 @@ from pathlib import Path
 
 from engine.chain import LEVEL_NAMES, Chain, ChainStatus
 from engine.chain_parser import ChainParser, LevelClosed, ProblemFound
-from engine.clitools import ArgumentParser, CliError, positive, run_subcommand
+from engine.clitools import ArgumentParser, CliError, add_sweep_stride_argument, positive, run_subcommand
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
 from engine.tasks import Task
 from engine.terminal import safe_for_terminal, safe_json
@@ -279,12 +279,7 @@ def _add_analysis_commands(sub) -> None:
     x.add_argument("--csv", metavar="OUT", help=_OUT_HELP)
     x.add_argument("--model-id", help="which stored analysis (default: the most recent)")
     x.add_argument("--task")
-    x.add_argument(
-        "--stride",
-        type=positive(float),
-        default=1.0,
-        help="seconds between the sweep's analysed frames, as analysed (default 1.0): only those are smoothed",
-    )
+    add_sweep_stride_argument(x)
     x.set_defaults(func=cc.cmd_export)
     v = sub.add_parser("serve", help="an OpenAI-compatible chat-completions server on a local model")
     add_serve_arguments(v)

@@ -105,3 +105,15 @@ def positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = f"positive {getattr(kind, '__name__', 'value')}"
     return parse
+
+
+def add_sweep_stride_argument(parser: argparse.ArgumentParser) -> None:
+    """``--stride``, for commands that read a stored analysis: the sweep's stride, whose frames alone are smoothed
+    (:func:`engine.timeline.build_case_timelines`), as the viewer smooths them."""
+    parser.add_argument(
+        "--stride",
+        type=positive(float),
+        default=1.0,
+        help="seconds between the sweep's analysed frames, as analysed (default 1.0): only those frames are "
+        "smoothed into the timelines, as the viewer does",
+    )

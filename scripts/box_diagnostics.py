@@ -28,9 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 IOU_BINS = (0.0, 0.01, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
 
 
-def box_report(gold: list[list[tuple[str, tuple]]], pred: list[list[tuple[str, tuple]]]) -> list[str]:
-    """Lines saying, per class and overall, how the predicted boxes of each frame sit on its gold boxes. Each gold
-    box is matched to the best-overlapping unused predicted box of its class on the same frame."""
+def box_report(gold: list[list[tuple[str, tuple]]], pred: list[list[tuple]]) -> list[str]:
+    """Lines saying, per class and overall, how the predicted boxes of each frame sit on its gold boxes (as the
+    evaluation reads them: class, box and an optional score, unused here). Each gold box is matched to the
+    best-overlapping unused predicted box of its class on the same frame."""
     from train.eval.metrics import box_iou
 
     golds, named, hits = Counter(), Counter(), Counter()
@@ -39,7 +40,7 @@ def box_report(gold: list[list[tuple[str, tuple]]], pred: list[list[tuple[str, t
         used: set[int] = set()
         for tool, box in frame_gold:
             golds[tool] += 1
-            same = [(j, p) for j, (c, p) in enumerate(frame_pred) if c == tool and j not in used]
+            same = [(j, p[1]) for j, p in enumerate(frame_pred) if p[0] == tool and j not in used]
             if not same:
                 continue
             j, p = max(same, key=lambda jp: box_iou(jp[1], box))
@@ -115,7 +116,7 @@ def coordinate_loss_share(model_dir: Path, sft_rows: Path, rows: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     from engine.chain_parser import parse_chain
-    from train.eval.report import gold_boxes
+    from train.eval.report import gold_boxes, predicted_boxes
     from train.eval.run import answer_samples
     from train.pipeline import load_pipeline_recipe, recipe_samples
 
@@ -146,11 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     framed = [s for s in chosen if gold_boxes(s.truth)]
     options = recipe.evaluation
     answers = answer_samples(args.model, framed, options.max_new_tokens, options.batch_size)
-    pred = []
-    for text, _ in answers:
-        chain = parse_chain(text)
-        instruments = chain.perception.instruments if chain.perception is not None else ()
-        pred.append([(s.name.label, tuple(s.box)) for s in instruments if s.box is not None])
+    pred = [predicted_boxes(parse_chain(text), s) for s, (text, _) in zip(framed, answers, strict=True)]
     print(f"{args.model} on {args.split} frames of {run}")
     print("\n".join(box_report([gold_boxes(s.truth) for s in framed], pred)))
     if args.loss_rows:

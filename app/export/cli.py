@@ -19,7 +19,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from engine.clitools import ArgumentParser, CliError, positive
+from engine.clitools import ArgumentParser, CliError, add_sweep_stride_argument
 from engine.report_data import ReportError
 from engine.timecode import parse_position
 from engine.video import VideoError
@@ -43,13 +43,7 @@ def _parser(prog: str) -> ArgumentParser:
     report.add_argument("--model", help="the model folder that analysed the case (its manifest goes in the report)")
     report.add_argument("--model-id", help="which stored analysis (default: the most recent)")
     report.add_argument("--no-blank", action="store_true", help="do not blank the case's burned-in text areas")
-    report.add_argument(
-        "--stride",
-        type=positive(float),
-        default=1.0,
-        help="seconds between the sweep's analysed frames, as analysed (default 1.0): only those frames are "
-        "smoothed into the phase timeline, as the viewer does",
-    )
+    add_sweep_stride_argument(report)
     report.add_argument("--json", metavar="OUT", help="also write the report's data as JSON (- for standard output)")
     clip = sub.add_parser("clip", help="write an annotated MP4 clip")
     clip.add_argument("case", help="the case video")
