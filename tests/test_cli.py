@@ -45,6 +45,9 @@ def test_synth_refuses_impossible_settings(tmp_path):
     result = cli("train.cli", "synth", "--out", str(tmp_path / "o"), "--minutes", "0.2", "--quiet")
     assert_clean_failure(result, 1, "--minutes must be between")
     assert not (tmp_path / "o" / "synth.json").exists()
+    result = cli("train.cli", "synth", "--out", str(tmp_path / "o"), "--workers", "0", "--quiet")
+    assert_clean_failure(result, 1, "--workers must be at least 1")
+    assert not (tmp_path / "o" / "synth.json").exists()
 
 
 def test_synth_never_writes_into_a_folder_of_other_files(tmp_path):

@@ -13,7 +13,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from engine.clitools import ArgumentParser, CliError, run_subcommand
-from train.synth.generate import SynthConfig, SynthError, generate, made_by_this_generator
+from train.synth.generate import SynthConfig, SynthError, cpu_workers, generate, made_by_this_generator
 
 PROG = "surgview-train"
 
@@ -42,11 +42,14 @@ def cmd_synth(args) -> int:
         gop=args.gop if args.gop is not None else 50,
         first_id=args.first_id,
     )
+    if args.workers is not None and args.workers < 1:
+        raise CliError("--workers must be at least 1")
     try:
         config.validate()
         total = config.cases * config.frames_per_case
         with tqdm(total=total, unit="frame", desc="synth", disable=args.quiet or None, file=sys.stderr) as bar:
-            summary = generate(out, config, progress=bar.update)
+            workers = args.workers if args.workers is not None else cpu_workers()
+            summary = generate(out, config, progress=bar.update, workers=workers)
     except SynthError as exc:
         raise CliError(str(exc)) from None
     for case in summary["cases"]:
@@ -81,6 +84,8 @@ def _synth_rarp(out: Path, args) -> int:
         first_id=args.first_id,
         split=args.split or "train1",
     )
+    if args.workers is not None and args.workers < 1:
+        raise CliError("--workers must be at least 1")
     try:
         config.validate()
         total = config.cases * config.frames_per_case
@@ -324,6 +329,9 @@ def build_parser() -> ArgumentParser:
     s.add_argument("--split", choices=["train1", "train2", "test"], help="rarp: SAR-RARP50 folder (train1)")
     s.add_argument("--first-id", type=int, default=1, help="number of the first video (video01 by default)")
     s.add_argument("--force", action="store_true", help="write into a non-empty folder")
+    s.add_argument(
+        "--workers", type=int, default=None, help="cases written side by side (default: one per CPU; cholecystectomy)"
+    )
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_synth)
     d = sub.add_parser("demo", help="build the demo case and the demo model (./dev.sh run opens them)")

@@ -379,7 +379,7 @@ def recipe_samples(recipe: PipelineRecipe, out: Path, *, remake_cases: bool = Tr
     from train.data.frames import extract_frames, with_cached_frames
     from train.data.reviewed import reviewed_data
     from train.data.synthetic import synthetic_samples
-    from train.synth.generate import train_test_cases
+    from train.synth.generate import cpu_workers, train_test_cases
 
     spec = recipe.data
     tasks = {Task(t) for t in spec.tasks}
@@ -411,6 +411,7 @@ def recipe_samples(recipe: PipelineRecipe, out: Path, *, remake_cases: bool = Tr
             width=synthetic.width,
             height=synthetic.height,
             remake=remake_cases,
+            workers=cpu_workers(),
         )
         train = [s for s in synthetic_samples(train_root, tasks=tasks) if s.task in tasks]
         test = [s for s in synthetic_samples(test_root, tasks=tasks) if s.task in tasks]
@@ -431,7 +432,7 @@ def recipe_samples(recipe: PipelineRecipe, out: Path, *, remake_cases: bool = Tr
     size = tuple(spec.frame_size) if spec.frame_size else None
     cache = out / "data" / "frames"
     frames = [c.sample for c in reviewed.chains]
-    mapping = extract_frames([*train, *test, *validation, *frames], cache, size=size)
+    mapping = extract_frames([*train, *test, *validation, *frames], cache, size=size, workers=cpu_workers())
     chains = list(zip(reviewed.chains, with_cached_frames(frames, mapping), strict=True))
     return Samples(
         with_cached_frames(train, mapping),

@@ -27,7 +27,7 @@ from train.data.synthetic import synthetic_samples
 from train.eval.report import to_markdown
 from train.eval.run import evaluate_model
 from train.sft import SFTRecipe, run_sft
-from train.synth.generate import train_test_cases
+from train.synth.generate import cpu_workers, train_test_cases
 
 Progress = Callable[[str], None]
 
@@ -58,8 +58,14 @@ def run_quickstart(out: Path, config: QuickstartConfig, say: Progress = print) -
     """Run every stage; return the held-out evaluation report (also written under ``out``)."""
     out = Path(out)
     say("1/6 synthetic cases")
-    train_root, test_root = train_test_cases(  # remade only before a training set was built on them
-        out, config.train_cases, config.test_cases, config.minutes, config.seed, remake=not (out / "sft.jsonl").exists()
+    train_root, test_root = train_test_cases(
+        out,
+        config.train_cases,
+        config.test_cases,
+        config.minutes,
+        config.seed,
+        remake=not (out / "sft.jsonl").exists(),  # remade only before a training set was built on them
+        workers=cpu_workers(),
     )
     say("2/6 adapters and 3/6 frame cache")
     train = _samples(train_root, out / "frames", config)

@@ -558,6 +558,24 @@ def test_extract_frames_decodes_once_and_matches_the_reader(cholec80_root, tmp_p
     assert extract_frames(samples, tmp_path / "cache", fmt="png") == mapping  # idempotent: nothing decoded
 
 
+def test_videos_decoded_side_by_side_give_the_same_cache(cholec80_root, tmp_path):
+    """A training run on many cases decodes its videos in threads: the files and the mapping are the ones a
+    one-by-one decode writes, and an unreadable video is still named in the error."""
+    samples = cholec80_samples(cholec80_root)
+    assert {s.case for s in samples} == {"video01", "video41"}
+    one = extract_frames(samples, tmp_path / "one", fmt="png")
+    both = extract_frames(samples, tmp_path / "both", fmt="png", workers=2)
+    assert len(one) == len(both) == len({s.frame for s in samples})
+    for ref, path in one.items():
+        assert both[ref].relative_to(tmp_path / "both") == path.relative_to(tmp_path / "one")
+        assert both[ref].read_bytes() == path.read_bytes()
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"not a video")
+    bad = [replace(s, frame=replace(s.frame, path=broken)) for s in samples if s.case == "video41"]
+    with pytest.raises(DatasetError, match=r"broken\.mp4"):
+        extract_frames([*samples, *bad], tmp_path / "bad", fmt="png", workers=2)
+
+
 def test_one_video_named_by_two_datasets_caches_frames_for_both(cholec80_root, tmp_path):
     """A synthetic case is Cholec80's "video01" and CholecT50's "VID01": the CVS task read one name, the
     triplet task the other. Each name's frames are written, whichever comes first (it crashed before)."""

@@ -299,6 +299,21 @@ def test_same_seed_same_case_other_seed_other_case(tmp_path):
     assert np.array_equal(renderer_a.render(400)[0], renderer_b.render(400)[0])
 
 
+def test_cases_written_side_by_side_are_the_cases_written_one_by_one(tmp_path):
+    """A training run writes its cases in one process per CPU: every file (videos included) and the summary are
+    byte for byte what one process writes, so a recipe's cases do not depend on the machine's cores."""
+    config = SynthConfig(cases=2, minutes=0.9, seed=5, width=160, height=90)
+    ticks: list[int] = []
+    one = generate(tmp_path / "one", config)
+    two = generate(tmp_path / "two", config, progress=ticks.append, workers=2)
+    assert one == two and [c["video"] for c in two["cases"]] == ["video01", "video02"]
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*") if p.is_file())
+    assert len(files) == 2 * 5 + 2  # per case: video, phase, tools, CholecT50, truth; the CSV and synth.json
+    for rel in files:
+        assert (tmp_path / "two" / rel).read_bytes() == (tmp_path / "one" / rel).read_bytes(), rel
+    assert sum(ticks) == 2 * config.frames_per_case
+
+
 def test_frames_have_a_circular_endoscope_field(synth_case):
     out, _ = synth_case
     with av.open(str(out / "cholec80" / "videos" / "video01.mp4")) as container:

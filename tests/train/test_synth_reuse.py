@@ -23,7 +23,7 @@ def fake_generate(monkeypatch):
     """Stand-in for rendering (minutes a case): writes the summary a real run writes and one marker file."""
     made: list[tuple[str, int, float]] = []
 
-    def generate(folder: Path, config: synth.SynthConfig, progress=None) -> dict:
+    def generate(folder: Path, config: synth.SynthConfig, progress=None, workers: int = 1) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         made.append((folder.name, config.seed, config.minutes))
         summary = {"generator": "surgview synth", "version": GENERATOR_VERSION, "config": asdict(config), "cases": []}
@@ -65,7 +65,7 @@ def test_cases_of_an_older_renderer_or_other_settings_are_made_again(tmp_path, f
 def test_an_interrupted_remake_leaves_the_old_cases_not_a_mix(tmp_path, fake_generate, monkeypatch):
     train_test_cases(tmp_path, 3, 1, 2.0, 0)
 
-    def killed(folder, config, progress=None):
+    def killed(folder, config, progress=None, workers=1):
         folder.mkdir(parents=True)
         (folder / "half.mp4").write_bytes(b"half a case")
         raise KeyboardInterrupt

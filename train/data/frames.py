@@ -7,6 +7,7 @@ import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -50,19 +51,42 @@ def _write(path: Path, rgb: np.ndarray, quality: int) -> None:
     os.replace(tmp, path)
 
 
+def _decode_missing(
+    video: Path, frames: dict[int, tuple[Path, list[FrameRef]]], size: tuple[int, int] | None, quality: int
+) -> None:
+    """Decode and write one video's frames that are not in the cache yet, in increasing index."""
+    todo = sorted(i for i, (target, _) in frames.items() if not target.exists())
+    if not todo:
+        return
+    # one video can be named by several datasets' cases (a synthetic case is written as Cholec80's
+    # "video01" and CholecT50's "VID01"): its frames then go to more than one folder
+    for folder in {frames[i][0].parent for i in todo}:
+        folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with VideoReader(video) as reader:
+            for i in todo:
+                if i >= len(reader):
+                    raise DatasetError(video, f"frame {i} is beyond the video's {len(reader)} frames")
+                _write(frames[i][0], _resize(reader.frame(i), size), quality)
+    except VideoError as exc:
+        raise DatasetError(video, str(exc)) from exc
+
+
 def extract_frames(
     samples: Iterable[Sample],
     cache_dir: str | Path,
     size: tuple[int, int] | None = None,
     fmt: str = "jpg",
     quality: int = 95,
+    workers: int = 1,
 ) -> dict[FrameRef, Path]:
     """Image file of every frame the samples refer to: ``<cache>/<case>-<hash>/<index:06d>.<fmt>``.
 
     Video frames are decoded once, per video in increasing index (the reader continues forward rather
     than seeking when that is cheaper); files already present are not decoded again; every file is
     written under a temporary name and renamed. Image frames map to themselves, or — with ``size``
-    (width, height) — to a resized copy. Returns FrameRef → file.
+    (width, height) — to a resized copy. ``workers`` threads decode that many videos at once (the same files).
+    Returns FrameRef → file.
     """
     if fmt not in ("jpg", "png"):
         raise ValueError("fmt must be 'jpg' or 'png'")
@@ -90,21 +114,15 @@ def extract_frames(
         target = cache / (_folder(sample.case, ref.path) + tag) / f"{ref.index:06d}.{fmt}"
         entry = per_video[ref.path].setdefault(ref.index, (target, []))
         entry[1].append(ref)
-    for video, frames in per_video.items():
-        todo = sorted(i for i, (target, _) in frames.items() if not target.exists())
-        if todo:
-            # one video can be named by several datasets' cases (a synthetic case is written as Cholec80's
-            # "video01" and CholecT50's "VID01"): its frames then go to more than one folder
-            for folder in {frames[i][0].parent for i in todo}:
-                folder.mkdir(parents=True, exist_ok=True)
-            try:
-                with VideoReader(video) as reader:
-                    for i in todo:
-                        if i >= len(reader):
-                            raise DatasetError(video, f"frame {i} is beyond the video's {len(reader)} frames")
-                        _write(frames[i][0], _resize(reader.frame(i), size), quality)
-            except VideoError as exc:
-                raise DatasetError(video, str(exc)) from exc
+    jobs = list(per_video.items())
+    if workers > 1 and len(jobs) > 1:
+        # the decoder and the JPEG encoder run outside the GIL: threads decode several videos at once
+        with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+            list(pool.map(lambda job: _decode_missing(*job, size, quality), jobs))
+    else:
+        for video, frames in jobs:
+            _decode_missing(video, frames, size, quality)
+    for _video, frames in jobs:
         for target, refs in frames.values():
             for ref in refs:
                 out[ref] = target

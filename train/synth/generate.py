@@ -17,9 +17,11 @@ never leaves a truncated file under a final name.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +87,14 @@ class SynthConfig:
 Progress = Callable[[int], None]
 
 
+def cpu_workers() -> int:
+    """Cases (or videos) worth handling side by side here: the CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _atomic_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
@@ -131,40 +141,69 @@ def encode_case(
         raise
 
 
-def generate(out: Path, config: SynthConfig, progress: Progress | None = None) -> dict:
-    """Write ``config.cases`` cases under ``out``; return the summary also saved as synth.json."""
+def _write_case(out: Path, config: SynthConfig, k: int, progress: Progress | None = None) -> tuple[dict, list]:
+    """Render, encode and label case ``k`` of ``config``: its summary entry and its Endoscapes rows. A case depends
+    only on its id, the seed and the settings, so cases can be written in any order or in other processes."""
+    vid = config.first_id + k
+    name = f"video{vid:02d}"
+    n = config.frames_per_case
+    script = build_script(vid, n, config.fps, config.seed)
+    renderer = CaseRenderer(script, config.width, config.height)
+    log = TruthLog(vid, config.fps, config.width, config.height)
+    encode_case(out / "cholec80" / "videos" / f"{name}.mp4", renderer, n, config, log, progress)
+    _atomic_text(out / "cholec80" / "phase_annotations" / f"{name}-phase.txt", cholec80_phase_txt(log.phases))
+    _atomic_text(out / "cholec80" / "tool_annotations" / f"{name}-tool.txt", cholec80_tool_txt(log))
+    _atomic_text(out / "CholecT50" / "labels" / f"VID{vid:02d}.json", json.dumps(cholect50_json(log)))
+    _atomic_text(out / "synth" / f"{name}-truth.jsonl", truth_jsonl(log))
+    case = {
+        "video": name,
+        "id": vid,
+        "frames": n,
+        "fps": config.fps,
+        "width": config.width,
+        "height": config.height,
+        "phases": [[p, s, e] for p, s, e in script.phase_bounds],
+        "cvs_first_met": _first_all_met(log),
+        "c3_missed_before_clipping": script.c3_missed,
+    }
+    return case, endoscapes_rows(log)
+
+
+def _written_cases(out: Path, config: SynthConfig, workers: int, progress: Progress | None) -> list[tuple[dict, list]]:
+    """Every case of ``config``, in id order; ``workers`` > 1 writes them in that many processes at once (each
+    case's bytes are the same either way: it is rendered and encoded alone)."""
+    workers = max(1, min(workers, config.cases))
+    if workers == 1:
+        return [_write_case(out, config, k, progress) for k in range(config.cases)]
+    # spawn, not fork: the caller may hold threads (a training run's torch), which a forked child inherits locked
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_write_case, out, config, k) for k in range(config.cases)]
+        written = []
+        try:
+            for future in futures:
+                written.append(future.result())
+                if progress is not None:
+                    progress(config.frames_per_case)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+    return written
+
+
+def generate(out: Path, config: SynthConfig, progress: Progress | None = None, *, workers: int = 1) -> dict:
+    """Write ``config.cases`` cases under ``out``; return the summary also saved as synth.json. ``workers``
+    processes write cases side by side (the summary and every label file are the same for any number)."""
     config.validate()
     out = Path(out)
     summary = {"generator": "surgview synth", "version": GENERATOR_VERSION, "config": asdict(config), "cases": []}
     endoscapes: list[dict] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for k in range(config.cases):
-            vid = config.first_id + k
-            name = f"video{vid:02d}"
-            n = config.frames_per_case
-            script = build_script(vid, n, config.fps, config.seed)
-            renderer = CaseRenderer(script, config.width, config.height)
-            log = TruthLog(vid, config.fps, config.width, config.height)
-            encode_case(out / "cholec80" / "videos" / f"{name}.mp4", renderer, n, config, log, progress)
-            _atomic_text(out / "cholec80" / "phase_annotations" / f"{name}-phase.txt", cholec80_phase_txt(log.phases))
-            _atomic_text(out / "cholec80" / "tool_annotations" / f"{name}-tool.txt", cholec80_tool_txt(log))
-            _atomic_text(out / "CholecT50" / "labels" / f"VID{vid:02d}.json", json.dumps(cholect50_json(log)))
-            _atomic_text(out / "synth" / f"{name}-truth.jsonl", truth_jsonl(log))
-            endoscapes += endoscapes_rows(log)
-            summary["cases"].append(
-                {
-                    "video": name,
-                    "id": vid,
-                    "frames": n,
-                    "fps": config.fps,
-                    "width": config.width,
-                    "height": config.height,
-                    "phases": [[p, s, e] for p, s, e in script.phase_bounds],
-                    "cvs_first_met": _first_all_met(log),
-                    "c3_missed_before_clipping": script.c3_missed,
-                }
-            )
+        for case, rows in _written_cases(out, config, workers, progress):
+            summary["cases"].append(case)
+            endoscapes += rows
         _atomic_text(out / "endoscapes" / "all_metadata.csv", endoscapes_csv(endoscapes))
         _atomic_text(out / "synth.json", json.dumps(summary, indent=2))
     except OSError as exc:
@@ -200,13 +239,15 @@ def train_test_cases(
     width: int = 640,
     height: int = 360,
     remake: bool = True,
+    workers: int = 1,
 ) -> tuple[Path, Path]:
     """Training cases (videos 1..) in ``out/cases-train`` and held-out ones (videos 50.., another
     seed) in ``out/cases-test``. A folder already written with these settings by this generator is kept, so a rerun
     resumes; one written with other settings or by an older renderer is made again, so a run never trains or
     evaluates on pictures that disagree with its truth or its recipe. ``remake=False`` (a run with stages already
     built on the folder's cases, an evaluation of another run's cases) raises SynthError instead: remaking them
-    would leave those stages on the old pictures, or delete another run's cases."""
+    would leave those stages on the old pictures, or delete another run's cases. ``workers``: cases written side by
+    side (see :func:`generate`)."""
     out = Path(out)
     train_root, test_root = out / "cases-train", out / "cases-test"
     for root, cases, case_seed, first_id in (
@@ -220,7 +261,7 @@ def train_test_cases(
             continue
         if not remake and root.exists():
             raise SynthError(remake_refused(root, config, GENERATOR_VERSION))
-        _generate_in_place_of(root, config)
+        _generate_in_place_of(root, config, workers)
     return train_root, test_root
 
 
@@ -247,14 +288,14 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def _generate_in_place_of(root: Path, config: SynthConfig) -> None:
+def _generate_in_place_of(root: Path, config: SynthConfig, workers: int = 1) -> None:
     """Write the cases beside ``root`` and swap them in only when complete: an interrupted run leaves the old
     folder (or none), never a mix of old and new cases under one summary."""
     fresh = root.with_name(root.name + ".partial")
     stale = root.with_name(root.name + ".stale")
     for leftover in (fresh, stale):
         remove_path(leftover)
-    generate(fresh, config)
+    generate(fresh, config, workers=workers)
     if root.exists() or root.is_symlink():
         root.rename(stale)
     fresh.rename(root)
