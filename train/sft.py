@@ -85,13 +85,14 @@ def run_sft(recipe: SFTRecipe, resume: bool = True) -> Path:
         model = get_peft_model(model, LoraConfig(**recipe.lora))
     args, dataset = recipe.trainer_args(), image_dataset(rows)
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=processor)
-    train_resuming(trainer, recipe.checkpoints, resume)
+    capped = train_resuming(trainer, recipe.checkpoints, resume, recipe.max_minutes)
     stage = Stage(
         "sft",
         data=[str(recipe.data)],
         seed=recipe.seed,
         details={
             "steps": int(trainer.state.global_step),
+            **capped,
             "rows": len(rows),
             "lora": bool(recipe.lora),
             "final_loss": last_logged(trainer.state.log_history, "loss"),

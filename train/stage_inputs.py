@@ -209,6 +209,10 @@ class StageRecipe:
     save_strategy: str = "steps"
     save_total_limit: int | None = 2
     dataloader_num_workers: int = 0
+    max_minutes: float | None = field(
+        default=None,
+        metadata={"help": "stop after this many minutes of training (a cap: the schedule is laid out for max_steps)"},
+    )
     # the settings as given (those that differ from the defaults), taken before anything is resolved: what a
     # stage's own recipe file repeats, so machine-dependent and derived values are settled where it runs
     given: dict[str, Any] = field(init=False, repr=False, compare=False, default_factory=dict)
@@ -221,6 +225,8 @@ class StageRecipe:
             for f in dataclasses.fields(self)
             if f.init and getattr(self, f.name) != _default(f)
         }
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes must be a positive number of minutes, not {self.max_minutes}")
         on_gpu = torch.cuda.is_available()
         if self.bf16 is None:
             self.bf16 = on_gpu
@@ -262,9 +268,39 @@ def _default(f: dataclasses.Field) -> Any:
     return None if f.default is dataclasses.MISSING else f.default
 
 
-def train_resuming(trainer: Any, checkpoints: Path, resume: bool) -> None:
-    """Run ``trainer``, from the last checkpoint under ``checkpoints`` when ``resume`` and one exists."""
+def train_resuming(trainer: Any, checkpoints: Path, resume: bool, max_minutes: float | None = None) -> dict[str, Any]:
+    """Run ``trainer``, from the last checkpoint under ``checkpoints`` when ``resume`` and one exists. With
+    ``max_minutes``, training stops at the first step past that many minutes (of this run); what is returned
+    then says so, for the stage's manifest: ``{"stopped_by_time_cap": minutes, "planned_steps": n}``."""
     import transformers
 
     last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
+    cap = _time_cap(max_minutes) if max_minutes else None
+    if cap is not None:
+        trainer.add_callback(cap)
     trainer.train(resume_from_checkpoint=last if (resume and last) else None)
+    if cap is None or not cap.stopped:
+        return {}
+    return {"stopped_by_time_cap": max_minutes, "planned_steps": int(trainer.state.max_steps)}
+
+
+def _time_cap(minutes: float) -> Any:
+    """A trainer callback that ends training (saving a checkpoint) once ``minutes`` have passed since it began."""
+    import time
+
+    from transformers import TrainerCallback
+
+    class TimeCap(TrainerCallback):
+        def __init__(self) -> None:
+            self.started: float | None = None
+            self.stopped = False
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.monotonic()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.started is not None and time.monotonic() - self.started >= minutes * 60:
+                self.stopped = control.should_training_stop = control.should_save = True
+            return control
+
+    return TimeCap()

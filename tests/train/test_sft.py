@@ -85,6 +85,22 @@ def test_sft_resumes_from_its_last_checkpoint(base, tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "checkpoint-4").is_dir()
 
 
+def test_a_time_cap_ends_training_with_a_whole_model_whose_manifest_says_so(base, tmp_path):
+    """A run given ``max_minutes`` (a GPU lease, a bounded CPU budget) stops at the first step past it, still
+    writes a loadable model, and its lineage says it stopped early and how many steps were planned."""
+    data = write_set(tmp_path, 16)
+    settings = {"learning_rate": 3e-3, "per_device_train_batch_size": 8, "save_steps": 100, "report_to": []}
+    paths = {"model": str(base), "data": str(data), "output_dir": str(tmp_path / "run")}
+    model_dir = run_sft(SFTRecipe(**paths, **settings, max_steps=500, max_minutes=1e-6))
+    details = Manifest.read(model_dir).lineage[-1].details
+    assert details["steps"] == 1 and details["stopped_by_time_cap"] == 1e-6 and details["planned_steps"] == 500
+    assert (model_dir / "model.safetensors").is_file()
+    uncapped = run_sft(SFTRecipe(**{**paths, "output_dir": str(tmp_path / "run2")}, **settings, max_steps=2))
+    assert "stopped_by_time_cap" not in Manifest.read(uncapped).lineage[-1].details
+    with pytest.raises(ValueError, match="max_minutes must be a positive number"):
+        SFTRecipe(**paths, **settings, max_minutes=0)
+
+
 def test_recipes_and_data_are_checked(tmp_path, base):
     bad = tmp_path / "r.yaml"
     bad.write_text("sft: {model: m, data: d, output_dir: o, epochs: 3}\n")

@@ -136,7 +136,7 @@ def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
         train_dataset=image_dataset(rows),
         processing_class=processor,
     )
-    train_resuming(trainer, recipe.checkpoints, resume)
+    capped = train_resuming(trainer, recipe.checkpoints, resume, recipe.max_minutes)
     history = trainer.state.log_history
     stage = Stage(
         "grpo",
@@ -144,6 +144,7 @@ def run_grpo(recipe: GRPORecipe, resume: bool = True) -> Path:
         seed=recipe.seed,
         details={
             "steps": int(trainer.state.global_step),
+            **capped,
             "rows": len(rows),
             "rewards": dict(recipe.rewards),
             "num_generations": recipe.num_generations,
