@@ -125,6 +125,10 @@ SIZES = {
     "demo": ModelSize(192, 512, 3, 4, 2, (6, 9, 9), 4, 96, 256, 336 * 196),
     # The demo size as a Qwen3-VL: 16-pixel patches, a 16:9 frame read at 384x192 (the same 72 image tokens).
     "demo-qwen3": ModelSize(192, 512, 3, 4, 2, (8, 8, 8), 4, 96, 256, 384 * 224, "Qwen3VLForConditionalGeneration"),
+    # The GPU variant (train/recipes/gpu-large.yaml, bench/gpu_train.sh): twice the width and depth of the demo's
+    # decoder, a vision tower twice as wide and deep, and the 640x360 frame at its own size (644x364: 26x46 patches,
+    # 299 image tokens): ~15 M parameters, minutes to train on one GPU, hours on two CPU cores.
+    "demo-large": ModelSize(384, 1024, 6, 6, 2, (8, 12, 12), 8, 192, 512, 644 * 364),
 }
 
 
