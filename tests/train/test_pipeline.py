@@ -71,12 +71,14 @@ def write_recipe(folder: Path, **changes) -> Path:
         "demo-continue.yaml",
         "demo-heldout8.yaml",
         "ablation.yaml",
+        "gpu-demo.yaml",
+        "gpu-large.yaml",
     ],
 )
 def test_shipped_recipes_pass_the_checks(name):
     recipe = load_pipeline_recipe(RECIPES / name)
     check_recipe(recipe)  # loading refused any key that is no SFTConfig / GRPOConfig field; every reward known
-    if not name.startswith("demo"):  # the ablation recipes run every stage of the paper's table
+    if not name.startswith(("demo", "gpu")):  # the ablation recipes run every stage of the paper's table
         assert recipe.rounds >= 1 and recipe.ablation
 
 
