@@ -28,7 +28,7 @@ left() { echo $((BUDGET_S - SECONDS)); }
             || { echo "the carried wheels did not install"; exit 1; }
         export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
     fi
-    "$PY" -c "import torch, transformers, trl, av; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'trl', trl.__version__)" \
+    "$PY" -c "import torch, transformers, trl, av, datasets, ivtmetrics, pycocotools, train.pipeline, train.sft; from trl import SFTTrainer; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'trl', trl.__version__)" \
         || { echo "the training stack does not import"; exit 1; }
     echo "== gpu train";   timeout "${GPU_TRAIN_S:-470}" "$PY" bench/gpu_train.py --deadline "$(( ${GPU_TRAIN_S:-470} - 10 ))" --out "$OUTDIR"
     echo "== gpu tests ($(left) s left)"
