@@ -4,7 +4,8 @@
 #   bash bench/gpu_check.sh             (there: the device tool's `run` in the repository root, carry [".whl"])
 # 0. installs the carried wheels (.whl/, if any) into /tmp/site;
 # 1. bench/gpu_train.py: the demo size continued and the larger variant (demo-large) trained side by side on 96
-#    synthetic cases, both judged on the same 480 held-out frames (its own deadline, GPU_TRAIN_S, default 470 s);
+#    synthetic cases, both judged on the same 480 held-out frames (its own deadline, GPU_TRAIN_S, default 470 s;
+#    GPU_TRAIN_ARGS passes options, e.g. "--train-cases 16 --test-cases 2 --max-test 120" for a shorter lease);
 # 2. with the time left: every gpu-marked test in tests/ (engine: bf16 transformers, onnxruntime's CUDA provider;
 #    train: bf16 SFT, the FSDP and ZeRO-3 accelerate configs, GRPO with vLLM colocated; tests/test_gpu_marks.py keeps
 #    this line selecting all of them), then the Qwen2.5-VL-3B-shaped bf16 decode and batching benchmark.
@@ -30,7 +31,7 @@ left() { echo $((BUDGET_S - SECONDS)); }
     fi
     "$PY" -c "import torch, transformers, trl, av, datasets, ivtmetrics, pycocotools, train.pipeline, train.sft; from trl import SFTTrainer; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__, 'trl', trl.__version__)" \
         || { echo "the training stack does not import"; exit 1; }
-    echo "== gpu train";   timeout "${GPU_TRAIN_S:-470}" "$PY" bench/gpu_train.py --deadline "$(( ${GPU_TRAIN_S:-470} - 10 ))" --out "$OUTDIR"
+    echo "== gpu train";   timeout "${GPU_TRAIN_S:-470}" "$PY" bench/gpu_train.py --deadline "$(( ${GPU_TRAIN_S:-470} - 10 ))" --out "$OUTDIR" ${GPU_TRAIN_ARGS:-}
     echo "== gpu tests ($(left) s left)"
     [ "$(left)" -gt 40 ] && timeout $(( $(left) - 35 )) "$PY" -m pytest -m gpu -q -rs --durations=10 -p no:cacheprovider --continue-on-collection-errors tests
     echo "== 3b decode ($(left) s left)"

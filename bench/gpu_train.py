@@ -60,9 +60,12 @@ class TrainingRun:
 RUNS = (TrainingRun("demo", "gpu-demo.yaml", Path()), TrainingRun("large", "gpu-large.yaml", Path()))
 
 
-def prepared_recipe(run: TrainingRun, runs: Path, *, smoke: bool, max_minutes: float | None) -> Path:
+def prepared_recipe(
+    run: TrainingRun, runs: Path, *, smoke: bool, max_minutes: float | None, data: dict[str, int] | None = None
+) -> Path:
     """The shipped recipe with its run folder under ``runs``, its base model's path made absolute, the SFT cap set,
-    and (``smoke``) shrunk to a few frames and steps; written beside the run folder."""
+    ``data`` (train_cases, test_cases, max_test) for a lease too short for the recipe's cases, and (``smoke``) shrunk
+    to a few frames and steps; written beside the run folder."""
     from engine.tiny_model import SIZES
     from train.synth.generate import MIN_MINUTES
 
@@ -72,6 +75,8 @@ def prepared_recipe(run: TrainingRun, runs: Path, *, smoke: bool, max_minutes: f
         raw["base_model"] = str((RECIPES / raw["base_model"]).resolve())
     if max_minutes is not None:
         raw["sft"]["max_minutes"] = round(max_minutes, 2)
+    for key, value in (data or {}).items():
+        (raw["data"] if key == "max_test" else raw["data"]["synthetic"])[key] = value
     if smoke:
         raw["data"]["synthetic"] |= {"train_cases": 2, "test_cases": 1, "minutes": MIN_MINUTES}
         raw["data"]["max_test"] = 4
@@ -156,12 +161,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("/tmp/surgview-gpu-runs"), help="run folders")
     parser.add_argument("--out", type=Path, help="folder for gpu_train.json, model-demo.tgz and reports.tgz")
     parser.add_argument("--smoke", action="store_true", help="two cases, two steps: the path, not the figures")
+    parser.add_argument("--only", choices=[r.name for r in RUNS], help="train this run alone")
+    parser.add_argument("--train-cases", type=int, help="fewer training cases than the recipes' 96 (a short lease)")
+    parser.add_argument("--test-cases", type=int, help="held-out cases (the recipes': 8)")
+    parser.add_argument("--max-test", type=int, help="held-out frames (the recipes': 480)")
     args = parser.parse_args(argv)
+    data = {k: v for k, v in (("train_cases", args.train_cases), ("test_cases", args.test_cases),
+            ("max_test", args.max_test)) if v is not None}  # fmt: skip
     clock = Clock(args.deadline)
     runs = args.runs.resolve()
     runs.mkdir(parents=True, exist_ok=True)
-    demo, large = (TrainingRun(r.name, r.recipe_file, runs / r.name) for r in RUNS)
-    summary: dict[str, Any] = {"deadline_s": args.deadline, "smoke": args.smoke, "runs": {}}
+    chosen = [TrainingRun(r.name, r.recipe_file, runs / r.name) for r in RUNS if args.only in (None, r.name)]
+    first = chosen[0]
+    summary: dict[str, Any] = {"deadline_s": args.deadline, "smoke": args.smoke, "data": data, "runs": {}}
     try:
         import torch
 
@@ -171,31 +183,32 @@ def main(argv: list[str] | None = None) -> int:
         summary["device"] = f"unknown ({exc})"
     clock.say(f"device: {summary['device']}; deadline {args.deadline:.0f} s")
 
-    # 1. cases, frames and the demo run's CoT sets, once
-    demo.recipe = prepared_recipe(demo, runs, smoke=args.smoke, max_minutes=None)
-    demo.log = runs / "demo.log"
+    # 1. cases, frames and the first run's CoT sets, once
+    first.recipe = prepared_recipe(first, runs, smoke=args.smoke, max_minutes=None, data=data)
+    first.log = runs / f"{first.name}.log"
     started = clock.elapsed()
-    code = _finish(_start(_pipeline(demo.recipe, "cot"), demo.log), clock.left() - EVALUATION_S - STARTUP_S - 60)
+    code = _finish(_start(_pipeline(first.recipe, "cot"), first.log), clock.left() - EVALUATION_S - STARTUP_S - 60)
     summary["data_s"] = round(clock.elapsed() - started, 1)
     if code != 0:
-        clock.say(f"cases and frames failed (exit {code}):\n{_tail(demo.log)}")
+        clock.say(f"cases and frames failed (exit {code}):\n{_tail(first.log)}")
         summary["error"] = f"data stage exit {code}"
-        return _report(summary, [demo, large], args.out, clock)
+        return _report(summary, chosen, args.out, clock)
     clock.say(f"cases, frames and CoT sets: {summary['data_s']:.0f} s")
-    large.folder.mkdir(parents=True, exist_ok=True)
-    if not (large.folder / "data").exists():
-        (large.folder / "data").symlink_to(demo.folder / "data", target_is_directory=True)
+    for run in chosen[1:]:
+        run.folder.mkdir(parents=True, exist_ok=True)
+        if not (run.folder / "data").exists():
+            (run.folder / "data").symlink_to(first.folder / "data", target_is_directory=True)
 
     # 2. both SFT stages at once, capped to what the deadline leaves
     cap = None if args.smoke else max(0.5, (clock.left() - EVALUATION_S - STARTUP_S) / 60)
-    clock.say("SFT, both runs at once" + (f", each capped at {cap:.2f} min" if cap else ""))
+    clock.say(f"SFT of {', '.join(r.name for r in chosen)}" + (f", each capped at {cap:.2f} min" if cap else ""))
     env = {**os.environ, "OMP_NUM_THREADS": "4"}  # two trainers and their loaders share the CPUs
     processes = {}
-    for run in (demo, large):
-        run.recipe = prepared_recipe(run, runs, smoke=args.smoke, max_minutes=cap)
+    for run in chosen:
+        run.recipe = prepared_recipe(run, runs, smoke=args.smoke, max_minutes=cap, data=data)
         run.log = runs / f"{run.name}.log"
         processes[run.name] = (_start(_pipeline(run.recipe, "chain/sft"), run.log, env), clock.elapsed())
-    for run in (demo, large):
+    for run in chosen:
         process, began = processes[run.name]
         code = _finish(process, clock.left() - EVALUATION_S + 30)
         run.seconds["sft"] = round(clock.elapsed() - began, 1)
@@ -206,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
 
     # 3. both models answer the held-out frames, side by side
     evaluations = {}
-    for run in (demo, large):
+    for run in chosen:
         if run.ok:
             command = [sys.executable, "scripts/eval_heldout.py", str(run.model), str(run.recipe), "--run",
                        str(run.folder), "--out", str(run.folder / "eval-heldout")]  # fmt: skip
             process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             evaluations[run.name] = (process, clock.elapsed())
-    for run in (demo, large):
+    for run in chosen:
         if run.name not in evaluations:
             continue
         process, began = evaluations[run.name]
@@ -225,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         (run.folder / "eval.log").write_text(stdout or "", encoding="utf-8")
         summary["runs"].setdefault(run.name, {})["heldout"] = _headline(stdout or "")
         clock.say(f"{run.name}: held-out figures {summary['runs'][run.name]['heldout']}")
-    return _report(summary, [demo, large], args.out, clock)
+    return _report(summary, chosen, args.out, clock)
 
 
 def _report(summary: dict[str, Any], runs: list[TrainingRun], out: Path | None, clock: Clock) -> int:
@@ -238,10 +251,10 @@ def _report(summary: dict[str, Any], runs: list[TrainingRun], out: Path | None, 
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "gpu_train.json").write_text(text + "\n", encoding="utf-8")
-        demo = runs[0]
-        if (demo.model / "surgview.json").exists():
+        demo = [run for run in runs if run.name == "demo"]
+        if demo and (demo[0].model / "surgview.json").exists():
             with tarfile.open(out / "model-demo.tgz", "w:gz") as tar:
-                tar.add(demo.model, arcname="model")
+                tar.add(demo[0].model, arcname="model")
         with tarfile.open(out / "reports.tgz", "w:gz") as tar:
             for run in runs:
                 for rel in ("eval-heldout/report.json", "eval-heldout/report.md", "eval-heldout/responses.jsonl",
