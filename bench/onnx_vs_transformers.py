@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -56,17 +57,25 @@ SHAPE_3B_VISION = {
 FRAME_PIXELS = 480 * 854  # the 3b shape's processor keeps an 854x480 frame near full size (510 image tokens)
 
 
+def shape_3b_config(tiny_folder: Path) -> Any:
+    """The Qwen2.5-VL-3B shape over a tiny model folder's config (its vocabulary and special tokens)."""
+    from transformers import Qwen2_5_VLConfig
+
+    config = json.loads((tiny_folder / "config.json").read_text(encoding="utf-8"))
+    config["text_config"].update(SHAPE_3B_TEXT)
+    config["text_config"].pop("layer_types", None)  # the tiny model's one per layer; derived again for 36 layers
+    config["vision_config"].update(SHAPE_3B_VISION)
+    config["text_config"]["initializer_range"] = config["vision_config"]["initializer_range"] = 0.02
+    return Qwen2_5_VLConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
+
+
 def build_3b_shaped(out: Path, device: str) -> Path:
     """A Qwen2.5-VL-3B-shaped folder: random fp16 weights, the tiny model's tokenizer and files."""
     import torch
-    from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import GenerationConfig, Qwen2_5_VLForConditionalGeneration
 
     build_tiny_model(out, seed=0)
-    config = json.loads((out / "config.json").read_text(encoding="utf-8"))
-    config["text_config"].update(SHAPE_3B_TEXT)
-    config["vision_config"].update(SHAPE_3B_VISION)
-    config["text_config"]["initializer_range"] = config["vision_config"]["initializer_range"] = 0.02
-    config = Qwen2_5_VLConfig(**{k: v for k, v in config.items() if k not in ("architectures", "transformers_version")})
+    config = shape_3b_config(out)
     with torch.device(device):
         model = Qwen2_5_VLForConditionalGeneration._from_config(config, dtype=torch.float16).eval()
     model.generation_config = GenerationConfig.from_pretrained(out)

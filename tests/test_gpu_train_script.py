@@ -47,3 +47,14 @@ def test_the_whole_gpu_run_goes_through_on_a_cpu_in_smoke_size(tmp_path):
         assert "model/model.safetensors" in tar.getnames()
     with tarfile.open(tmp_path / "out" / "reports.tgz") as tar:
         assert {"demo/eval-heldout/report.json", "large/eval-heldout/report.json"} <= set(tar.getnames())
+
+
+def test_the_3b_shaped_benchmark_model_has_the_3b_shape(tmp_path):
+    """bench/gpu_decode.py's model: the H200 lease found its config refused (the tiny model's two layer types for
+    36 layers), so the benchmark had never run; the shape is built here without its 3 B weights."""
+    from bench.onnx_vs_transformers import SHAPE_3B_TEXT, shape_3b_config
+    from engine.tiny_model import build_tiny_model
+
+    config = shape_3b_config(build_tiny_model(tmp_path / "tiny", seed=0))
+    assert config.text_config.num_hidden_layers == SHAPE_3B_TEXT["num_hidden_layers"] == 36
+    assert len(config.text_config.layer_types) == 36 and config.vision_config.depth == 32

@@ -52,6 +52,7 @@ def test_sft_trains_in_bf16_on_the_gpu(base, tmp_path):
         max_steps=4,
         per_device_train_batch_size=4,
         learning_rate=1e-3,
+        logging_steps=1,  # a loss to check: trl logs every 10 steps by default (an H200 lease found it None)
         report_to=[],
     )
     assert recipe.bf16 is True  # a recipe that says nothing gets bf16 on a GPU
