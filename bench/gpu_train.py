@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,14 +112,28 @@ def _start(args: list[str], log: Path, env: dict[str, str] | None = None) -> sub
         handle.close()
 
 
-def _finish(process: subprocess.Popen, timeout: float) -> int:
-    """The process's exit code; one still running after ``timeout`` seconds is killed (-9)."""
-    try:
-        return process.wait(timeout=max(1.0, timeout))
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-        return -9
+def _finish(process: subprocess.Popen, timeout: float, progress: Callable[[], str] | None = None) -> int:
+    """The process's exit code; one still running after ``timeout`` seconds is killed (-9). ``progress`` is said
+    every 20 s meanwhile (a lease that runs out shows how far the stage got)."""
+    end = time.monotonic() + max(1.0, timeout)
+    while True:
+        try:
+            return process.wait(timeout=max(0.1, min(20.0, end - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= end:
+                process.kill()
+                process.wait()
+                return -9
+            if progress is not None:
+                print(f"    {progress()}", flush=True)
+
+
+def _data_progress(folder: Path) -> str:
+    """Cases written and frames cached so far under a run's data folder (partial folders included)."""
+    data = folder / "data"
+    videos = sum(1 for _ in data.glob("cases-*/cholec80/videos/*.mp4"))
+    frames = sum(1 for _ in data.glob("frames/*/*.jpg"))
+    return f"cases written: {videos}, frames cached: {frames}"
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -187,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     first.recipe = prepared_recipe(first, runs, smoke=args.smoke, max_minutes=None, data=data)
     first.log = runs / f"{first.name}.log"
     started = clock.elapsed()
-    code = _finish(_start(_pipeline(first.recipe, "cot"), first.log), clock.left() - EVALUATION_S - STARTUP_S - 60)
+    data_limit = clock.left() - EVALUATION_S - STARTUP_S - 60
+    code = _finish(_start(_pipeline(first.recipe, "cot"), first.log), data_limit, lambda: _data_progress(first.folder))
     summary["data_s"] = round(clock.elapsed() - started, 1)
     if code != 0:
         clock.say(f"cases and frames failed (exit {code}):\n{_tail(first.log)}")
