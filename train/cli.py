@@ -309,6 +309,20 @@ def cmd_export_onnx(args) -> int:
     return 0
 
 
+def cmd_soup(args) -> int:
+    from train.soup import SoupError, interpolate_models
+
+    try:
+        folder = interpolate_models(Path(args.first), Path(args.second), args.weight, Path(args.out), args.name)
+    except SoupError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{folder}: {1 - args.weight:g} x {args.first} + {args.weight:g} x {args.second} (evaluate it before use)")
+    if args.onnx:
+        args.model, args.dtype = str(folder), "fp32"
+        return cmd_export_onnx(args)
+    return 0
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="surgview training pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -397,6 +411,16 @@ def build_parser() -> ArgumentParser:
     r.add_argument("--out", help="run folder (default: the recipe's out)")
     r.add_argument("--stop-after", metavar="STAGE", help="stop once this stage is done (e.g. chain/sft)")
     r.set_defaults(func=cmd_run)
+    w = sub.add_parser(
+        "soup", help="the weights between two fine-tunes of one model (WiSE-FT): a model keeping what each does well"
+    )
+    w.add_argument("first", metavar="MODEL_A", help="e.g. the model a run continued")
+    w.add_argument("second", metavar="MODEL_B", help="e.g. that run's model")
+    w.add_argument("--weight", type=float, default=0.5, help="the share of MODEL_B, strictly between 0 and 1 (0.5)")
+    w.add_argument("--out", required=True, help="a new folder for the interpolated model")
+    w.add_argument("--name", help="its name (default: MODEL_B's)")
+    w.add_argument("--onnx", action="store_true", help="also write its ONNX graphs (fp32)")
+    w.set_defaults(func=cmd_soup)
     x = sub.add_parser("export-onnx", help="write MODEL_DIR/onnx: the model as ONNX graphs for onnxruntime")
     x.add_argument("model", metavar="MODEL_DIR")
     x.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp32 for CPU, fp16 for CUDA")
