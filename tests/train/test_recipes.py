@@ -75,7 +75,7 @@ def test_shipped_recipes_resolve_to_the_same_trainer_settings(name, tmp_path):
         expected = before(config, folder / "checkpoints", recipe.seed, written, rewards)
         resolved = stage.trainer_args().to_dict()
         assert {k: v for k, v in resolved.items() if k in expected} == expected, (name, number)
-        assert set(resolved) - set(expected) <= {"model", "data", "name", "lora", "rewards"}
+        assert set(resolved) - set(expected) <= {"model", "data", "name", "lora", "rewards", "max_minutes"}
 
 
 def test_bf16_only_on_a_gpu_unless_the_recipe_says(tmp_path):
