@@ -208,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0:
         clock.say(f"cases and frames failed (exit {code}):\n{_tail(first.log)}")
         summary["error"] = f"data stage exit {code}"
+        for run in chosen:
+            run.ok = False  # nothing was trained
         return _report(summary, chosen, args.out, clock)
     clock.say(f"cases, frames and CoT sets: {summary['data_s']:.0f} s")
     for run in chosen[1:]:
