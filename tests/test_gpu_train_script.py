@@ -58,3 +58,16 @@ def test_the_3b_shaped_benchmark_model_has_the_3b_shape(tmp_path):
     config = shape_3b_config(build_tiny_model(tmp_path / "tiny", seed=0))
     assert config.text_config.num_hidden_layers == SHAPE_3B_TEXT["num_hidden_layers"] == 36
     assert len(config.text_config.layer_types) == 36 and config.vision_config.depth == 32
+
+
+def test_a_data_stage_that_fails_is_reported_and_nothing_claims_to_be_trained(tmp_path, monkeypatch):
+    """The H200 lease ran out while its cases were being rendered: the summary must say so, not call the runs ok."""
+    import sys
+
+    monkeypatch.setattr(gpu_train, "_pipeline", lambda recipe, stop: [sys.executable, "-c", "raise SystemExit(3)"])
+    out = tmp_path / "out"
+    assert gpu_train.main(["--deadline", "400", "--runs", str(tmp_path / "runs"), "--out", str(out)]) == 1
+    summary = json.loads((out / "gpu_train.json").read_text())
+    assert summary["error"] == "data stage exit 3"
+    assert not summary["runs"]["demo"]["ok"] and not summary["runs"]["large"]["ok"]
+    assert not (out / "model-demo.tgz").exists()
