@@ -3,8 +3,10 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -312,6 +314,27 @@ def test_cases_written_side_by_side_are_the_cases_written_one_by_one(tmp_path):
     for rel in files:
         assert (tmp_path / "two" / rel).read_bytes() == (tmp_path / "one" / rel).read_bytes(), rel
     assert sum(ticks) == 2 * config.frames_per_case
+
+
+_ONE_CASE = """
+import os, sys
+from pathlib import Path
+from train.synth.generate import SynthConfig, generate
+os.sched_setaffinity(0, {int(c) for c in sys.argv[2].split(",")})
+generate(Path(sys.argv[1]), SynthConfig(cases=1, minutes=0.9, seed=5, width=320, height=180))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_a_case_is_the_same_video_on_a_machine_with_fewer_cpus(tmp_path):
+    """The GPU machine writes a recipe's cases on 16 CPUs, this one on 2: the encoder's own threads must not follow
+    the CPUs it sees, or the model trained there learns from other bytes than the one tested here."""
+    cpus = sorted(os.sched_getaffinity(0))
+    for name, allowed in (("one", cpus[:1]), ("all", cpus)):
+        run = [sys.executable, "-c", _ONE_CASE, str(tmp_path / name), ",".join(map(str, allowed))]
+        subprocess.run(run, check=True, cwd=Path(__file__).resolve().parents[2], timeout=120)
+    video = "cholec80/videos/video01.mp4"
+    assert (tmp_path / "one" / video).read_bytes() == (tmp_path / "all" / video).read_bytes()
 
 
 def test_frames_have_a_circular_endoscope_field(synth_case):

@@ -118,6 +118,10 @@ def encode_case(
             stream = container.add_stream("libx264", rate=config.fps)
             stream.width, stream.height = config.width, config.height
             stream.pix_fmt = "yuv420p"
+            # one encoder thread, on any machine: x264's bytes depend on its thread count, whose default follows the
+            # CPUs, so a default-threaded case differs between machines (and CI saw one differ between processes);
+            # cases are written one process per CPU, so a single-threaded encoder loses nothing in a training run
+            stream.codec_context.thread_count = 1
             stream.options = {
                 "crf": str(config.crf),
                 "preset": config.preset,
