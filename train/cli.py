@@ -28,6 +28,8 @@ def cmd_synth(args) -> int:
             "choose an empty folder (or pass --force to write into it)"
         )
     procedure = _synth_procedure(args.procedure)
+    if args.workers is not None and args.workers < 1:
+        raise CliError("--workers must be at least 1")
     if procedure == "rarp":
         return _synth_rarp(out, args)
     if args.split is not None:
@@ -42,8 +44,6 @@ def cmd_synth(args) -> int:
         gop=args.gop if args.gop is not None else 50,
         first_id=args.first_id,
     )
-    if args.workers is not None and args.workers < 1:
-        raise CliError("--workers must be at least 1")
     try:
         config.validate()
         total = config.cases * config.frames_per_case
@@ -84,8 +84,6 @@ def _synth_rarp(out: Path, args) -> int:
         first_id=args.first_id,
         split=args.split or "train1",
     )
-    if args.workers is not None and args.workers < 1:
-        raise CliError("--workers must be at least 1")
     try:
         config.validate()
         total = config.cases * config.frames_per_case

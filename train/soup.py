@@ -34,12 +34,12 @@ def _comparable(path: Path) -> object:
         return None
     except (OSError, ValueError) as exc:
         raise SoupError(f"{path}: unreadable ({exc})") from None
-    if isinstance(data, dict):  # which library version wrote a config, or its dtype, does not change the shape
-        data = {k: _strip_versions(v) for k, v in data.items() if k not in _VERSION_KEYS}
-    return data
+    return _strip_versions(data)
 
 
 def _strip_versions(value: object) -> object:
+    """``value`` without the keys, at any depth, naming which library version wrote it or its dtype: they do not
+    change the shape."""
     if isinstance(value, dict):
         return {k: _strip_versions(v) for k, v in value.items() if k not in _VERSION_KEYS}
     return value
