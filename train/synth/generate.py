@@ -19,9 +19,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import queue
 import shutil
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -174,32 +175,72 @@ def _write_case(out: Path, config: SynthConfig, k: int, progress: Progress | Non
 
 
 def _written_cases(out: Path, config: SynthConfig, workers: int, progress: Progress | None) -> list[tuple[dict, list]]:
-    """Every case of ``config``, in id order; ``workers`` > 1 writes them in that many processes at once (each
-    case's bytes are the same either way: it is rendered and encoded alone)."""
+    """Every case of ``config``, in id order, written by ``workers`` processes side by side (one or more).
+
+    Cases are always rendered in fresh processes, never in the caller's: CI saw a case written inside a long-lived
+    process (the test session, after many other tests) come out as other video bytes than the same case written in
+    a fresh one, so a case's bytes must not depend on what its caller did before. Each case's frames are reported
+    to ``progress`` as they are encoded."""
     workers = max(1, min(workers, config.cases))
-    if workers == 1:
-        return [_write_case(out, config, k, progress) for k in range(config.cases)]
     # spawn, not fork: the caller may hold threads (a training run's torch), which a forked child inherits locked
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_one_thread_each) as pool:
-        futures = [pool.submit(_write_case, out, config, k) for k in range(config.cases)]
-        written = []
+    frames = context.Queue()
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=_case_worker, initargs=(frames,)
+    ) as pool:
+        futures = [pool.submit(_write_case_reporting, out, config, k) for k in range(config.cases)]
         try:
-            for future in futures:
-                written.append(future.result())
-                if progress is not None:
-                    progress(config.frames_per_case)
+            pending = set(futures)
+            while pending:
+                _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
+                _drain(frames, progress)
+            written = [future.result() for future in futures]
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
+    _drain(frames, progress)
     return written
 
 
-def _one_thread_each() -> None:
-    """A case worker renders on one thread: one process per CPU, each with OpenCV's pool of one thread per CPU, spins
-    far more threads than there are CPUs (a 16-CPU machine wrote 104 cases slower than 2 CPUs' rate would predict)."""
+_frames_written: Any = None  # in a case worker: the queue its encoded frames are counted on
+
+
+def _case_worker(frames: Any) -> None:
+    """A case worker renders on one thread: one process per CPU, each with OpenCV's pool of one thread per CPU,
+    spins far more threads than there are CPUs; and it counts its frames on the caller's queue."""
+    global _frames_written
     cv2.setNumThreads(1)
+    _frames_written = frames
+
+
+def _write_case_reporting(out: Path, config: SynthConfig, k: int) -> tuple[dict, list]:
+    """:func:`_write_case` in a case worker, its frames counted 25 at a time (and the rest at the end)."""
+    count = 0
+
+    def tick(n: int) -> None:
+        nonlocal count
+        count += n
+        if count >= 25:
+            _frames_written.put(count)
+            count = 0
+
+    try:
+        return _write_case(out, config, k, tick)
+    finally:
+        if count:
+            _frames_written.put(count)
+
+
+def _drain(frames: Any, progress: Progress | None) -> None:
+    """Pass the frames the workers have counted so far on to ``progress``."""
+    while True:
+        try:
+            n = frames.get_nowait()
+        except queue.Empty:
+            return
+        if progress is not None:
+            progress(n)
 
 
 def generate(out: Path, config: SynthConfig, progress: Progress | None = None, *, workers: int = 1) -> dict:
