@@ -120,7 +120,7 @@ def encode_case(
             stream.width, stream.height = config.width, config.height
             stream.pix_fmt = "yuv420p"
             # one encoder thread, on any machine: x264's bytes depend on its thread count, whose default follows the
-            # CPUs, so a default-threaded case differs between machines (and CI saw one differ between processes);
+            # CPUs, so a default-threaded case differs between machines (a 1-CPU and a 2-CPU process write other bytes);
             # cases are written one process per CPU, so a single-threaded encoder loses nothing in a training run
             stream.codec_context.thread_count = 1
             stream.options = {
