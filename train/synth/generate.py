@@ -186,7 +186,7 @@ def _written_cases(out: Path, config: SynthConfig, workers: int, progress: Progr
     context = multiprocessing.get_context("spawn")
     frames = context.Queue()
     with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=_case_worker, initargs=(frames,)
+        max_workers=workers, mp_context=context, initializer=_case_worker, initargs=(frames, workers > 1)
     ) as pool:
         futures = [pool.submit(_write_case_reporting, out, config, k) for k in range(config.cases)]
         try:
@@ -206,11 +206,13 @@ def _written_cases(out: Path, config: SynthConfig, workers: int, progress: Progr
 _frames_written: Any = None  # in a case worker: the queue its encoded frames are counted on
 
 
-def _case_worker(frames: Any) -> None:
-    """A case worker renders on one thread: one process per CPU, each with OpenCV's pool of one thread per CPU,
-    spins far more threads than there are CPUs; and it counts its frames on the caller's queue."""
+def _case_worker(frames: Any, side_by_side: bool) -> None:
+    """A case worker counts its frames on the caller's queue. Side by side with others it renders on one thread: one
+    process per CPU, each with OpenCV's pool of one thread per CPU, spins far more threads than there are CPUs; a
+    lone worker keeps OpenCV's pool (one thread made it 40% slower on two CPUs)."""
     global _frames_written
-    cv2.setNumThreads(1)
+    if side_by_side:
+        cv2.setNumThreads(1)
     _frames_written = frames
 
 
