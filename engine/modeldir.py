@@ -25,6 +25,9 @@ from pathlib import Path
 from typing import IO, Any
 
 __all__ = [
+    "BOX_PIXELS",
+    "BOX_THOUSANDTHS",
+    "BOX_UNITS",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "NO_MANIFEST_WARNING",
@@ -41,6 +44,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "surgview.json"
+BOX_PIXELS = "pixels"  # boxes in pixels of the image the model saw (Qwen2.5-VL, the Surg-R1 release, surgview)
+BOX_THOUSANDTHS = "thousandths"  # x and y from 0 to 1000 across that image's width and height (Qwen2-VL, Qwen3-VL)
+BOX_UNITS = (BOX_PIXELS, BOX_THOUSANDTHS)
 NO_MANIFEST_WARNING = "no surgview.json: loading as a plain Hugging Face model with default prompts"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
@@ -111,6 +117,9 @@ class Manifest:
     evaluation: dict[str, Any] = field(default_factory=dict)  # metric name → value (or a table)
     format_version: int = FORMAT_VERSION
     profile: str | None = None  # how to ask the model (engine.profiles); None: surgview's own prompts
+    # How the model writes boxes when it was trained on other units than its profile's: "thousandths" (0-1000 across
+    # the frame, as Qwen2-VL and Qwen3-VL were trained) or "pixels"; None: the profile's own.
+    box_units: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept on rewrite
 
     _REQUIRED = ("name", "base_architecture", "ontology_version", "prompts_version")
@@ -125,6 +134,7 @@ class Manifest:
             "lineage": [stage.to_dict() for stage in self.lineage],
             "evaluation": self.evaluation,
             **({"profile": self.profile} if self.profile else {}),
+            **({"box_units": self.box_units} if self.box_units else {}),
             **self.extra,
         }
 
@@ -150,7 +160,10 @@ class Manifest:
         profile = data.get("profile")
         if profile is not None and not isinstance(profile, str):
             raise ModelDirError(f"{source}: profile must be a profile name")
-        known = {*cls._REQUIRED, "format_version", "lineage", "evaluation", "profile"}
+        box_units = data.get("box_units")
+        if box_units is not None and box_units not in BOX_UNITS:
+            raise ModelDirError(f"{source}: box_units must be one of {', '.join(BOX_UNITS)}, not {box_units!r}")
+        known = {*cls._REQUIRED, "format_version", "lineage", "evaluation", "profile", "box_units"}
         return cls(
             name=data["name"],
             base_architecture=data["base_architecture"],
@@ -160,6 +173,7 @@ class Manifest:
             evaluation=evaluation,
             format_version=version,
             profile=profile,
+            box_units=box_units,
             extra={k: v for k, v in data.items() if k not in known},
         )
 

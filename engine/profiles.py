@@ -23,6 +23,7 @@ import numpy as np
 from engine.backend_factory import LOCAL_KINDS
 from engine.backends.base import GenerationRequest, StreamLimits
 from engine.backends.onnx.inputs import grid_resize
+from engine.modeldir import BOX_PIXELS, BOX_THOUSANDTHS
 from engine.procedures import DEFAULT_PROCEDURE, procedure_for_version
 from engine.prompts import load_prompts
 from engine.tasks import Task
@@ -44,6 +45,7 @@ __all__ = [
     "profile_for_version",
     "qwen_grid_size",
     "resolve_profile",
+    "thousandths_wording",
     "with_sampling",
 ]
 
@@ -87,9 +89,6 @@ QWEN_MAX_PIXELS = 1280 * 28 * 28  # 1003520
 QWEN3_FACTOR = 32  # Qwen3-VL: 16-pixel patches merged 2x2
 QWEN3_MIN_PIXELS = 256 * 32 * 32  # the same 256 to 1280 image tokens as Qwen2.5-VL's bounds
 QWEN3_MAX_PIXELS = 1280 * 32 * 32
-
-BOX_PIXELS = "pixels"  # boxes in pixels of the image the model saw (Qwen2.5-VL, the Surg-R1 release, surgview)
-BOX_THOUSANDTHS = "thousandths"  # x and y from 0 to 1000 across that image's width and height (Qwen2-VL, Qwen3-VL)
 
 
 class ProfileError(ValueError):
@@ -263,15 +262,20 @@ def _qwen_vl() -> ModelProfile:
 
 
 # What surgview's prompts say about box coordinates, and what a model that gives thousandths is asked instead.
-_PIXEL_WORDING = re.compile(r"in pixels of the (?:original|\{width\}x\{height\}) frame")
+_PIXEL_WORDING = re.compile(r"in pixels of the (?:original|\{width\}x\{height\}|\d+x\d+) frame")
 _THOUSANDTHS_WORDING = "with x and y from 0 to 1000 across the frame's width and height"
+
+
+def thousandths_wording(text: str) -> str:
+    """``text`` (a system prompt or a question, filled or not) asking for boxes in 0–1000 coordinates where it asks
+    for pixels: how a model trained on thousandths is asked, at training and at inference alike."""
+    return _PIXEL_WORDING.sub(_THOUSANDTHS_WORDING, text)
 
 
 def in_thousandths(profile: ModelProfile) -> ModelProfile:
     """``profile`` asking for boxes in 0–1000 coordinates wherever its texts ask for pixels, and mapping them so."""
-    questions = tuple(replace(q, prompt=_PIXEL_WORDING.sub(_THOUSANDTHS_WORDING, q.prompt)) for q in profile.questions)
-    system = _PIXEL_WORDING.sub(_THOUSANDTHS_WORDING, profile.system)
-    return replace(profile, system=system, questions=questions, box_units=BOX_THOUSANDTHS)
+    questions = tuple(replace(q, prompt=thousandths_wording(q.prompt)) for q in profile.questions)
+    return replace(profile, system=thousandths_wording(profile.system), questions=questions, box_units=BOX_THOUSANDTHS)
 
 
 def _qwen3_vl() -> ModelProfile:
@@ -392,11 +396,10 @@ def resolve_profile(
     """The profile to ask a model with, and one line saying which and why.
 
     ``name`` is the user's choice (``--profile``, Preferences); without one, a local model folder's
-    manifest decides, and a folder or a server without one gets :func:`default_profile`'s default.
+    manifest decides, and a folder or a server without one gets :func:`default_profile`'s default. A manifest's
+    ``box_units: thousandths`` (a model trained on 0–1000 boxes) asks and maps boxes so under any profile.
     """
-    if name:
-        return get_profile(name, task, procedure), f"profile {name}"
-    manifest_profile, has_manifest, model_name, architecture = None, False, model, None
+    manifest_profile, has_manifest, model_name, architecture, box_units = None, False, model, None, None
     if kind in LOCAL_KINDS and model:
         from pathlib import Path
 
@@ -412,5 +415,13 @@ def resolve_profile(
                 manifest = None  # the backend reports the bad manifest when it loads the folder
             has_manifest = manifest is not None
             manifest_profile = manifest.profile if manifest is not None else None
-    chosen, note = default_profile(manifest_profile, has_manifest, model_name, architecture)
-    return get_profile(chosen, task, procedure), note
+            box_units = manifest.box_units if manifest is not None else None
+    if name:
+        chosen, note = name, f"profile {name}"
+    else:
+        chosen, note = default_profile(manifest_profile, has_manifest, model_name, architecture)
+    profile = get_profile(chosen, task, procedure)
+    if box_units == BOX_THOUSANDTHS and profile.box_units != BOX_THOUSANDTHS:
+        # the model was trained to write boxes in thousandths: asked so and mapped so, whichever prompts it is asked in
+        return in_thousandths(profile), f"{note}, boxes in 0–1000 coordinates (the model's manifest)"
+    return profile, note

@@ -117,7 +117,7 @@ def coordinate_loss_share(model_dir: Path, sft_rows: Path, rows: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     from engine.chain_parser import parse_chain
     from train.eval.report import gold_boxes, predicted_boxes
-    from train.eval.run import answer_samples
+    from train.eval.run import answer_samples, box_scale, model_box_units
     from train.pipeline import load_pipeline_recipe, recipe_samples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -147,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     framed = [s for s in chosen if gold_boxes(s.truth)]
     options = recipe.evaluation
     answers = answer_samples(args.model, framed, options.max_new_tokens, options.batch_size)
-    pred = [predicted_boxes(parse_chain(text), s) for s, (text, _) in zip(framed, answers, strict=True)]
+    units = model_box_units(args.model)
+    pred = [
+        predicted_boxes(parse_chain(text), s, scale=box_scale(units, s))
+        for s, (text, _) in zip(framed, answers, strict=True)
+    ]
     print(f"{args.model} on {args.split} frames of {run}")
     print("\n".join(box_report([gold_boxes(s.truth) for s in framed], pred)))
     if args.loss_rows:

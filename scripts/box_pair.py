@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     from train.eval.confidence import mention_scores
     from train.eval.metrics import coco_ap50
     from train.eval.report import gold_boxes, predicted_boxes
-    from train.eval.run import answer_samples
+    from train.eval.run import answer_samples, box_scale, model_box_units
     from train.pipeline import load_pipeline_recipe, recipe_samples
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,11 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     def boxes(model: Path) -> list:
         out = []
         options = recipe.evaluation
+        units = model_box_units(model)  # a model trained on 0-1000 boxes is asked for them and mapped back
         for sample, (text, pieces) in zip(
             framed, answer_samples(model, framed, options.max_new_tokens, options.batch_size), strict=True
         ):
             chain = parse_chain(text)
-            out.append(predicted_boxes(chain, sample, mention_scores(text, pieces, chain).sightings))
+            scores = mention_scores(text, pieces, chain).sightings
+            out.append(predicted_boxes(chain, sample, scores, box_scale(units, sample)))
         return out
 
     gold = [gold_boxes(s.truth) for s in framed]

@@ -61,6 +61,7 @@ def finish_model_dir(
         lineage=[*(manifest.lineage if manifest else []), stage],
         evaluation={},
         profile="surgview",  # trained on surgview's own prompts
+        box_units=manifest.box_units if manifest else None,  # the pipeline records the units it trained on
     ).write(final)
     return final
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from engine.modeldir import Manifest, Stage, inspect_model_dir
+from engine.modeldir import BOX_PIXELS, BOX_UNITS, Manifest, Stage, inspect_model_dir
 from engine.ontology import normalise_key
 from engine.tasks import Task
 from train.cot.datasets import chain_row, write_jsonl
@@ -153,6 +153,9 @@ class PipelineRecipe:
     # higher resolution (train.image_budget). None: the base model's processor as it is.
     image_pixels: int | None = None
     canonical_chains: bool = False  # one fixed phrasing per level (very small models learn it faster)
+    # How the chains write boxes: "pixels" of the frame, or "thousandths" (0-1000 across it, as Qwen2-VL and Qwen3-VL
+    # were pretrained). Every model the run trains records it in its manifest, and is asked and mapped so.
+    box_units: str = BOX_PIXELS
     sft: SFTRecipe = field(default_factory=SFTRecipe)  # every SFT stage's settings but model, data, folder
     grpo: GRPORecipe = field(default_factory=GRPORecipe)  # likewise for GRPO (rewards: the chain variant's)
     iterate: IterationRounds = field(default_factory=IterationRounds)
@@ -234,6 +237,13 @@ def load_pipeline_recipe(path: Path) -> PipelineRecipe:
 
 def check_recipe(recipe: PipelineRecipe) -> None:
     """What loading cannot see: the rewards named outside a GRPO section, the accelerate config, the rounds."""
+    if recipe.box_units not in BOX_UNITS:
+        raise PipelineError(f"box_units must be one of {', '.join(BOX_UNITS)}; got {recipe.box_units!r}")
+    if recipe.box_units != BOX_PIXELS and recipe.data.reviewed:
+        raise PipelineError(
+            f"box_units {recipe.box_units} with data.reviewed: reviewer-accepted chains keep the boxes their model "
+            "wrote; train on reviewed cases in pixels"
+        )
     for name in [*recipe.direct_rewards, *recipe.iterate.thresholds]:
         if name not in REWARDS:
             raise PipelineError(f"unknown reward {name!r}; known: {', '.join(REWARDS)}")
@@ -535,7 +545,11 @@ class Run:
         name = f"{self.recipe.name}-{self._key(folder).replace('/', '-')}"
         settings = stage_settings(self.recipe, section, base, data, folder, name, **extra)
         done = folder / "model" / "surgview.json"
-        self.stage(self._key(folder), done, lambda: self._train(kind, settings, folder))
+
+        def work() -> None:
+            record_box_units(self._train(kind, settings, folder), self.recipe.box_units)
+
+        self.stage(self._key(folder), done, work)
         return folder / "model"
 
     def iteration(
@@ -587,6 +601,16 @@ class Run:
         listing = ", ".join(f"{r}: {'–' if v is None else f'{v:.3f}'}" for r, v in shown.items())
         self.say(f"  {self._key(folder)} learning rate {best:g} (validation arena score {listing})")
         return folder / f"sft-lr{best:g}" / "model"
+
+
+def record_box_units(model: Path, units: str) -> None:
+    """Say in ``model``'s manifest how it writes boxes (it learnt the units of the rows it was trained on, whatever
+    its base wrote), so the engine and the evaluation ask it and map its boxes accordingly."""
+    manifest = Manifest.read(model)
+    wanted = None if units == BOX_PIXELS else units
+    if manifest.box_units != wanted:
+        manifest.box_units = wanted
+        manifest.write(model)
 
 
 def choose_learning_rate(scores: dict[float, float | None]) -> float:
@@ -777,10 +801,13 @@ def _run(run: Run) -> dict[str, Any]:
         image = lambda s: s.frame.path  # noqa: E731
         write_verified_set(data.chains, sets["verified"])
         # Each sample asked in its procedure's prompts (cholecystectomy rows as train.cot.datasets writes them).
-        write_procedure_grpo_set(train, image, sets["grpo"])
-        write_procedure_sft_set(train, image, sets["sft-direct"], seed=recipe.seed, direct=True)
+        units = recipe.box_units
+        write_procedure_grpo_set(train, image, sets["grpo"], box_units=units)
+        write_procedure_sft_set(train, image, sets["sft-direct"], seed=recipe.seed, direct=True, box_units=units)
         # the chain set last: its presence marks the stage done
-        write_procedure_sft_set(train, image, sets["sft-chain"], seed=recipe.seed, canonical=recipe.canonical_chains)
+        write_procedure_sft_set(
+            train, image, sets["sft-chain"], seed=recipe.seed, canonical=recipe.canonical_chains, box_units=units
+        )
 
     run.stage("cot", sets["sft-chain"], write_sets)
     base = _base_model(recipe, out)

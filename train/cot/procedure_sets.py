@@ -18,10 +18,12 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from engine.modeldir import BOX_PIXELS
 from engine.procedures import DEFAULT_PROCEDURE, get_procedure
 from engine.prompts import IMAGE_PLACEHOLDER, build_prompt, frame_prompt, system_prompt
 from engine.tasks import Task
 from train.cot import datasets
+from train.cot.box_units import in_units
 from train.cot.chains import CanonicalChoices, CotError, build_chain, localisation_target, procedure_of, task_answer
 from train.data.sample import Sample
 
@@ -158,8 +160,10 @@ def write_procedure_sft_set(
     seed: int = 0,
     canonical: bool = False,
     direct: bool = False,
+    box_units: str = BOX_PIXELS,
 ) -> int:
-    """As :func:`train.cot.datasets.write_sft_set`, for samples of any procedure."""
+    """As :func:`train.cot.datasets.write_sft_set`, for samples of any procedure; ``box_units``: how the chains
+    write boxes and the prompts ask for them (:mod:`train.cot.box_units`)."""
 
     def make(sample: Sample) -> dict[str, Any]:
         if direct:
@@ -167,9 +171,12 @@ def write_procedure_sft_set(
         rng = CanonicalChoices() if canonical else datasets.sample_rng(sample, seed)
         return procedure_sft_row(sample, images(sample), build_chain(sample, rng))
 
-    return datasets.write_jsonl(_rows(samples, make, "SFT"), out_jsonl)
+    return datasets.write_jsonl(_rows(samples, in_units(make, box_units), "SFT"), out_jsonl)
 
 
-def write_procedure_grpo_set(samples: Iterable[Sample], images: Callable[[Sample], Path], out_jsonl: Path) -> int:
-    """As :func:`train.cot.datasets.write_grpo_set`, for samples of any procedure."""
-    return datasets.write_jsonl(_rows(samples, lambda s: procedure_grpo_row(s, images(s)), "GRPO"), out_jsonl)
+def write_procedure_grpo_set(
+    samples: Iterable[Sample], images: Callable[[Sample], Path], out_jsonl: Path, box_units: str = BOX_PIXELS
+) -> int:
+    """As :func:`train.cot.datasets.write_grpo_set`, for samples of any procedure (``box_units``: as the SFT set's)."""
+    make = in_units(lambda s: procedure_grpo_row(s, images(s)), box_units)
+    return datasets.write_jsonl(_rows(samples, make, "GRPO"), out_jsonl)

@@ -96,13 +96,15 @@ class EvalRow:
     response: str
     sample: Sample
     token_probs: TokenProbs | None = None  # each generated token and its probability: scores for AP
+    box_scale: tuple[float, float] = (1.0, 1.0)  # the model's boxes → the truth's pixels (train.eval.run.box_scale)
 
 
 def _row(row: Any) -> EvalRow:
     if isinstance(row, EvalRow):
         return row
     if isinstance(row, Mapping):
-        return EvalRow(str(row.get("response", "")), row["sample"], row.get("token_probs"))
+        scale = row.get("box_scale") or (1.0, 1.0)
+        return EvalRow(str(row.get("response", "")), row["sample"], row.get("token_probs"), tuple(scale))
     response, sample = row
     return EvalRow(str(response), sample)
 
@@ -145,10 +147,15 @@ def gold_boxes(truth: Truth) -> list[tuple[str, tuple[float, float, float, float
 
 
 def predicted_boxes(
-    chain: Chain, sample: Sample, scores: Sequence[float | None] = ()
+    chain: Chain, sample: Sample, scores: Sequence[float | None] = (), scale: tuple[float, float] = (1.0, 1.0)
 ) -> list[tuple[str, tuple, float]]:
     """``scores``: one per Level 1 sighting (:func:`train.eval.confidence.mention_scores`), for those that state
-    no confidence."""
+    no confidence; ``scale``: x and y factors from the model's box units to the truth's pixels."""
+    sx, sy = scale
+
+    def px(box: Sequence[float]) -> tuple:
+        return tuple(box) if (sx, sy) == (1.0, 1.0) else (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
     gold = gold_boxes(sample.truth)
     classes = {c for c, _ in gold}
     instruments = chain.perception.instruments if chain.perception is not None else ()
@@ -160,11 +167,11 @@ def predicted_boxes(
         return 1.0 if stated is None else float(stated)
 
     sightings = [
-        (s.name.label or s.name.text, tuple(s.box), score(k)) for k, s in enumerate(instruments) if s.box is not None
+        (s.name.label or s.name.text, px(s.box), score(k)) for k, s in enumerate(instruments) if s.box is not None
     ]
     answer = list(chain.answer.boxes) if chain.answer is not None else []
     answer_cls = next(iter(classes)) if len(classes) == 1 else "(unlabelled)"
-    from_answer = [(answer_cls, tuple(b), 1.0) for b in answer]
+    from_answer = [(answer_cls, px(b), 1.0) for b in answer]
     if sample.task == Task.LOCALISATION:
         return from_answer or [s for s in sightings if s[0] in classes]
     return sightings or from_answer
@@ -297,7 +304,7 @@ def evaluate(rows: Iterable[Any], phase_fps: float = 1.0) -> dict[str, Any]:
     if items:
         tasks["boxes"] = box_metrics(
             [gold_boxes(r.sample.truth) for _, r, _ in items],
-            [predicted_boxes(c, r.sample, mentions[p].sightings) for p, r, c in items],
+            [predicted_boxes(c, r.sample, mentions[p].sightings, r.box_scale) for p, r, c in items],
         ).to_dict()
     items = by_family["mcq"]
     if items:
