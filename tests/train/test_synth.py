@@ -16,6 +16,7 @@ import pytest
 
 from engine.ontology import load_ontology
 from engine.phase_labels import read_cholec80_phases, segments
+from engine.tasks import Task
 from train.synth.generate import SynthConfig, SynthError, generate
 from train.synth.render import CaseRenderer
 from train.synth.script import PHASES, STRUCTURES_SEEN, TRIANGLE_CLEARED, build_script
@@ -369,6 +370,20 @@ def test_bad_settings_are_refused_clearly(tmp_path):
         generate(tmp_path, SynthConfig(cases=0))
     with pytest.raises(SynthError, match="even"):
         generate(tmp_path, SynthConfig(width=321))
+
+
+def test_more_than_99_cases_go_on_to_three_digit_ids_read_in_number_order(tmp_path):
+    from train.data.synthetic import synthetic_samples
+
+    generate(tmp_path, SynthConfig(cases=2, minutes=0.9, seed=3, width=160, height=90, first_id=99))
+    assert sorted(p.name for p in (tmp_path / "cholec80" / "videos").iterdir()) == ["video100.mp4", "video99.mp4"]
+    samples = synthetic_samples(tmp_path, tasks={Task.FRAME})
+    cases = list(dict.fromkeys(s.case for s in samples))
+    assert cases == ["video99", "video100"]  # by number, so "the last N cases" (a validation split) are the newest
+    last = [s for s in samples if s.case == "video100"]
+    assert last and all(s.truth.phase and s.truth.instruments is not None for s in last)
+    with pytest.raises(SynthError, match="between 1 and 999"):
+        generate(tmp_path / "more", SynthConfig(cases=2, minutes=0.9, first_id=999))
 
 
 def test_unwritable_destination_is_a_clear_error(tmp_path):

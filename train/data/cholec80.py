@@ -15,7 +15,7 @@ from engine.ontology import load_ontology
 from engine.phase_labels import LabelFileError, read_cholec80_phases
 from engine.tasks import Task
 from train.data.errors import DatasetError
-from train.data.media import find_video, video_info
+from train.data.media import case_order, find_video, video_info
 from train.data.sample import FrameRef, Instrument, Sample, Truth
 from train.data.splits import cholec80_split
 
@@ -78,11 +78,11 @@ def read_tools(path: str | Path) -> dict[int, tuple[str, ...]]:
 
 
 def case_ids(root: Path) -> list[str]:
-    """Cases with a phase file, in name order (``video01`` …)."""
+    """Cases with a phase file, in the order of their numbers (``video01`` … ``video99``, ``video100``)."""
     folder = Path(root) / "phase_annotations"
     if not folder.is_dir():
         raise DatasetError(folder, "no phase_annotations folder (expected the Cholec80 layout)")
-    names = sorted(p.name[: -len("-phase.txt")] for p in folder.glob("*-phase.txt"))
+    names = sorted((p.name[: -len("-phase.txt")] for p in folder.glob("*-phase.txt")), key=case_order)
     if not names:
         raise DatasetError(folder, "no videoNN-phase.txt files")
     return names

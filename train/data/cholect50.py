@@ -16,7 +16,7 @@ from pathlib import Path
 from engine.ontology import Ontology, UnknownLabelError, load_ontology
 from engine.tasks import Task
 from train.data.errors import DatasetError, line_of, read_json
-from train.data.media import find_video, image_size, video_info
+from train.data.media import case_order, find_video, image_size, video_info
 from train.data.sample import Box, FrameRef, Instrument, Sample, TripletLabel, Truth
 from train.data.splits import cholect50_fold, cholect50_split, video_number
 
@@ -172,7 +172,7 @@ def case_ids(root: Path) -> list[str]:
     folder = Path(root) / "labels"
     if not folder.is_dir():
         raise DatasetError(folder, "no labels folder (expected the CholecT50 layout)")
-    names = sorted(p.stem for p in folder.glob("*.json"))
+    names = sorted((p.stem for p in folder.glob("*.json")), key=case_order)
     if not names:
         raise DatasetError(folder, "no VIDxx.json files")
     return names

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 from functools import cache
 from pathlib import Path
 
 from train.data.errors import DatasetError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mpg", ".ts")
+
+
+def case_order(name: str) -> tuple:
+    """Sort key for case names by their number: ``video99`` before ``video100`` (name order puts it after), the
+    same order as plain names while every id has two digits."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 def find_video(directories: list[Path], names: list[str]) -> Path | None:

@@ -46,6 +46,9 @@ from train.synth.script import MIN_PHASE_SECONDS, build_script
 # Calot fat in view until C2, the cystic plate shown across C3's raters); the demo command remakes a case of another
 # version, whose pictures the bundled model was not trained on.
 GENERATOR_VERSION = 2
+# Cholec80 names its 80 videos video01..video80; more synthetic training cases than 99 go on with three digits
+# (video100), which every reader here finds by number (train.data.media.case_order).
+MAX_VIDEO_ID = 999
 MIN_MINUTES = round(sum(MIN_PHASE_SECONDS) * 1.2 / 60, 1)
 
 
@@ -77,8 +80,8 @@ class SynthConfig:
             raise SynthError("--fps must be between 5 and 60")
         if self.gop < 1:
             raise SynthError("--gop must be at least 1")
-        if not (self.first_id > 0 and self.first_id + self.cases - 1 <= 99):
-            raise SynthError("video ids must lie between 1 and 99 (Cholec80 naming: video01..video99)")
+        if not (self.first_id > 0 and self.first_id + self.cases - 1 <= MAX_VIDEO_ID):
+            raise SynthError(f"video ids must lie between 1 and {MAX_VIDEO_ID} (video01..video{MAX_VIDEO_ID})")
 
     @property
     def frames_per_case(self) -> int:
