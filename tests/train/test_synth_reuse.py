@@ -23,7 +23,7 @@ def fake_generate(monkeypatch):
     """Stand-in for rendering (minutes a case): writes the summary a real run writes and one marker file."""
     made: list[tuple[str, int, float]] = []
 
-    def generate(folder: Path, config: synth.SynthConfig, progress=None, workers: int = 1) -> dict:
+    def generate(folder: Path, config: synth.SynthConfig, progress=None, workers: int = 1, reuse=None) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         made.append((folder.name, config.seed, config.minutes))
         summary = {"generator": "surgview synth", "version": GENERATOR_VERSION, "config": asdict(config), "cases": []}
@@ -65,7 +65,7 @@ def test_cases_of_an_older_renderer_or_other_settings_are_made_again(tmp_path, f
 def test_an_interrupted_remake_leaves_the_old_cases_not_a_mix(tmp_path, fake_generate, monkeypatch):
     train_test_cases(tmp_path, 3, 1, 2.0, 0)
 
-    def killed(folder, config, progress=None, workers=1):
+    def killed(folder, config, progress=None, workers=1, reuse=None):
         folder.mkdir(parents=True)
         (folder / "half.mp4").write_bytes(b"half a case")
         raise KeyboardInterrupt
@@ -161,3 +161,28 @@ def test_rarp_splits_follow_the_same_rule(tmp_path, monkeypatch):
     (tmp_path / "synth.json").write_text(json.dumps(summary))
     rarp.rarp_train_test_cases(tmp_path, 2, 1, 1.0, 0)
     assert made[4:] == [("train1", 1.0), ("test", 1.0)]
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_more_cases_of_the_same_settings_render_only_the_new_ones(tmp_path):
+    small = synth.SynthConfig(cases=1, minutes=0.9, seed=4, width=160, height=90)
+    more = synth.SynthConfig(cases=2, minutes=0.9, seed=4, width=160, height=90)
+    synth.generate(tmp_path / "one", small)
+    frames: list[int] = []
+    synth.generate(tmp_path / "two", more, frames.append, reuse=tmp_path / "one")
+    synth.generate(tmp_path / "fresh", more)
+    assert _files(tmp_path / "two") == _files(tmp_path / "fresh")  # the folder a fresh run writes, byte for byte
+    assert sum(frames) == 2 * more.frames_per_case  # the progress bar still counts every frame
+
+    # the first case was copied, not rendered: a mark made on the earlier folder's video comes along
+    video = tmp_path / "one" / "cholec80" / "videos" / "video01.mp4"
+    video.write_bytes(video.read_bytes() + b"copied")
+    synth.generate(tmp_path / "again", more, reuse=tmp_path / "one")
+    assert (tmp_path / "again" / "cholec80" / "videos" / "video01.mp4").read_bytes().endswith(b"copied")
+    # another seed makes other cases: nothing is taken from the folder
+    other = synth.SynthConfig(cases=1, minutes=0.9, seed=5, width=160, height=90)
+    synth.generate(tmp_path / "other", other, reuse=tmp_path / "one")
+    assert not (tmp_path / "other" / "cholec80" / "videos" / "video01.mp4").read_bytes().endswith(b"copied")

@@ -16,6 +16,7 @@ never leaves a truncated file under a final name.
 
 from __future__ import annotations
 
+import csv
 import json
 import multiprocessing
 import os
@@ -177,33 +178,92 @@ def _write_case(out: Path, config: SynthConfig, k: int, progress: Progress | Non
     return case, endoscapes_rows(log)
 
 
-def _written_cases(out: Path, config: SynthConfig, workers: int, progress: Progress | None) -> list[tuple[dict, list]]:
-    """Every case of ``config``, in id order, written by ``workers`` processes side by side (one or more).
+def _case_files(name: str, vid: int) -> tuple[str, ...]:
+    """Every file of one case, relative to its folder (what :func:`_write_case` writes)."""
+    return (
+        f"cholec80/videos/{name}.mp4",
+        f"cholec80/phase_annotations/{name}-phase.txt",
+        f"cholec80/tool_annotations/{name}-tool.txt",
+        f"CholecT50/labels/VID{vid:02d}.json",
+        f"synth/{name}-truth.jsonl",
+    )
+
+
+class _Reusable:
+    """Cases of an earlier folder that ``config`` would write again byte for byte: a case depends only on its id, the
+    seed and the settings, so a folder made with the same settings and fewer (or other) cases gives those it holds
+    instead of rendering them again (a run taken from 80 cases to 160 renders 80)."""
+
+    def __init__(self, folder: Path | None, config: SynthConfig):
+        self.folder = folder
+        self.cases: dict[int, dict] = {}
+        self.rows: dict[int, list[dict]] = {}
+        summary = read_summary(folder) if folder is not None else {}
+        settings = lambda c: {k: v for k, v in c.items() if k not in ("cases", "first_id")}  # noqa: E731
+        old = summary.get("config")
+        if summary.get("version") != GENERATOR_VERSION or not isinstance(old, dict):
+            return
+        if settings(old) != settings(asdict(config)):
+            return
+        try:
+            with open(folder / "endoscapes" / "all_metadata.csv", encoding="utf-8", newline="") as fh:
+                for row in csv.DictReader(fh):
+                    self.rows.setdefault(int(row["vid"]), []).append(row)
+        except (OSError, ValueError, KeyError):
+            return
+        for case in summary.get("cases") or []:
+            vid = case.get("id") if isinstance(case, dict) else None
+            if isinstance(vid, int) and all((folder / f).is_file() for f in _case_files(case["video"], vid)):
+                self.cases[vid] = case
+
+    def take(self, out: Path, vid: int) -> tuple[dict, list] | None:
+        """Copy case ``vid`` into ``out`` and return what writing it returns; None when it must be rendered."""
+        case = self.cases.get(vid)
+        if case is None or self.folder is None:
+            return None
+        for rel in _case_files(case["video"], vid):
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.folder / rel, out / rel)
+        return case, self.rows.get(vid, [])
+
+
+def _written_cases(
+    out: Path, config: SynthConfig, workers: int, progress: Progress | None, reuse: Path | None = None
+) -> list[tuple[dict, list]]:
+    """Every case of ``config``, in id order, written by ``workers`` processes side by side (one or more); cases
+    ``reuse`` (an earlier folder) holds with the same settings are copied from it, not rendered.
 
     Cases are always rendered in fresh processes, never in the caller's: CI saw a case written inside a long-lived
     process (the test session, after many other tests) come out as other video bytes than the same case written in
     a fresh one, so a case's bytes must not depend on what its caller did before. Each case's frames are reported
     to ``progress`` as they are encoded."""
-    workers = max(1, min(workers, config.cases))
+    reusable = _Reusable(reuse, config)
+    kept = {k: taken for k in range(config.cases) if (taken := reusable.take(out, config.first_id + k)) is not None}
+    if kept and progress is not None:
+        progress(len(kept) * config.frames_per_case)
+    todo = [k for k in range(config.cases) if k not in kept]
+    if not todo:
+        return [kept[k] for k in range(config.cases)]
+    workers = max(1, min(workers, len(todo)))
     # spawn, not fork: the caller may hold threads (a training run's torch), which a forked child inherits locked
     context = multiprocessing.get_context("spawn")
     frames = context.Queue()
     with ProcessPoolExecutor(
         max_workers=workers, mp_context=context, initializer=_case_worker, initargs=(frames, workers > 1)
     ) as pool:
-        futures = [pool.submit(_write_case_reporting, out, config, k) for k in range(config.cases)]
+        futures = {k: pool.submit(_write_case_reporting, out, config, k) for k in todo}
         try:
-            pending = set(futures)
+            pending = set(futures.values())
             while pending:
                 _, pending = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
                 _drain(frames, progress)
-            written = [future.result() for future in futures]
+            rendered = {k: future.result() for k, future in futures.items()}
         except BaseException:
-            for future in futures:
+            for future in futures.values():
                 future.cancel()
             raise
     _drain(frames, progress)
-    return written
+    return [kept[k] if k in kept else rendered[k] for k in range(config.cases)]
 
 
 _frames_written: Any = None  # in a case worker: the queue its encoded frames are counted on
@@ -248,16 +308,20 @@ def _drain(frames: Any, progress: Progress | None) -> None:
             progress(n)
 
 
-def generate(out: Path, config: SynthConfig, progress: Progress | None = None, *, workers: int = 1) -> dict:
+def generate(
+    out: Path, config: SynthConfig, progress: Progress | None = None, *, workers: int = 1, reuse: Path | None = None
+) -> dict:
     """Write ``config.cases`` cases under ``out``; return the summary also saved as synth.json. ``workers``
-    processes write cases side by side (the summary and every label file are the same for any number)."""
+    processes write cases side by side (the summary and every label file are the same for any number). ``reuse``:
+    an earlier case folder whose cases of the same settings are copied rather than rendered again (the folder
+    written is the same, byte for byte)."""
     config.validate()
     out = Path(out)
     summary = {"generator": "surgview synth", "version": GENERATOR_VERSION, "config": asdict(config), "cases": []}
     endoscapes: list[dict] = []
     try:
         out.mkdir(parents=True, exist_ok=True)
-        for case, rows in _written_cases(out, config, workers, progress):
+        for case, rows in _written_cases(out, config, workers, progress, reuse):
             summary["cases"].append(case)
             endoscapes += rows
         _atomic_text(out / "endoscapes" / "all_metadata.csv", endoscapes_csv(endoscapes))
@@ -351,7 +415,7 @@ def _generate_in_place_of(root: Path, config: SynthConfig, workers: int = 1) -> 
     stale = root.with_name(root.name + ".stale")
     for leftover in (fresh, stale):
         remove_path(leftover)
-    generate(fresh, config, workers=workers)
+    generate(fresh, config, workers=workers, reuse=root if root.is_dir() else None)
     if root.exists() or root.is_symlink():
         root.rename(stale)
     fresh.rename(root)
