@@ -65,6 +65,10 @@ def test_a_frame_of_unknown_size_cannot_be_written_in_thousandths(tmp_path):
     unsized = Sample("synthetic", "video01", FrameRef(Path("frames/1.jpg"), None), Task.FRAME, TRUTH)
     out = tmp_path / "sft.jsonl"
     assert write_procedure_sft_set([unsized], lambda s: s.frame.path, out, box_units="thousandths") == 0
+    # a dataset's own localisation answer gives pixels, which no rewriting of the prompt turns into thousandths
+    answered = Sample("surgr1", "v1", SAMPLE.frame, Task.LOCALISATION, TRUTH, answer="[64, 36, 320, 180]")
+    assert write_procedure_sft_set([answered], lambda s: s.frame.path, out) == 1
+    assert write_procedure_sft_set([answered], lambda s: s.frame.path, out, box_units="thousandths") == 0
     with pytest.raises(ValueError, match="box_units must be one of"):
         write_procedure_sft_set([SAMPLE], lambda s: s.frame.path, out, box_units="inches")
 

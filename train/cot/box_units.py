@@ -17,7 +17,7 @@ from typing import Any
 
 from engine.modeldir import BOX_THOUSANDTHS, BOX_UNITS
 from engine.profiles import thousandths_wording
-from train.cot.chains import CotError
+from train.cot.chains import CotError, reference_boxes
 from train.data.join import scale_truth
 from train.data.sample import Sample
 
@@ -33,7 +33,7 @@ def check_box_units(units: str) -> str:
 def sample_in_thousandths(sample: Sample) -> Sample:
     """``sample`` with every box of its truth in thousandths of its frame's width and height (rounded as chains
     round pixels). A sample whose dataset gives its own answer text cannot be rewritten and raises CotError."""
-    if sample.answer and sample.truth.instruments:
+    if reference_boxes(sample):
         raise CotError(f"{sample.case}: the dataset's own answer text gives boxes in pixels")
     width, height = sample.frame.width, sample.frame.height
     if not (width and height):
