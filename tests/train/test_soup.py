@@ -74,6 +74,14 @@ def test_models_that_are_no_two_fine_tunes_of_one_model_are_refused(parents, tmp
         interpolate_models(first, second, 0.5, taken)
     assert [p.name for p in taken.iterdir()] == ["keep.txt"]
     assert not list(tmp_path.glob(".*partial"))  # nothing half-written left beside them
+    # a continuation trained to write boxes in thousandths: halfway between it and a pixel model writes neither
+    retrained = tmp_path / "thousandths"
+    shutil.copytree(second, retrained)
+    manifest = Manifest.read(retrained)
+    manifest.box_units = "thousandths"
+    manifest.write(retrained)
+    with pytest.raises(SoupError, match=r"boxes in pixels .* in thousandths"):
+        interpolate_models(first, retrained, 0.5, tmp_path / "units")
 
 
 def test_the_cli_writes_the_soup_and_says_to_evaluate_it(parents, tmp_path, capsys):
