@@ -19,6 +19,8 @@ from train.data.sample import FrameRef, Instrument, Sample, Task, TripletLabel, 
 from train.eval.report import evaluate
 from train.pipeline import PipelineError, check_recipe, load_pipeline_recipe, record_box_units, run_pipeline
 
+from .test_pipeline import MICRO as PIPELINE_MICRO
+
 TRUTH = Truth(
     phase="CalotTriangleDissection",
     tools=("Grasper", "Hook"),
@@ -106,25 +108,13 @@ def test_the_evaluation_maps_a_thousandths_answer_to_the_frames_pixels():
     assert unmapped["tasks"]["boxes"]["mAP50"] == pytest.approx(0.0)
 
 
-MICRO = {
+MICRO = {  # the pipeline tests' micro run, asked for whole chains (boxes) in thousandths, without iteration
+    **PIPELINE_MICRO,
     "name": "micro-th",
-    "out": "run",
-    "base_model": "tiny",
     "box_units": "thousandths",
     "canonical_chains": True,
-    "data": {
-        "synthetic": {"train_cases": 1, "test_cases": 1, "minutes": 1.0, "seed": 0, "width": 320, "height": 180},
-        "tasks": ["frame_analysis"],
-        "frame_size": [160, 90],
-        "max_train": 8,
-        "max_test": 4,
-    },
-    "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "logging_steps": 1},
-    "grpo": {
-        "trainer": {"max_steps": 1, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 16}
-    },
+    "data": {**PIPELINE_MICRO["data"], "tasks": ["frame_analysis"]},
     "iterate": {"rounds": 0},
-    "ablation": False,
     "evaluation": {"max_new_tokens": 16, "batch_size": 4},
 }
 
