@@ -73,12 +73,10 @@ def interpolate_models(a: Path, b: Path, weight: float, out: Path, name: str | N
     for file in _SAME_FILES:
         if _comparable(first.path / file) != _comparable(second.path / file):
             raise SoupError(f"{first.path} and {second.path} differ in {file}: not two fine-tunes of one model")
-    units = [m.box_units if m is not None else None for m in (first.manifest, second.manifest)]
-    if (units[0] or BOX_PIXELS) != (units[1] or BOX_PIXELS):
+    units = [(m.box_units if m is not None else None) or BOX_PIXELS for m in (first.manifest, second.manifest)]
+    if units[0] != units[1]:
         # the average of a model that writes pixels and one that writes thousandths writes neither
-        raise SoupError(
-            f"{first.path} writes boxes in {units[0] or BOX_PIXELS} and {second.path} in {units[1] or BOX_PIXELS}"
-        )
+        raise SoupError(f"{first.path} writes boxes in {units[0]} and {second.path} in {units[1]}")
     weights_a, weights_b = _tensors(first.weights), _tensors(second.weights)
     if weights_a.keys() != weights_b.keys():
         missing = sorted(weights_a.keys() ^ weights_b.keys())[0]

@@ -159,11 +159,12 @@ def _write_case(out: Path, config: SynthConfig, k: int, progress: Progress | Non
     script = build_script(vid, n, config.fps, config.seed)
     renderer = CaseRenderer(script, config.width, config.height)
     log = TruthLog(vid, config.fps, config.width, config.height)
-    encode_case(out / "cholec80" / "videos" / f"{name}.mp4", renderer, n, config, log, progress)
-    _atomic_text(out / "cholec80" / "phase_annotations" / f"{name}-phase.txt", cholec80_phase_txt(log.phases))
-    _atomic_text(out / "cholec80" / "tool_annotations" / f"{name}-tool.txt", cholec80_tool_txt(log))
-    _atomic_text(out / "CholecT50" / "labels" / f"VID{vid:02d}.json", json.dumps(cholect50_json(log)))
-    _atomic_text(out / "synth" / f"{name}-truth.jsonl", truth_jsonl(log))
+    video, phases, tools, triplets, truth = (out / rel for rel in _case_files(name, vid))
+    encode_case(video, renderer, n, config, log, progress)
+    _atomic_text(phases, cholec80_phase_txt(log.phases))
+    _atomic_text(tools, cholec80_tool_txt(log))
+    _atomic_text(triplets, json.dumps(cholect50_json(log)))
+    _atomic_text(truth, truth_jsonl(log))
     case = {
         "video": name,
         "id": vid,
@@ -179,7 +180,8 @@ def _write_case(out: Path, config: SynthConfig, k: int, progress: Progress | Non
 
 
 def _case_files(name: str, vid: int) -> tuple[str, ...]:
-    """Every file of one case, relative to its folder (what :func:`_write_case` writes)."""
+    """Every file of one case, relative to its folder: video, phase and tool files, CholecT50 labels, truth log (what
+    :func:`_write_case` writes and :class:`_Reusable` copies)."""
     return (
         f"cholec80/videos/{name}.mp4",
         f"cholec80/phase_annotations/{name}-phase.txt",
