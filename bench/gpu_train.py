@@ -156,7 +156,7 @@ def _manifest_details(model: Path) -> dict[str, Any]:
     first = lineage[0].get("details", {}) if lineage else {}
     last = lineage[-1].get("details", {}) if lineage else {}
     return {"parameters": first.get("parameters"), **{k: last.get(k) for k in ("steps", "stopped_by_time_cap",
-            "planned_steps", "final_loss", "rows")}}  # fmt: skip
+            "planned_steps", "fitted_steps", "final_loss", "rows")}}  # fmt: skip
 
 
 def _headline(stdout: str) -> dict[str, Any] | None:

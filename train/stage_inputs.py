@@ -211,7 +211,7 @@ class StageRecipe:
     dataloader_num_workers: int = 0
     max_minutes: float | None = field(
         default=None,
-        metadata={"help": "stop after this many minutes of training (a cap: the schedule is laid out for max_steps)"},
+        metadata={"help": "fit training to this many minutes: the schedule is laid out again over the steps that fit"},
     )
     # the settings as given (those that differ from the defaults), taken before anything is resolved: what a
     # stage's own recipe file repeats, so machine-dependent and derived values are settled where it runs
@@ -270,37 +270,102 @@ def _default(f: dataclasses.Field) -> Any:
 
 def train_resuming(trainer: Any, checkpoints: Path, resume: bool, max_minutes: float | None = None) -> dict[str, Any]:
     """Run ``trainer``, from the last checkpoint under ``checkpoints`` when ``resume`` and one exists. With
-    ``max_minutes``, training stops at the first step past that many minutes (of this run); what is returned
-    then says so, for the stage's manifest: ``{"stopped_by_time_cap": minutes, "planned_steps": n}``."""
+    ``max_minutes``, the run is fitted to that many minutes (:class:`TimeFit`); what is returned then says so, for
+    the stage's manifest: ``{"stopped_by_time_cap": minutes, "planned_steps": n, "fitted_steps": m}``."""
     import transformers
 
     last = transformers.trainer_utils.get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
-    cap = _time_cap(max_minutes) if max_minutes else None
+    cap = time_fit(max_minutes) if max_minutes else None
     if cap is not None:
         trainer.add_callback(cap)
     trainer.train(resume_from_checkpoint=last if (resume and last) else None)
     if cap is None or not cap.stopped:
         return {}
-    return {"stopped_by_time_cap": max_minutes, "planned_steps": int(trainer.state.max_steps)}
+    return {"stopped_by_time_cap": max_minutes, "planned_steps": cap.planned_steps, "fitted_steps": cap.fitted_steps}
 
 
-def _time_cap(minutes: float) -> Any:
-    """A trainer callback that ends training (saving a checkpoint) once ``minutes`` have passed since it began."""
+# steps left out of the rate a run's pace is measured by (the first ones pay for loader workers, CUDA start-up and
+# compilation), then steps measured: a run too short for both keeps its plan and only the hard stop applies
+PACE_SKIP_STEPS = 5
+PACE_STEPS = 20
+# the share of the minutes the fitted plan fills: later steps can run slower (checkpoints, logging, a busy machine)
+PACE_MARGIN = 0.95
+
+
+def time_fit(minutes: float, clock: Callable[[], float] | None = None) -> Any:
+    """A trainer callback that fits a run to ``minutes``.
+
+    A learning-rate schedule laid out for ``max_steps`` and cut off by a clock ends at a high rate: the model
+    written is the one mid-schedule, never decayed. So once the run's pace is measured (``PACE_STEPS`` steps
+    after ``PACE_SKIP_STEPS``), the steps that fit the minutes become the plan, and the same schedule (type,
+    warm-up, its own settings) is laid out again over them, so it still ends decayed. A run slower than its
+    pace said still stops at the first step past the minutes (saving a checkpoint), as a plain cap would.
+    ``clock`` is for tests (default ``time.monotonic``)."""
     import time
 
     from transformers import TrainerCallback
 
-    class TimeCap(TrainerCallback):
+    now = clock or time.monotonic
+
+    class TimeFit(TrainerCallback):
         def __init__(self) -> None:
             self.started: float | None = None
+            self.first_step = 0
+            self.paced_from: float | None = None
+            self.planned_steps: int | None = None
+            self.fitted_steps: int | None = None
             self.stopped = False
 
         def on_train_begin(self, args, state, control, **kwargs):
-            self.started = time.monotonic()
+            self.started, self.first_step = now(), state.global_step
+            self.planned_steps = int(state.max_steps)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.started is not None and time.monotonic() - self.started >= minutes * 60:
+            if self.started is None:
+                return control
+            elapsed = now() - self.started
+            done = state.global_step - self.first_step
+            if done == PACE_SKIP_STEPS:
+                self.paced_from = elapsed
+            elif done == PACE_SKIP_STEPS + PACE_STEPS and self.paced_from is not None and self.fitted_steps is None:
+                self._fit(args, state, kwargs.get("lr_scheduler"), elapsed, (elapsed - self.paced_from) / PACE_STEPS)
+            past_fit = self.fitted_steps is not None and state.global_step >= self.fitted_steps
+            if elapsed >= minutes * 60 or past_fit:
                 self.stopped = control.should_training_stop = control.should_save = True
             return control
 
-    return TimeCap()
+        def _fit(self, args, state, scheduler, elapsed: float, pace: float) -> None:
+            room = (minutes * 60 * PACE_MARGIN - elapsed) / pace if pace > 0 else float("inf")
+            steps = state.global_step + max(1, int(room))
+            # a warm-up longer than a tenth of the fitted run would leave no room to decay: it ends sooner (at the
+            # step reached, where that is later)
+            warmup = min(args.get_warmup_steps(steps), max(state.global_step, steps // 10))
+            if steps >= state.max_steps or not relaid_schedule(args, scheduler, steps, warmup):
+                return
+            self.fitted_steps = state.max_steps = steps
+
+    return TimeFit()
+
+
+def relaid_schedule(args: Any, scheduler: Any, steps: int, warmup: int) -> bool:
+    """Lay ``scheduler`` (the trainer's, a ``LambdaLR``) out again over ``steps`` with ``warmup`` steps of warm-up
+    and ``args``' schedule type and settings, keeping its position; False where it is no ``LambdaLR`` (it is then
+    left alone)."""
+    import torch
+    from transformers import get_scheduler
+
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper, where one is used
+    if not isinstance(inner, torch.optim.lr_scheduler.LambdaLR):
+        return False
+    spare = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    fresh = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer=spare,
+        num_warmup_steps=warmup,
+        num_training_steps=steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+    if not isinstance(fresh, torch.optim.lr_scheduler.LambdaLR):
+        return False
+    inner.lr_lambdas = [fresh.lr_lambdas[0]] * len(inner.lr_lambdas)
+    return True
