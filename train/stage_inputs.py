@@ -270,7 +270,7 @@ def _default(f: dataclasses.Field) -> Any:
 
 def train_resuming(trainer: Any, checkpoints: Path, resume: bool, max_minutes: float | None = None) -> dict[str, Any]:
     """Run ``trainer``, from the last checkpoint under ``checkpoints`` when ``resume`` and one exists. With
-    ``max_minutes``, the run is fitted to that many minutes (:class:`TimeFit`); what is returned then says so, for
+    ``max_minutes``, the run is fitted to that many minutes (:func:`time_fit`); what is returned then says so, for
     the stage's manifest: ``{"stopped_by_time_cap": minutes, "planned_steps": n, "fitted_steps": m}``."""
     import transformers
 
