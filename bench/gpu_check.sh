@@ -3,7 +3,7 @@
 #   bash bench/gpu_fetch_wheels.sh      (here, once: the packages the GPU machine's image lacks, into .whl/)
 #   bash bench/gpu_check.sh             (there: the device tool's `run` in the repository root, carry [".whl"])
 # 0. installs the carried wheels (.whl/, if any) into /tmp/site;
-# 1. bench/gpu_train.py: the demo size continued and the larger variant (demo-large) trained side by side on 96
+# 1. bench/gpu_train.py: the demo size continued and the larger variant (demo-large) trained side by side on 64
 #    synthetic cases, both judged on the same 480 held-out frames (its own deadline, GPU_TRAIN_S, default 470 s;
 #    GPU_TRAIN_ARGS passes options, e.g. "--train-cases 16 --test-cases 2 --max-test 120" for a shorter lease);
 # 2. with the time left: every gpu-marked test in tests/ (engine: bf16 transformers, onnxruntime's CUDA provider;

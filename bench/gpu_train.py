@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, help="folder for gpu_train.json, model-demo.tgz and reports.tgz")
     parser.add_argument("--smoke", action="store_true", help="two cases, two steps: the path, not the figures")
     parser.add_argument("--only", choices=[r.name for r in RUNS], help="train this run alone")
-    parser.add_argument("--train-cases", type=int, help="fewer training cases than the recipes' 96 (a short lease)")
+    parser.add_argument("--train-cases", type=int, help="fewer training cases than the recipes' 64 (a short lease)")
     parser.add_argument("--test-cases", type=int, help="held-out cases (the recipes': 8)")
     parser.add_argument("--max-test", type=int, help="held-out frames (the recipes': 480)")
     args = parser.parse_args(argv)
