@@ -17,8 +17,12 @@ class Clock:
         return self.now
 
 
-def _drive(minutes: float, max_steps: int, seconds_a_step: float, first_step_s: float, tmp_path, warmup: int = 3):
-    """The trainer's calls as its loop makes them: a scheduler step, then the callback's step end."""
+def _drive(
+    minutes: float, max_steps: int, seconds_a_step: float, first_step_s: float, tmp_path, warmup: int = 3,
+    slower_from: int | None = None,
+):  # fmt: skip
+    """The trainer's calls as its loop makes them: a scheduler step, then the callback's step end. From step
+    ``slower_from`` on, each step takes three times as long (a machine that got busy)."""
     args = TrainingArguments(
         output_dir=str(tmp_path), max_steps=max_steps, learning_rate=1e-3, lr_scheduler_type="cosine",
         warmup_steps=warmup, use_cpu=True, report_to=[],
@@ -30,7 +34,8 @@ def _drive(minutes: float, max_steps: int, seconds_a_step: float, first_step_s: 
     fit.on_train_begin(args, state, control)
     rates = []
     while not control.should_training_stop and state.global_step < state.max_steps:
-        clock.now += first_step_s if state.global_step == 0 else seconds_a_step
+        slow = slower_from is not None and state.global_step >= slower_from
+        clock.now += first_step_s if state.global_step == 0 else seconds_a_step * (3 if slow else 1)
         rates.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         scheduler.step()
@@ -53,6 +58,9 @@ def test_a_run_too_long_for_its_minutes_is_laid_out_again_and_ends_decayed(tmp_p
 def test_a_run_that_fits_keeps_its_plan_and_one_slower_than_its_pace_still_stops_at_the_minutes(tmp_path):
     fit, state, _, _ = _drive(5.0, 100, 1.0, 1.0, tmp_path)
     assert not fit.stopped and fit.fitted_steps is None and state.global_step == 100
+    # fitted at 1 s a step, then 3 s a step from step 100: stopped at the minutes, before the fitted plan
+    fit, state, _, clock = _drive(5.0, 2000, 1.0, 1.0, tmp_path, slower_from=100)
+    assert fit.stopped and state.global_step < fit.fitted_steps and 300 <= clock.now < 303
     # too short to measure a pace: the plain cap stops it at the first step past the minutes
     fit, state, _, clock = _drive(0.1, 100, 1.0, 1.0, tmp_path)
     assert fit.stopped and fit.fitted_steps is None and state.global_step == 6 and clock.now == 6.0
