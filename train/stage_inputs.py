@@ -327,7 +327,7 @@ def time_fit(minutes: float, clock: Callable[[], float] | None = None) -> Any:
             done = state.global_step - self.first_step
             if done == PACE_SKIP_STEPS:
                 self.paced_from = elapsed
-            elif done == PACE_SKIP_STEPS + PACE_STEPS and self.paced_from is not None and self.fitted_steps is None:
+            elif done == PACE_SKIP_STEPS + PACE_STEPS and self.paced_from is not None:
                 self._fit(args, state, kwargs.get("lr_scheduler"), elapsed, (elapsed - self.paced_from) / PACE_STEPS)
             past_fit = self.fitted_steps is not None and state.global_step >= self.fitted_steps
             if elapsed >= minutes * 60 or past_fit:
