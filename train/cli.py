@@ -321,6 +321,23 @@ def cmd_soup(args) -> int:
     return 0
 
 
+def cmd_grow(args) -> int:
+    from train.grow import GrowError, grow_model
+
+    try:
+        folder = grow_model(
+            Path(args.model),
+            Path(args.out),
+            vision_depth=args.vision_depth,
+            text_layers=args.text_layers,
+            name=args.name,
+        )
+    except GrowError as exc:
+        raise CliError(str(exc)) from None
+    print(f"{folder}: {args.model} grown; it answers as its parent did until trained (base_model of a recipe)")
+    return 0
+
+
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog=PROG, description="surgview training pipeline.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
@@ -419,6 +436,15 @@ def build_parser() -> ArgumentParser:
     w.add_argument("--name", help="its name (default: MODEL_B's)")
     w.add_argument("--onnx", action="store_true", help="also write its ONNX graphs (fp32)")
     w.set_defaults(func=cmd_soup)
+    g = sub.add_parser(
+        "grow", help="a deeper copy of a model that answers as it did (block expansion): capacity to train further"
+    )
+    g.add_argument("model", metavar="MODEL_DIR")
+    g.add_argument("--out", required=True, help="a new folder for the grown model")
+    g.add_argument("--vision-depth", type=int, help="vision blocks in the grown model (default: as it is)")
+    g.add_argument("--text-layers", type=int, help="language-model layers in the grown model (default: as it is)")
+    g.add_argument("--name", help="its name (default: MODEL_DIR's)")
+    g.set_defaults(func=cmd_grow)
     x = sub.add_parser("export-onnx", help="write MODEL_DIR/onnx: the model as ONNX graphs for onnxruntime")
     x.add_argument("model", metavar="MODEL_DIR")
     x.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="fp32 for CPU, fp16 for CUDA")

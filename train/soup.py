@@ -10,11 +10,10 @@ both parents and the weight, its held-out figures left empty until it is evaluat
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
-from engine.modeldir import BOX_PIXELS, Manifest, ModelDirError, Stage, inspect_model_dir
+from engine.modeldir import BOX_PIXELS, ModelDirError, Stage, inspect_model_dir
+from train.derived_model import DerivedModelError, load_tensors, write_derived_model
 
 __all__ = ["SoupError", "interpolate_models"]
 
@@ -45,15 +44,6 @@ def _strip_versions(value: object) -> object:
     return value
 
 
-def _tensors(weights: tuple[Path, ...]) -> dict:
-    from safetensors.torch import load_file
-
-    tensors: dict = {}
-    for path in weights:
-        tensors.update(load_file(str(path)))
-    return tensors
-
-
 def interpolate_models(a: Path, b: Path, weight: float, out: Path, name: str | None = None) -> Path:
     """Write ``(1 - weight) * a + weight * b`` to ``out`` (which must not exist, or be empty) and return it.
 
@@ -62,7 +52,6 @@ def interpolate_models(a: Path, b: Path, weight: float, out: Path, name: str | N
     stage added and no held-out figures (they were ``b``'s, not this model's) or ONNX graphs (export them again).
     """
     import torch
-    from safetensors.torch import save_file
 
     if not 0.0 < weight < 1.0:
         raise SoupError(f"the weight on the second model must lie strictly between 0 and 1, not {weight}")
@@ -77,7 +66,7 @@ def interpolate_models(a: Path, b: Path, weight: float, out: Path, name: str | N
     if units[0] != units[1]:
         # the average of a model that writes pixels and one that writes thousandths writes neither
         raise SoupError(f"{first.path} writes boxes in {units[0]} and {second.path} in {units[1]}")
-    weights_a, weights_b = _tensors(first.weights), _tensors(second.weights)
+    weights_a, weights_b = load_tensors(first.weights), load_tensors(second.weights)
     if weights_a.keys() != weights_b.keys():
         missing = sorted(weights_a.keys() ^ weights_b.keys())[0]
         raise SoupError(f"{first.path} and {second.path} hold different tensors (e.g. {missing})")
@@ -88,31 +77,8 @@ def interpolate_models(a: Path, b: Path, weight: float, out: Path, name: str | N
         key: torch.lerp(weights_a[key].float(), tensor.float(), weight).to(tensor.dtype).contiguous()
         for key, tensor in weights_b.items()
     }
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise SoupError(f"{out} exists and is not an empty folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    stage = Stage("interpolation", details={"from": first.model_id, "to": second.model_id, "weight": weight})
     try:
-        shutil.copytree(second.path, staging, dirs_exist_ok=True, ignore=shutil.ignore_patterns("onnx", "__pycache__"))
-        for path in second.weights:
-            (staging / path.relative_to(second.path)).unlink()
-        for index in staging.glob("*.safetensors.index.json"):
-            index.unlink()
-        save_file(mixed, str(staging / "model.safetensors"), metadata={"format": "pt"})
-        manifest = second.manifest or Manifest(second.name, second.architecture, "", "")
-        stage = Stage("interpolation", details={"from": first.model_id, "to": second.model_id, "weight": weight})
-        manifest.lineage = [*manifest.lineage, stage]
-        manifest.evaluation = {}
-        manifest.extra.pop("onnx", None)
-        if name:
-            manifest.name = name
-        manifest.write(staging)
-        inspect_model_dir(staging)  # the engine's own check of what was written
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out
+        return write_derived_model(second, mixed, stage, Path(out), name=name)
+    except DerivedModelError as exc:
+        raise SoupError(str(exc)) from None
