@@ -135,6 +135,14 @@ class EvaluationSpec:
 
 
 @dataclass
+class GrowSpec:
+    """A deeper copy of the base model to start from (train.grow: block expansion); None keeps a depth as it is."""
+
+    vision_depth: int | None = None
+    text_layers: int | None = None
+
+
+@dataclass
 class ExportSpec:
     onnx: bool = False  # also write the ONNX graphs (train.onnx_export)
     # Which stage's model of the first variant is exported: "sft", "grpo" or "iterN"; None: the last stage. A
@@ -152,6 +160,8 @@ class PipelineRecipe:
     # Read frames at this many pixels (min = max) instead of the base model's own budget: a model continued at a
     # higher resolution (train.image_budget). None: the base model's processor as it is.
     image_pixels: int | None = None
+    # Grow the base model folder before the first SFT (more capacity, its skills kept): {vision_depth, text_layers}.
+    grow: GrowSpec | None = None
     canonical_chains: bool = False  # one fixed phrasing per level (very small models learn it faster)
     # How the chains write boxes: "pixels" of the frame, or "thousandths" (0-1000 across it, as Qwen2-VL and Qwen3-VL
     # were pretrained). Every model the run trains records it in its manifest, and is asked and mapped so.
@@ -216,6 +226,8 @@ def load_pipeline_recipe(path: Path) -> PipelineRecipe:
         "evaluation": section(EvaluationSpec, raw.get("evaluation"), "evaluation"),
         "export": section(ExportSpec, raw.get("export"), "export"),
     }
+    if raw.get("grow") is not None:
+        sections["grow"] = section(GrowSpec, raw["grow"], "grow")
     recipe = parse_settings(PipelineRecipe, {**raw, **sections}, where, PipelineError)
     for key in ("cholec80", "cholect50", "endoscapes"):
         value = getattr(recipe.data, key)
@@ -251,6 +263,10 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         raise PipelineError(f"no accelerate config {recipe.accelerate}")
     if recipe.rounds < 0:
         raise PipelineError("iterate.rounds must be 0 or more")
+    from engine.tiny_model import SIZES
+
+    if recipe.grow is not None and recipe.base_model in SIZES:
+        raise PipelineError(f"grow: base_model {recipe.base_model!r} is built at its size; grow a model folder")
     rates = recipe.iterate.learning_rates
     if rates is not None and (not rates or any(not isinstance(r, int | float) or r <= 0 for r in rates)):
         raise PipelineError(f"iterate.learning_rates must be positive numbers; got {rates}")
@@ -624,8 +640,8 @@ class StopRequested(Exception):
 
 
 def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
-    """The model the first SFT starts from: a size built here, or a folder (copied here when its pixel budget
-    changes, so the source folder is never modified)."""
+    """The model the first SFT starts from: a size built here, or a folder (copied here, or grown into here, when
+    its depth or pixel budget changes, so the source folder is never modified)."""
     from engine.tiny_model import SIZES, build_tiny_model
 
     base = out / "base-model"
@@ -634,10 +650,19 @@ def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
             build_tiny_model(base, seed=recipe.seed, size=recipe.base_model)
     else:
         source = inspect_model_dir(recipe.base_model).path
-        if recipe.image_pixels is None:
+        if recipe.image_pixels is None and recipe.grow is None:
             return source
         if not (base / "surgview.json").exists():
-            replace_tree(source, base, ignore=("onnx", "__pycache__"))  # the graphs would keep the old budget
+            shutil.rmtree(base, ignore_errors=True)  # what a killed run left half-copied
+            if recipe.grow is None:
+                replace_tree(source, base, ignore=("onnx", "__pycache__"))  # the graphs would keep the old budget
+            else:
+                from train.grow import GrowError, grow_model
+
+                try:
+                    grow_model(source, base, vision_depth=recipe.grow.vision_depth, text_layers=recipe.grow.text_layers)
+                except GrowError as exc:
+                    raise PipelineError(f"grow: {exc}") from None
     if recipe.image_pixels is not None:
         try:
             set_image_pixels(base, recipe.image_pixels)

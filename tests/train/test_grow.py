@@ -125,3 +125,28 @@ def test_the_cli_grows_a_model_and_says_how_to_use_it(parent, tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["text_config"]["num_hidden_layers"] == 9
     assert train_main(["grow", str(parent), "--out", str(tmp_path / "h"), "--text-layers", "1"]) == 1
     assert "only adds" in capsys.readouterr().err
+
+
+def test_a_recipe_that_grows_its_base_trains_from_a_deeper_copy_and_leaves_the_source_as_it_was(parent, tmp_path):
+    from train.pipeline import PipelineError, _base_model, check_recipe, load_pipeline_recipe
+
+    before = (parent / "model.safetensors").read_bytes()
+    text = (
+        f"name: grown\nout: {tmp_path / 'run'}\nbase_model: {parent}\n"
+        "data: {synthetic: {train_cases: 1, test_cases: 1, minutes: 0.1}}\ngrow: {text_layers: 7}\n"
+    )
+    (tmp_path / "r.yaml").write_text(text)
+    recipe = load_pipeline_recipe(tmp_path / "r.yaml")
+    check_recipe(recipe)
+    base = _base_model(recipe, tmp_path / "run")
+    assert base == tmp_path / "run" / "base-model"
+    assert json.loads((base / "config.json").read_text())["text_config"]["num_hidden_layers"] == 7
+    assert inspect_model_dir(base).manifest.lineage[-1].name == "expansion"
+    assert _base_model(recipe, tmp_path / "run") == base  # a resumed run keeps the grown copy it trains
+    assert (parent / "model.safetensors").read_bytes() == before and not (parent / "base-model").exists()
+    (tmp_path / "r.yaml").write_text(text.replace("text_layers: 7", "text_layers: 1"))
+    with pytest.raises(PipelineError, match=r"grow: .*only adds"):
+        _base_model(load_pipeline_recipe(tmp_path / "r.yaml"), tmp_path / "other")
+    (tmp_path / "r.yaml").write_text(text.replace(f"base_model: {parent}", "base_model: tiny"))
+    with pytest.raises(PipelineError, match="grow a model folder"):
+        check_recipe(load_pipeline_recipe(tmp_path / "r.yaml"))

@@ -118,6 +118,7 @@ def test_unknown_keys_are_refused_by_the_parser_naming_key_and_file(tmp_path):
         ({"evaluation": {"batch": 2}}, r"evaluation: unknown key\(s\): \['batch'\]"),
         ({"data": {"synthetic": {"cases": 1}}}, r"data\.synthetic: unknown key\(s\): \['cases'\]"),
         ({"sft": {"model": "x"}}, "sft: model are set by the pipeline"),
+        ({"grow": {"text_layer": 7}}, r"grow: unknown key\(s\): \['text_layer'\]"),
     ],
 )
 def test_every_pipeline_section_is_read_by_the_parser(tmp_path, section, key):
