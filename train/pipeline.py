@@ -44,6 +44,7 @@ from train.grpo.stage import GRPORecipe
 from train.image_budget import ImageBudgetError, set_image_pixels
 from train.iterate import IterationConfig
 from train.model_output import replace_tree
+from train.rope_layout import RopeLayoutError, interleave_mrope
 from train.sft import SFTRecipe
 from train.stage_inputs import StageRecipe, evenly_spaced, flat_settings, parse_settings, read_mapping, resolve_path
 
@@ -160,6 +161,9 @@ class PipelineRecipe:
     # Read frames at this many pixels (min = max) instead of the base model's own budget: a model continued at a
     # higher resolution (train.image_budget). None: the base model's processor as it is.
     image_pixels: int | None = None
+    # "interleaved": the base model's decoder reads image rows and columns on fast and slow rotary frequencies
+    # alike (train.rope_layout); None: its M-RoPE layout as it is.
+    mrope: str | None = None
     # Grow the base model folder before the first SFT (more capacity, its skills kept): {vision_depth, text_layers}.
     grow: GrowSpec | None = None
     canonical_chains: bool = False  # one fixed phrasing per level (very small models learn it faster)
@@ -265,6 +269,8 @@ def check_recipe(recipe: PipelineRecipe) -> None:
         raise PipelineError("iterate.rounds must be 0 or more")
     from engine.tiny_model import SIZES
 
+    if recipe.mrope not in (None, "interleaved"):
+        raise PipelineError(f"mrope must be interleaved (or left out); got {recipe.mrope!r}")
     if recipe.grow is not None and recipe.base_model in SIZES:
         raise PipelineError(f"grow: base_model {recipe.base_model!r} is built at its size; grow a model folder")
     rates = recipe.iterate.learning_rates
@@ -641,7 +647,7 @@ class StopRequested(Exception):
 
 def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
     """The model the first SFT starts from: a size built here, or a folder (copied here, or grown into here, when
-    its depth or pixel budget changes, so the source folder is never modified)."""
+    its depth, rotary layout or pixel budget changes, so the source folder is never modified)."""
     from engine.tiny_model import SIZES, build_tiny_model
 
     base = out / "base-model"
@@ -650,7 +656,7 @@ def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
             build_tiny_model(base, seed=recipe.seed, size=recipe.base_model)
     else:
         source = inspect_model_dir(recipe.base_model).path
-        if recipe.image_pixels is None and recipe.grow is None:
+        if recipe.image_pixels is None and recipe.grow is None and recipe.mrope is None:
             return source
         if not (base / "surgview.json").exists():
             shutil.rmtree(base, ignore_errors=True)  # what a killed run left half-copied
@@ -668,6 +674,11 @@ def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
             set_image_pixels(base, recipe.image_pixels)
         except ImageBudgetError as exc:
             raise PipelineError(str(exc)) from None
+    if recipe.mrope == "interleaved":
+        try:
+            interleave_mrope(base)
+        except RopeLayoutError as exc:
+            raise PipelineError(f"mrope: {exc}") from None
     return base
 
 
