@@ -13,6 +13,7 @@ from engine.backends.base import GenerationRequest
 from engine.backends.transformers_backend import TransformersBackend
 from engine.modeldir import Manifest, inspect_model_dir
 from engine.tiny_model import build_tiny_model
+from tests.train.recipe_base import built_base, recipe_text
 from train.cli import main as train_main
 from train.grow import GrowError, grow_model, spread_copies
 
@@ -131,22 +132,15 @@ def test_a_recipe_that_grows_its_base_trains_from_a_deeper_copy_and_leaves_the_s
     from train.pipeline import PipelineError, _base_model, check_recipe, load_pipeline_recipe
 
     before = (parent / "model.safetensors").read_bytes()
-    text = (
-        f"name: grown\nout: {tmp_path / 'run'}\nbase_model: {parent}\n"
-        "data: {synthetic: {train_cases: 1, test_cases: 1, minutes: 0.1}}\ngrow: {text_layers: 7}\n"
-    )
-    (tmp_path / "r.yaml").write_text(text)
-    recipe = load_pipeline_recipe(tmp_path / "r.yaml")
-    check_recipe(recipe)
-    base = _base_model(recipe, tmp_path / "run")
+    base = built_base(parent, tmp_path, "grow: {text_layers: 7}")
     assert base == tmp_path / "run" / "base-model"
     assert json.loads((base / "config.json").read_text())["text_config"]["num_hidden_layers"] == 7
     assert inspect_model_dir(base).manifest.lineage[-1].name == "expansion"
-    assert _base_model(recipe, tmp_path / "run") == base  # a resumed run keeps the grown copy it trains
+    assert built_base(parent, tmp_path, "grow: {text_layers: 7}") == base  # a resumed run keeps its grown copy
     assert (parent / "model.safetensors").read_bytes() == before and not (parent / "base-model").exists()
-    (tmp_path / "r.yaml").write_text(text.replace("text_layers: 7", "text_layers: 1"))
+    (tmp_path / "r.yaml").write_text(recipe_text(parent, tmp_path / "run", "grow: {text_layers: 1}"))
     with pytest.raises(PipelineError, match=r"grow: .*only adds"):
         _base_model(load_pipeline_recipe(tmp_path / "r.yaml"), tmp_path / "other")
-    (tmp_path / "r.yaml").write_text(text.replace(f"base_model: {parent}", "base_model: tiny"))
+    (tmp_path / "r.yaml").write_text(recipe_text("tiny", tmp_path / "run", "grow: {text_layers: 7}"))
     with pytest.raises(PipelineError, match="grow a model folder"):
         check_recipe(load_pipeline_recipe(tmp_path / "r.yaml"))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from engine.tiny_model import build_tiny_model
+from tests.train.recipe_base import built_base, recipe_text
 from train.rope_layout import RopeLayoutError, interleave_mrope, mrope_sections
 
 
@@ -64,19 +65,12 @@ def test_models_without_sections_to_interleave_are_refused_in_one_line(model, tm
 
 
 def test_a_recipe_can_continue_a_model_with_interleaved_sections_leaving_its_source_as_it_was(model, tmp_path):
-    from train.pipeline import PipelineError, _base_model, check_recipe, load_pipeline_recipe
+    from train.pipeline import PipelineError, check_recipe, load_pipeline_recipe
 
     source_config = (model / "config.json").read_text()
-    text = (
-        f"name: r\nout: {tmp_path / 'run'}\nbase_model: {model}\n"
-        "data: {synthetic: {train_cases: 1, test_cases: 1, minutes: 0.1}}\nmrope: interleaved\n"
-    )
-    (tmp_path / "r.yaml").write_text(text)
-    recipe = load_pipeline_recipe(tmp_path / "r.yaml")
-    check_recipe(recipe)
-    base = _base_model(recipe, tmp_path / "run")
+    base = built_base(model, tmp_path, "mrope: interleaved")
     assert base == tmp_path / "run" / "base-model" and set(mrope_sections(base)) == {1}
     assert (model / "config.json").read_text() == source_config
-    (tmp_path / "r.yaml").write_text(text.replace("mrope: interleaved", "mrope: spiral"))
+    (tmp_path / "r.yaml").write_text(recipe_text(model, tmp_path / "run", "mrope: spiral"))
     with pytest.raises(PipelineError, match="mrope must be interleaved"):
         check_recipe(load_pipeline_recipe(tmp_path / "r.yaml"))
