@@ -3,10 +3,11 @@
 The demo model is small (a 4-block vision encoder 96 wide, a 3-layer language model 192 wide) and its boxes stop
 improving with more cases of the same pictures (README: 80 and 160 cases gain the same), which may mean a model
 short of capacity rather than of data (the README has what a grown copy did). Training a larger one from random
-weights throws away every skill the small one has and takes hours of CPU to win them back. Instead, each block chosen is followed by a copy of itself
-whose output projections (attention's and the MLP's) are zero, so the copy adds nothing to the residual stream:
-the grown model's logits equal its parent's, and training starts from the parent's skills with the new blocks'
-gradients already meaningful (their inputs are the parent's features, their other weights the parent's block).
+weights throws away every skill the small one has and takes hours of CPU to win them back. Instead, each block
+chosen is followed by a copy of itself whose output projections (attention's and the MLP's) are zero, so the copy
+adds nothing to the residual stream: the grown model's logits equal its parent's, and training starts from the
+parent's skills with the new blocks' gradients already meaningful (their inputs are the parent's features, their
+other weights the parent's block).
 """
 
 from __future__ import annotations
