@@ -12,7 +12,6 @@ other weights the parent's block).
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from pathlib import Path
@@ -88,8 +87,7 @@ def grow_model(
     if outputs is None:
         known = ", ".join(sorted(_RESIDUAL_OUTPUTS))
         raise GrowError(f"{parent.path}: cannot grow a {parent.architecture} (known: {known})")
-    config = json.loads((parent.path / "config.json").read_text(encoding="utf-8"))
-    grown_config = copy.deepcopy(config)
+    grown_config = json.loads((parent.path / "config.json").read_text(encoding="utf-8"))
     vision = grown_config["vision_config"]
     text = grown_config.get("text_config", grown_config)
     tensors = load_tensors(parent.weights)

@@ -659,12 +659,12 @@ def _base_model(recipe: PipelineRecipe, out: Path) -> Path:
         if recipe.image_pixels is None and recipe.grow is None and recipe.mrope is None:
             return source
         if not (base / "surgview.json").exists():
-            shutil.rmtree(base, ignore_errors=True)  # what a killed run left half-copied
             if recipe.grow is None:
                 replace_tree(source, base, ignore=("onnx", "__pycache__"))  # the graphs would keep the old budget
             else:
                 from train.grow import GrowError, grow_model
 
+                shutil.rmtree(base, ignore_errors=True)  # grow_model writes only into an empty folder
                 try:
                     grow_model(source, base, vision_depth=recipe.grow.vision_depth, text_layers=recipe.grow.text_layers)
                 except GrowError as exc:
